@@ -1,0 +1,37 @@
+//! The Cloudlysis runtime: the transport contract every node and the Gateway share, and the
+//! service plumbing every process mounts.
+//!
+//! Contracts are code: header names, subjects, stream and consumer policies and metric names
+//! live here and nowhere else.
+//!
+//! Layout:
+//! - [`context`] — `TenantId`, `CorrelationId`, `TraceId`, [`context::RequestContext`], header
+//!   names and inject/extract for HTTP headers, gRPC metadata and NATS headers.
+//! - [`trace`] — W3C `traceparent` parsing, validation and normalisation.
+//! - [`subject`] — subject-token validation, subject builders and consumer filter subjects.
+//! - [`stream`] — stream policies and [`stream::ensure_stream`] (create or validate, never
+//!   update).
+//! - [`consumer`] — durable pull-consumer policy, derived durable names, env overrides.
+//! - [`config`] — layered configuration (flags over env over TOML file) with errors that name
+//!   the setting.
+//! - [`nats`] — bounded connect with reconnect, publishing with every required header.
+//! - [`nats_server`] — finding (≥ 2.10) and launching a local `nats-server`.
+//! - [`metrics`] — the Prometheus recorder and every metric name.
+//! - [`service`] — `GET /health`, `GET /ready`, `GET /metrics`.
+//! - [`error`] — the crate's error types in one place.
+
+pub mod config;
+pub mod consumer;
+pub mod context;
+pub mod error;
+pub mod metrics;
+pub mod nats;
+pub mod nats_server;
+pub mod service;
+pub mod stream;
+pub mod subject;
+pub mod trace;
+
+pub use context::{CorrelationId, RequestContext, TenantId, TraceId};
+pub use subject::SubjectToken;
+pub use trace::TraceParent;

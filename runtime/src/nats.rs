@@ -1,0 +1,216 @@
+//! NATS connection and publishing helpers.
+//!
+//! [`connect`] bounds the initial connection by a deadline and then reconnects forever with a
+//! capped backoff (a node keeps running across NATS restarts; readiness reports the outage).
+//! [`publish`] puts every required header on a JetStream message and waits for the ack under a
+//! deadline.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, context::PublishAckFuture};
+use bytes::Bytes;
+
+use crate::config::{ConfigError, ConfigSource, settings};
+use crate::context::{RequestContext, headers};
+use crate::metrics::names;
+
+/// Default NATS URL.
+pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Longest delay between reconnect attempts.
+pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
+
+/// Validated NATS connection settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NatsSettings {
+    /// Server URL(s), comma separated.
+    pub url: String,
+    /// Deadline for the initial connection.
+    pub connect_timeout: Duration,
+    /// Deadline for requests and JetStream publish acks.
+    pub request_timeout: Duration,
+    /// Client name shown by the server (`connz`).
+    pub client_name: String,
+}
+
+impl NatsSettings {
+    /// Reads the settings: `url_flag` over env over file over defaults.
+    pub fn load(src: &ConfigSource, url_flag: Option<&str>, client_name: &str) -> Result<Self, ConfigError> {
+        let url: String = src.get_or(&settings::NATS_URL, url_flag, DEFAULT_NATS_URL.to_string())?;
+        for part in url.split(',') {
+            if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
+                let origin = src
+                    .raw(&settings::NATS_URL, url_flag)
+                    .map(|(_, o)| o)
+                    .unwrap_or(crate::config::Origin::Flag(settings::NATS_URL.flag));
+                return Err(ConfigError::Invalid {
+                    setting: settings::NATS_URL.key,
+                    origin,
+                    value: url.clone(),
+                    reason: e.to_string(),
+                });
+            }
+        }
+        Ok(Self {
+            url,
+            connect_timeout: src.get_millis(
+                &settings::NATS_CONNECT_TIMEOUT_MS,
+                None,
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            request_timeout: src.get_millis(
+                &settings::NATS_REQUEST_TIMEOUT_MS,
+                None,
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            client_name: client_name.to_string(),
+        })
+    }
+
+    /// Settings for `url` with default deadlines.
+    pub fn for_url(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(5),
+            client_name: "cloudlysis".into(),
+        }
+    }
+}
+
+/// A NATS operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum NatsError {
+    /// The initial connection did not succeed before the deadline.
+    #[error("could not connect to NATS at {url} within {timeout:?}: {reason}")]
+    Connect {
+        /// The URL(s) tried.
+        url: String,
+        /// The deadline.
+        timeout: Duration,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A publish was refused or not acknowledged.
+    #[error("publish to {subject} failed: {reason}")]
+    Publish {
+        /// The subject.
+        subject: String,
+        /// What went wrong.
+        reason: String,
+    },
+    /// A publish was not acknowledged before the deadline.
+    #[error("publish to {subject} was not acknowledged within {timeout:?}")]
+    PublishTimeout {
+        /// The subject.
+        subject: String,
+        /// The deadline.
+        timeout: Duration,
+    },
+}
+
+/// Connects with a bounded initial connect, then reconnects forever with capped backoff.
+/// Connection events are logged and counted in `cloudlysis_nats_connection_events_total{event}`.
+pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
+    let options = async_nats::ConnectOptions::new()
+        .name(&settings.client_name)
+        .connection_timeout(settings.connect_timeout)
+        .request_timeout(Some(settings.request_timeout))
+        .max_reconnects(None)
+        .reconnect_delay_callback(|attempts| {
+            let exp = attempts.min(6) as u32;
+            (Duration::from_millis(100) * 2u32.pow(exp)).min(MAX_RECONNECT_DELAY)
+        })
+        .event_callback(|event| async move {
+            let label = match &event {
+                async_nats::Event::Connected => "connected",
+                async_nats::Event::Disconnected => "disconnected",
+                async_nats::Event::LameDuckMode => "lame_duck",
+                async_nats::Event::Draining => "draining",
+                async_nats::Event::Closed => "closed",
+                async_nats::Event::SlowConsumer(_) => "slow_consumer",
+                async_nats::Event::ServerError(_) => "server_error",
+                async_nats::Event::ClientError(_) => "client_error",
+            };
+            metrics::counter!(names::NATS_CONNECTION_EVENTS, "event" => label).increment(1);
+            tracing::info!(event = %event, "nats connection event");
+        });
+    let addrs: Vec<async_nats::ServerAddr> = settings
+        .url
+        .split(',')
+        .map(|s| s.trim().parse())
+        .collect::<Result<_, _>>()
+        .map_err(|e: std::io::Error| NatsError::Connect {
+            url: settings.url.clone(),
+            timeout: settings.connect_timeout,
+            reason: e.to_string(),
+        })?;
+    let connect_error = |reason: String| NatsError::Connect {
+        url: settings.url.clone(),
+        timeout: settings.connect_timeout,
+        reason,
+    };
+    match tokio::time::timeout(settings.connect_timeout, options.connect(addrs.as_slice())).await {
+        Ok(Ok(client)) => Ok(client),
+        Ok(Err(e)) => Err(connect_error(e.to_string())),
+        Err(_) => Err(connect_error("timed out".into())),
+    }
+}
+
+/// A JetStream context whose API requests and publish acks time out after `request_timeout`.
+pub fn jetstream(client: async_nats::Client, request_timeout: Duration) -> jetstream::Context {
+    let mut js = jetstream::new(client);
+    js.set_timeout(request_timeout);
+    js
+}
+
+/// The headers every Cloudlysis publish carries: the context's tenant, correlation and trace
+/// headers plus `Nats-Msg-Id` for de-duplication.
+pub fn publish_headers(ctx: &RequestContext, msg_id: &str) -> async_nats::HeaderMap {
+    let mut map = async_nats::HeaderMap::new();
+    ctx.inject_nats(&mut map);
+    map.insert(headers::NATS_MSG_ID, msg_id);
+    map
+}
+
+/// Publishes `payload` to `subject` with [`publish_headers`] (plus `extra`), and waits for the
+/// JetStream ack up to `timeout`.
+pub async fn publish(
+    js: &jetstream::Context,
+    subject: String,
+    ctx: &RequestContext,
+    msg_id: &str,
+    extra: Option<&async_nats::HeaderMap>,
+    payload: Bytes,
+    timeout: Duration,
+) -> Result<jetstream::publish::PublishAck, NatsError> {
+    let mut map = publish_headers(ctx, msg_id);
+    if let Some(extra) = extra {
+        for (name, values) in extra.iter() {
+            for v in values {
+                map.append(name.clone(), v.clone());
+            }
+        }
+    }
+    let fail = |reason: String| NatsError::Publish {
+        subject: subject.clone(),
+        reason,
+    };
+    let work = async {
+        let ack: PublishAckFuture = js
+            .publish_with_headers(subject.clone(), map, payload)
+            .await
+            .map_err(|e| fail(e.to_string()))?;
+        ack.await.map_err(|e| fail(e.to_string()))
+    };
+    match tokio::time::timeout(timeout, work).await {
+        Ok(result) => result,
+        Err(_) => Err(NatsError::PublishTimeout {
+            subject: subject.clone(),
+            timeout,
+        }),
+    }
+}

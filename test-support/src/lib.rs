@@ -1,0 +1,235 @@
+//! Test support shared by every crate's tests: a real `nats-server` with JetStream on an
+//! ephemeral port, and polling helpers instead of sleeps.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), Box<dyn std::error::Error>> {
+//! use cloudlysis_test_support::NatsServer;
+//!
+//! let mut server = NatsServer::start().await?;   // fails clearly when no nats-server ≥ 2.10
+//! let client = async_nats::connect(server.url()).await?;
+//! server.kill9().await?;                          // crash it
+//! server.restart().await?;                        // same port, same store
+//! # drop(client); Ok(()) }
+//! ```
+//!
+//! Layout:
+//! - [`NatsServer`] — start, stop, kill -9 and restart a server; cleans up on drop.
+//! - [`eventually`] — poll an async condition until it holds or a deadline passes.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use cloudlysis_runtime::nats_server::{self, NatsServerBinary, NatsServerError};
+
+/// How long to wait for a started server to answer JetStream requests.
+pub const START_DEADLINE: Duration = Duration::from_secs(20);
+
+/// The harness failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HarnessError {
+    /// No usable `nats-server` (missing or older than 2.10); the message says how to get one.
+    #[error(transparent)]
+    Binary(#[from] NatsServerError),
+    /// The server did not come up.
+    #[error("nats-server did not become ready on port {port} within {deadline:?}: {reason}\n--- server log ---\n{log}")]
+    NotReady {
+        /// Port it was started on.
+        port: u16,
+        /// The deadline.
+        deadline: Duration,
+        /// The last error seen.
+        reason: String,
+        /// The tail of the server's log.
+        log: String,
+    },
+    /// Local I/O failed (temp dir, port probe, signal).
+    #[error("harness I/O: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A `nats-server -js` owned by one test: ephemeral port, private temp store, killed on drop.
+pub struct NatsServer {
+    binary: NatsServerBinary,
+    port: u16,
+    dir: tempfile::TempDir,
+    child: Option<tokio::process::Child>,
+}
+
+impl NatsServer {
+    /// Finds a server binary (≥ 2.10), starts it on a free port and waits until JetStream
+    /// answers.
+    pub async fn start() -> Result<Self, HarnessError> {
+        let binary = nats_server::find()?;
+        let dir = tempfile::Builder::new()
+            .prefix("cloudlysis-nats-")
+            .tempdir()?;
+        std::fs::create_dir_all(dir.path().join("store"))?;
+        let mut server = Self {
+            binary,
+            port: 0,
+            dir,
+            child: None,
+        };
+        let mut last_err = None;
+        // The port is free when probed but another process may take it before the server binds;
+        // try a few ports before giving up.
+        for _ in 0..5 {
+            server.port = free_port()?;
+            match server.launch().await {
+                Ok(()) => return Ok(server),
+                Err(e) => last_err = Some(e),
+            }
+        }
+        Err(last_err.unwrap_or_else(|| HarnessError::Io(std::io::Error::other("no attempt"))))
+    }
+
+    /// `nats://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    /// The port the server listens on (kept across restarts).
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// The JetStream store directory (kept across restarts).
+    pub fn store_dir(&self) -> PathBuf {
+        self.dir.path().join("store")
+    }
+
+    /// The server binary in use.
+    pub fn binary(&self) -> &NatsServerBinary {
+        &self.binary
+    }
+
+    /// A connected client.
+    pub async fn client(&self) -> async_nats::Client {
+        match async_nats::connect(self.url()).await {
+            Ok(c) => c,
+            Err(e) => panic!("connect to test nats-server at {}: {e}", self.url()),
+        }
+    }
+
+    /// A JetStream context on a new client.
+    pub async fn jetstream(&self) -> async_nats::jetstream::Context {
+        async_nats::jetstream::new(self.client().await)
+    }
+
+    /// Graceful stop (SIGTERM), waiting for the process to exit.
+    pub async fn stop(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
+                rustix::process::kill_process(pid, rustix::process::Signal::TERM)
+                    .map_err(std::io::Error::from)?;
+            }
+            if tokio::time::timeout(Duration::from_secs(15), child.wait())
+                .await
+                .is_err()
+            {
+                child.kill().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Crash (SIGKILL, as `kill -9`), waiting for the process to exit.
+    pub async fn kill9(&mut self) -> Result<(), HarnessError> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// Starts the server again on the same port and store (after [`stop`](Self::stop) or
+    /// [`kill9`](Self::kill9)); waits until JetStream answers.
+    pub async fn restart(&mut self) -> Result<(), HarnessError> {
+        self.kill9().await?;
+        self.launch().await
+    }
+
+    /// True while the server process runs.
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.as_mut().map(|c| c.try_wait()), Some(Ok(None)))
+    }
+
+    async fn launch(&mut self) -> Result<(), HarnessError> {
+        let log = self.dir.path().join("nats-server.log");
+        let child = nats_server::spawn(&self.binary, "127.0.0.1", self.port, &self.store_dir(), &log)?;
+        self.child = Some(child);
+        let deadline = Instant::now() + START_DEADLINE;
+        let mut reason = String::from("not tried");
+        while Instant::now() < deadline {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                reason = format!("nats-server exited with {status}");
+                break;
+            }
+            match self.jetstream_ready().await {
+                Ok(()) => return Ok(()),
+                Err(e) => reason = e,
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        self.kill9().await?;
+        Err(HarnessError::NotReady {
+            port: self.port,
+            deadline: START_DEADLINE,
+            reason,
+            log: tail(&log),
+        })
+    }
+
+    async fn jetstream_ready(&self) -> Result<(), String> {
+        let client = async_nats::ConnectOptions::new()
+            .connection_timeout(Duration::from_millis(500))
+            .connect(self.url())
+            .await
+            .map_err(|e| e.to_string())?;
+        let js = async_nats::jetstream::new(client);
+        tokio::time::timeout(Duration::from_secs(2), js.query_account())
+            .await
+            .map_err(|_| "JetStream account info timed out".to_string())?
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    }
+
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        if let Some(child) = self.child.as_mut() {
+            let _ = child.start_kill();
+        }
+    }
+}
+
+/// Polls `condition` every 20 ms until it returns true or `deadline` passes; returns whether it
+/// held. Use instead of sleeping in tests.
+pub async fn eventually<F, Fut>(deadline: Duration, mut condition: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let end = Instant::now() + deadline;
+    loop {
+        if condition().await {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?.port())
+}
+
+fn tail(path: &Path) -> String {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(30)..].join("\n")
+}
