@@ -37,6 +37,13 @@ pub struct Setting {
     pub doc: &'static str,
 }
 
+impl Setting {
+    /// Help text for a CLI flag: the doc line plus the env var and file key.
+    pub fn help(&self) -> String {
+        format!("{} [env: {}] [file: {}]", self.doc, self.env, self.key)
+    }
+}
+
 /// The settings the runtime itself reads. Role settings live with their roles.
 pub mod settings {
     use super::Setting;
@@ -61,6 +68,13 @@ pub mod settings {
         env: "CLOUDLYSIS_NATS_REQUEST_TIMEOUT_MS",
         flag: "--nats-request-timeout-ms",
         doc: "deadline for NATS requests and JetStream publish acks, milliseconds [default: 5000]",
+    };
+    /// Data directory of `cloudlysis dev` (NATS store, logs).
+    pub const DEV_DATA_DIR: Setting = Setting {
+        key: "dev.data_dir",
+        env: "CLOUDLYSIS_DATA_DIR",
+        flag: "--data-dir",
+        doc: "data directory of `cloudlysis dev` (NATS store and log) [default: .cloudlysis/dev]",
     };
     /// Listen address of the node's HTTP endpoints (`/health`, `/ready`, `/metrics`).
     pub const HTTP_ADDR: Setting = Setting {
@@ -176,14 +190,16 @@ impl ConfigSource {
     }
 
     /// Adds TOML text as if read from `path`.
-    pub fn with_toml_str(mut self, text: &str, path: impl Into<PathBuf>) -> Result<Self, ConfigError> {
+    pub fn with_toml_str(
+        mut self,
+        text: &str,
+        path: impl Into<PathBuf>,
+    ) -> Result<Self, ConfigError> {
         let path = path.into();
-        let table = text
-            .parse::<toml::Table>()
-            .map_err(|e| ConfigError::File {
-                path: path.clone(),
-                reason: e.to_string().trim().to_string(),
-            })?;
+        let table = text.parse::<toml::Table>().map_err(|e| ConfigError::File {
+            path: path.clone(),
+            reason: e.to_string().trim().to_string(),
+        })?;
         self.file = Some((path, table));
         Ok(self)
     }
@@ -242,21 +258,28 @@ impl ConfigSource {
     {
         match self.raw(setting, flag) {
             None => Ok(None),
-            Some((value, origin)) => value
-                .trim()
-                .parse::<T>()
-                .map(Some)
-                .map_err(|e| ConfigError::Invalid {
-                    setting: setting.key,
-                    origin,
-                    value,
-                    reason: e.to_string(),
-                }),
+            Some((value, origin)) => {
+                value
+                    .trim()
+                    .parse::<T>()
+                    .map(Some)
+                    .map_err(|e| ConfigError::Invalid {
+                        setting: setting.key,
+                        origin,
+                        value,
+                        reason: e.to_string(),
+                    })
+            }
         }
     }
 
     /// Parses `setting`, or returns `default` when it is set nowhere.
-    pub fn get_or<T>(&self, setting: &Setting, flag: Option<&str>, default: T) -> Result<T, ConfigError>
+    pub fn get_or<T>(
+        &self,
+        setting: &Setting,
+        flag: Option<&str>,
+        default: T,
+    ) -> Result<T, ConfigError>
     where
         T: FromStr,
         T::Err: fmt::Display,

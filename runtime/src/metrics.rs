@@ -25,25 +25,27 @@ pub mod names {
 #[error("could not install the Prometheus recorder: {0}")]
 pub struct MetricsError(String);
 
-static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
 
-/// Installs the process-wide Prometheus recorder once and returns its handle; later calls return
-/// the same handle. Registers the descriptions of the runtime's metrics.
+/// Installs the process-wide Prometheus recorder once and returns its handle; later (and
+/// concurrent) calls return the same handle. Registers the descriptions of the runtime's metrics.
 pub fn install() -> Result<PrometheusHandle, MetricsError> {
-    if let Some(handle) = HANDLE.get() {
-        return Ok(handle.clone());
-    }
-    let handle = PrometheusBuilder::new()
-        .install_recorder()
-        .map_err(|e| MetricsError(e.to_string()))?;
-    describe();
-    // A racing caller may have won; either handle renders the one global recorder's registry,
-    // but only the first is kept.
-    Ok(HANDLE.get_or_init(|| handle).clone())
+    HANDLE
+        .get_or_init(|| {
+            let handle = PrometheusBuilder::new()
+                .install_recorder()
+                .map_err(|e| MetricsError(e.to_string()))?;
+            describe();
+            Ok(handle)
+        })
+        .clone()
 }
 
 fn describe() {
-    metrics::describe_gauge!(names::BUILD_INFO, "Cloudlysis build information (always 1).");
+    metrics::describe_gauge!(
+        names::BUILD_INFO,
+        "Cloudlysis build information (always 1)."
+    );
     metrics::describe_counter!(
         names::NATS_CONNECTION_EVENTS,
         "NATS connection events (connected, disconnected, ...)."

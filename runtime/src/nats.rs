@@ -34,8 +34,13 @@ pub struct NatsSettings {
 
 impl NatsSettings {
     /// Reads the settings: `url_flag` over env over file over defaults.
-    pub fn load(src: &ConfigSource, url_flag: Option<&str>, client_name: &str) -> Result<Self, ConfigError> {
-        let url: String = src.get_or(&settings::NATS_URL, url_flag, DEFAULT_NATS_URL.to_string())?;
+    pub fn load(
+        src: &ConfigSource,
+        url_flag: Option<&str>,
+        client_name: &str,
+    ) -> Result<Self, ConfigError> {
+        let url: String =
+            src.get_or(&settings::NATS_URL, url_flag, DEFAULT_NATS_URL.to_string())?;
         for part in url.split(',') {
             if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
                 let origin = src

@@ -47,7 +47,9 @@ pub struct NatsServerBinary {
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NatsServerError {
     /// Nothing found anywhere.
-    #[error("nats-server not found (looked at NATS_SERVER_BIN, {TOOLS_BINARY} and PATH): {HOW_TO_INSTALL}")]
+    #[error(
+        "nats-server not found (looked at NATS_SERVER_BIN, {TOOLS_BINARY} and PATH): {HOW_TO_INSTALL}"
+    )]
     NotFound,
     /// `NATS_SERVER_BIN` points at something that does not run.
     #[error("NATS_SERVER_BIN={path} does not run: {reason}; {HOW_TO_INSTALL}")]
@@ -58,7 +60,9 @@ pub enum NatsServerError {
         reason: String,
     },
     /// The binary is older than 2.10.
-    #[error("nats-server at {path} is version {version}; Cloudlysis needs {MIN_VERSION} or later: {HOW_TO_INSTALL}")]
+    #[error(
+        "nats-server at {path} is version {version}; Cloudlysis needs {MIN_VERSION} or later: {HOW_TO_INSTALL}"
+    )]
     TooOld {
         /// The path.
         path: PathBuf,
@@ -125,10 +129,12 @@ pub fn probe(path: &Path) -> Result<NatsServerBinary, NatsServerError> {
             }
         }
     }
-    let out = child.wait_with_output().map_err(|e| NatsServerError::Spawn {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })?;
+    let out = child
+        .wait_with_output()
+        .map_err(|e| NatsServerError::Spawn {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -179,13 +185,20 @@ pub fn find_with(
         candidates.extend(dir.ancestors().map(|d| d.join(TOOLS_BINARY)));
     }
     // The checkout this crate was built from (useful for `cargo run` from anywhere).
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(TOOLS_BINARY));
+    candidates.push(
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("..")
+            .join(TOOLS_BINARY),
+    );
     if let Some(path_var) = path_var {
         candidates.extend(std::env::split_paths(path_var).map(|d| d.join("nats-server")));
     }
     let mut too_old = None;
     for candidate in candidates.iter().filter(|p| p.is_file()) {
-        match probe(candidate) {
+        let candidate = candidate
+            .canonicalize()
+            .unwrap_or_else(|_| candidate.clone());
+        match probe(&candidate) {
             Ok(bin) => return Ok(bin),
             Err(e @ NatsServerError::TooOld { .. }) => {
                 too_old.get_or_insert(e);
@@ -230,15 +243,73 @@ pub fn spawn(
         .map_err(|e| spawn_err(e.to_string()))
 }
 
+/// Polls `url` until the server accepts a connection and answers a JetStream account request,
+/// or `deadline` passes (then returns the last error seen).
+pub async fn wait_until_ready(url: &str, deadline: Duration) -> Result<(), String> {
+    let end = tokio::time::Instant::now() + deadline;
+    let mut last = String::from("not tried");
+    while tokio::time::Instant::now() < end {
+        match jetstream_answers(url).await {
+            Ok(()) => return Ok(()),
+            Err(e) => last = e,
+        }
+        // A poll interval, not synchronisation: the server is a separate process.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Err(last)
+}
+
+async fn jetstream_answers(url: &str) -> Result<(), String> {
+    let client = async_nats::ConnectOptions::new()
+        .connection_timeout(Duration::from_millis(500))
+        .connect(url)
+        .await
+        .map_err(|e| e.to_string())?;
+    let js = async_nats::jetstream::new(client);
+    tokio::time::timeout(Duration::from_secs(2), js.query_account())
+        .await
+        .map_err(|_| "JetStream account info timed out".to_string())?
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// Stops a server child gracefully (SIGTERM, so it flushes its store), killing it when it has
+/// not exited within `timeout`.
+pub async fn stop_gracefully(
+    child: &mut tokio::process::Child,
+    timeout: Duration,
+) -> std::io::Result<()> {
+    if let Some(pid) = child
+        .id()
+        .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+    {
+        // ESRCH only means it already exited.
+        let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+    }
+    if tokio::time::timeout(timeout, child.wait()).await.is_err() {
+        child.kill().await?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn versions_are_parsed_from_server_output() {
-        assert_eq!(parse_version("nats-server: v2.15.1"), Some(Version(2, 15, 1)));
-        assert_eq!(parse_version("nats-server: v2.9.10\n"), Some(Version(2, 9, 10)));
-        assert_eq!(parse_version("nats-server: v2.11.0-RC.1"), Some(Version(2, 11, 0)));
+        assert_eq!(
+            parse_version("nats-server: v2.15.1"),
+            Some(Version(2, 15, 1))
+        );
+        assert_eq!(
+            parse_version("nats-server: v2.9.10\n"),
+            Some(Version(2, 9, 10))
+        );
+        assert_eq!(
+            parse_version("nats-server: v2.11.0-RC.1"),
+            Some(Version(2, 11, 0))
+        );
         assert_eq!(parse_version("garbage"), None);
     }
 
@@ -253,7 +324,10 @@ mod tests {
     fn a_bad_nats_server_bin_is_named() {
         let err = find_with(Some("/nonexistent/nats-server".into()), None, None).unwrap_err();
         assert!(matches!(err, NatsServerError::BadBin { .. }));
-        assert!(err.to_string().contains("NATS_SERVER_BIN=/nonexistent/nats-server"));
+        assert!(
+            err.to_string()
+                .contains("NATS_SERVER_BIN=/nonexistent/nats-server")
+        );
         assert!(err.to_string().contains("scripts/install-nats-server"));
     }
 

@@ -11,8 +11,8 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use axum::Router;
@@ -28,13 +28,13 @@ use crate::metrics::names;
 /// Deadline of one readiness check.
 pub const READINESS_CHECK_TIMEOUT: Duration = Duration::from_secs(2);
 
-type CheckFn =
-    dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+type CheckFn = dyn Fn() -> Pin<Box<dyn Future<Output = Result<(), String>> + Send>> + Send + Sync;
+type Checks = Vec<(&'static str, Arc<CheckFn>)>;
 
 /// The readiness checks of one service. Cheap to clone; clones share the checks.
 #[derive(Clone, Default)]
 pub struct Readiness {
-    checks: Arc<RwLock<Vec<(&'static str, Arc<CheckFn>)>>>,
+    checks: Arc<RwLock<Checks>>,
 }
 
 /// A readiness flag the service flips (e.g. "streams validated", "not draining").
@@ -140,12 +140,12 @@ impl Readiness {
         }
     }
 
-    fn read(&self) -> std::sync::RwLockReadGuard<'_, Vec<(&'static str, Arc<CheckFn>)>> {
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Checks> {
         // A poisoned lock only means a registering thread panicked; the list is still valid.
         self.checks.read().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Vec<(&'static str, Arc<CheckFn>)>> {
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Checks> {
         self.checks.write().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -188,7 +188,10 @@ async fn metrics_text(State(s): State<ServiceEndpoints>) -> Response {
     count("/metrics", StatusCode::OK);
     s.metrics.run_upkeep();
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         s.metrics.render(),
     )
         .into_response()

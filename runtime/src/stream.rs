@@ -267,7 +267,10 @@ impl StreamPolicy {
             );
         }
         if existing.sealed {
-            return fail("sealed", "must be false: a sealed stream refuses publishes".into());
+            return fail(
+                "sealed",
+                "must be false: a sealed stream refuses publishes".into(),
+            );
         }
         if existing.no_ack {
             return fail("no_ack", "must be false: publishes need acks".into());
@@ -299,9 +302,11 @@ pub async fn ensure_stream(
             }
             // Another service created it between our lookup and our create: validate theirs.
             Err(e) if is_already_exists(&e.kind()) => {
-                let info = fetch(js, policy).await?.ok_or_else(|| StreamError::Missing {
-                    stream: policy.name.to_string(),
-                })?;
+                let info = fetch(js, policy)
+                    .await?
+                    .ok_or_else(|| StreamError::Missing {
+                        stream: policy.name.to_string(),
+                    })?;
                 policy
                     .check(&info.config)
                     .map_err(StreamError::Incompatible)?;
@@ -317,9 +322,11 @@ pub async fn check_stream(
     js: &jetstream::Context,
     policy: &StreamPolicy,
 ) -> Result<jetstream::stream::Info, StreamError> {
-    let info = fetch(js, policy).await?.ok_or_else(|| StreamError::Missing {
-        stream: policy.name.to_string(),
-    })?;
+    let info = fetch(js, policy)
+        .await?
+        .ok_or_else(|| StreamError::Missing {
+            stream: policy.name.to_string(),
+        })?;
     policy
         .check(&info.config)
         .map_err(StreamError::Incompatible)?;

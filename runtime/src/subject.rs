@@ -121,7 +121,11 @@ impl fmt::Debug for SubjectToken {
 }
 
 /// `tenant.<t>.aggregate.<type>.<id>`: one aggregate instance's events.
-pub fn aggregate_event(tenant: &TenantId, aggregate_type: &SubjectToken, id: &SubjectToken) -> String {
+pub fn aggregate_event(
+    tenant: &TenantId,
+    aggregate_type: &SubjectToken,
+    id: &SubjectToken,
+) -> String {
     format!("tenant.{tenant}.aggregate.{aggregate_type}.{id}")
 }
 

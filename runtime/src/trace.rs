@@ -64,7 +64,9 @@ impl TraceParent {
             return Err(TraceParentError::ForbiddenVersion);
         }
         if bytes[2] != b'-' || bytes[35] != b'-' || bytes[52] != b'-' {
-            return Err(TraceParentError::Malformed("fields are not separated by '-'"));
+            return Err(TraceParentError::Malformed(
+                "fields are not separated by '-'",
+            ));
         }
         if version == "00" {
             if bytes.len() != 55 {

@@ -39,7 +39,10 @@ async fn a_durable_consumer_reads_back_with_the_policy_settings() {
         .unwrap();
     let info = consumer.info().await.unwrap();
     let c = &info.config;
-    assert_eq!(c.durable_name.as_deref(), Some("cloudlysis-projection-view-balances"));
+    assert_eq!(
+        c.durable_name.as_deref(),
+        Some("cloudlysis-projection-view-balances")
+    );
     assert_eq!(c.ack_policy, AckPolicy::Explicit);
     assert_eq!(c.ack_wait, Duration::from_millis(7000));
     assert_eq!(c.max_deliver, 4);

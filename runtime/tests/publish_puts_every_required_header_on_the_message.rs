@@ -7,13 +7,15 @@ use bytes::Bytes;
 use cloudlysis_runtime::context::{RequestContext, TenantId};
 use cloudlysis_runtime::nats::{self, NatsSettings};
 use cloudlysis_runtime::{TraceParent, stream, subject};
-use futures::StreamExt;
 use cloudlysis_test_support::NatsServer;
+use futures::StreamExt;
 
 #[tokio::test]
 async fn published_messages_carry_every_required_header() {
     let server = NatsServer::start().await.unwrap();
-    let client = nats::connect(&NatsSettings::for_url(server.url())).await.unwrap();
+    let client = nats::connect(&NatsSettings::for_url(server.url()))
+        .await
+        .unwrap();
     let js = nats::jetstream(client, Duration::from_secs(5));
     stream::ensure_stream(&js, &stream::aggregate_events())
         .await
@@ -75,13 +77,19 @@ async fn published_messages_carry_every_required_header() {
     let get = |n: &str| h.get(n).map(|v| v.as_str().to_string());
     assert_eq!(get("tenant-id").as_deref(), Some("acme"));
     assert_eq!(get("Nats-Msg-Id").as_deref(), Some("event-1"));
-    assert_eq!(get("x-correlation-id"), Some(ctx.correlation_id.to_string()));
+    assert_eq!(
+        get("x-correlation-id"),
+        Some(ctx.correlation_id.to_string())
+    );
     assert_eq!(get("correlation-id"), Some(ctx.correlation_id.to_string()));
     assert_eq!(
         get("traceparent").as_deref(),
         Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01")
     );
-    assert_eq!(get("trace-id").as_deref(), Some("4bf92f3577b34da6a3ce929d0e0e4736"));
+    assert_eq!(
+        get("trace-id").as_deref(),
+        Some("4bf92f3577b34da6a3ce929d0e0e4736")
+    );
     assert_eq!(get("tracestate").as_deref(), Some("vendor=1"));
 
     // And a consumer hydrates the context back from the headers.

@@ -32,7 +32,9 @@ pub enum HarnessError {
     #[error(transparent)]
     Binary(#[from] NatsServerError),
     /// The server did not come up.
-    #[error("nats-server did not become ready on port {port} within {deadline:?}: {reason}\n--- server log ---\n{log}")]
+    #[error(
+        "nats-server did not become ready on port {port} within {deadline:?}: {reason}\n--- server log ---\n{log}"
+    )]
     NotReady {
         /// Port it was started on.
         port: u16,
@@ -120,16 +122,7 @@ impl NatsServer {
     /// Graceful stop (SIGTERM), waiting for the process to exit.
     pub async fn stop(&mut self) -> Result<(), HarnessError> {
         if let Some(mut child) = self.child.take() {
-            if let Some(pid) = child.id().and_then(|id| rustix::process::Pid::from_raw(id as i32)) {
-                rustix::process::kill_process(pid, rustix::process::Signal::TERM)
-                    .map_err(std::io::Error::from)?;
-            }
-            if tokio::time::timeout(Duration::from_secs(15), child.wait())
-                .await
-                .is_err()
-            {
-                child.kill().await?;
-            }
+            nats_server::stop_gracefully(&mut child, Duration::from_secs(15)).await?;
         }
         Ok(())
     }
@@ -156,21 +149,33 @@ impl NatsServer {
 
     async fn launch(&mut self) -> Result<(), HarnessError> {
         let log = self.dir.path().join("nats-server.log");
-        let child = nats_server::spawn(&self.binary, "127.0.0.1", self.port, &self.store_dir(), &log)?;
+        let child = nats_server::spawn(
+            &self.binary,
+            "127.0.0.1",
+            self.port,
+            &self.store_dir(),
+            &log,
+        )?;
         self.child = Some(child);
-        let deadline = Instant::now() + START_DEADLINE;
-        let mut reason = String::from("not tried");
-        while Instant::now() < deadline {
-            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
-                reason = format!("nats-server exited with {status}");
-                break;
+        let url = self.url();
+        let child = self.child.as_mut();
+        // Stop waiting as soon as the process exits (e.g. the port was taken).
+        let exited = async {
+            match child {
+                Some(c) => c.wait().await.map_or_else(
+                    |e| e.to_string(),
+                    |s| format!("nats-server exited with {s}"),
+                ),
+                None => std::future::pending().await,
             }
-            match self.jetstream_ready().await {
+        };
+        let reason = tokio::select! {
+            ready = nats_server::wait_until_ready(&url, START_DEADLINE) => match ready {
                 Ok(()) => return Ok(()),
-                Err(e) => reason = e,
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+                Err(e) => e,
+            },
+            reason = exited => reason,
+        };
         self.kill9().await?;
         Err(HarnessError::NotReady {
             port: self.port,
@@ -179,21 +184,6 @@ impl NatsServer {
             log: tail(&log),
         })
     }
-
-    async fn jetstream_ready(&self) -> Result<(), String> {
-        let client = async_nats::ConnectOptions::new()
-            .connection_timeout(Duration::from_millis(500))
-            .connect(self.url())
-            .await
-            .map_err(|e| e.to_string())?;
-        let js = async_nats::jetstream::new(client);
-        tokio::time::timeout(Duration::from_secs(2), js.query_account())
-            .await
-            .map_err(|_| "JetStream account info timed out".to_string())?
-            .map(|_| ())
-            .map_err(|e| e.to_string())
-    }
-
 }
 
 impl Drop for NatsServer {
@@ -232,4 +222,39 @@ fn tail(path: &Path) -> String {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     let lines: Vec<&str> = text.lines().collect();
     lines[lines.len().saturating_sub(30)..].join("\n")
+}
+
+/// A minimal HTTP/1.1 GET over a fresh TCP connection (tests of the binary need no HTTP client
+/// crate). Returns the status code and the body; fails after 5 s.
+pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let rest = url
+        .strip_prefix("http://")
+        .ok_or_else(|| std::io::Error::other("only http:// URLs"))?;
+    let (authority, path) = match rest.find('/') {
+        Some(i) => (&rest[..i], &rest[i..]),
+        None => (rest, "/"),
+    };
+    let work = async {
+        let mut stream = tokio::net::TcpStream::connect(authority).await?;
+        let request =
+            format!("GET {path} HTTP/1.1\r\nHost: {authority}\r\nConnection: close\r\n\r\n");
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).await?;
+        let text = String::from_utf8_lossy(&response).to_string();
+        let status = text
+            .split(' ')
+            .nth(1)
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| std::io::Error::other(format!("bad response: {text:?}")))?;
+        let body = text
+            .split_once("\r\n\r\n")
+            .map(|(_, b)| b.to_string())
+            .unwrap_or_default();
+        Ok((status, body))
+    };
+    tokio::time::timeout(Duration::from_secs(5), work)
+        .await
+        .map_err(|_| std::io::Error::other("HTTP GET timed out"))?
 }

@@ -19,7 +19,10 @@ fn flag_beats_env_beats_file() {
         .unwrap();
     assert_eq!(file_only.get::<u64>(&S, None).unwrap(), Some(9));
     assert_eq!(ConfigSource::default().get::<u64>(&S, None).unwrap(), None);
-    assert_eq!(ConfigSource::default().get_or::<u64>(&S, None, 5).unwrap(), 5);
+    assert_eq!(
+        ConfigSource::default().get_or::<u64>(&S, None, 5).unwrap(),
+        5
+    );
 }
 
 #[test]
@@ -46,7 +49,10 @@ fn parse_error_from_the_file_names_the_file_and_key() {
         .with_toml_str("[projection]\nmax_deliver = \"x\"", "/etc/c.toml")
         .unwrap();
     let msg = src.get::<u64>(&S, None).unwrap_err().to_string();
-    assert!(msg.contains("key `projection.max_deliver` in /etc/c.toml"), "{msg}");
+    assert!(
+        msg.contains("key `projection.max_deliver` in /etc/c.toml"),
+        "{msg}"
+    );
 }
 
 #[test]
@@ -77,7 +83,10 @@ fn missing_file_names_the_file() {
     let err = ConfigSource::default()
         .with_file(Path::new("/nonexistent/cloudlysis.toml"))
         .unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/cloudlysis.toml"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/cloudlysis.toml"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -85,9 +94,7 @@ fn unknown_file_keys_are_named() {
     let src = ConfigSource::default()
         .with_toml_str("[nats]\nurl = \"x\"\nulr = \"typo\"", "c.toml")
         .unwrap();
-    let err = src
-        .reject_unknown_keys(&[&settings::NATS_URL])
-        .unwrap_err();
+    let err = src.reject_unknown_keys(&[&settings::NATS_URL]).unwrap_err();
     assert_eq!(
         err,
         ConfigError::UnknownKey {
@@ -95,9 +102,16 @@ fn unknown_file_keys_are_named() {
             key: "nats.ulr".into()
         }
     );
-    assert!(src
-        .reject_unknown_keys(&[&settings::NATS_URL, &Setting { key: "nats.ulr", ..S }])
-        .is_ok());
+    assert!(
+        src.reject_unknown_keys(&[
+            &settings::NATS_URL,
+            &Setting {
+                key: "nats.ulr",
+                ..S
+            }
+        ])
+        .is_ok()
+    );
 }
 
 #[test]
@@ -109,7 +123,10 @@ fn refused_setting_names_itself_and_its_origin() {
         doc: "",
     };
     let src = ConfigSource::from_env([("PROJECTION_DELIVER_GROUP", "workers")]);
-    let msg = src.refuse(&g, "use pull consumers").unwrap_err().to_string();
+    let msg = src
+        .refuse(&g, "use pull consumers")
+        .unwrap_err()
+        .to_string();
     assert!(msg.contains("projection.deliver_group"), "{msg}");
     assert!(msg.contains("PROJECTION_DELIVER_GROUP"), "{msg}");
     assert!(ConfigSource::default().refuse(&g, "x").is_ok());

@@ -57,7 +57,11 @@ fn bad_overrides_name_the_setting() {
     for (var, value, key) in [
         ("PROJECTION_MAX_IN_FLIGHT", "0", "projection.max_in_flight"),
         ("PROJECTION_MAX_DELIVER", "many", "projection.max_deliver"),
-        ("PROJECTION_ACK_TIMEOUT_MS", "5", "projection.ack_timeout_ms"),
+        (
+            "PROJECTION_ACK_TIMEOUT_MS",
+            "5",
+            "projection.ack_timeout_ms",
+        ),
     ] {
         let err = ConsumerSettings::load(
             ConsumerRole::Projection,

@@ -30,7 +30,10 @@ fn newtypes_refuse_invalid_strings_when_deserialized() {
 
 #[test]
 fn correlation_id_is_kept_when_valid_and_generated_otherwise() {
-    assert_eq!(normalize_correlation_id(Some("abc-123")).as_str(), "abc-123");
+    assert_eq!(
+        normalize_correlation_id(Some("abc-123")).as_str(),
+        "abc-123"
+    );
     for bad in [None, Some(""), Some("has space"), Some("é")] {
         let id = normalize_correlation_id(bad);
         assert!(uuid::Uuid::parse_str(id.as_str()).is_ok(), "{bad:?}");
@@ -117,7 +120,10 @@ fn nats_headers_carry_every_required_field() {
     ctx.inject_nats(&mut map);
     let get = |n: &str| map.get(n).map(|v| v.as_str().to_string());
     assert_eq!(get("tenant-id").as_deref(), Some("acme"));
-    assert_eq!(get("x-correlation-id"), Some(ctx.correlation_id.to_string()));
+    assert_eq!(
+        get("x-correlation-id"),
+        Some(ctx.correlation_id.to_string())
+    );
     assert_eq!(get("correlation-id"), Some(ctx.correlation_id.to_string()));
     assert_eq!(get("traceparent").as_deref(), Some(TP));
     assert_eq!(

@@ -25,7 +25,9 @@ async fn get(router: Router, path: &str) -> (StatusCode, String, Option<String>)
         .headers()
         .get(header::CONTENT_TYPE)
         .map(|v| v.to_str().unwrap().to_string());
-    let body = axum::body::to_bytes(resp.into_body(), 1 << 20).await.unwrap();
+    let body = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
     (status, String::from_utf8(body.to_vec()).unwrap(), ctype)
 }
 
@@ -64,10 +66,16 @@ async fn ready_with_no_checks_is_ready() {
 #[tokio::test(start_paused = true)]
 async fn a_hanging_check_fails_at_its_deadline() {
     let readiness = Readiness::new();
-    readiness.register("hangs", || std::future::pending());
+    readiness.register("hangs", std::future::pending);
     let report = readiness.evaluate().await;
     assert!(!report.ready);
-    assert!(report.checks[0].error.as_deref().unwrap().contains("timed out"));
+    assert!(
+        report.checks[0]
+            .error
+            .as_deref()
+            .unwrap()
+            .contains("timed out")
+    );
 }
 
 #[tokio::test]
@@ -120,7 +128,10 @@ fn check_exposition(text: &str) {
             if kind == "counter" {
                 assert!(name.ends_with("_total"), "counter without _total: {line:?}");
             }
-            assert!(typed.insert(name.to_string(), kind.to_string()).is_none(), "TYPE twice: {line:?}");
+            assert!(
+                typed.insert(name.to_string(), kind.to_string()).is_none(),
+                "TYPE twice: {line:?}"
+            );
             continue;
         }
         assert!(!line.starts_with('#'), "unknown comment {line:?}");
@@ -136,7 +147,10 @@ fn check_exposition(text: &str) {
                 for pair in split_labels(labels) {
                     let (k, v) = pair.split_once('=').expect("label has =");
                     assert!(name_ok(k) && !k.contains(':'), "bad label name in {line:?}");
-                    assert!(v.starts_with('"') && v.ends_with('"') && v.len() >= 2, "bad label value in {line:?}");
+                    assert!(
+                        v.starts_with('"') && v.ends_with('"') && v.len() >= 2,
+                        "bad label value in {line:?}"
+                    );
                 }
                 name
             }
@@ -146,7 +160,10 @@ fn check_exposition(text: &str) {
             .iter()
             .find_map(|s| name.strip_suffix(s).filter(|f| typed.contains_key(*f)))
             .unwrap_or(name);
-        assert!(typed.contains_key(family), "sample before its TYPE: {line:?}");
+        assert!(
+            typed.contains_key(family),
+            "sample before its TYPE: {line:?}"
+        );
     }
 }
 

@@ -10,7 +10,13 @@ fn tenant() -> TenantId {
 
 #[test]
 fn valid_tokens_are_accepted() {
-    for t in ["a", "acme", "A-Z_09", "account-1", &"x".repeat(MAX_TOKEN_LEN)] {
+    for t in [
+        "a",
+        "acme",
+        "A-Z_09",
+        "account-1",
+        &"x".repeat(MAX_TOKEN_LEN),
+    ] {
         assert!(SubjectToken::new(t).is_ok(), "{t}");
     }
 }

@@ -60,7 +60,10 @@ fn version_00_with_trailing_data_is_invalid() {
 #[test]
 fn version_ff_is_invalid() {
     let v = "ff-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-    assert_eq!(TraceParent::parse(v), Err(TraceParentError::ForbiddenVersion));
+    assert_eq!(
+        TraceParent::parse(v),
+        Err(TraceParentError::ForbiddenVersion)
+    );
 }
 
 #[test]

@@ -1,0 +1,143 @@
+//! Command-line surface. Every setting is also settable by env and in the `--config` TOML file
+//! (flags over env over file over defaults); `--help` names the env var and file key.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use cloudlysis_runtime::config::{ConfigSource, Setting, settings};
+use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings, settings as consumer_settings};
+
+/// Cloudlysis: an actor-system runtime for event-sourced, multi-tenant services.
+#[derive(Debug, Parser)]
+#[command(name = "cloudlysis", version, about, long_about = None)]
+pub struct Cli {
+    /// TOML config file (flags and env override it) [env: CLOUDLYSIS_CONFIG]
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a Gateway node (HTTP edge, authz, routing) [not available yet]
+    Gateway(RoleArgs),
+    /// Run an Aggregate node (commands → events) [not available yet]
+    Aggregate(RoleArgs),
+    /// Run a Projection node (events → views, queries) [not available yet]
+    Projection(RoleArgs),
+    /// Run a Runner node (workflows, effects, outbox) [not available yet]
+    Runner(RoleArgs),
+    /// Run the whole platform on this machine, starting a NATS server for you
+    Dev(DevArgs),
+    /// Create or validate the JetStream streams
+    Streams {
+        #[command(subcommand)]
+        action: StreamsAction,
+    },
+}
+
+#[derive(Debug, Args)]
+pub struct NatsArgs {
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct RoleArgs {
+    #[command(flatten)]
+    pub nats: NatsArgs,
+    #[arg(long, value_name = "ADDR", help = settings::HTTP_ADDR.help())]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct DevArgs {
+    /// Use this NATS server instead of starting one [env: CLOUDLYSIS_NATS_URL] [file: nats.url]
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Listen address of the HTTP endpoints [default: 127.0.0.1:8080] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    #[arg(long, value_name = "DIR", help = settings::DEV_DATA_DIR.help())]
+    pub data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum StreamsAction {
+    /// Create missing streams, validate existing ones (never changes an existing stream)
+    Ensure(NatsArgs),
+    /// Validate the streams without creating anything
+    Check(NatsArgs),
+}
+
+/// Every setting a config file may hold.
+pub const KNOWN_SETTINGS: &[&Setting] = &[
+    &settings::NATS_URL,
+    &settings::NATS_CONNECT_TIMEOUT_MS,
+    &settings::NATS_REQUEST_TIMEOUT_MS,
+    &settings::HTTP_ADDR,
+    &settings::DEV_DATA_DIR,
+    &consumer_settings::PROJECTION_ACK_TIMEOUT_MS,
+    &consumer_settings::PROJECTION_MAX_DELIVER,
+    &consumer_settings::PROJECTION_MAX_IN_FLIGHT,
+    &consumer_settings::PROJECTION_DELIVER_GROUP,
+    &consumer_settings::RUNNER_ACK_TIMEOUT_MS,
+    &consumer_settings::RUNNER_MAX_DELIVER,
+    &consumer_settings::RUNNER_MAX_IN_FLIGHT,
+    &consumer_settings::RUNNER_DELIVER_GROUP,
+];
+
+/// Loads the layered config source: process env plus the `--config` file (or
+/// `CLOUDLYSIS_CONFIG`), refusing unknown file keys.
+pub fn config_source(flag: Option<&PathBuf>) -> anyhow::Result<ConfigSource> {
+    let src = ConfigSource::from_process_env();
+    let path = flag
+        .cloned()
+        .or_else(|| std::env::var_os("CLOUDLYSIS_CONFIG").map(PathBuf::from));
+    let src = match path {
+        Some(p) => src.with_file(&p)?,
+        None => src,
+    };
+    src.reject_unknown_keys(KNOWN_SETTINGS)?;
+    Ok(src)
+}
+
+/// Runs a parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let src = config_source(cli.config.as_ref())?;
+    match cli.command {
+        Command::Streams { action } => match action {
+            StreamsAction::Ensure(args) => {
+                crate::streams::run(&src, args.nats_url.as_deref(), crate::streams::Mode::Ensure)
+                    .await
+            }
+            StreamsAction::Check(args) => {
+                crate::streams::run(&src, args.nats_url.as_deref(), crate::streams::Mode::Check)
+                    .await
+            }
+        },
+        Command::Dev(args) => crate::dev::run(&src, args).await,
+        Command::Gateway(_) => not_yet("gateway"),
+        Command::Aggregate(_) => not_yet("aggregate"),
+        Command::Projection(_) => {
+            // Validate what exists of the role's config so operators see errors early.
+            ConsumerSettings::load(ConsumerRole::Projection, &src)?;
+            not_yet("projection")
+        }
+        Command::Runner(_) => {
+            ConsumerSettings::load(ConsumerRole::Runner, &src)?;
+            not_yet("runner")
+        }
+    }
+}
+
+fn not_yet(role: &str) -> anyhow::Result<ExitCode> {
+    eprintln!(
+        "error: `cloudlysis {role}` is not available yet in this version of Cloudlysis \
+         (the {role} node is not implemented); nothing was started"
+    );
+    Ok(ExitCode::from(2))
+}

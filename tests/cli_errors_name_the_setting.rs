@@ -1,0 +1,118 @@
+//! Bad configuration is a clear CLI error naming the setting; role subcommands that are not
+//! implemented yet refuse to start.
+
+use std::process::Command;
+
+fn cloudlysis() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_cloudlysis"));
+    c.env_remove("CLOUDLYSIS_NATS_URL")
+        .env_remove("CLOUDLYSIS_CONFIG");
+    c
+}
+
+#[test]
+fn a_bad_env_value_names_the_setting_and_variable() {
+    let out = cloudlysis()
+        .args(["streams", "check", "--nats-url", "nats://127.0.0.1:1"])
+        .env("CLOUDLYSIS_NATS_CONNECT_TIMEOUT_MS", "soon")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("nats.connect_timeout_ms"), "{stderr}");
+    assert!(
+        stderr.contains("CLOUDLYSIS_NATS_CONNECT_TIMEOUT_MS"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_bad_nats_url_flag_is_named() {
+    let out = cloudlysis()
+        .args(["streams", "check", "--nats-url", "http://[::1"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("nats.url") && stderr.contains("--nats-url"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_config_file_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cloudlysis.toml");
+    std::fs::write(&file, "[nats]\nurll = \"nats://x:4222\"\n").unwrap();
+    let out = cloudlysis()
+        .args(["--config", file.to_str().unwrap(), "streams", "check"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("unknown setting `nats.urll`"), "{stderr}");
+}
+
+#[test]
+fn a_configured_deliver_group_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cloudlysis.toml");
+    std::fs::write(&file, "[projection]\ndeliver_group = \"workers\"\n").unwrap();
+    let out = cloudlysis()
+        .args(["--config", file.to_str().unwrap(), "projection"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("projection.deliver_group"), "{stderr}");
+    assert!(stderr.contains("pull consumers"), "{stderr}");
+}
+
+#[test]
+fn unavailable_roles_exit_non_zero_and_say_so() {
+    for role in ["gateway", "aggregate", "projection", "runner"] {
+        let out = cloudlysis().arg(role).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{role}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("not available yet"), "{role}: {stderr}");
+    }
+}
+
+#[test]
+fn help_lists_every_subcommand() {
+    let out = cloudlysis().arg("--help").output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    for cmd in [
+        "gateway",
+        "aggregate",
+        "projection",
+        "runner",
+        "dev",
+        "streams",
+    ] {
+        assert!(stdout.contains(cmd), "{cmd} missing from:\n{stdout}");
+    }
+}
+
+#[test]
+fn an_unreachable_nats_fails_within_the_connect_deadline() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = cloudlysis()
+        .args([
+            "streams",
+            "check",
+            "--nats-url",
+            &format!("nats://127.0.0.1:{port}"),
+        ])
+        .env("CLOUDLYSIS_NATS_CONNECT_TIMEOUT_MS", "500")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("could not connect to NATS"), "{stderr}");
+}

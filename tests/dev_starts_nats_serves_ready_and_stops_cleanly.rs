@@ -1,0 +1,76 @@
+//! `cloudlysis dev` starts its own nats-server, ensures the streams, serves `/ready`, and on
+//! SIGTERM stops everything, its nats-server child included.
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cloudlysis_test_support::{eventually, http_get};
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+#[tokio::test]
+async fn dev_runs_the_platform_and_shuts_down_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("CLOUDLYSIS_NATS_URL")
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut http = None;
+    let mut nats = None;
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                http.get_or_insert(url.to_string());
+            }
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("nats://")) {
+                nats.get_or_insert(url.to_string());
+            }
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(60), read)
+        .await
+        .expect("dev printed its URLs");
+    let http = http.expect("HTTP URL printed");
+    let nats = nats.expect("NATS URL printed");
+
+    let (status, body) = http_get(&format!("{http}/ready")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""ready":true"#), "{body}");
+    let (status, body) = http_get(&format!("{http}/metrics")).await.unwrap();
+    assert_eq!(status, 200);
+    assert!(body.contains("cloudlysis_build_info"), "{body}");
+
+    let client = async_nats::connect(&nats).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    for name in ["AGGREGATE_EVENTS", "WORKFLOW_COMMANDS", "WORKFLOW_EVENTS"] {
+        js.get_stream(name).await.unwrap();
+    }
+    drop(js);
+
+    // SIGTERM, as Ctrl-C would be SIGINT: both shut down cleanly.
+    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("dev exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+
+    // Its nats-server is gone too: the port no longer accepts connections.
+    let addr = nats.trim_start_matches("nats://").to_string();
+    let gone = eventually(Duration::from_secs(10), || {
+        let addr = addr.clone();
+        async move { tokio::net::TcpStream::connect(addr).await.is_err() }
+    })
+    .await;
+    assert!(gone, "nats-server child still listening on {addr}");
+}
