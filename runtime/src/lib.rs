@@ -14,6 +14,8 @@
 //! - [`consumer`] — durable pull-consumer policy, derived durable names, env overrides.
 //! - [`config`] — layered configuration (flags over env over TOML file) with errors that name
 //!   the setting.
+//! - [`mailbox`] — bounded mailboxes: [`mailbox::BoundedRef`] with backpressure, load shedding
+//!   and request/reply over ractor actors.
 //! - [`nats`] — bounded connect with reconnect, publishing with every required header.
 //! - [`nats_server`] — finding (≥ 2.10) and launching a local `nats-server`.
 //! - [`metrics`] — the Prometheus recorder and every metric name.
@@ -24,6 +26,7 @@ pub mod config;
 pub mod consumer;
 pub mod context;
 pub mod error;
+pub mod mailbox;
 pub mod metrics;
 pub mod nats;
 pub mod nats_server;

@@ -6,7 +6,13 @@
 
 use std::sync::OnceLock;
 
-use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Histogram buckets (seconds) of every `*_seconds` metric: 100 µs to 10 s.
+pub const DURATION_BUCKETS: &[f64] = &[
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0,
+];
 
 /// Every metric name, in one place.
 pub mod names {
@@ -18,6 +24,35 @@ pub mod names {
     pub const READINESS_CHECK_FAILURES: &str = "cloudlysis_readiness_check_failures_total";
     /// Counter of HTTP requests served by the service endpoints, labelled `route`, `status`.
     pub const HTTP_REQUESTS: &str = "cloudlysis_http_requests_total";
+
+    /// Gauge of messages queued or being processed, summed over the live actors of a `kind`.
+    pub const ACTOR_MAILBOX_DEPTH: &str = "cloudlysis_actor_mailbox_depth";
+    /// Gauge of mailbox capacity (`max_in_flight`), summed over the live mailboxes of a `kind`.
+    pub const ACTOR_MAILBOX_CAPACITY: &str = "cloudlysis_actor_mailbox_capacity";
+    /// Counter of handled messages, labelled `kind` and `outcome` (`ok`, `error`, `panic`).
+    pub const ACTOR_MESSAGES: &str = "cloudlysis_actor_messages_total";
+    /// Counter of messages refused by a full mailbox (`try_send`), labelled `kind`.
+    pub const ACTOR_MAILBOX_REJECTED: &str = "cloudlysis_actor_mailbox_rejected_total";
+    /// Histogram of handler durations in seconds, labelled `kind`.
+    pub const ACTOR_MESSAGE_DURATION: &str = "cloudlysis_actor_message_duration_seconds";
+    /// Gauge of live actors, labelled `kind`.
+    pub const ACTORS: &str = "cloudlysis_actors";
+    /// Counter of child restarts, labelled `supervisor`, `child_kind`, `reason`
+    /// (`panic`, `error`, `exit`).
+    pub const ACTOR_RESTARTS: &str = "cloudlysis_actor_restarts_total";
+    /// Counter of supervisors that exceeded their restart intensity, labelled `supervisor`.
+    pub const SUPERVISOR_ESCALATIONS: &str = "cloudlysis_supervisor_escalations_total";
+
+    /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
+    /// (`ack`, `nak`, `term`, `skip`).
+    pub const CONSUMER_MESSAGES: &str = "cloudlysis_consumer_messages_total";
+    /// Counter of redelivered messages (delivery count above 1), labelled `stream`, `consumer`.
+    pub const CONSUMER_REDELIVERIES: &str = "cloudlysis_consumer_redeliveries_total";
+    /// Counter of messages quarantined as poison, labelled `stream`, `consumer`.
+    pub const CONSUMER_POISON: &str = "cloudlysis_consumer_poison_total";
+    /// Gauge of messages fetched and not yet acked, nak'ed or termed, labelled `stream`,
+    /// `consumer`.
+    pub const CONSUMER_IN_FLIGHT: &str = "cloudlysis_consumer_in_flight";
 }
 
 /// The metrics recorder could not be installed.
@@ -33,6 +68,8 @@ pub fn install() -> Result<PrometheusHandle, MetricsError> {
     HANDLE
         .get_or_init(|| {
             let handle = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), DURATION_BUCKETS)
+                .map_err(|e| MetricsError(e.to_string()))?
                 .install_recorder()
                 .map_err(|e| MetricsError(e.to_string()))?;
             describe();
@@ -57,6 +94,40 @@ fn describe() {
     metrics::describe_counter!(
         names::HTTP_REQUESTS,
         "HTTP requests served by the node's service endpoints."
+    );
+    metrics::describe_gauge!(
+        names::ACTOR_MAILBOX_DEPTH,
+        "Messages queued or being processed, summed over the live actors of a kind."
+    );
+    metrics::describe_gauge!(
+        names::ACTOR_MAILBOX_CAPACITY,
+        "Mailbox capacity (max_in_flight), summed over the live mailboxes of a kind."
+    );
+    metrics::describe_counter!(names::ACTOR_MESSAGES, "Messages handled, by outcome.");
+    metrics::describe_counter!(
+        names::ACTOR_MAILBOX_REJECTED,
+        "Messages refused by a full mailbox (load shedding)."
+    );
+    metrics::describe_histogram!(
+        names::ACTOR_MESSAGE_DURATION,
+        metrics::Unit::Seconds,
+        "Time a handler took per message."
+    );
+    metrics::describe_gauge!(names::ACTORS, "Live actors.");
+    metrics::describe_counter!(
+        names::ACTOR_RESTARTS,
+        "Child actor restarts by supervisors."
+    );
+    metrics::describe_counter!(
+        names::SUPERVISOR_ESCALATIONS,
+        "Supervisors that exceeded their restart intensity and failed."
+    );
+    metrics::describe_counter!(names::CONSUMER_MESSAGES, "Consumed messages, by outcome.");
+    metrics::describe_counter!(names::CONSUMER_REDELIVERIES, "Redelivered messages.");
+    metrics::describe_counter!(names::CONSUMER_POISON, "Messages quarantined as poison.");
+    metrics::describe_gauge!(
+        names::CONSUMER_IN_FLIGHT,
+        "Messages fetched and not yet acked, nak'ed or termed."
     );
 }
 

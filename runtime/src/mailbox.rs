@@ -1,0 +1,556 @@
+//! Bounded mailboxes: actor refs that admit at most `max_in_flight` messages queued **or being
+//! processed**, and push back.
+//!
+//! ractor's own mailboxes are unbounded. A [`BoundedRef`] puts a semaphore in front of one:
+//! each message takes a slot when it is admitted and gives it back when its handler **returns**
+//! — not when it is dequeued — and also when the handler fails or panics, or when the actor stops
+//! with the message still queued (ractor drops the queue, and the slot with it).
+//!
+//! | call | mailbox has room | mailbox full | actor stopped |
+//! |---|---|---|---|
+//! | [`send`](BoundedRef::send)`.await` | enqueued | waits for a slot (backpressure) | `Err(SendError::Closed(msg))` |
+//! | [`try_send`](BoundedRef::try_send) | enqueued | `Err(TrySendError::Full(msg))` at once (load shedding) | `Err(TrySendError::Closed(msg))` |
+//! | [`ask`](BoundedRef::ask)`.await` | request/reply within a timeout | waits for a slot within the same timeout | `Err(AskError::Closed)` |
+//!
+//! Failed sends hand the message back. A `BoundedRef` outlives the actor behind it: a supervisor
+//! re-attaches the restarted actor to the same ref, so senders keep one handle.
+//!
+//! Actors behind a bounded ref implement [`BoundedActor`] and are spawned with [`spawn`]:
+//!
+//! ```
+//! use cloudlysis_runtime::mailbox::{self, ActorProcessingErr, BoundedActor, BoundedRef};
+//! use ractor::RpcReplyPort;
+//!
+//! struct Counter;
+//! enum Msg { Add(u64), Get(RpcReplyPort<u64>) }
+//!
+//! impl BoundedActor for Counter {
+//!     type Msg = Msg;
+//!     type State = u64;
+//!     type Arguments = ();
+//!     const KIND: &'static str = "counter";
+//!
+//!     async fn pre_start(&self, _: BoundedRef<Msg>, _: ()) -> Result<u64, ActorProcessingErr> {
+//!         Ok(0)
+//!     }
+//!
+//!     async fn handle(&self, _: &BoundedRef<Msg>, msg: Msg, n: &mut u64) -> Result<(), ActorProcessingErr> {
+//!         match msg {
+//!             Msg::Add(k) => *n += k,
+//!             Msg::Get(reply) => { let _ = reply.send(*n); }
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//!
+//! # #[tokio::main] async fn main() {
+//! let counter = BoundedRef::new(Counter::KIND, 8);
+//! let (_actor, _handle) = mailbox::spawn(Counter, (), &counter, None).await.unwrap();
+//! counter.send(Msg::Add(2)).await.unwrap();
+//! let n = counter.ask(Msg::Get, std::time::Duration::from_secs(1)).await.unwrap();
+//! assert_eq!(n, 2);
+//! # }
+//! ```
+
+use std::fmt;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use futures::FutureExt;
+use metrics::{Counter, Gauge, Histogram};
+use ractor::{Actor, ActorCell, ActorRef, MessagingErr, RpcReplyPort, SpawnErr};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::metrics::names;
+
+pub use ractor::ActorProcessingErr;
+
+/// A message in a bounded mailbox, holding its slot until the handler returns.
+pub struct Envelope<M> {
+    msg: M,
+    slot: Slot,
+}
+
+/// A slot in a bounded mailbox; dropping it frees the slot.
+pub struct Slot {
+    _permit: OwnedSemaphorePermit,
+    depth: Gauge,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.depth.decrement(1.0);
+    }
+}
+
+/// A reserved slot: a message sent through it is admitted without waiting.
+pub struct Reservation<M> {
+    slot: Slot,
+    target: BoundedRef<M>,
+}
+
+/// [`BoundedRef::send`] failed; the message is handed back.
+pub enum SendError<M> {
+    /// No actor is attached, or it stopped.
+    Closed(M),
+}
+
+/// [`BoundedRef::try_send`] failed; the message is handed back.
+pub enum TrySendError<M> {
+    /// The mailbox holds `max_in_flight` messages.
+    Full(M),
+    /// No actor is attached, or it stopped.
+    Closed(M),
+}
+
+/// [`BoundedRef::ask`] failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AskError {
+    /// No actor is attached, or it stopped before the request was enqueued.
+    #[error("actor `{kind}` is not running")]
+    Closed {
+        /// Actor kind.
+        kind: &'static str,
+    },
+    /// No slot was free, or no reply came, within the timeout.
+    #[error("actor `{kind}` did not reply within {timeout:?}")]
+    Timeout {
+        /// Actor kind.
+        kind: &'static str,
+        /// The timeout.
+        timeout: Duration,
+    },
+    /// The actor dropped the request without replying (it failed or stopped).
+    #[error("actor `{kind}` dropped the request without replying")]
+    NoReply {
+        /// Actor kind.
+        kind: &'static str,
+    },
+}
+
+impl<M> SendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            SendError::Closed(m) => m,
+        }
+    }
+}
+
+impl<M> TrySendError<M> {
+    /// The message that was not sent.
+    pub fn into_inner(self) -> M {
+        match self {
+            TrySendError::Full(m) | TrySendError::Closed(m) => m,
+        }
+    }
+
+    /// True when the mailbox was full.
+    pub fn is_full(&self) -> bool {
+        matches!(self, TrySendError::Full(_))
+    }
+}
+
+impl<M> fmt::Debug for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Closed(..)")
+    }
+}
+
+impl<M> fmt::Display for SendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("the actor is not running")
+    }
+}
+
+impl<M> std::error::Error for SendError<M> {}
+
+impl<M> fmt::Debug for TrySendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("Full(..)"),
+            TrySendError::Closed(_) => f.write_str("Closed(..)"),
+        }
+    }
+}
+
+impl<M> fmt::Display for TrySendError<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TrySendError::Full(_) => f.write_str("the mailbox is full"),
+            TrySendError::Closed(_) => f.write_str("the actor is not running"),
+        }
+    }
+}
+
+impl<M> std::error::Error for TrySendError<M> {}
+
+/// A handle to a bounded mailbox and the actor currently attached to it. Cheap to clone.
+pub struct BoundedRef<M> {
+    shared: Arc<Shared<M>>,
+}
+
+struct Shared<M> {
+    kind: &'static str,
+    capacity: usize,
+    slots: Arc<Semaphore>,
+    actor: RwLock<Option<ActorRef<Envelope<M>>>>,
+    metrics: MailboxMetrics,
+}
+
+#[derive(Clone)]
+struct MailboxMetrics {
+    depth: Gauge,
+    capacity: Gauge,
+    ok: Counter,
+    error: Counter,
+    panic: Counter,
+    rejected: Counter,
+    duration: Histogram,
+    actors: Gauge,
+}
+
+impl MailboxMetrics {
+    fn new(kind: &'static str) -> Self {
+        Self {
+            depth: metrics::gauge!(names::ACTOR_MAILBOX_DEPTH, "kind" => kind),
+            capacity: metrics::gauge!(names::ACTOR_MAILBOX_CAPACITY, "kind" => kind),
+            ok: metrics::counter!(names::ACTOR_MESSAGES, "kind" => kind, "outcome" => "ok"),
+            error: metrics::counter!(names::ACTOR_MESSAGES, "kind" => kind, "outcome" => "error"),
+            panic: metrics::counter!(names::ACTOR_MESSAGES, "kind" => kind, "outcome" => "panic"),
+            rejected: metrics::counter!(names::ACTOR_MAILBOX_REJECTED, "kind" => kind),
+            duration: metrics::histogram!(names::ACTOR_MESSAGE_DURATION, "kind" => kind),
+            actors: metrics::gauge!(names::ACTORS, "kind" => kind),
+        }
+    }
+}
+
+impl<M> Drop for Shared<M> {
+    fn drop(&mut self) {
+        self.metrics.capacity.decrement(self.capacity as f64);
+    }
+}
+
+impl<M> Clone for BoundedRef<M> {
+    fn clone(&self) -> Self {
+        Self {
+            shared: self.shared.clone(),
+        }
+    }
+}
+
+impl<M> fmt::Debug for BoundedRef<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("BoundedRef")
+            .field("kind", &self.shared.kind)
+            .field(
+                "depth",
+                &(self.shared.capacity - self.shared.slots.available_permits()),
+            )
+            .field("capacity", &self.shared.capacity)
+            .finish()
+    }
+}
+
+impl<M: Send + 'static> BoundedRef<M> {
+    /// A mailbox of `kind` admitting at most `capacity` messages (at least 1), with no actor
+    /// attached yet.
+    pub fn new(kind: &'static str, capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        let metrics = MailboxMetrics::new(kind);
+        metrics.capacity.increment(capacity as f64);
+        Self {
+            shared: Arc::new(Shared {
+                kind,
+                capacity,
+                slots: Arc::new(Semaphore::new(capacity)),
+                actor: RwLock::new(None),
+                metrics,
+            }),
+        }
+    }
+
+    /// The actor kind (metric label).
+    pub fn kind(&self) -> &'static str {
+        self.shared.kind
+    }
+
+    /// Maximum messages queued or being processed.
+    pub fn capacity(&self) -> usize {
+        self.shared.capacity
+    }
+
+    /// Messages queued or being processed now.
+    pub fn depth(&self) -> usize {
+        self.shared.capacity - self.shared.slots.available_permits()
+    }
+
+    /// Free slots now.
+    pub fn free(&self) -> usize {
+        self.shared.slots.available_permits()
+    }
+
+    /// The attached actor, if any.
+    pub fn actor(&self) -> Option<ActorRef<Envelope<M>>> {
+        self.read().clone()
+    }
+
+    /// True when an attached actor is running.
+    pub fn is_alive(&self) -> bool {
+        self.actor()
+            .is_some_and(|a| a.get_status() <= ractor::ActorStatus::Running)
+    }
+
+    /// Points the mailbox at `actor` (on start and on every restart).
+    pub fn attach(&self, actor: ActorRef<Envelope<M>>) {
+        *self.write() = Some(actor);
+    }
+
+    /// Waits for a free slot and enqueues `msg` (backpressure).
+    pub async fn send(&self, msg: M) -> Result<(), SendError<M>> {
+        self.reserve().await.send(msg)
+    }
+
+    /// Enqueues `msg` when a slot is free, or hands it back at once (load shedding).
+    pub fn try_send(&self, msg: M) -> Result<(), TrySendError<M>> {
+        match self.try_reserve() {
+            Some(r) => r
+                .send(msg)
+                .map_err(|SendError::Closed(m)| TrySendError::Closed(m)),
+            None => {
+                self.shared.metrics.rejected.increment(1);
+                Err(TrySendError::Full(msg))
+            }
+        }
+    }
+
+    /// Waits for a free slot and reserves it.
+    pub async fn reserve(&self) -> Reservation<M> {
+        // The semaphore is never closed, so acquiring only waits.
+        let permit = match self.shared.slots.clone().acquire_owned().await {
+            Ok(p) => p,
+            Err(_) => unreachable!("mailbox semaphores are never closed"),
+        };
+        self.reservation(permit)
+    }
+
+    /// Reserves a slot when one is free.
+    pub fn try_reserve(&self) -> Option<Reservation<M>> {
+        let permit = self.shared.slots.clone().try_acquire_owned().ok()?;
+        Some(self.reservation(permit))
+    }
+
+    /// Sends a request built around a reply port and waits for the reply; the whole exchange
+    /// (waiting for a slot included) is bounded by `timeout`.
+    pub async fn ask<R, F>(&self, build: F, timeout: Duration) -> Result<R, AskError>
+    where
+        F: FnOnce(RpcReplyPort<R>) -> M,
+        R: Send + 'static,
+    {
+        let kind = self.shared.kind;
+        let exchange = async {
+            let (tx, rx) = ractor::concurrency::oneshot();
+            self.send(build(tx.into()))
+                .await
+                .map_err(|_| AskError::Closed { kind })?;
+            rx.await.map_err(|_| AskError::NoReply { kind })
+        };
+        tokio::time::timeout(timeout, exchange)
+            .await
+            .map_err(|_| AskError::Timeout { kind, timeout })?
+    }
+
+    fn reservation(&self, permit: OwnedSemaphorePermit) -> Reservation<M> {
+        self.shared.metrics.depth.increment(1.0);
+        Reservation {
+            slot: Slot {
+                _permit: permit,
+                depth: self.shared.metrics.depth.clone(),
+            },
+            target: self.clone(),
+        }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Option<ActorRef<Envelope<M>>>> {
+        // A poisoned lock only means a panic while swapping the ref; the ref is still valid.
+        self.shared.actor.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Option<ActorRef<Envelope<M>>>> {
+        self.shared.actor.write().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+impl<M: Send + 'static> Reservation<M> {
+    /// Enqueues `msg` in the reserved slot.
+    pub fn send(self, msg: M) -> Result<(), SendError<M>> {
+        let Some(actor) = self.target.actor() else {
+            return Err(SendError::Closed(msg));
+        };
+        match actor.cast(Envelope {
+            msg,
+            slot: self.slot,
+        }) {
+            Ok(()) => Ok(()),
+            Err(MessagingErr::SendErr(envelope)) => Err(SendError::Closed(envelope.msg)),
+            // Only the message-carrying variant can occur for a typed local ref.
+            Err(_) => unreachable!("a typed local cast fails only with SendErr"),
+        }
+    }
+}
+
+/// An actor behind a [`BoundedRef`]. Like [`ractor::Actor`], but messages arrive unwrapped and
+/// each one's mailbox slot is freed when [`handle`](Self::handle) returns, fails or panics.
+///
+/// A handler error or panic fails the actor (its supervisor sees it); the message counts under
+/// `outcome="error"` or `outcome="panic"`.
+pub trait BoundedActor: Send + Sync + Sized + 'static {
+    /// Message type.
+    type Msg: Send + 'static;
+    /// State built by [`pre_start`](Self::pre_start).
+    type State: Send + 'static;
+    /// Start arguments.
+    type Arguments: Send + 'static;
+    /// Actor kind: a metric label, so a bounded set (never an entity id).
+    const KIND: &'static str;
+
+    /// Builds the state; runs before any message.
+    fn pre_start(
+        &self,
+        myself: BoundedRef<Self::Msg>,
+        args: Self::Arguments,
+    ) -> impl Future<Output = Result<Self::State, ActorProcessingErr>> + Send;
+
+    /// Handles one message.
+    fn handle(
+        &self,
+        myself: &BoundedRef<Self::Msg>,
+        msg: Self::Msg,
+        state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send;
+
+    /// Runs after a normal stop.
+    fn post_stop(
+        &self,
+        state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        let _ = state;
+        async { Ok(()) }
+    }
+}
+
+/// The ractor actor that runs a [`BoundedActor`].
+pub struct Mailboxed<A>(A);
+
+/// State of a [`Mailboxed`] actor.
+pub struct MailboxedState<A: BoundedActor> {
+    myself: BoundedRef<A::Msg>,
+    inner: A::State,
+    _live: LiveActor,
+}
+
+/// Counts a live actor in `cloudlysis_actors{kind}` until dropped (normal stop or failure).
+struct LiveActor(Gauge);
+
+impl Drop for LiveActor {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+impl<A: BoundedActor> Actor for Mailboxed<A> {
+    type Msg = Envelope<A::Msg>;
+    type State = MailboxedState<A>;
+    type Arguments = (BoundedRef<A::Msg>, A::Arguments);
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        (bounded, args): Self::Arguments,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        bounded.attach(myself);
+        let actors = bounded.shared.metrics.actors.clone();
+        let inner = self.0.pre_start(bounded.clone(), args).await?;
+        actors.increment(1.0);
+        Ok(MailboxedState {
+            myself: bounded,
+            inner,
+            _live: LiveActor(actors),
+        })
+    }
+
+    async fn handle(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        envelope: Self::Msg,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let Envelope { msg, slot } = envelope;
+        let m = &state.myself.shared.metrics;
+        let (ok, error, panic, duration) = (
+            m.ok.clone(),
+            m.error.clone(),
+            m.panic.clone(),
+            m.duration.clone(),
+        );
+        let started = Instant::now();
+        let outcome = AssertUnwindSafe(self.0.handle(&state.myself, msg, &mut state.inner))
+            .catch_unwind()
+            .await;
+        duration.record(started.elapsed().as_secs_f64());
+        // The slot is freed only now that the handler has returned.
+        drop(slot);
+        match outcome {
+            Ok(Ok(())) => {
+                ok.increment(1);
+                Ok(())
+            }
+            Ok(Err(e)) => {
+                error.increment(1);
+                Err(e)
+            }
+            Err(panic_payload) => {
+                panic.increment(1);
+                Err(format!("panicked: {}", panic_message(&panic_payload)).into())
+            }
+        }
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<Self::Msg>,
+        state: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        self.0.post_stop(&mut state.inner).await
+    }
+}
+
+/// Spawns `actor` behind `bounded` (attaching it), linked to `supervisor` when given.
+pub async fn spawn<A: BoundedActor>(
+    actor: A,
+    args: A::Arguments,
+    bounded: &BoundedRef<A::Msg>,
+    supervisor: Option<ActorCell>,
+) -> Result<(ActorRef<Envelope<A::Msg>>, tokio::task::JoinHandle<()>), SpawnErr> {
+    let args = (bounded.clone(), args);
+    match supervisor {
+        Some(sup) => Actor::spawn_linked(None, Mailboxed(actor), args, sup).await,
+        None => Actor::spawn(None, Mailboxed(actor), args).await,
+    }
+}
+
+/// The text of a panic payload.
+pub fn panic_message(payload: &Box<dyn std::any::Any + Send>) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_string()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "non-string panic payload".to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests;
