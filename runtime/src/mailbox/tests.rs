@@ -64,12 +64,9 @@ impl BoundedActor for Probe {
     }
 }
 
-fn state() -> (
-    ProbeState,
-    Arc<Mutex<HashSet<u64>>>,
-    Arc<AtomicUsize>,
-    Arc<AtomicUsize>,
-) {
+type Seen = Arc<Mutex<HashSet<u64>>>;
+
+fn state() -> (ProbeState, Seen, Arc<AtomicUsize>, Arc<AtomicUsize>) {
     let seen = Arc::new(Mutex::new(HashSet::new()));
     let dupes = Arc::new(AtomicUsize::new(0));
     let max_depth = Arc::new(AtomicUsize::new(0));
