@@ -1,4 +1,13 @@
-//! Cloudlysis actors: the behaviour traits (`Aggregate`, `View`, `Workflow`, `Effect`) and the
-//! node actors that run them (aggregate, projection, runner, JetStream consumer, outbox relay).
+//! Cloudlysis actors: the behaviour traits and the node actors that run them.
 //!
-//! Placeholder: filled by the actor-core, command-path and event-path issues.
+//! Layout:
+//! - [`handler`] — [`handler::EventHandler`]: what a consumer dispatches decoded messages to.
+//! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
+//!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
+//! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
+//!
+//! The aggregate, projection and runner behaviours arrive with their issues.
+
+pub mod consumer;
+pub mod handler;
+pub mod node_admin;

@@ -18,6 +18,9 @@
 //!   and request/reply over ractor actors.
 //! - [`nats`] — bounded connect with reconnect, publishing with every required header.
 //! - [`nats_server`] — finding (≥ 2.10) and launching a local `nats-server`.
+//! - [`kv`] — KV bucket policies and `ensure_bucket` (create or validate).
+//! - [`poison`] — the poison record contract (bucket, key, fields).
+//! - [`time`] — RFC 3339 formatting.
 //! - [`metrics`] — the Prometheus recorder and every metric name.
 //! - [`service`] — `GET /health`, `GET /ready`, `GET /metrics`.
 //! - [`error`] — the crate's error types in one place.
@@ -26,13 +29,16 @@ pub mod config;
 pub mod consumer;
 pub mod context;
 pub mod error;
+pub mod kv;
 pub mod mailbox;
 pub mod metrics;
 pub mod nats;
 pub mod nats_server;
+pub mod poison;
 pub mod service;
 pub mod stream;
 pub mod subject;
+pub mod time;
 pub mod trace;
 
 pub use context::{CorrelationId, RequestContext, TenantId, TraceId};

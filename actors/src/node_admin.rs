@@ -1,0 +1,84 @@
+//! `node.admin.v1.NodeAdmin`: describes a node — role, version, node id and its supervision
+//! tree with mailbox statistics.
+
+use std::time::Duration;
+
+use cloudlysis_proto::node::{
+    self as pb, DescribeRequest, DescribeResponse, node_admin_server::NodeAdmin,
+};
+use cloudlysis_supervision::{SupervisorRef, SupervisorSnapshot};
+use tonic::{Request, Response, Status};
+
+/// How long `Describe` waits for the tree.
+pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// The `NodeAdmin` service of one node.
+#[derive(Clone, Debug)]
+pub struct NodeAdminService {
+    role: &'static str,
+    node_id: String,
+    root: SupervisorRef,
+}
+
+impl NodeAdminService {
+    /// A service describing the node whose root supervisor is `root`.
+    pub fn new(role: &'static str, node_id: impl Into<String>, root: SupervisorRef) -> Self {
+        Self {
+            role,
+            node_id: node_id.into(),
+            root,
+        }
+    }
+
+    /// The tonic server wrapper.
+    pub fn into_server(self) -> pb::node_admin_server::NodeAdminServer<Self> {
+        pb::node_admin_server::NodeAdminServer::new(self)
+    }
+}
+
+#[tonic::async_trait]
+impl NodeAdmin for NodeAdminService {
+    async fn describe(
+        &self,
+        _request: Request<DescribeRequest>,
+    ) -> Result<Response<DescribeResponse>, Status> {
+        let tree = self
+            .root
+            .snapshot(DESCRIBE_TIMEOUT)
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+        Ok(Response::new(DescribeResponse {
+            role: self.role.to_string(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            node_id: self.node_id.clone(),
+            supervision: Some(to_proto(&tree)),
+        }))
+    }
+}
+
+/// Converts a snapshot to its wire form.
+pub fn to_proto(s: &SupervisorSnapshot) -> pb::SupervisorNode {
+    pb::SupervisorNode {
+        name: s.name.clone(),
+        strategy: s.strategy.clone(),
+        status: s.status.as_str().to_string(),
+        restarts: s.restarts,
+        children: s
+            .children
+            .iter()
+            .map(|c| pb::ChildNode {
+                name: c.name.clone(),
+                kind: c.kind.clone(),
+                status: c.status.as_str().to_string(),
+                restarts: c.restarts,
+                last_failure: c.last_failure.clone(),
+                last_failure_at: c.last_failure_at.clone(),
+                mailbox: c.mailbox.map(|m| pb::MailboxStats {
+                    depth: m.depth,
+                    capacity: m.capacity,
+                }),
+            })
+            .collect(),
+        supervisors: s.supervisors.iter().map(to_proto).collect(),
+    }
+}

@@ -1,0 +1,72 @@
+//! NATS KV buckets Cloudlysis uses, with one policy each, and [`ensure_bucket`]: create a missing
+//! bucket or use the existing one (never updated, like streams).
+//!
+//! | bucket | holds | history | max age |
+//! |---|---|---|---|
+//! | `cloudlysis_poison` | poison records (see [`crate::poison`]) | 1 | none |
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv, stream::StorageType};
+
+/// One bucket's policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BucketPolicy {
+    /// Bucket name.
+    pub name: &'static str,
+    /// What it holds.
+    pub description: &'static str,
+    /// Revisions kept per key.
+    pub history: i64,
+    /// Max age of entries; zero keeps them forever.
+    pub max_age: Duration,
+}
+
+/// The poison-record bucket.
+pub fn poison() -> BucketPolicy {
+    BucketPolicy {
+        name: crate::poison::POISON_BUCKET,
+        description: "Cloudlysis poison records: messages quarantined after repeated failure",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// A bucket could not be opened or created.
+#[derive(Debug, thiserror::Error)]
+#[error("KV bucket {bucket}: {reason}")]
+pub struct BucketError {
+    /// Bucket name.
+    pub bucket: String,
+    /// What went wrong.
+    pub reason: String,
+}
+
+/// Opens the bucket, creating it from the policy when missing.
+pub async fn ensure_bucket(
+    js: &jetstream::Context,
+    policy: &BucketPolicy,
+) -> Result<kv::Store, BucketError> {
+    if let Ok(store) = js.get_key_value(policy.name).await {
+        return Ok(store);
+    }
+    let config = kv::Config {
+        bucket: policy.name.to_string(),
+        description: policy.description.to_string(),
+        history: policy.history,
+        max_age: policy.max_age,
+        storage: StorageType::File,
+        ..Default::default()
+    };
+    match js.create_key_value(config).await {
+        Ok(store) => Ok(store),
+        // Lost a creation race: the other creator's bucket is just as good.
+        Err(create_err) => js
+            .get_key_value(policy.name)
+            .await
+            .map_err(|_| BucketError {
+                bucket: policy.name.to_string(),
+                reason: create_err.to_string(),
+            }),
+    }
+}

@@ -1,0 +1,128 @@
+//! The poison-record contract: a message that failed `max_deliver - 1` times, or could not be
+//! decoded, is recorded here and then terminated (`AckKind::Term`).
+//!
+//! Records live in the KV bucket [`POISON_BUCKET`] under [`key`]`(consumer, stream_sequence)`
+//! as JSON:
+//!
+//! ```json
+//! {"schema_version":1,"stream":"AGGREGATE_EVENTS","consumer":"cloudlysis-projection-all",
+//!  "sequence":42,"subject":"tenant.acme.aggregate.account.a-1",
+//!  "headers":{"tenant-id":["acme"]},"error":"apply failed: ...","attempts":4,
+//!  "time":"2026-11-26T23:40:00Z"}
+//! ```
+//!
+//! The payload stays in the stream (found by `sequence`), so a redrive re-reads it.
+
+use std::collections::BTreeMap;
+use std::time::SystemTime;
+
+use serde::{Deserialize, Serialize};
+
+/// KV bucket of poison records.
+pub const POISON_BUCKET: &str = "cloudlysis_poison";
+/// Current record schema version.
+pub const SCHEMA_VERSION: u32 = 1;
+
+/// One quarantined message.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoisonRecord {
+    /// Record schema version.
+    pub schema_version: u32,
+    /// Stream the message came from.
+    pub stream: String,
+    /// Durable consumer that gave up on it.
+    pub consumer: String,
+    /// Stream sequence of the message.
+    pub sequence: u64,
+    /// Subject of the message.
+    pub subject: String,
+    /// The message's headers.
+    #[serde(default)]
+    pub headers: BTreeMap<String, Vec<String>>,
+    /// Why it failed (the last error).
+    pub error: String,
+    /// Deliveries attempted.
+    pub attempts: u64,
+    /// When it was quarantined (RFC 3339 UTC).
+    pub time: String,
+}
+
+impl PoisonRecord {
+    /// A record of `message`'s failure, stamped now.
+    pub fn new(
+        stream: &str,
+        consumer: &str,
+        sequence: u64,
+        subject: &str,
+        headers: Option<&async_nats::HeaderMap>,
+        error: impl Into<String>,
+        attempts: u64,
+    ) -> Self {
+        let headers = headers
+            .map(|h| {
+                h.iter()
+                    .map(|(k, vs)| {
+                        (
+                            k.to_string(),
+                            vs.iter().map(|v| v.as_str().to_string()).collect(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        Self {
+            schema_version: SCHEMA_VERSION,
+            stream: stream.to_string(),
+            consumer: consumer.to_string(),
+            sequence,
+            subject: subject.to_string(),
+            headers,
+            error: error.into(),
+            attempts,
+            time: crate::time::rfc3339(SystemTime::now()),
+        }
+    }
+}
+
+/// The KV key of a record: `<consumer>.<stream_sequence>`.
+pub fn key(consumer: &str, sequence: u64) -> String {
+    format!("{consumer}.{sequence}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_serialize_with_every_contract_field() {
+        let mut h = async_nats::HeaderMap::new();
+        h.insert("tenant-id", "acme");
+        let r = PoisonRecord::new("S", "c", 7, "a.b", Some(&h), "boom", 4);
+        let v = serde_json::to_value(&r).unwrap();
+        for f in [
+            "schema_version",
+            "stream",
+            "consumer",
+            "sequence",
+            "subject",
+            "headers",
+            "error",
+            "attempts",
+            "time",
+        ] {
+            assert!(v.get(f).is_some(), "{f}");
+        }
+        assert_eq!(v["headers"]["tenant-id"][0], "acme");
+        assert_eq!(key("c", 7), "c.7");
+        let back: PoisonRecord = serde_json::from_value(v).unwrap();
+        assert_eq!(back, r);
+    }
+
+    #[test]
+    fn decoders_ignore_unknown_fields_and_accept_missing_headers() {
+        let json = r#"{"schema_version":1,"stream":"S","consumer":"c","sequence":1,"subject":"s",
+            "error":"e","attempts":1,"time":"t","future":true}"#;
+        let r: PoisonRecord = serde_json::from_str(json).unwrap();
+        assert!(r.headers.is_empty());
+    }
+}
