@@ -12,6 +12,8 @@ use cloudlysis_runtime::nats::{self, NatsSettings};
 use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
 use cloudlysis_runtime::{metrics, nats_server};
 
+use cloudlysis_supervision::{SupervisorConfig, SupervisorRef};
+
 use crate::cli::DevArgs;
 use crate::streams;
 
@@ -122,10 +124,13 @@ async fn serve(
     let readiness = Readiness::new();
     readiness.nats(client.clone());
     readiness.flag("streams", true);
+    // The node's supervision tree; the roles add their subtrees as they land.
+    let root = SupervisorRef::start(SupervisorConfig::new("dev"), None).await?;
     let app = service::router(ServiceEndpoints {
         readiness,
         metrics: handle,
-    });
+    })
+    .merge(cloudlysis_supervision::snapshot::router(root.clone()));
 
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
@@ -137,7 +142,7 @@ async fn serve(
             String::new()
         }
     );
-    println!("  HTTP       {http}  (/health /ready /metrics)");
+    println!("  HTTP       {http}  (/health /ready /metrics /admin/supervision)");
     println!("  Streams");
     for line in table.lines() {
         println!("    {line}");
@@ -151,6 +156,7 @@ async fn serve(
         .await
         .context("HTTP server failed")?;
     eprintln!("shutting down");
+    root.shutdown(Duration::from_secs(30)).await?;
     Ok(ExitCode::SUCCESS)
 }
 

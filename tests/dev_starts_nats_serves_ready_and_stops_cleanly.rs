@@ -49,6 +49,10 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     assert_eq!(status, 200);
     assert!(body.contains("cloudlysis_build_info"), "{body}");
 
+    let (status, body) = http_get(&format!("{http}/admin/supervision")).await.unwrap();
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains(r#""name":"dev""#), "{body}");
+
     let client = async_nats::connect(&nats).await.unwrap();
     let js = async_nats::jetstream::new(client);
     for name in ["AGGREGATE_EVENTS", "WORKFLOW_COMMANDS", "WORKFLOW_EVENTS"] {

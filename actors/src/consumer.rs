@@ -378,7 +378,7 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
     poison_kv: &kv::Store,
     shared: &Arc<Shared>,
     msg: jetstream::Message,
-    slot: Reservation<Delivery<E>>,
+    slot: Reservation<'_, Delivery<E>>,
 ) {
     let meta = match msg.info() {
         Ok(info) => DeliveryMeta {
