@@ -49,7 +49,9 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     assert_eq!(status, 200);
     assert!(body.contains("cloudlysis_build_info"), "{body}");
 
-    let (status, body) = http_get(&format!("{http}/admin/supervision")).await.unwrap();
+    let (status, body) = http_get(&format!("{http}/admin/supervision"))
+        .await
+        .unwrap();
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""name":"dev""#), "{body}");
 

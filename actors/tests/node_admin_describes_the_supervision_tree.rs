@@ -20,7 +20,12 @@ impl BoundedActor for Idle {
         Ok(())
     }
 
-    async fn handle(&self, _: &BoundedRef<()>, _: (), _: &mut ()) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: &BoundedRef<()>,
+        _: (),
+        _: &mut (),
+    ) -> Result<(), ActorProcessingErr> {
         Ok(())
     }
 }
@@ -46,7 +51,9 @@ async fn describe_returns_role_version_and_tree() {
             .serve_with_incoming(tonic::transport::server::TcpIncoming::from(listener)),
     );
 
-    let mut client = NodeAdminClient::connect(format!("http://{addr}")).await.unwrap();
+    let mut client = NodeAdminClient::connect(format!("http://{addr}"))
+        .await
+        .unwrap();
     let mut request = tonic::Request::new(DescribeRequest {});
     request.set_timeout(Duration::from_secs(5));
     let resp = client.describe(request).await.unwrap().into_inner();

@@ -35,7 +35,12 @@ impl BoundedActor for Bounded {
         Ok(0)
     }
 
-    async fn handle(&self, _: &BoundedRef<Msg>, msg: Msg, sum: &mut u64) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: &BoundedRef<Msg>,
+        msg: Msg,
+        sum: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Work(x) => *sum = sum.wrapping_add(x),
             Msg::Done(tx) => {
@@ -57,7 +62,12 @@ impl Actor for Raw {
         Ok(0)
     }
 
-    async fn handle(&self, _: ActorRef<Msg>, msg: Msg, sum: &mut u64) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<Msg>,
+        msg: Msg,
+        sum: &mut u64,
+    ) -> Result<(), ActorProcessingErr> {
         match msg {
             Msg::Work(x) => *sum = sum.wrapping_add(x),
             Msg::Done(tx) => {

@@ -309,10 +309,7 @@ impl<M> fmt::Debug for BoundedRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundedRef")
             .field("kind", &self.shared.kind)
-            .field(
-                "depth",
-                &self.shared.slots.taken.load(Ordering::Relaxed),
-            )
+            .field("depth", &self.shared.slots.taken.load(Ordering::Relaxed))
             .field("capacity", &self.shared.capacity)
             .finish()
     }
