@@ -5,6 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
+use cloudlysis_actors::aggregate_node::{self, GRPC_ADDR};
+use cloudlysis_gateway::config as gw_config;
 use cloudlysis_runtime::config::{ConfigSource, Setting, settings};
 use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings, settings as consumer_settings};
 
@@ -22,16 +24,18 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a Gateway node (HTTP edge, authz, routing) [not available yet]
-    Gateway(RoleArgs),
-    /// Run an Aggregate node (commands → events) [not available yet]
-    Aggregate(RoleArgs),
+    /// Run a Gateway (HTTP edge: authn, deny-by-default authz, routing to nodes)
+    Gateway(GatewayArgs),
+    /// Run an Aggregate node (commands → events on JetStream)
+    Aggregate(AggregateArgs),
     /// Run a Projection node (events → views, queries) [not available yet]
     Projection(RoleArgs),
     /// Run a Runner node (workflows, effects, outbox) [not available yet]
     Runner(RoleArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
+    /// Mint a bearer token for a tenant and rights (secret from CLOUDLYSIS_JWT_SECRET)
+    Token(TokenArgs),
     /// Create or validate the JetStream streams
     Streams {
         #[command(subcommand)]
@@ -51,6 +55,42 @@ pub struct RoleArgs {
     pub nats: NatsArgs,
     #[arg(long, value_name = "ADDR", help = settings::HTTP_ADDR.help())]
     pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AggregateArgs {
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+    #[arg(long, value_name = "ADDR", help = GRPC_ADDR.help())]
+    pub grpc_addr: Option<String>,
+    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8081] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Listen address of the HTTP API [default: 127.0.0.1:8080] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+    #[arg(long, value_name = "URI", help = gw_config::AGGREGATE_ADDR.help())]
+    pub aggregate_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct TokenArgs {
+    /// Tenant the token acts for
+    #[arg(long)]
+    pub tenant: String,
+    /// Comma-separated rights, e.g. commands:account,queries:*
+    #[arg(long, default_value = "")]
+    pub rights: String,
+    /// Validity: 90s, 15m, 1h, 7d
+    #[arg(long, default_value = "1h")]
+    pub ttl: String,
+    /// Subject (who the token is for)
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
 }
 
 #[derive(Debug, Args)]
@@ -74,7 +114,14 @@ pub enum StreamsAction {
 }
 
 /// Every setting a config file may hold.
-pub const KNOWN_SETTINGS: &[&Setting] = &[
+pub fn known_settings() -> Vec<&'static Setting> {
+    let mut all: Vec<&'static Setting> = KNOWN_SETTINGS.to_vec();
+    all.extend_from_slice(aggregate_node::SETTINGS);
+    all.extend_from_slice(gw_config::ALL);
+    all
+}
+
+const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::NATS_URL,
     &settings::NATS_CONNECT_TIMEOUT_MS,
     &settings::NATS_REQUEST_TIMEOUT_MS,
@@ -101,7 +148,7 @@ pub fn config_source(flag: Option<&PathBuf>) -> anyhow::Result<ConfigSource> {
         Some(p) => src.with_file(&p)?,
         None => src,
     };
-    src.reject_unknown_keys(KNOWN_SETTINGS)?;
+    src.reject_unknown_keys(&known_settings())?;
     Ok(src)
 }
 
@@ -120,8 +167,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         },
         Command::Dev(args) => crate::dev::run(&src, args).await,
-        Command::Gateway(_) => not_yet("gateway"),
-        Command::Aggregate(_) => not_yet("aggregate"),
+        Command::Gateway(args) => crate::roles::gateway(&src, args).await,
+        Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
+        Command::Token(args) => crate::roles::token(&src, args),
         Command::Projection(_) => {
             // Validate what exists of the role's config so operators see errors early.
             ConsumerSettings::load(ConsumerRole::Projection, &src)?;

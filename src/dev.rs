@@ -7,15 +7,17 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::{ConfigSource, settings};
-use cloudlysis_runtime::nats::{self, NatsSettings};
-use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
-use cloudlysis_runtime::{metrics, nats_server};
-
-use cloudlysis_supervision::{SupervisorConfig, SupervisorRef};
+use cloudlysis_runtime::nats_server;
 
 use crate::cli::DevArgs;
-use crate::streams;
+use crate::{nodes, streams};
+
+/// The token secret of `cloudlysis dev` when `CLOUDLYSIS_JWT_SECRET` is not set. Dev only.
+pub const DEV_JWT_SECRET: &str = "cloudlysis-dev-secret-do-not-use-in-production";
+/// The tenant of the printed dev token.
+pub const DEV_TENANT: &str = "demo";
 
 /// Default HTTP listen address of `cloudlysis dev`.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
@@ -107,10 +109,8 @@ async fn serve(
     data_dir: &std::path::Path,
     own_nats: bool,
 ) -> anyhow::Result<ExitCode> {
-    let settings = NatsSettings::load(src, Some(nats_url), "cloudlysis-dev")?;
-    let client = nats::connect(&settings).await?;
-    let js = nats::jetstream(client.clone(), settings.request_timeout);
-    let (table, problems) = streams::apply(&js, streams::Mode::Ensure).await?;
+    let nats = nodes::connect(src, Some(nats_url), "cloudlysis-dev").await?;
+    let (table, problems) = streams::apply(&nats.js, streams::Mode::Ensure).await?;
     if !problems.is_empty() {
         print!("{table}");
         for p in &problems {
@@ -119,21 +119,33 @@ async fn serve(
         return Ok(ExitCode::FAILURE);
     }
 
-    let handle = metrics::install()?;
-    metrics::record_build_info("dev");
-    let readiness = Readiness::new();
-    readiness.nats(client.clone());
-    readiness.flag("streams", true);
-    // The node's supervision tree; the roles add their subtrees as they land.
-    let root = SupervisorRef::start(SupervisorConfig::new("dev"), None).await?;
-    let app = service::router(ServiceEndpoints {
-        readiness,
-        metrics: handle,
-    })
-    .merge(cloudlysis_supervision::snapshot::router(root.clone()));
+    // The aggregate node, on an ephemeral gRPC port of this machine.
+    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let grpc = nodes::bind("127.0.0.1:0", "the dev aggregate node").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let (stop, wait) = nodes::shutdown_channel();
+    let aggregate_types = node.aggregate_types().join(", ");
+    let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
+    let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
+
+    // The Gateway, routing to it. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is set.
+    let aggregate_uri = format!("http://{grpc_addr}");
+    let settings = GatewaySettings::load(src, Some(&aggregate_uri), Some(DEV_JWT_SECRET))?;
+    let gateway = Gateway::new(settings)?;
+    let token = gateway.authenticator().mint(
+        "dev",
+        DEV_TENANT,
+        &["commands:*".to_string(), "queries:*".to_string()],
+        Duration::from_secs(24 * 3600),
+    )?;
+    let app = gateway.router().merge(ops);
 
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
+    println!(
+        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}; /health /ready /metrics /admin/supervision)"
+    );
+    println!("  Aggregate  grpc://{grpc_addr}  (aggregates: {aggregate_types})");
     println!(
         "  NATS       {nats_url}{}",
         if own_nats {
@@ -142,42 +154,25 @@ async fn serve(
             String::new()
         }
     );
-    println!("  HTTP       {http}  (/health /ready /metrics /admin/supervision)");
     println!("  Streams");
     for line in table.lines() {
         println!("    {line}");
     }
-    println!("  Not in this version yet: the gateway, aggregate, projection and runner nodes.");
-    println!("Try:  curl -s {http}/ready");
+    println!("  Not in this version yet: the projection and runner nodes.");
+    println!("Dev token (tenant {DEV_TENANT}, rights commands:* queries:*, valid 24h):");
+    println!("  {token}");
+    println!("Try:");
+    println!(
+        "  curl -s -X POST {http}/v1/commands/account/acc-1 -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"type\":\"Open\",\"payload\":{{\"owner\":\"alice\"}}}}'"
+    );
     println!("Press Ctrl-C to stop.");
 
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(nodes::shutdown_signal())
         .await
         .context("HTTP server failed")?;
     eprintln!("shutting down");
-    root.shutdown(Duration::from_secs(30)).await?;
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
-    #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
-        }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        _ = ctrl_c => {},
-        _ = term => {},
-    }
 }

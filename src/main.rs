@@ -5,6 +5,8 @@
 
 mod cli;
 mod dev;
+mod nodes;
+mod roles;
 mod streams;
 
 use std::process::ExitCode;

@@ -1,13 +1,17 @@
 //! Cloudlysis actors: the behaviour traits and the node actors that run them.
 //!
 //! Layout:
+//! - [`aggregate`] — the [`aggregate::Aggregate`] behaviour and its entity actors.
+//! - [`aggregate_node`] — the aggregate node: registry, `CommandService`, gRPC serving.
 //! - [`handler`] — [`handler::EventHandler`]: what a consumer dispatches decoded messages to.
 //! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
 //!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
 //! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
 //!
-//! The aggregate, projection and runner behaviours arrive with their issues.
+//! The projection and runner behaviours arrive with their issues.
 
+pub mod aggregate;
+pub mod aggregate_node;
 pub mod consumer;
 pub mod handler;
 pub mod node_admin;

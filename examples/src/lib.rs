@@ -1,4 +1,8 @@
-//! The Cloudlysis demo domain: bank accounts (an `account` aggregate, a `balances` view and a
-//! transfer workflow).
+//! The Cloudlysis demo domain: bank accounts.
 //!
-//! Placeholder: filled by the command-path issue.
+//! Layout:
+//! - [`account`] — the `account` aggregate: `Open`, `Deposit`, `Withdraw`, `Close`.
+//!
+//! Register it on a node with one line: `.register::<account::Account>()`.
+
+pub mod account;

@@ -1,4 +1,92 @@
-//! Cloudlysis gateway: the HTTP/JSON edge — authentication, deny-by-default authorization,
-//! tenant isolation, routing over gRPC, channel pool and probe fan-out.
+//! The Cloudlysis Gateway: the HTTP/JSON edge. It authenticates every request (HS256 bearer
+//! tokens), authorizes it deny-by-default per route, pins the tenant to the token's, validates
+//! every path token, and routes to nodes over gRPC with deadlines. Errors are RFC 9457
+//! `application/problem+json`.
 //!
-//! Placeholder: filled by the command-path issue. Never depends on `cloudlysis-actors`.
+//! Layout:
+//! - [`auth`] — tokens, rights, TTL parsing.
+//! - [`config`] — settings.
+//! - [`problem`] — problem details.
+//! - `commands` — `POST /v1/commands/{aggregate_type}/{aggregate_id}`.
+//!
+//! Never depends on `cloudlysis-actors`: nodes are reached only through `cloudlysis-proto`.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::post;
+
+pub mod auth;
+pub mod config;
+pub mod problem;
+
+mod commands;
+
+pub use auth::{Authenticator, Claims};
+pub use config::GatewaySettings;
+
+/// The Gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// The token secret is unusable.
+    #[error(transparent)]
+    Auth(#[from] auth::AuthError),
+    /// A node address is not a valid endpoint.
+    #[error("invalid node address {addr}: {reason}")]
+    Endpoint {
+        /// The address.
+        addr: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A Gateway: settings, token verifier and node channels. Cheap to clone.
+#[derive(Clone)]
+pub struct Gateway {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    settings: GatewaySettings,
+    auth: Authenticator,
+    aggregate: tonic::transport::Channel,
+}
+
+impl Gateway {
+    /// Builds a Gateway. Node channels connect lazily and reconnect by themselves.
+    pub fn new(settings: GatewaySettings) -> Result<Self, GatewayError> {
+        let auth = Authenticator::new(settings.jwt_secret.as_bytes())?;
+        let endpoint = tonic::transport::Endpoint::from_shared(settings.aggregate_addr.clone())
+            .map_err(|e| GatewayError::Endpoint {
+                addr: settings.aggregate_addr.clone(),
+                reason: e.to_string(),
+            })?
+            .connect_timeout(Duration::from_secs(2))
+            .timeout(settings.command_timeout)
+            .tcp_nodelay(true);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                auth,
+                aggregate: endpoint.connect_lazy(),
+                settings,
+            }),
+        })
+    }
+
+    /// The token authenticator (for minting dev tokens).
+    pub fn authenticator(&self) -> &Authenticator {
+        &self.inner.auth
+    }
+
+    /// The Gateway's routes (merge the runtime's service endpoints next to them).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route(
+                "/v1/commands/{aggregate_type}/{aggregate_id}",
+                post(commands::post),
+            )
+            .with_state(self.clone())
+    }
+}

@@ -4,6 +4,7 @@
 //! | bucket | holds | history | max age |
 //! |---|---|---|---|
 //! | `cloudlysis_poison` | poison records (see [`crate::poison`]) | 1 | none |
+//! | `cloudlysis_idempotency` | command results by idempotency key | 1 | 24 h |
 
 use std::time::Duration;
 
@@ -30,6 +31,30 @@ pub fn poison() -> BucketPolicy {
         history: 1,
         max_age: Duration::ZERO,
     }
+}
+
+/// Name of the idempotency bucket.
+pub const IDEMPOTENCY_BUCKET: &str = "cloudlysis_idempotency";
+
+/// The idempotency bucket: the first result of a command per idempotency key, kept 24 h.
+pub fn idempotency() -> BucketPolicy {
+    BucketPolicy {
+        name: IDEMPOTENCY_BUCKET,
+        description: "Cloudlysis command results by idempotency key",
+        history: 1,
+        max_age: Duration::from_secs(24 * 3600),
+    }
+}
+
+/// The KV key of an idempotency record: `<tenant>.<aggregate_type>.<aggregate_id>.<key>`; every
+/// part is a validated token.
+pub fn idempotency_key(
+    tenant: &str,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    key: &str,
+) -> String {
+    format!("{tenant}.{aggregate_type}.{aggregate_id}.{key}")
 }
 
 /// A bucket could not be opened or created.

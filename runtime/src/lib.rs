@@ -9,6 +9,7 @@
 //!   names and inject/extract for HTTP headers, gRPC metadata and NATS headers.
 //! - [`trace`] — W3C `traceparent` parsing, validation and normalisation.
 //! - [`subject`] — subject-token validation, subject builders and consumer filter subjects.
+//! - [`envelope`] — the commit/event wire format on `AGGREGATE_EVENTS`.
 //! - [`stream`] — stream policies and [`stream::ensure_stream`] (create or validate, never
 //!   update).
 //! - [`consumer`] — durable pull-consumer policy, derived durable names, env overrides.
@@ -28,6 +29,7 @@
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod envelope;
 pub mod error;
 pub mod kv;
 pub mod mailbox;

@@ -43,6 +43,17 @@ pub mod names {
     /// Counter of supervisors that exceeded their restart intensity, labelled `supervisor`.
     pub const SUPERVISOR_ESCALATIONS: &str = "cloudlysis_supervisor_escalations_total";
 
+    /// Counter of commands handled by aggregate nodes, labelled `aggregate_type` and `outcome`
+    /// (`ok`, `replayed`, `invalid`, `rejected`, `conflict`, `busy`, `unavailable`, `timeout`,
+    /// `unknown_type`).
+    pub const COMMANDS: &str = "cloudlysis_commands_total";
+    /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
+    pub const COMMAND_DURATION: &str = "cloudlysis_command_duration_seconds";
+    /// Counter of Gateway HTTP requests, labelled `route` and `status`.
+    pub const GATEWAY_REQUESTS: &str = "cloudlysis_gateway_requests_total";
+    /// Histogram of Gateway request time, labelled `route`.
+    pub const GATEWAY_REQUEST_DURATION: &str = "cloudlysis_gateway_request_duration_seconds";
+
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`).
     pub const CONSUMER_MESSAGES: &str = "cloudlysis_consumer_messages_total";
@@ -121,6 +132,24 @@ fn describe() {
     metrics::describe_counter!(
         names::SUPERVISOR_ESCALATIONS,
         "Supervisors that exceeded their restart intensity and failed."
+    );
+    metrics::describe_counter!(
+        names::COMMANDS,
+        "Commands handled by aggregate nodes, by outcome."
+    );
+    metrics::describe_histogram!(
+        names::COMMAND_DURATION,
+        metrics::Unit::Seconds,
+        "Command handling time in an aggregate node."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_REQUESTS,
+        "Gateway HTTP requests, by route and status."
+    );
+    metrics::describe_histogram!(
+        names::GATEWAY_REQUEST_DURATION,
+        metrics::Unit::Seconds,
+        "Gateway request handling time."
     );
     metrics::describe_counter!(names::CONSUMER_MESSAGES, "Consumed messages, by outcome.");
     metrics::describe_counter!(names::CONSUMER_REDELIVERIES, "Redelivered messages.");

@@ -107,6 +107,12 @@ pub enum NatsError {
         /// What went wrong.
         reason: String,
     },
+    /// The subject's last sequence was not the expected one (optimistic concurrency conflict).
+    #[error("publish to {subject} refused: another writer appended first (wrong last sequence)")]
+    WrongLastSequence {
+        /// The subject.
+        subject: String,
+    },
     /// A publish was not acknowledged before the deadline.
     #[error("publish to {subject} was not acknowledged within {timeout:?}")]
     PublishTimeout {
@@ -209,7 +215,14 @@ pub async fn publish(
             .publish_with_headers(subject.clone(), map, payload)
             .await
             .map_err(|e| fail(e.to_string()))?;
-        ack.await.map_err(|e| fail(e.to_string()))
+        ack.await.map_err(|e| match e.kind() {
+            jetstream::context::PublishErrorKind::WrongLastSequence => {
+                NatsError::WrongLastSequence {
+                    subject: subject.clone(),
+                }
+            }
+            _ => fail(e.to_string()),
+        })
     };
     match tokio::time::timeout(timeout, work).await {
         Ok(result) => result,

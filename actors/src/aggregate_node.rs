@@ -1,0 +1,356 @@
+//! The aggregate node: hosts registered aggregates and serves
+//! `aggregate.gateway.v1.CommandService`, gRPC health and reflection, and `NodeAdmin`.
+//!
+//! ```no_run
+//! # async fn demo(js: async_nats::jetstream::Context) -> Result<(), Box<dyn std::error::Error>> {
+//! use cloudlysis_actors::aggregate::AggregateSettings;
+//! use cloudlysis_actors::aggregate_node::AggregateNode;
+//! # use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection};
+//! # struct Account;
+//! # impl Aggregate for Account { const TYPE: &'static str = "account"; const SCHEMA_VERSION: u32 = 1;
+//! #   type State = (); type Command = (); type Event = ();
+//! #   fn handle(_: &(), _: (), _: &CommandContext) -> Result<Vec<()>, Rejection> { Ok(vec![]) }
+//! #   fn apply(_: &mut (), _: &()) {} }
+//! let node = AggregateNode::builder(js, AggregateSettings::default())
+//!     .register::<Account>()          // one line per aggregate
+//!     .build()
+//!     .await?;
+//! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+//! node.serve_grpc(listener, std::future::pending()).await?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream;
+use cloudlysis_proto::aggregate::command_service_server::{CommandService, CommandServiceServer};
+use cloudlysis_proto::aggregate::{ExecuteRequest, ExecuteResponse};
+use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::subject::validate_token;
+use cloudlysis_runtime::{SubjectToken, kv as buckets, stream};
+use cloudlysis_supervision::{Backoff, SupervisorConfig, SupervisorRef};
+use tonic::{Request, Response, Status};
+
+use crate::aggregate::{
+    Aggregate, AggregateHost, AggregateSettings, CommandError, CommandRequest, Host,
+};
+use crate::node_admin::NodeAdminService;
+
+/// gRPC listen address of the aggregate node.
+pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "aggregate.grpc_addr",
+    env: "CLOUDLYSIS_GRPC_ADDR",
+    flag: "--grpc-addr",
+    doc: "gRPC listen address of the aggregate node [default: 127.0.0.1:50051]",
+};
+/// Entity mailbox capacity.
+pub const ENTITY_MAILBOX: cloudlysis_runtime::config::Setting =
+    cloudlysis_runtime::config::Setting {
+        key: "aggregate.entity_mailbox",
+        env: "CLOUDLYSIS_ENTITY_MAILBOX",
+        flag: "",
+        doc: "entity mailbox capacity (commands queued per entity) [default: 64]",
+    };
+/// Idle time before an entity is passivated.
+pub const IDLE_TIMEOUT_MS: cloudlysis_runtime::config::Setting =
+    cloudlysis_runtime::config::Setting {
+        key: "aggregate.idle_timeout_ms",
+        env: "CLOUDLYSIS_IDLE_TIMEOUT_MS",
+        flag: "",
+        doc: "idle time before an entity actor is passivated, milliseconds [default: 300000]",
+    };
+/// Deadline of one command inside the node.
+pub const NODE_COMMAND_TIMEOUT_MS: cloudlysis_runtime::config::Setting =
+    cloudlysis_runtime::config::Setting {
+        key: "aggregate.command_timeout_ms",
+        env: "CLOUDLYSIS_NODE_COMMAND_TIMEOUT_MS",
+        flag: "",
+        doc: "deadline of one command inside the aggregate node, milliseconds [default: 10000]",
+    };
+
+/// Every aggregate-node setting.
+pub const SETTINGS: &[&cloudlysis_runtime::config::Setting] = &[
+    &GRPC_ADDR,
+    &ENTITY_MAILBOX,
+    &IDLE_TIMEOUT_MS,
+    &NODE_COMMAND_TIMEOUT_MS,
+];
+
+impl AggregateSettings {
+    /// Reads the settings (env over file over defaults).
+    pub fn load(
+        src: &cloudlysis_runtime::config::ConfigSource,
+    ) -> Result<Self, cloudlysis_runtime::config::ConfigError> {
+        let d = Self::default();
+        Ok(Self {
+            mailbox: src.get_in_range(&ENTITY_MAILBOX, None, d.mailbox as u64, 1, 100_000)?
+                as usize,
+            idle_timeout: src.get_millis(
+                &IDLE_TIMEOUT_MS,
+                None,
+                d.idle_timeout,
+                Duration::from_millis(10),
+                Duration::from_secs(24 * 3600),
+            )?,
+            command_timeout: src.get_millis(
+                &NODE_COMMAND_TIMEOUT_MS,
+                None,
+                d.command_timeout,
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            io_timeout: d.io_timeout,
+        })
+    }
+}
+
+/// The aggregate node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NodeError {
+    /// An aggregate type is not a valid subject token.
+    #[error("aggregate type `{0}` is not a valid subject token ([A-Za-z0-9_-], at most 128 bytes)")]
+    InvalidAggregateType(&'static str),
+    /// Two aggregates share a type name.
+    #[error("aggregate type `{0}` is registered twice")]
+    DuplicateAggregateType(&'static str),
+    /// A stream or bucket could not be ensured.
+    #[error("{0}")]
+    Nats(String),
+    /// The supervision tree could not start.
+    #[error(transparent)]
+    Supervision(#[from] cloudlysis_supervision::SupervisorError),
+}
+
+type Registration = Box<
+    dyn FnOnce(
+            jetstream::Context,
+            jetstream::stream::Stream,
+            jetstream::kv::Store,
+            SupervisorRef,
+            AggregateSettings,
+        ) -> (&'static str, Arc<dyn Host>)
+        + Send,
+>;
+
+/// Builds an [`AggregateNode`].
+pub struct AggregateNodeBuilder {
+    js: jetstream::Context,
+    settings: AggregateSettings,
+    registrations: Vec<(&'static str, Registration)>,
+}
+
+impl AggregateNodeBuilder {
+    /// Registers an aggregate type.
+    pub fn register<A: Aggregate>(mut self) -> Self {
+        self.registrations.push((
+            A::TYPE,
+            Box::new(|js, events, idem, sup, settings| {
+                (
+                    A::TYPE,
+                    Arc::new(AggregateHost::<A>::new(js, events, idem, sup, settings))
+                        as Arc<dyn Host>,
+                )
+            }),
+        ));
+        self
+    }
+
+    /// Ensures the event stream and the idempotency bucket, starts the supervision tree.
+    pub async fn build(self) -> Result<AggregateNode, NodeError> {
+        let mut seen = std::collections::HashSet::new();
+        for (ty, _) in &self.registrations {
+            validate_token(ty).map_err(|_| NodeError::InvalidAggregateType(ty))?;
+            if !seen.insert(*ty) {
+                return Err(NodeError::DuplicateAggregateType(ty));
+            }
+        }
+        stream::ensure_stream(&self.js, &stream::aggregate_events())
+            .await
+            .map_err(|e| NodeError::Nats(e.to_string()))?;
+        let events = self
+            .js
+            .get_stream(stream::AGGREGATE_EVENTS)
+            .await
+            .map_err(|e| NodeError::Nats(e.to_string()))?;
+        let idem = buckets::ensure_bucket(&self.js, &buckets::idempotency())
+            .await
+            .map_err(|e| NodeError::Nats(e.to_string()))?;
+        // Entities are dynamic, transient children of the root: a crash-looping entity is
+        // restarted with backoff, and only a storm across many entities escalates.
+        let root = SupervisorRef::start(
+            SupervisorConfig::new("aggregate-node")
+                .intensity(100, Duration::from_secs(10))
+                .backoff(Backoff::default()),
+            None,
+        )
+        .await?;
+        let mut hosts = HashMap::new();
+        for (_, register) in self.registrations {
+            let (ty, host) = register(
+                self.js.clone(),
+                events.clone(),
+                idem.clone(),
+                root.clone(),
+                self.settings,
+            );
+            hosts.insert(ty, host);
+        }
+        Ok(AggregateNode {
+            inner: Arc::new(Inner { hosts, root }),
+        })
+    }
+}
+
+/// A running aggregate node. Cheap to clone.
+#[derive(Clone)]
+pub struct AggregateNode {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    hosts: HashMap<&'static str, Arc<dyn Host>>,
+    root: SupervisorRef,
+}
+
+impl AggregateNode {
+    /// A builder on `js` (whose timeout bounds JetStream API calls).
+    pub fn builder(js: jetstream::Context, settings: AggregateSettings) -> AggregateNodeBuilder {
+        AggregateNodeBuilder {
+            js,
+            settings,
+            registrations: Vec::new(),
+        }
+    }
+
+    /// The root supervisor (entities are its children).
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.inner.root
+    }
+
+    /// Registered aggregate types.
+    pub fn aggregate_types(&self) -> Vec<&'static str> {
+        let mut v: Vec<_> = self.inner.hosts.keys().copied().collect();
+        v.sort_unstable();
+        v
+    }
+
+    /// Runs one command (what `CommandService/Execute` does after decoding).
+    pub async fn execute(
+        &self,
+        aggregate_type: &str,
+        req: CommandRequest,
+    ) -> Result<crate::aggregate::ExecuteReply, CommandError> {
+        let host = self
+            .inner
+            .hosts
+            .get(aggregate_type)
+            .ok_or_else(|| CommandError::UnknownAggregate(aggregate_type.to_string()))?;
+        host.execute(req).await
+    }
+
+    /// Serves `CommandService`, `NodeAdmin`, gRPC health and reflection on `listener` until
+    /// `shutdown` resolves; then stops the supervision tree.
+    pub async fn serve_grpc(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<CommandServiceServer<AggregateNode>>()
+            .await;
+        let reflection = tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cloudlysis_proto::FILE_DESCRIPTOR_SET)
+            .build_v1()
+            .map_err(|e| {
+                tracing::error!(error = %e, "reflection service could not be built");
+                e
+            });
+        let admin = NodeAdminService::new(
+            "aggregate",
+            uuid::Uuid::new_v4().to_string(),
+            self.inner.root.clone(),
+        );
+        let root = self.inner.root.clone();
+        let mut router = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(admin.into_server())
+            .add_service(CommandServiceServer::new(self));
+        if let Ok(reflection) = reflection {
+            router = router.add_service(reflection);
+        }
+        let result = router
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener),
+                shutdown,
+            )
+            .await;
+        let _ = root.shutdown(Duration::from_secs(30)).await;
+        result
+    }
+}
+
+#[tonic::async_trait]
+impl CommandService for AggregateNode {
+    async fn execute(
+        &self,
+        request: Request<ExecuteRequest>,
+    ) -> Result<Response<ExecuteResponse>, Status> {
+        let started = std::time::Instant::now();
+        let ctx = RequestContext::extract(request.metadata())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let req = request.into_inner();
+        let ty = SubjectToken::new(req.aggregate_type.clone())
+            .map_err(|e| Status::invalid_argument(format!("aggregate_type: {e}")))?;
+        let id = SubjectToken::new(req.aggregate_id)
+            .map_err(|e| Status::invalid_argument(format!("aggregate_id: {e}")))?;
+        if let Some(key) = &ctx.idempotency_key {
+            validate_token(key)
+                .map_err(|e| Status::invalid_argument(format!("idempotency key: {e}")))?;
+        }
+        // The label is bounded: only registered types are named, others count as unknown.
+        let label = self
+            .inner
+            .hosts
+            .get_key_value(ty.as_str())
+            .map_or("unknown", |(k, _)| *k);
+        let result = AggregateNode::execute(
+            self,
+            ty.as_str(),
+            CommandRequest {
+                ctx,
+                aggregate_id: id,
+                command_type: req.command_type,
+                payload: req.payload_json.into(),
+                expected_version: req.expected_version,
+            },
+        )
+        .await;
+        let outcome = match &result {
+            Ok(r) if r.replayed => "replayed",
+            Ok(_) => "ok",
+            Err(CommandError::InvalidArgument(_)) => "invalid",
+            Err(CommandError::UnknownAggregate(_)) => "unknown_type",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict(_)) => "conflict",
+            Err(CommandError::Busy(_)) => "busy",
+            Err(CommandError::Unavailable(_)) => "unavailable",
+            Err(CommandError::Timeout(_)) => "timeout",
+        };
+        metrics::counter!(names::COMMANDS, "aggregate_type" => label, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => label)
+            .record(started.elapsed().as_secs_f64());
+        let reply = result.map_err(|e| e.to_status())?;
+        Ok(Response::new(ExecuteResponse {
+            version: reply.version,
+            event_ids: reply.event_ids,
+            stream_sequence: reply.stream_sequence,
+            replayed: reply.replayed,
+        }))
+    }
+}

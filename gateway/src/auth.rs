@@ -1,0 +1,225 @@
+//! Authentication (HS256 bearer tokens) and deny-by-default authorization.
+//!
+//! Claims: `sub` (who), `tenant` (whose data), `rights` (what), `exp` (until when, Unix
+//! seconds). A route needs one right; nothing is allowed without one:
+//!
+//! | route | right | also accepted |
+//! |---|---|---|
+//! | `POST /v1/commands/{aggregate_type}/{id}` | `commands:<aggregate_type>` | `commands:*` |
+//! | `GET /v1/query/{view}/…` (event-path issue) | `queries:<view>` | `queries:*` |
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+
+/// Shortest accepted signing secret, in bytes.
+pub const MIN_SECRET_LEN: usize = 32;
+
+/// Token claims.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Claims {
+    /// Subject (user or service).
+    pub sub: String,
+    /// Tenant the token acts for.
+    pub tenant: String,
+    /// Rights, e.g. `commands:account`, `commands:*`.
+    #[serde(default)]
+    pub rights: Vec<String>,
+    /// Expiry, Unix seconds.
+    pub exp: u64,
+}
+
+/// Authentication failed or a token could not be minted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuthError {
+    /// No `Authorization: Bearer …` header.
+    #[error("missing bearer token")]
+    Missing,
+    /// Expired.
+    #[error("token expired")]
+    Expired,
+    /// Bad signature, malformed, wrong algorithm or missing claims.
+    #[error("invalid token: {0}")]
+    Invalid(String),
+    /// The secret is too short.
+    #[error("signing secret is {0} bytes; at least {MIN_SECRET_LEN} are required")]
+    WeakSecret(usize),
+}
+
+/// Signs and verifies tokens with one HS256 secret.
+#[derive(Clone)]
+pub struct Authenticator {
+    encoding: EncodingKey,
+    decoding: DecodingKey,
+    validation: Validation,
+}
+
+impl std::fmt::Debug for Authenticator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Authenticator(HS256)")
+    }
+}
+
+impl Authenticator {
+    /// An authenticator for `secret` (at least [`MIN_SECRET_LEN`] bytes).
+    pub fn new(secret: &[u8]) -> Result<Self, AuthError> {
+        if secret.len() < MIN_SECRET_LEN {
+            return Err(AuthError::WeakSecret(secret.len()));
+        }
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.leeway = 0;
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(Self {
+            encoding: EncodingKey::from_secret(secret),
+            decoding: DecodingKey::from_secret(secret),
+            validation,
+        })
+    }
+
+    /// Mints a token for `tenant` with `rights`, valid for `ttl`.
+    pub fn mint(
+        &self,
+        subject: &str,
+        tenant: &str,
+        rights: &[String],
+        ttl: Duration,
+    ) -> Result<String, AuthError> {
+        let exp = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs())
+            .saturating_add(ttl.as_secs());
+        let claims = Claims {
+            sub: subject.to_string(),
+            tenant: tenant.to_string(),
+            rights: rights.to_vec(),
+            exp,
+        };
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
+            .map_err(|e| AuthError::Invalid(e.to_string()))
+    }
+
+    /// Verifies an `Authorization` header value (`Bearer <jwt>`).
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Claims, AuthError> {
+        let token = authorization
+            .and_then(|v| {
+                let (scheme, token) = v.split_once(' ')?;
+                scheme.eq_ignore_ascii_case("bearer").then(|| token.trim())
+            })
+            .filter(|t| !t.is_empty())
+            .ok_or(AuthError::Missing)?;
+        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+            .map(|data| data.claims)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(e.to_string()),
+            })
+    }
+}
+
+/// True when `rights` grant `<scope>:<name>` (exactly, or through `<scope>:*`).
+pub fn allows(rights: &[String], scope: &str, name: &str) -> bool {
+    rights.iter().any(|r| {
+        r.split_once(':')
+            .is_some_and(|(s, n)| s == scope && (n == name || n == "*"))
+    })
+}
+
+/// Parses a TTL such as `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
+pub fn parse_ttl(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let (digits, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected e.g. 90s, 15m, 1h, 7d"))?;
+    let secs = match unit {
+        "" | "s" => n,
+        "m" => n.saturating_mul(60),
+        "h" => n.saturating_mul(3600),
+        "d" => n.saturating_mul(86_400),
+        _ => {
+            return Err(format!(
+                "invalid duration unit {unit:?} in {text:?}: use s, m, h or d"
+            ));
+        }
+    };
+    if secs == 0 {
+        return Err("duration must be greater than 0".into());
+    }
+    Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    #[test]
+    fn minted_tokens_verify_with_their_claims() {
+        let a = Authenticator::new(SECRET).unwrap();
+        let t = a
+            .mint(
+                "ops",
+                "acme",
+                &["commands:*".into()],
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let c = a.verify(Some(&format!("Bearer {t}"))).unwrap();
+        assert_eq!((c.sub.as_str(), c.tenant.as_str()), ("ops", "acme"));
+        assert_eq!(c.rights, ["commands:*"]);
+    }
+
+    #[test]
+    fn missing_malformed_and_foreign_tokens_are_refused() {
+        let a = Authenticator::new(SECRET).unwrap();
+        assert_eq!(a.verify(None), Err(AuthError::Missing));
+        assert_eq!(a.verify(Some("Basic abc")), Err(AuthError::Missing));
+        assert!(matches!(
+            a.verify(Some("Bearer not.a.jwt")),
+            Err(AuthError::Invalid(_))
+        ));
+        let other = Authenticator::new(b"another-secret-another-secret-xx").unwrap();
+        let t = other
+            .mint("x", "acme", &[], Duration::from_secs(60))
+            .unwrap();
+        assert!(matches!(
+            a.verify(Some(&format!("Bearer {t}"))),
+            Err(AuthError::Invalid(_))
+        ));
+    }
+
+    #[test]
+    fn a_short_secret_is_refused() {
+        assert_eq!(
+            Authenticator::new(b"short").unwrap_err(),
+            AuthError::WeakSecret(5)
+        );
+    }
+
+    #[test]
+    fn rights_are_deny_by_default() {
+        let r = vec!["commands:account".to_string(), "queries:*".to_string()];
+        assert!(allows(&r, "commands", "account"));
+        assert!(!allows(&r, "commands", "order"));
+        assert!(allows(&r, "queries", "balances"));
+        assert!(!allows(&[], "commands", "account"));
+        assert!(!allows(&["commands".into()], "commands", "account"));
+        assert!(!allows(&["*".into()], "commands", "account"));
+    }
+
+    #[test]
+    fn ttls_parse_with_units() {
+        assert_eq!(parse_ttl("90").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_ttl("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_ttl("1h").unwrap(), Duration::from_secs(3600));
+        assert_eq!(parse_ttl("7d").unwrap(), Duration::from_secs(7 * 86_400));
+        assert!(parse_ttl("1w").is_err());
+        assert!(parse_ttl("0s").is_err());
+        assert!(parse_ttl("").is_err());
+    }
+}

@@ -1,0 +1,248 @@
+//! `POST /v1/commands/{aggregate_type}/{aggregate_id}`: authenticate, authorize, validate, and
+//! forward to the aggregate node over gRPC (with a deadline and no retry: a command is retried
+//! safely only by the client, with an `Idempotency-Key`).
+//!
+//! Body: `{"type": "Deposit", "payload": {"amount": 100}}`. Optional headers:
+//! `Idempotency-Key` (`[A-Za-z0-9_-]`, at most 128), `If-Match` (expected version, e.g. `"3"`),
+//! `x-correlation-id`, `traceparent`, `tracestate`. The response carries `x-correlation-id`,
+//! `traceparent` and `ETag` (the new version).
+//!
+//! | outcome | status |
+//! |---|---|
+//! | committed (or replayed by idempotency key) | 200 `{"version", "event_ids", "stream_sequence", "replayed"}` |
+//! | malformed JSON, unknown command type, bad token in the path, bad header | 400 |
+//! | no or bad bearer token | 401 |
+//! | missing right, `x-tenant-id` differing from the token's tenant | 403 |
+//! | unknown aggregate type | 404 |
+//! | version conflict | 409 |
+//! | body over the limit | 413 |
+//! | domain rejection | 422 |
+//! | entity mailbox full | 429 + `Retry-After` |
+//! | node unavailable | 503 + `Retry-After` |
+//! | deadline exceeded | 504 |
+
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use cloudlysis_proto::aggregate::ExecuteRequest;
+use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
+use cloudlysis_runtime::context::{
+    RequestContext, TenantId, headers as h, normalize_correlation_id,
+};
+use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::subject::validate_token;
+use cloudlysis_runtime::trace::normalize_traceparent;
+use serde::Deserialize;
+
+use crate::Gateway;
+use crate::auth::{AuthError, allows};
+use crate::problem::Problem;
+
+#[derive(Deserialize)]
+struct CommandBody {
+    #[serde(rename = "type")]
+    command_type: String,
+    #[serde(default)]
+    payload: serde_json::Value,
+}
+
+/// The handler.
+pub(crate) async fn post(
+    State(gw): State<Gateway>,
+    Path((aggregate_type, aggregate_id)): Path<(String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
+    let traceparent = normalize_traceparent(header_str(&headers, h::TRACEPARENT));
+    let mut resp = match handle(
+        &gw,
+        &aggregate_type,
+        &aggregate_id,
+        &headers,
+        body,
+        &correlation,
+        &traceparent,
+    )
+    .await
+    {
+        Ok(r) => r,
+        Err(p) => p.with_correlation(correlation.as_str()).into_response(),
+    };
+    let hs = resp.headers_mut();
+    if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
+        hs.insert(h::CORRELATION_ID, v);
+    }
+    if let Ok(v) = HeaderValue::from_str(&traceparent.to_string()) {
+        hs.insert(h::TRACEPARENT, v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(names::GATEWAY_REQUESTS, "route" => "commands", "status" => status)
+        .increment(1);
+    metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => "commands")
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
+
+async fn handle(
+    gw: &Gateway,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    headers: &HeaderMap,
+    body: Body,
+    correlation: &cloudlysis_runtime::CorrelationId,
+    traceparent: &cloudlysis_runtime::TraceParent,
+) -> Result<Response, Problem> {
+    // Authentication first: nothing about the request is answered before it.
+    let claims = gw
+        .inner
+        .auth
+        .verify(header_str(headers, "authorization"))
+        .map_err(|e| match e {
+            AuthError::Missing => Problem::unauthorized("missing bearer token"),
+            AuthError::Expired => Problem::unauthorized("token expired"),
+            other => Problem::unauthorized(other.to_string()),
+        })?;
+    let tenant = TenantId::new(claims.tenant.clone())
+        .map_err(|e| Problem::unauthorized(format!("token tenant is invalid: {e}")))?;
+    if let Some(claimed) = headers.get(h::TENANT_ID)
+        && claimed.as_bytes() != tenant.as_str().as_bytes()
+    {
+        return Err(Problem::forbidden(
+            "x-tenant-id does not match the authenticated tenant",
+        ));
+    }
+    validate_token(aggregate_type)
+        .map_err(|e| Problem::bad_request(format!("aggregate type: {e}")))?;
+    validate_token(aggregate_id).map_err(|e| Problem::bad_request(format!("aggregate id: {e}")))?;
+    if !allows(&claims.rights, "commands", aggregate_type) {
+        return Err(Problem::forbidden(format!(
+            "missing right `commands:{aggregate_type}`"
+        )));
+    }
+    let limit = gw.inner.settings.max_body_bytes;
+    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
+        Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("request body exceeds {limit} bytes"),
+        )
+    })?;
+    let cmd: CommandBody = serde_json::from_slice(&bytes)
+        .map_err(|e| Problem::bad_request(format!("body is not a valid command: {e}")))?;
+    if cmd.command_type.is_empty() || cmd.command_type.len() > 128 {
+        return Err(Problem::bad_request(
+            "command `type` must be 1..=128 characters",
+        ));
+    }
+    let idempotency_key = match headers.get("idempotency-key") {
+        None => None,
+        Some(v) => {
+            let key = v
+                .to_str()
+                .ok()
+                .filter(|k| validate_token(k).is_ok())
+                .ok_or_else(|| {
+                    Problem::bad_request(
+                        "Idempotency-Key must be 1..=128 characters of A-Z, a-z, 0-9, '_' or '-'",
+                    )
+                })?;
+            Some(key.to_string())
+        }
+    };
+    let expected_version = match headers.get(header::IF_MATCH) {
+        None => None,
+        Some(v) => Some(
+            v.to_str()
+                .ok()
+                .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
+                .and_then(|s| s.parse::<u64>().ok())
+                .ok_or_else(|| {
+                    Problem::bad_request("If-Match must be a version number, e.g. \"3\"")
+                })?,
+        ),
+    };
+    let tracestate = header_str(headers, h::TRACESTATE)
+        .filter(|v| v.len() <= cloudlysis_runtime::context::MAX_TRACESTATE_LEN)
+        .map(str::to_string);
+    let ctx = RequestContext {
+        tenant,
+        correlation_id: correlation.clone(),
+        traceparent: *traceparent,
+        tracestate,
+        request_id: header_str(headers, h::REQUEST_ID)
+            .filter(|v| validate_token(v).is_ok())
+            .map(str::to_string),
+        idempotency_key,
+    };
+
+    let mut request = tonic::Request::new(ExecuteRequest {
+        aggregate_type: aggregate_type.to_string(),
+        aggregate_id: aggregate_id.to_string(),
+        command_type: cmd.command_type,
+        payload_json: serde_json::to_vec(&cmd.payload).unwrap_or_default(),
+        expected_version,
+    });
+    ctx.inject(request.metadata_mut());
+    request.set_timeout(gw.inner.settings.command_timeout);
+    let mut client = CommandServiceClient::new(gw.inner.aggregate.clone());
+    // No retry: only the client can make a command retry safe (Idempotency-Key).
+    let call = tokio::time::timeout(gw.inner.settings.command_timeout, client.execute(request));
+    let reply = match call.await {
+        Err(_) => {
+            return Err(Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the aggregate node did not answer in time",
+            ));
+        }
+        Ok(Err(status)) => return Err(status_problem(&status)),
+        Ok(Ok(r)) => r.into_inner(),
+    };
+    let body = serde_json::json!({
+        "version": reply.version,
+        "event_ids": reply.event_ids,
+        "stream_sequence": reply.stream_sequence,
+        "replayed": reply.replayed,
+    });
+    let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", reply.version)) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// Maps a node's gRPC status to a problem (done once, here at the edge).
+pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
+    use tonic::Code;
+    let msg = status.message().to_string();
+    match status.code() {
+        Code::InvalidArgument => Problem::bad_request(msg),
+        Code::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", msg),
+        Code::FailedPrecondition => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", msg),
+        Code::Aborted | Code::AlreadyExists => Problem::new(StatusCode::CONFLICT, "conflict", msg),
+        Code::ResourceExhausted => {
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", msg).retry_after(1)
+        }
+        Code::Unavailable => Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the aggregate node is unavailable: {msg}"),
+        )
+        .retry_after(1),
+        Code::DeadlineExceeded | Code::Cancelled => {
+            Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
+        }
+        Code::Unauthenticated => Problem::unauthorized(msg),
+        Code::PermissionDenied => Problem::forbidden(msg),
+        _ => Problem::new(StatusCode::BAD_GATEWAY, "node-error", msg),
+    }
+}
+
+fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}

@@ -1,0 +1,133 @@
+//! Gateway settings (flag over env over file over default; errors name the setting).
+
+use std::time::Duration;
+
+use cloudlysis_runtime::config::{ConfigError, ConfigSource, Origin, Setting};
+
+/// gRPC address of the aggregate node.
+pub const AGGREGATE_ADDR: Setting = Setting {
+    key: "gateway.aggregate_addr",
+    env: "CLOUDLYSIS_AGGREGATE_ADDR",
+    flag: "--aggregate-addr",
+    doc: "gRPC address of the aggregate node [default: http://127.0.0.1:50051]",
+};
+/// HS256 secret for bearer tokens.
+pub const JWT_SECRET: Setting = Setting {
+    key: "gateway.jwt_secret",
+    env: "CLOUDLYSIS_JWT_SECRET",
+    flag: "",
+    doc: "HS256 secret for bearer tokens, at least 32 bytes [required]",
+};
+/// Deadline of a command call to a node.
+pub const COMMAND_TIMEOUT_MS: Setting = Setting {
+    key: "gateway.command_timeout_ms",
+    env: "CLOUDLYSIS_COMMAND_TIMEOUT_MS",
+    flag: "",
+    doc: "deadline of a command call to the aggregate node, milliseconds [default: 5000]",
+};
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: Setting = Setting {
+    key: "gateway.max_body_bytes",
+    env: "CLOUDLYSIS_MAX_BODY_BYTES",
+    flag: "",
+    doc: "largest accepted request body, bytes [default: 65536]",
+};
+
+/// Every Gateway setting (for `--help`, docs and unknown-key checks).
+pub const ALL: &[&Setting] = &[
+    &AGGREGATE_ADDR,
+    &JWT_SECRET,
+    &COMMAND_TIMEOUT_MS,
+    &MAX_BODY_BYTES,
+];
+
+/// Validated Gateway settings.
+#[derive(Clone, PartialEq, Eq)]
+pub struct GatewaySettings {
+    /// Aggregate node address (`http://host:port`).
+    pub aggregate_addr: String,
+    /// Token secret.
+    pub jwt_secret: String,
+    /// Command deadline.
+    pub command_timeout: Duration,
+    /// Body limit.
+    pub max_body_bytes: usize,
+}
+
+impl std::fmt::Debug for GatewaySettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewaySettings")
+            .field("aggregate_addr", &self.aggregate_addr)
+            .field("jwt_secret", &"<redacted>")
+            .field("command_timeout", &self.command_timeout)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .finish()
+    }
+}
+
+impl GatewaySettings {
+    /// Loads the settings; `jwt_secret_default` is used when no secret is configured (dev only).
+    pub fn load(
+        src: &ConfigSource,
+        aggregate_addr_flag: Option<&str>,
+        jwt_secret_default: Option<&str>,
+    ) -> Result<Self, ConfigError> {
+        let aggregate_addr: String = src.get_or(
+            &AGGREGATE_ADDR,
+            aggregate_addr_flag,
+            "http://127.0.0.1:50051".into(),
+        )?;
+        let aggregate_addr = if aggregate_addr.contains("://") {
+            aggregate_addr
+        } else {
+            format!("http://{aggregate_addr}")
+        };
+        if aggregate_addr.parse::<http::Uri>().is_err() {
+            return Err(ConfigError::Invalid {
+                setting: AGGREGATE_ADDR.key,
+                origin: src
+                    .raw(&AGGREGATE_ADDR, aggregate_addr_flag)
+                    .map_or(Origin::Env(AGGREGATE_ADDR.env), |(_, o)| o),
+                value: aggregate_addr,
+                reason: "not a URI such as http://127.0.0.1:50051".into(),
+            });
+        }
+        let jwt_secret = match src.raw(&JWT_SECRET, None) {
+            Some((secret, origin)) => {
+                if secret.len() < crate::auth::MIN_SECRET_LEN {
+                    return Err(ConfigError::Invalid {
+                        setting: JWT_SECRET.key,
+                        origin,
+                        value: "<redacted>".into(),
+                        reason: format!("must be at least {} bytes", crate::auth::MIN_SECRET_LEN),
+                    });
+                }
+                secret
+            }
+            None => match jwt_secret_default {
+                Some(s) => s.to_string(),
+                None => {
+                    return Err(ConfigError::Invalid {
+                        setting: JWT_SECRET.key,
+                        origin: Origin::Env(JWT_SECRET.env),
+                        value: String::new(),
+                        reason: "required: set CLOUDLYSIS_JWT_SECRET (at least 32 bytes)".into(),
+                    });
+                }
+            },
+        };
+        Ok(Self {
+            aggregate_addr,
+            jwt_secret,
+            command_timeout: src.get_millis(
+                &COMMAND_TIMEOUT_MS,
+                None,
+                Duration::from_secs(5),
+                Duration::from_millis(100),
+                Duration::from_secs(300),
+            )?,
+            max_body_bytes: src.get_in_range(&MAX_BODY_BYTES, None, 65_536, 256, 16 << 20)?
+                as usize,
+        })
+    }
+}

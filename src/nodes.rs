@@ -1,0 +1,106 @@
+//! Running node roles: shared wiring for `cloudlysis aggregate`, `cloudlysis gateway` and
+//! `cloudlysis dev`.
+
+use std::time::Duration;
+
+use anyhow::Context as _;
+use cloudlysis_actors::aggregate::AggregateSettings;
+use cloudlysis_actors::aggregate_node::AggregateNode;
+use cloudlysis_examples::account::Account;
+use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::metrics;
+use cloudlysis_runtime::nats::{self, NatsSettings};
+use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
+use tokio::sync::watch;
+
+/// A NATS connection and its JetStream context.
+pub struct Nats {
+    pub client: async_nats::Client,
+    pub js: async_nats::jetstream::Context,
+}
+
+/// Connects with the configured deadlines.
+pub async fn connect(src: &ConfigSource, url: Option<&str>, name: &str) -> anyhow::Result<Nats> {
+    let settings = NatsSettings::load(src, url, name)?;
+    let client = nats::connect(&settings).await?;
+    let js = nats::jetstream(client.clone(), settings.request_timeout);
+    Ok(Nats { client, js })
+}
+
+/// Builds the aggregate node with the demo domain registered.
+pub async fn aggregate_node(
+    src: &ConfigSource,
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<AggregateNode> {
+    let settings = AggregateSettings::load(src)?;
+    let node = AggregateNode::builder(js.clone(), settings)
+        .register::<Account>()
+        .build()
+        .await
+        .context("aggregate node could not start")?;
+    Ok(node)
+}
+
+/// The runtime endpoints plus `/admin/supervision` for `root`.
+pub fn ops_router(
+    client: &async_nats::Client,
+    role: &'static str,
+    root: &cloudlysis_supervision::SupervisorRef,
+) -> anyhow::Result<axum::Router> {
+    let handle = metrics::install()?;
+    metrics::record_build_info(role);
+    let readiness = Readiness::new();
+    readiness.nats(client.clone());
+    Ok(service::router(ServiceEndpoints {
+        readiness,
+        metrics: handle,
+    })
+    .merge(cloudlysis_supervision::snapshot::router(root.clone())))
+}
+
+/// Binds a TCP listener, naming the setting on failure.
+pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
+    tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} (setting {setting})"))
+}
+
+/// A shutdown signal shared by every server of the process.
+pub fn shutdown_channel() -> (
+    watch::Sender<bool>,
+    impl Fn() -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Clone,
+) {
+    let (tx, rx) = watch::channel(false);
+    let wait = move || {
+        let mut rx = rx.clone();
+        Box::pin(async move {
+            let _ = rx.wait_for(|stop| *stop).await;
+        }) as std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>
+    };
+    (tx, wait)
+}
+
+/// Resolves on Ctrl-C (SIGINT) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// How long servers get to finish after the shutdown signal.
+pub const DRAIN: Duration = Duration::from_secs(30);
