@@ -23,6 +23,7 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut http = None;
     let mut nats = None;
+    let mut curl = None;
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
@@ -30,6 +31,9 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
             }
             if let Some(url) = line.split_whitespace().find(|w| w.starts_with("nats://")) {
                 nats.get_or_insert(url.to_string());
+            }
+            if line.trim_start().starts_with("curl ") {
+                curl = Some(line.trim().to_string());
             }
             if line.starts_with("Press Ctrl-C") {
                 break;
@@ -53,7 +57,23 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
         .await
         .unwrap();
     assert_eq!(status, 200, "{body}");
-    assert!(body.contains(r#""name":"dev""#), "{body}");
+    assert!(body.contains(r#""name":"aggregate-node""#), "{body}");
+
+    // The printed curl command, run as a new user would paste it.
+    let curl = curl.expect("a curl command was printed");
+    let out = tokio::process::Command::new("sh")
+        .arg("-c")
+        .arg(&curl)
+        .output()
+        .await
+        .expect("sh and curl run");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{curl}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(stdout.contains(r#""version":1"#), "{stdout}");
 
     let client = async_nats::connect(&nats).await.unwrap();
     let js = async_nats::jetstream::new(client);

@@ -1,0 +1,153 @@
+//! An in-process platform for end-to-end tests: a real nats-server, an aggregate node serving
+//! gRPC on an ephemeral port, and a Gateway router pointed at it.
+#![allow(dead_code)]
+
+use std::time::Duration;
+
+use axum::body::Body;
+use axum::http::{Request, Response};
+use cloudlysis_actors::aggregate::AggregateSettings;
+use cloudlysis_actors::aggregate_node::AggregateNode;
+use cloudlysis_examples::account::Account;
+use cloudlysis_gateway::{Gateway, GatewaySettings};
+use cloudlysis_runtime::envelope::Commit;
+use cloudlysis_test_support::NatsServer;
+use tower::ServiceExt;
+
+pub const SECRET: &str = "test-secret-test-secret-test-secret";
+
+pub struct Platform {
+    pub server: NatsServer,
+    pub js: async_nats::jetstream::Context,
+    pub node: AggregateNode,
+    pub grpc_addr: std::net::SocketAddr,
+    pub gateway: Gateway,
+    stop: tokio::sync::watch::Sender<bool>,
+    grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+}
+
+impl Platform {
+    pub async fn start() -> Self {
+        Self::start_with(AggregateSettings::default()).await
+    }
+
+    pub async fn start_with(settings: AggregateSettings) -> Self {
+        let server = NatsServer::start().await.unwrap();
+        let js = server.jetstream().await;
+        let (node, grpc_addr, stop, grpc) = serve_node(&js, settings).await;
+        let gateway = gateway_for(grpc_addr);
+        Self {
+            server,
+            js,
+            node,
+            grpc_addr,
+            gateway,
+            stop,
+            grpc,
+        }
+    }
+
+    /// Stops the aggregate node and starts a fresh one (new process state) on a new port.
+    pub async fn restart_node(&mut self, settings: AggregateSettings) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.grpc).await;
+        let (node, grpc_addr, stop, grpc) = serve_node(&self.js, settings).await;
+        self.node = node;
+        self.grpc_addr = grpc_addr;
+        self.stop = stop;
+        self.grpc = grpc;
+        self.gateway = gateway_for(grpc_addr);
+    }
+
+    pub fn token(&self, tenant: &str, rights: &[&str]) -> String {
+        let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
+        self.gateway
+            .authenticator()
+            .mint("test", tenant, &rights, Duration::from_secs(600))
+            .unwrap()
+    }
+
+    /// POSTs a command through the Gateway router (no socket needed).
+    pub async fn command(
+        &self,
+        path: &str,
+        token: Option<&str>,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> (u16, Response<Body>) {
+        let mut req = Request::post(path).header("content-type", "application/json");
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let resp = self
+            .gateway
+            .router()
+            .oneshot(req.body(Body::from(body.to_string())).unwrap())
+            .await
+            .unwrap();
+        (resp.status().as_u16(), resp)
+    }
+
+    /// Every commit on the event stream, in order, with its stream sequence.
+    pub async fn commits(&self) -> Vec<(u64, Commit, async_nats::HeaderMap, String)> {
+        let mut stream = self.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+        let last = stream.info().await.unwrap().state.last_sequence;
+        let mut out = Vec::new();
+        for seq in 1..=last {
+            if let Ok(m) = stream.get_raw_message(seq).await {
+                let commit: Commit = serde_json::from_slice(&m.payload).unwrap();
+                out.push((seq, commit, m.headers.clone(), m.subject.to_string()));
+            }
+        }
+        out
+    }
+
+    pub async fn message_count(&self) -> u64 {
+        let mut stream = self.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+        stream.info().await.unwrap().state.messages
+    }
+}
+
+pub async fn body_json(resp: Response<Body>) -> serde_json::Value {
+    let bytes = axum::body::to_bytes(resp.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| serde_json::json!({"raw": String::from_utf8_lossy(&bytes)}))
+}
+
+async fn serve_node(
+    js: &async_nats::jetstream::Context,
+    settings: AggregateSettings,
+) -> (
+    AggregateNode,
+    std::net::SocketAddr,
+    tokio::sync::watch::Sender<bool>,
+    tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
+) {
+    let node = AggregateNode::builder(js.clone(), settings)
+        .register::<Account>()
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (stop, mut rx) = tokio::sync::watch::channel(false);
+    let grpc = tokio::spawn(node.clone().serve_grpc(listener, async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }));
+    (node, addr, stop, grpc)
+}
+
+fn gateway_for(addr: std::net::SocketAddr) -> Gateway {
+    Gateway::new(GatewaySettings {
+        aggregate_addr: format!("http://{addr}"),
+        jwt_secret: SECRET.into(),
+        command_timeout: Duration::from_secs(10),
+        max_body_bytes: 4096,
+    })
+    .unwrap()
+}
