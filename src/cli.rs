@@ -34,6 +34,9 @@ pub enum Command {
     Runner(RoleArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
+    /// Load generators: `bench commands` measures the command path against raw JetStream
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Mint a bearer token for a tenant and rights (secret from CLOUDLYSIS_JWT_SECRET)
     Token(TokenArgs),
     /// Create or validate the JetStream streams
@@ -106,6 +109,12 @@ pub struct DevArgs {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum BenchCommand {
+    /// Commands/s and latency through gateway → aggregate → JetStream vs raw JetStream publish
+    Commands(crate::bench::BenchArgs),
+}
+
+#[derive(Debug, Subcommand)]
 pub enum StreamsAction {
     /// Create missing streams, validate existing ones (never changes an existing stream)
     Ensure(NatsArgs),
@@ -170,6 +179,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => crate::roles::gateway(&src, args).await,
         Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
         Command::Token(args) => crate::roles::token(&src, args),
+        Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
         Command::Projection(_) => {
             // Validate what exists of the role's config so operators see errors early.
             ConsumerSettings::load(ConsumerRole::Projection, &src)?;

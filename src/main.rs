@@ -3,6 +3,7 @@
 //! It parses flags, loads configuration, sets up logging and calls into the libraries. Every
 //! role is a subcommand of this one binary.
 
+mod bench;
 mod cli;
 mod dev;
 mod nodes;

@@ -285,7 +285,10 @@ impl AggregateNode {
         }
         let result = router
             .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener),
+                // No Nagle: small unary replies must not wait for a delayed ACK.
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60))),
                 shutdown,
             )
             .await;

@@ -1,0 +1,233 @@
+//! `cloudlysis bench commands`: a load generator for the command path, measured against raw
+//! JetStream publishes with the same concurrency in the same run.
+//!
+//! It starts a private nats-server (or uses `--nats-url`), an aggregate node on an ephemeral
+//! gRPC port and a Gateway router, then runs, per phase, `--concurrency` workers each on its own
+//! account until `--commands` commands are done:
+//!
+//! * `raw_publish` — `async-nats` JetStream publish + ack of a commit-sized payload;
+//! * `gateway_command` — `POST /v1/commands/account/{id}` (Deposit) through the Gateway router
+//!   (in process, no HTTP socket) → gRPC → entity actor → JetStream append with optimistic
+//!   concurrency.
+//!
+//! It prints throughput and latency percentiles and the ratio of the two.
+
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+use clap::Args;
+use cloudlysis_gateway::{Gateway, GatewaySettings};
+use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::nats_server;
+use tower::ServiceExt;
+
+use crate::nodes;
+
+/// Options of `cloudlysis bench commands`.
+#[derive(Debug, Args)]
+pub struct BenchArgs {
+    /// Use this NATS server instead of starting a private one
+    #[arg(long, value_name = "URL")]
+    pub nats_url: Option<String>,
+    /// Concurrent workers (each on its own account)
+    #[arg(long, default_value_t = 16)]
+    pub concurrency: usize,
+    /// Commands (and raw publishes) per phase
+    #[arg(long, default_value_t = 5000)]
+    pub commands: usize,
+}
+
+const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
+
+/// Runs the benchmark and prints a report.
+pub async fn run(src: &ConfigSource, args: BenchArgs) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
+    anyhow::ensure!(
+        args.commands >= args.concurrency,
+        "--commands must be at least --concurrency"
+    );
+    let dir = std::env::temp_dir().join(format!("cloudlysis-bench-{}", uuid::Uuid::new_v4()));
+    let mut child = None;
+    let url = match &args.nats_url {
+        Some(u) => u.clone(),
+        None => {
+            let bin = nats_server::find()?;
+            std::fs::create_dir_all(dir.join("nats"))?;
+            let port = std::net::TcpListener::bind("127.0.0.1:0")?
+                .local_addr()?
+                .port();
+            let c = nats_server::spawn(
+                &bin,
+                "127.0.0.1",
+                port,
+                &dir.join("nats"),
+                &dir.join("nats.log"),
+            )?;
+            child = Some(c);
+            let url = format!("nats://127.0.0.1:{port}");
+            nats_server::wait_until_ready(&url, Duration::from_secs(30))
+                .await
+                .map_err(|e| anyhow::anyhow!("nats-server did not start: {e}"))?;
+            url
+        }
+    };
+    let result = bench(src, &url, &args).await;
+    if let Some(mut c) = child {
+        nats_server::stop_gracefully(&mut c, Duration::from_secs(10)).await?;
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+    result
+}
+
+async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Result<ExitCode> {
+    let nats = nodes::connect(src, Some(url), "cloudlysis-bench").await?;
+    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let grpc = nodes::bind("127.0.0.1:0", "bench gRPC").await?;
+    let grpc_addr = grpc.local_addr()?;
+    let (stop, wait) = nodes::shutdown_channel();
+    let server = tokio::spawn(node.serve_grpc(grpc, wait()));
+    let gateway = Gateway::new(GatewaySettings {
+        aggregate_addr: format!("http://{grpc_addr}"),
+        jwt_secret: SECRET.into(),
+        command_timeout: Duration::from_secs(10),
+        max_body_bytes: 65_536,
+    })?;
+    let token = gateway.authenticator().mint(
+        "bench",
+        "bench",
+        &["commands:account".into()],
+        Duration::from_secs(3600),
+    )?;
+    let run_id = uuid::Uuid::new_v4().simple().to_string();
+
+    // Accounts to deposit into.
+    for w in 0..args.concurrency {
+        let status = post(
+            &gateway,
+            &token,
+            &format!("b{run_id}-{w}"),
+            r#"{"type":"Open","payload":{"owner":"bench"}}"#,
+        )
+        .await?;
+        anyhow::ensure!(status == 200, "opening a bench account returned {status}");
+    }
+    let payload = vec![b'x'; 420]; // about the size of a one-event commit
+    let per_worker = args.commands / args.concurrency;
+
+    let (js, raw_id) = (nats.js.clone(), run_id.clone());
+    let raw = phase(args.concurrency, per_worker, move |w, _| {
+        let js = js.clone();
+        let payload = payload.clone();
+        let subject = format!("tenant.bench.aggregate.raw.r{raw_id}-{w}");
+        async move {
+            js.publish(subject, payload.into())
+                .await
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())?;
+            Ok(())
+        }
+    })
+    .await?;
+
+    let (gw, tk, cmd_id) = (gateway.clone(), token.clone(), run_id.clone());
+    let cmd = phase(args.concurrency, per_worker, move |w, _| {
+        let (gateway, token) = (gw.clone(), tk.clone());
+        let id = format!("b{cmd_id}-{w}");
+        async move {
+            let status = post(
+                &gateway,
+                &token,
+                &id,
+                r#"{"type":"Deposit","payload":{"amount":1}}"#,
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            if status == 200 {
+                Ok(())
+            } else {
+                Err(format!("status {status}"))
+            }
+        }
+    })
+    .await?;
+
+    println!(
+        "cloudlysis bench commands: concurrency {}, {} operations per phase",
+        args.concurrency,
+        per_worker * args.concurrency
+    );
+    println!(
+        "{:<16} {:>12} {:>10} {:>10} {:>10}",
+        "phase", "ops/s", "p50 ms", "p99 ms", "max ms"
+    );
+    for (name, r) in [("raw_publish", &raw), ("gateway_command", &cmd)] {
+        println!(
+            "{:<16} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
+            name,
+            r.ops_per_sec,
+            r.p50.as_secs_f64() * 1e3,
+            r.p99.as_secs_f64() * 1e3,
+            r.max.as_secs_f64() * 1e3
+        );
+    }
+    println!(
+        "ratio gateway_command / raw_publish throughput: {:.2}x",
+        cmd.ops_per_sec / raw.ops_per_sec
+    );
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(nodes::DRAIN, server).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn post(gateway: &Gateway, token: &str, id: &str, body: &'static str) -> anyhow::Result<u16> {
+    let req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(axum::body::Body::from(body))
+        .context("request")?;
+    let resp = gateway.router().oneshot(req).await.context("gateway")?;
+    Ok(resp.status().as_u16())
+}
+
+struct Report {
+    ops_per_sec: f64,
+    p50: Duration,
+    p99: Duration,
+    max: Duration,
+}
+
+async fn phase<F, Fut>(workers: usize, per_worker: usize, op: F) -> anyhow::Result<Report>
+where
+    F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send,
+{
+    let started = Instant::now();
+    let mut tasks = Vec::new();
+    for w in 0..workers {
+        let op = op.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut lat = Vec::with_capacity(per_worker);
+            for i in 0..per_worker {
+                let t = Instant::now();
+                op(w, i).await?;
+                lat.push(t.elapsed());
+            }
+            Ok::<_, String>(lat)
+        }));
+    }
+    let mut all = Vec::with_capacity(workers * per_worker);
+    for t in tasks {
+        all.extend(t.await?.map_err(|e| anyhow::anyhow!(e))?);
+    }
+    let elapsed = started.elapsed();
+    all.sort_unstable();
+    let pick = |q: f64| all[((all.len() as f64 * q) as usize).min(all.len() - 1)];
+    Ok(Report {
+        ops_per_sec: all.len() as f64 / elapsed.as_secs_f64(),
+        p50: pick(0.50),
+        p99: pick(0.99),
+        max: *all.last().unwrap_or(&Duration::ZERO),
+    })
+}
