@@ -104,3 +104,34 @@ async fn a_request_without_trace_or_correlation_gets_fresh_ones() {
         Some(cid.as_str())
     );
 }
+
+#[tokio::test]
+async fn the_aggregate_node_serves_grpc_health_and_node_admin() {
+    let p = Platform::start().await;
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{}", p.grpc_addr))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut health = tonic_health::pb::health_client::HealthClient::new(channel.clone());
+    let resp = health
+        .check(tonic_health::pb::HealthCheckRequest {
+            service: "aggregate.gateway.v1.CommandService".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        resp.status,
+        tonic_health::pb::health_check_response::ServingStatus::Serving as i32
+    );
+
+    let mut admin = cloudlysis_proto::node::node_admin_client::NodeAdminClient::new(channel);
+    let node = admin
+        .describe(cloudlysis_proto::node::DescribeRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(node.role, "aggregate");
+    assert_eq!(node.supervision.unwrap().name, "aggregate-node");
+}
