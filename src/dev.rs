@@ -43,6 +43,17 @@ pub async fn run(src: &ConfigSource, args: DevArgs) -> anyhow::Result<ExitCode> 
             format!("cannot listen on {http_addr} (setting http.addr / --http-addr)")
         })?;
     let http_local = listener.local_addr()?;
+    // The dev secret is public: never serve it beyond this machine.
+    if !http_local.ip().is_loopback()
+        && src
+            .raw(&cloudlysis_gateway::config::JWT_SECRET, None)
+            .is_none()
+    {
+        anyhow::bail!(
+            "cloudlysis dev listens on {http_local}, which is not loopback: set CLOUDLYSIS_JWT_SECRET \
+             (setting gateway.jwt_secret) instead of using the public dev secret"
+        );
+    }
 
     let mut nats_child = None;
     let nats_url = match src.raw(&settings::NATS_URL, args.nats_url.as_deref()) {

@@ -51,6 +51,18 @@ pub fn ops_router(
     metrics::record_build_info(role);
     let readiness = Readiness::new();
     readiness.nats(client.clone());
+    // A node whose supervision tree failed (escalated to the root) is not ready.
+    let tree = root.clone();
+    readiness.register("supervision", move || {
+        let running = tree.is_running();
+        async move {
+            if running {
+                Ok(())
+            } else {
+                Err("the root supervisor has stopped".into())
+            }
+        }
+    });
     Ok(service::router(ServiceEndpoints {
         readiness,
         metrics: handle,

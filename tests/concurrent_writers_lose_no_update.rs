@@ -98,6 +98,7 @@ async fn two_nodes_writing_one_entity_never_duplicate_a_version() {
         command_type: command.into(),
         payload: bytes::Bytes::from(payload.to_string()),
         expected_version: None,
+        deadline: None,
     };
     p.node
         .execute("account", req("Open", r#"{"owner":"a"}"#))

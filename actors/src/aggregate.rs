@@ -134,9 +134,15 @@ pub enum CommandError {
     /// NATS or the entity failed.
     #[error("{0}")]
     Unavailable(String),
-    /// No answer within the command timeout.
-    #[error("the command did not complete within {0:?}")]
+    /// No answer within the command timeout; nothing was committed.
+    #[error("the command did not complete within {0:?}; nothing was committed")]
     Timeout(Duration),
+    /// The commit was sent but not acknowledged: it may or may not have landed. Retry only with
+    /// an idempotency key.
+    #[error(
+        "the outcome is unknown (the commit may have landed): {0}; retry only with an Idempotency-Key"
+    )]
+    OutcomeUnknown(String),
 }
 
 impl CommandError {
@@ -150,7 +156,9 @@ impl CommandError {
             CommandError::Conflict(_) => tonic::Status::aborted(msg),
             CommandError::Busy(_) => tonic::Status::resource_exhausted(msg),
             CommandError::Unavailable(_) => tonic::Status::unavailable(msg),
-            CommandError::Timeout(_) => tonic::Status::deadline_exceeded(msg),
+            CommandError::Timeout(_) | CommandError::OutcomeUnknown(_) => {
+                tonic::Status::deadline_exceeded(msg)
+            }
         }
     }
 }
@@ -182,6 +190,8 @@ pub struct CommandRequest {
     pub payload: Bytes,
     /// Optional expected version (`If-Match`).
     pub expected_version: Option<u64>,
+    /// After this instant the caller has given up: the command is not committed any more.
+    pub deadline: Option<tokio::time::Instant>,
 }
 
 /// Tunables of the aggregate node.
@@ -257,17 +267,17 @@ impl<A: Aggregate> AggregateHost<A> {
         }
     }
 
+    /// Starts an entity under the supervisor. Runs as its own task so a caller that gives up
+    /// mid-way cannot leave a started entity behind an empty registry slot.
     async fn spawn(
-        &self,
-        key: &str,
+        shared: Arc<HostShared>,
+        key: String,
         tenant: TenantId,
         id: SubjectToken,
-        slot: Slot,
     ) -> Result<BoundedRef<EntityMsg>, CommandError> {
-        let mailbox = BoundedRef::new(ENTITY_KIND, self.shared.settings.mailbox);
-        let n = self.shared.incarnation.fetch_add(1, Ordering::Relaxed);
-        let shared = self.shared.clone();
-        let key = key.to_string();
+        let mailbox = BoundedRef::new(ENTITY_KIND, shared.settings.mailbox);
+        let n = shared.incarnation.fetch_add(1, Ordering::Relaxed);
+        let supervisor = shared.supervisor.clone();
         let spec = ChildSpec::bounded(format!("{key}#{n}"), mailbox.clone(), move || {
             (
                 Entity::<A> {
@@ -275,15 +285,15 @@ impl<A: Aggregate> AggregateHost<A> {
                     tenant: tenant.clone(),
                     id: id.clone(),
                     shared: shared.clone(),
-                    slot: slot.clone(),
                     _aggregate: PhantomData,
                 },
                 (),
             )
         })
-        .restart(Restart::Transient);
-        self.shared
-            .supervisor
+        // Temporary: a failed entity is not restarted by the supervisor (no intensity storm
+        // from one bad aggregate); the next command for the key spawns a fresh one.
+        .restart(Restart::Temporary);
+        supervisor
             .start_child(spec)
             .await
             .map_err(|e| CommandError::Unavailable(e.to_string()))?;
@@ -297,19 +307,33 @@ impl<A: Aggregate> Host for AggregateHost<A> {
         req: CommandRequest,
     ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>> {
         Box::pin(async move {
+            // Malformed commands are refused before any entity is spawned for them.
+            decode_command::<A>(&req.command_type, &req.payload)?;
             let key = format!("{}.{}", req.ctx.tenant, req.aggregate_id);
-            let timeout = self.shared.settings.command_timeout;
+            let now = tokio::time::Instant::now();
+            let deadline = req
+                .deadline
+                .unwrap_or(now + self.shared.settings.command_timeout)
+                .min(now + self.shared.settings.command_timeout);
+            let mut req = req;
+            req.deadline = Some(deadline);
+            let timeout = deadline.saturating_duration_since(now);
             // Two tries: the first may hit an entity that is passivating.
             for _ in 0..2 {
                 let slot = self.shared.entities.entry(key.clone()).or_default().clone();
                 let mailbox = slot
                     .get_or_try_init(|| {
-                        self.spawn(
-                            &key,
+                        let spawn = Self::spawn(
+                            self.shared.clone(),
+                            key.clone(),
                             req.ctx.tenant.clone(),
                             req.aggregate_id.clone(),
-                            slot.clone(),
-                        )
+                        );
+                        async move {
+                            tokio::spawn(spawn).await.map_err(|e| {
+                                CommandError::Unavailable(format!("entity start failed: {e}"))
+                            })?
+                        }
                     })
                     .await?
                     .clone();
@@ -362,20 +386,44 @@ struct Entity<A> {
     tenant: TenantId,
     id: SubjectToken,
     shared: Arc<HostShared>,
-    slot: Slot,
     _aggregate: PhantomData<fn() -> A>,
 }
 
 struct EntityState<S> {
     loaded: Option<Loaded<S>>,
     last_active: tokio::time::Instant,
-    ticker: tokio::task::JoinHandle<()>,
+    _ticker: AbortOnDrop,
+}
+
+/// Aborts a task when dropped (the state is dropped on failure too, unlike `post_stop`).
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Most idempotency keys remembered per loaded entity (from its own commits).
+const MAX_REMEMBERED_KEYS: usize = 1024;
+
+impl<S> Loaded<S> {
+    fn remember(&mut self, msg_id: String, reply: ExecuteReply) {
+        // Bounded: the KV store is the durable record; this map only covers lost KV writes.
+        if self.commits_by_msg_id.len() >= MAX_REMEMBERED_KEYS {
+            self.commits_by_msg_id.clear();
+        }
+        self.commits_by_msg_id.insert(msg_id, reply);
+    }
 }
 
 struct Loaded<S> {
     state: S,
     version: u64,
     last_seq: u64,
+    /// Results of this entity's commits by their `Nats-Msg-Id`, for replays whose KV record is
+    /// missing.
+    commits_by_msg_id: std::collections::HashMap<String, ExecuteReply>,
 }
 
 impl<A: Aggregate> BoundedActor for Entity<A> {
@@ -407,7 +455,7 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
         Ok(EntityState {
             loaded: None,
             last_active: tokio::time::Instant::now(),
-            ticker,
+            _ticker: AbortOnDrop(ticker),
         })
     }
 
@@ -420,6 +468,14 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
         match msg {
             EntityMsg::Execute(req, reply) => {
                 state.last_active = tokio::time::Instant::now();
+                // The caller gave up (deadline passed, connection gone): do not commit for it.
+                if reply.is_closed()
+                    || req
+                        .deadline
+                        .is_some_and(|d| tokio::time::Instant::now() >= d)
+                {
+                    return Ok(());
+                }
                 let result = self.execute(*req, &mut state.loaded).await;
                 let _ = reply.send(result);
             }
@@ -427,21 +483,18 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
                 if state.last_active.elapsed() >= self.shared.settings.idle_timeout
                     && myself.depth() <= 1
                 {
-                    // Passivate: leave the registry first so new commands spawn a fresh entity.
-                    self.shared
-                        .entities
-                        .remove_if(&self.key, |_, v| Arc::ptr_eq(v, &self.slot));
+                    // Passivate: leave the registry first so new commands spawn a fresh entity,
+                    // then drain — commands already queued are still handled, later sends fail
+                    // as closed and are retried on a new entity.
+                    self.shared.entities.remove_if(&self.key, |_, v| {
+                        v.get().is_some_and(|m| m.same_mailbox(myself))
+                    });
                     if let Some(actor) = myself.actor() {
-                        actor.stop(Some("passivated".into()));
+                        let _ = actor.drain();
                     }
                 }
             }
         }
-        Ok(())
-    }
-
-    async fn post_stop(&self, state: &mut Self::State) -> Result<(), ActorProcessingErr> {
-        state.ticker.abort();
         Ok(())
     }
 }
@@ -468,47 +521,56 @@ impl<A: Aggregate> Entity<A> {
                 ..previous
             });
         }
-        let command = decode_command::<A>(&req.command_type, &req.payload)?;
-        let mut command = Some(command);
-        // One conflict reloads and retries; a second one is the client's to resolve.
+        let deadline = req.deadline;
+        let timeout = self.shared.settings.command_timeout;
+        let past_deadline = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
+        // Attempt 0 may decide on cached state; whenever that decision is not a commit, or the
+        // commit conflicts, the state is reloaded and the command decided once more.
         for attempt in 0..2 {
-            if loaded.is_none() || attempt > 0 {
-                *loaded = Some(self.load().await?);
-            }
-            let current = loaded
-                .as_mut()
-                .ok_or_else(|| CommandError::Unavailable("not loaded".into()))?;
-            if let Some(expected) = req.expected_version
-                && expected != current.version
-            {
-                return Err(CommandError::Conflict(format!(
-                    "version conflict: expected version {expected}, aggregate is at version {}",
-                    current.version
-                )));
-            }
-            let ctx = CommandContext {
-                request: req.ctx.clone(),
-                aggregate_id: self.id.to_string(),
-                version: current.version,
-            };
-            // Commands are consumed by `handle`; a retry decodes again.
-            let cmd = match command.take() {
-                Some(c) => c,
-                None => decode_command::<A>(&req.command_type, &req.payload)?,
-            };
-            let events =
-                A::handle(&current.state, cmd, &ctx).map_err(|r| CommandError::Rejected(r.0))?;
-            if events.is_empty() {
-                return Ok(ExecuteReply {
-                    version: current.version,
-                    event_ids: Vec::new(),
-                    stream_sequence: 0,
-                    replayed: false,
+            let fresh = loaded.is_none() || attempt > 0;
+            if fresh {
+                let load = self.load();
+                *loaded = Some(match deadline {
+                    Some(d) => tokio::time::timeout_at(d, load)
+                        .await
+                        .map_err(|_| CommandError::Timeout(timeout))??,
+                    None => load.await?,
                 });
+            }
+            let Some(current) = loaded.as_mut() else {
+                return Err(CommandError::Unavailable("entity state not loaded".into()));
+            };
+            // A replay whose stored result is missing: the commit itself remembers the key.
+            if let Some(key) = &idem_key
+                && let Some(previous) = current.commits_by_msg_id.get(key)
+            {
+                return Ok(ExecuteReply {
+                    replayed: true,
+                    ..previous.clone()
+                });
+            }
+            let events = match self.decide(&req, current) {
+                Ok(events) if !events.is_empty() => events,
+                // A refusal or no-op decided on cached state is checked against the stream
+                // first: another writer may have moved the aggregate on.
+                _ if !fresh && self.stream_moved(current.last_seq).await? => continue,
+                Ok(_) => {
+                    return Ok(ExecuteReply {
+                        version: current.version,
+                        event_ids: Vec::new(),
+                        stream_sequence: 0,
+                        replayed: false,
+                    });
+                }
+                Err(e) => return Err(e),
+            };
+            if past_deadline() {
+                return Err(CommandError::Timeout(timeout));
             }
             let commit = self.commit_of(&req.ctx, current.version, &events)?;
             // With an idempotency key the de-duplication id is derived from it, so a replay
-            // whose stored result was lost (crash after commit) is still dropped by JetStream.
+            // whose stored result was lost is still dropped by JetStream within its duplicate
+            // window, and recognised from the stream after it.
             let msg_id = idem_key.clone().unwrap_or_else(|| commit.commit_id.clone());
             match self
                 .publish(&req.ctx, &commit, &msg_id, current.last_seq)
@@ -525,14 +587,11 @@ impl<A: Aggregate> Entity<A> {
                         replayed: true,
                     };
                     if let Some(key) = &idem_key {
-                        self.remember(
-                            key,
-                            &ExecuteReply {
-                                replayed: false,
-                                ..reply.clone()
-                            },
-                        )
-                        .await;
+                        let stored = ExecuteReply {
+                            replayed: false,
+                            ..reply.clone()
+                        };
+                        self.remember(key, &stored).await;
                     }
                     return Ok(reply);
                 }
@@ -549,6 +608,7 @@ impl<A: Aggregate> Entity<A> {
                         replayed: false,
                     };
                     if let Some(key) = &idem_key {
+                        current.remember(key.clone(), reply.clone());
                         self.remember(key, &reply).await;
                     }
                     return Ok(reply);
@@ -558,15 +618,56 @@ impl<A: Aggregate> Entity<A> {
                     continue;
                 }
                 Err(e) => {
-                    // Unknown outcome: reload before the next command.
+                    // The commit may or may not have landed: reload before the next command,
+                    // and tell the client the truth.
                     *loaded = None;
-                    return Err(CommandError::Unavailable(e.to_string()));
+                    return Err(CommandError::OutcomeUnknown(e.to_string()));
                 }
             }
         }
+        *loaded = None;
         Err(CommandError::Conflict(
-            "version conflict: another writer committed concurrently twice; retry".into(),
+            "version conflict: another writer committed concurrently; reload and retry".into(),
         ))
+    }
+
+    /// Checks the expected version and runs `handle` on the current state.
+    fn decide(
+        &self,
+        req: &CommandRequest,
+        current: &Loaded<A::State>,
+    ) -> Result<Vec<A::Event>, CommandError> {
+        if let Some(expected) = req.expected_version
+            && expected != current.version
+        {
+            return Err(CommandError::Conflict(format!(
+                "version conflict: expected version {expected}, aggregate is at version {}",
+                current.version
+            )));
+        }
+        let ctx = CommandContext {
+            request: req.ctx.clone(),
+            aggregate_id: self.id.to_string(),
+            version: current.version,
+        };
+        let command = decode_command::<A>(&req.command_type, &req.payload)?;
+        A::handle(&current.state, command, &ctx).map_err(|r| CommandError::Rejected(r.0))
+    }
+
+    /// True when the stream holds a later commit for this entity than `last_seq`.
+    async fn stream_moved(&self, last_seq: u64) -> Result<bool, CommandError> {
+        let subject = self.subject();
+        let get = self.shared.events.get_last_raw_message_by_subject(&subject);
+        match tokio::time::timeout(self.shared.settings.io_timeout, get).await {
+            Err(_) => Err(CommandError::Unavailable(
+                "checking the stream timed out".into(),
+            )),
+            Ok(Ok(m)) => Ok(m.sequence != last_seq),
+            Ok(Err(e)) => match e.kind() {
+                jetstream::stream::LastRawMessageErrorKind::NoMessageFound => Ok(last_seq != 0),
+                _ => Err(CommandError::Unavailable(e.to_string())),
+            },
+        }
     }
 
     /// The commit stored at `sequence`.
@@ -690,6 +791,7 @@ impl<A: Aggregate> Entity<A> {
                         state: A::State::default(),
                         version: 0,
                         last_seq: 0,
+                        commits_by_msg_id: Default::default(),
                     });
                 }
                 _ => return Err(unavailable(e.to_string())),
@@ -728,6 +830,7 @@ impl<A: Aggregate> Entity<A> {
     ) -> Result<Loaded<A::State>, String> {
         let mut state = A::State::default();
         let (mut version, mut seen) = (0u64, 0u64);
+        let mut loaded_keys: Vec<(String, ExecuteReply)> = Vec::new();
         let deadline = tokio::time::Instant::now() + self.shared.settings.io_timeout * 6;
         while seen < last {
             if tokio::time::Instant::now() > deadline {
@@ -745,6 +848,20 @@ impl<A: Aggregate> Entity<A> {
                 let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
                 let commit: Commit = serde_json::from_slice(&m.payload)
                     .map_err(|e| format!("commit at sequence {seq} does not decode: {e}"))?;
+                // Commits made with an idempotency key carry it as their msg id.
+                if let Some(id) = m.headers.as_ref().and_then(|h| h.get(headers::NATS_MSG_ID))
+                    && id.as_str() != commit.commit_id
+                {
+                    loaded_keys.push((
+                        id.as_str().to_string(),
+                        ExecuteReply {
+                            version: commit.events.last().map_or(0, |e| e.sequence),
+                            event_ids: commit.events.iter().map(|e| e.event_id.clone()).collect(),
+                            stream_sequence: seq,
+                            replayed: false,
+                        },
+                    ));
+                }
                 for env in commit.events {
                     let tagged =
                         serde_json::json!({ "type": env.event_type, "payload": env.payload });
@@ -760,11 +877,16 @@ impl<A: Aggregate> Entity<A> {
                 seen = seq;
             }
         }
-        Ok(Loaded {
+        let mut loaded = Loaded {
             state,
             version,
             last_seq: seen,
-        })
+            commits_by_msg_id: Default::default(),
+        };
+        for (k, r) in loaded_keys.into_iter().rev().take(MAX_REMEMBERED_KEYS) {
+            loaded.commits_by_msg_id.entry(k).or_insert(r);
+        }
+        Ok(loaded)
     }
 }
 

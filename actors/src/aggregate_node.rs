@@ -297,6 +297,24 @@ impl AggregateNode {
     }
 }
 
+/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
+pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    if v.len() < 2 || v.len() > 9 {
+        return None;
+    }
+    let (digits, unit) = v.split_at(v.len() - 1);
+    let n: u64 = digits.parse().ok()?;
+    Some(match unit {
+        "H" => Duration::from_secs(n.saturating_mul(3600)),
+        "M" => Duration::from_secs(n.saturating_mul(60)),
+        "S" => Duration::from_secs(n),
+        "m" => Duration::from_millis(n),
+        "u" => Duration::from_micros(n),
+        "n" => Duration::from_nanos(n),
+        _ => return None,
+    })
+}
+
 #[tonic::async_trait]
 impl CommandService for AggregateNode {
     async fn execute(
@@ -304,6 +322,13 @@ impl CommandService for AggregateNode {
         request: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
         let started = std::time::Instant::now();
+        // Decide within the caller's deadline (minus a margin to answer in time).
+        let deadline = request
+            .metadata()
+            .get("grpc-timeout")
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_grpc_timeout)
+            .map(|t| tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(50)));
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -330,6 +355,7 @@ impl CommandService for AggregateNode {
                 command_type: req.command_type,
                 payload: req.payload_json.into(),
                 expected_version: req.expected_version,
+                deadline,
             },
         )
         .await;
@@ -343,6 +369,7 @@ impl CommandService for AggregateNode {
             Err(CommandError::Busy(_)) => "busy",
             Err(CommandError::Unavailable(_)) => "unavailable",
             Err(CommandError::Timeout(_)) => "timeout",
+            Err(CommandError::OutcomeUnknown(_)) => "outcome_unknown",
         };
         metrics::counter!(names::COMMANDS, "aggregate_type" => label, "outcome" => outcome)
             .increment(1);
@@ -355,5 +382,23 @@ impl CommandService for AggregateNode {
             stream_sequence: reply.stream_sequence,
             replayed: reply.replayed,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_timeouts_parse_every_unit_and_refuse_garbage() {
+        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
+        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
+        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
+        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
+        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
+        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
+        for bad in ["", "5", "S", "5s", "123456789S", "-1S"] {
+            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
+        }
     }
 }

@@ -148,6 +148,13 @@ pub struct ConsumerState {
     task: tokio::task::JoinHandle<()>,
 }
 
+impl Drop for ConsumerState {
+    fn drop(&mut self) {
+        // A failed or killed actor skips `post_stop`; its fetch loop must not outlive it.
+        self.task.abort();
+    }
+}
+
 /// What the fetch loop and the settle tasks share.
 struct Shared {
     stream: String,
@@ -259,7 +266,7 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
                     let _ = tokio::time::timeout(shared.drain_timeout, wait).await;
                     let in_flight = shared.in_flight.load(Ordering::SeqCst);
                     let _ = reply.send(DrainReport {
-                        drained: in_flight == 0,
+                        drained: in_flight == 0 && !shared.fetching.load(Ordering::SeqCst),
                         in_flight,
                     });
                 });
@@ -297,32 +304,47 @@ async fn fetch_loop<E: DeserializeOwned + Send + Sync + 'static>(
     mut drain: watch::Receiver<bool>,
     control: BoundedRef<ConsumerMsg>,
 ) {
-    fetch_batches(
-        &config, &consumer, &poison_kv, &shared, &mut drain, &control,
-    )
-    .await;
+    let failure = fetch_batches(&config, &consumer, &poison_kv, &shared, &mut drain).await;
     shared.fetching.store(false, Ordering::SeqCst);
     shared.settled.notify_waiters();
+    if let Some(reason) = failure {
+        // Let the supervisor rebuild the consumer; wait for room rather than drop the news.
+        let _ = control.send(ConsumerMsg::Failed(reason)).await;
+    }
 }
 
+/// Fetches and dispatches until drained (`None`) or until fetching keeps failing
+/// (`Some(reason)`).
 async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
     config: &ConsumerConfig<E>,
     consumer: &PullConsumer,
     poison_kv: &kv::Store,
     shared: &Arc<Shared>,
     drain: &mut watch::Receiver<bool>,
-    control: &BoundedRef<ConsumerMsg>,
-) {
+) -> Option<String> {
     let max_batch = config.policy.settings.max_in_flight.max(1) as usize;
     let mut failures = 0u32;
     loop {
         if *drain.borrow() {
-            return;
+            return None;
+        }
+        // While the handler is down (restarting), fetching would only burn delivery attempts.
+        if !config.handler.is_alive() {
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(50)) => {},
+                changed = drain.changed() => if changed.is_err() { return None },
+            }
+            continue;
         }
         // Reserve room first: never fetch more than the handler can take.
         let first = tokio::select! {
             r = config.handler.reserve() => r,
-            _ = drain.changed() => continue,
+            changed = drain.changed() => {
+                if changed.is_err() {
+                    return None;
+                }
+                continue;
+            }
         };
         let mut slots = vec![first];
         while slots.len() < max_batch {
@@ -337,39 +359,47 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
             .expires(config.fetch_expires)
             .messages()
             .await;
-        let mut messages = match batch {
-            Ok(m) => m,
-            Err(e) => {
-                failures += 1;
-                tracing::warn!(consumer = %shared.durable, error = %e, attempt = failures, "fetch failed; retrying");
-                if failures > 600 {
-                    // Ten minutes of failing fetches: let the supervisor rebuild the consumer.
-                    let _ =
-                        control.try_send(ConsumerMsg::Failed(format!("fetch keeps failing: {e}")));
-                    return;
+        let error = match batch {
+            Err(e) => Some(e.to_string()),
+            Ok(mut messages) => {
+                let mut error = None;
+                while let Some(item) = messages.next().await {
+                    match item {
+                        Ok(msg) => {
+                            failures = 0;
+                            match slots.pop() {
+                                Some(slot) => process(config, poison_kv, shared, msg, slot).await,
+                                // The server never sends more than asked; if it did, let it
+                                // redeliver.
+                                None => {
+                                    let _ = msg.ack_with(AckKind::Nak(None)).await;
+                                }
+                            }
+                        }
+                        Err(e) => {
+                            error = Some(e.to_string());
+                            break;
+                        }
+                    }
                 }
-                drop(slots);
-                tokio::time::sleep(fetch_retry_delay(failures)).await;
-                continue;
+                error
             }
         };
-        failures = 0;
-        while let Some(item) = messages.next().await {
-            match item {
-                Ok(msg) => match slots.pop() {
-                    Some(slot) => process(config, poison_kv, shared, msg, slot).await,
-                    // The server never sends more than asked; if it did, let it redeliver.
-                    None => {
-                        let _ = msg.ack_with(AckKind::Nak(None)).await;
-                    }
-                },
-                Err(e) => {
-                    tracing::debug!(consumer = %shared.durable, error = %e, "batch ended with an error");
-                    break;
-                }
+        // Unused reservations are dropped here, freeing their slots.
+        drop(slots);
+        if let Some(e) = error {
+            // Fetch errors (NATS down, consumer deleted, leader change) back off; a long run of
+            // them (about half an hour at the 5 s cap) hands the problem to the supervisor.
+            failures += 1;
+            tracing::warn!(consumer = %shared.durable, error = %e, attempt = failures, "fetch failed; retrying");
+            if failures > 360 {
+                return Some(format!("fetch keeps failing: {e}"));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(fetch_retry_delay(failures)) => {},
+                changed = drain.changed() => if changed.is_err() { return None },
             }
         }
-        // Unused reservations are dropped here, freeing their slots.
     }
 }
 
@@ -397,15 +427,14 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
     if meta.delivered > 1 {
         shared.metrics.redeliveries.increment(1);
     }
-    shared.in_flight.fetch_add(1, Ordering::SeqCst);
-    shared.metrics.in_flight.increment(1.0);
+    let in_flight = InFlight::new(shared.clone());
 
     if let Some(checkpoint) = &config.checkpoint
         && checkpoint(&meta).await
     {
         drop(slot);
         settle_ack(config, shared, &msg, true).await;
-        finish(shared);
+        drop(in_flight);
         return;
     }
 
@@ -415,7 +444,7 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
             drop(slot);
             let reason = format!("undecodable payload: {e}");
             quarantine(config, poison_kv, shared, &msg, &meta, reason).await;
-            finish(shared);
+            drop(in_flight);
             return;
         }
     };
@@ -427,28 +456,38 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
     let dispatched = slot.send(delivery).is_ok();
     let (config, poison_kv, shared) = (config.clone(), poison_kv.clone(), shared.clone());
     tokio::spawn(async move {
-        let outcome = if dispatched {
-            outcome
-                .await
-                .unwrap_or_else(|_| Err("handler stopped before finishing".into()))
+        // `handled`: the handler ran and failed (counts towards poison). Otherwise it never
+        // ran — the handler was down or failed on another message — and the message is only
+        // redelivered, unless this was the server's last delivery.
+        let (outcome, handled) = if dispatched {
+            match outcome.await {
+                Ok(result) => (result, true),
+                Err(_) => (Err("handler stopped before handling it".into()), false),
+            }
         } else {
-            Err("handler not running".into())
+            (Err("handler not running".into()), false)
         };
+        let max_deliver = config.policy.settings.max_deliver;
         match outcome {
             Ok(()) => settle_ack(&config, &shared, &msg, false).await,
+            Err(reason)
+                if (handled && meta.delivered >= max_deliver.saturating_sub(1))
+                    || meta.delivered >= max_deliver =>
+            {
+                quarantine(&config, &poison_kv, &shared, &msg, &meta, reason).await;
+            }
             Err(reason) => {
-                let max_deliver = config.policy.settings.max_deliver;
-                if meta.delivered >= max_deliver.saturating_sub(1) {
-                    quarantine(&config, &poison_kv, &shared, &msg, &meta, reason).await;
+                let delay = if handled {
+                    config.policy.settings.nak_backoff.delay(meta.delivered)
                 } else {
-                    let delay = config.policy.settings.nak_backoff.delay(meta.delivered);
-                    tracing::debug!(consumer = %shared.durable, seq = meta.stream_sequence, attempt = meta.delivered, %reason, ?delay, "nak");
-                    settle(&config, &msg, AckKind::Nak(Some(delay))).await;
-                    shared.metrics.nak.increment(1);
-                }
+                    config.policy.settings.nak_backoff.initial
+                };
+                tracing::debug!(consumer = %shared.durable, seq = meta.stream_sequence, attempt = meta.delivered, %reason, ?delay, "nak");
+                settle(&config, &msg, AckKind::Nak(Some(delay))).await;
+                shared.metrics.nak.increment(1);
             }
         }
-        finish(&shared);
+        drop(in_flight);
     });
 }
 
@@ -492,7 +531,27 @@ async fn quarantine<E>(
             .await
             .map_err(|e| e.to_string())
     };
-    match tokio::time::timeout(config.ack_timeout, write).await {
+    // On the server's last delivery a nak would lose the message: keep trying (telling the
+    // server we are working on it) within the ack wait.
+    let last = meta.delivered >= config.policy.settings.max_deliver;
+    let tries = if last { 5 } else { 1 };
+    let mut result = tokio::time::timeout(config.ack_timeout, write).await;
+    for _ in 1..tries {
+        if matches!(result, Ok(Ok(_))) {
+            break;
+        }
+        let _ = msg.ack_with(AckKind::Progress).await;
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        let bytes = serde_json::to_vec(&record).unwrap_or_default();
+        result = tokio::time::timeout(config.ack_timeout, async {
+            poison_kv
+                .put(&key, bytes.into())
+                .await
+                .map_err(|e| e.to_string())
+        })
+        .await;
+    }
+    match result {
         Ok(Ok(_)) => {
             tracing::warn!(consumer = %shared.durable, seq = meta.stream_sequence, subject = %meta.subject, %reason, "message quarantined as poison");
             settle(config, msg, AckKind::Term).await;
@@ -525,10 +584,23 @@ async fn settle<E>(config: &ConsumerConfig<E>, msg: &jetstream::Message, kind: A
     }
 }
 
-fn finish(shared: &Shared) {
-    shared.in_flight.fetch_sub(1, Ordering::SeqCst);
-    shared.metrics.in_flight.decrement(1.0);
-    shared.settled.notify_waiters();
+/// One fetched message not yet settled; dropping it (also on abort or panic) settles the count.
+struct InFlight(Arc<Shared>);
+
+impl InFlight {
+    fn new(shared: Arc<Shared>) -> Self {
+        shared.in_flight.fetch_add(1, Ordering::SeqCst);
+        shared.metrics.in_flight.increment(1.0);
+        Self(shared)
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+        self.0.metrics.in_flight.decrement(1.0);
+        self.0.settled.notify_waiters();
+    }
 }
 
 /// Handles to a supervised consumer: its control mailbox and its handler's mailbox.

@@ -8,13 +8,18 @@
 //! |---|---|
 //! | `Ok(())` | acks the message |
 //! | `Err(e)` | naks it with backoff; after `max_deliver - 1` failures writes a poison record and terms it |
-//! | panics | the handler actor fails (its supervisor restarts it); the message is nak'ed |
+//! | panics | the message counts as failed (nak, or poison on its last attempt); the handler actor fails and its supervisor restarts it |
+//!
+//! Messages that were queued for the handler when it failed, or fetched while it was down, did
+//! not fail: they are nak'ed for redelivery without counting towards poison (except on the
+//! server's last delivery, where a poison record is the only way not to lose them).
 
 use std::future::Future;
 
 use async_nats::HeaderMap;
 use cloudlysis_runtime::RequestContext;
 use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
+use futures::FutureExt;
 use serde::de::DeserializeOwned;
 use tokio::sync::oneshot;
 
@@ -131,10 +136,24 @@ impl<H: EventHandler> BoundedActor for HandlerActor<H> {
         mut delivery: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // A panic inside `handle` unwinds past this point: the reply sender drops, the consumer
-        // sees "no outcome" and naks, and the actor fails so its supervisor restarts it.
-        let outcome = self.0.handle(&delivery, state).await;
-        delivery.complete(outcome.map_err(|e| e.0));
-        Ok(())
+        // A panic is this message's failure: report it, then fail the actor so its supervisor
+        // restarts it with fresh state.
+        let outcome = std::panic::AssertUnwindSafe(self.0.handle(&delivery, state))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(result) => {
+                delivery.complete(result.map_err(|e| e.0));
+                Ok(())
+            }
+            Err(payload) => {
+                let reason = format!(
+                    "panicked: {}",
+                    cloudlysis_runtime::mailbox::panic_message(&payload)
+                );
+                delivery.complete(Err(reason.clone()));
+                Err(reason.into())
+            }
+        }
     }
 }

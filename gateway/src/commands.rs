@@ -19,7 +19,8 @@
 //! | domain rejection | 422 |
 //! | entity mailbox full | 429 + `Retry-After` |
 //! | node unavailable | 503 + `Retry-After` |
-//! | deadline exceeded | 504 |
+//! | deadline exceeded (the detail says whether the command may have committed) | 504 |
+//! | body not received within 10 s | 408 |
 
 use std::time::Instant;
 
@@ -125,13 +126,30 @@ async fn handle(
         )));
     }
     let limit = gw.inner.settings.max_body_bytes;
-    let bytes = axum::body::to_bytes(body, limit).await.map_err(|_| {
-        Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("request body exceeds {limit} bytes"),
-        )
-    })?;
+    // A slow client may not hold a request open forever.
+    let bytes =
+        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request-timeout",
+                    format!("request body not received within {BODY_READ_TIMEOUT:?}"),
+                ));
+            }
+            Ok(Err(e)) if is_length_limit(&e) => {
+                return Err(Problem::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload-too-large",
+                    format!("request body exceeds {limit} bytes"),
+                ));
+            }
+            Ok(Err(e)) => {
+                return Err(Problem::bad_request(format!(
+                    "could not read the body: {e}"
+                )));
+            }
+            Ok(Ok(b)) => b,
+        };
     let cmd: CommandBody = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("body is not a valid command: {e}")))?;
     if cmd.command_type.is_empty() || cmd.command_type.len() > 128 {
@@ -234,13 +252,29 @@ pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
             format!("the aggregate node is unavailable: {msg}"),
         )
         .retry_after(1),
+        // Deadline: the node says whether the outcome is unknown; never a Retry-After here.
         Code::DeadlineExceeded | Code::Cancelled => {
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
         }
+        Code::OutOfRange => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", msg),
         Code::Unauthenticated => Problem::unauthorized(msg),
         Code::PermissionDenied => Problem::forbidden(msg),
         _ => Problem::new(StatusCode::BAD_GATEWAY, "node-error", msg),
     }
+}
+
+/// Longest time to receive a request body.
+pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+fn is_length_limit(e: &axum::Error) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = source {
+        if err.to_string().contains("length limit") {
+            return true;
+        }
+        source = err.source();
+    }
+    false
 }
 
 fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

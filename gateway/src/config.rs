@@ -30,7 +30,7 @@ pub const MAX_BODY_BYTES: Setting = Setting {
     key: "gateway.max_body_bytes",
     env: "CLOUDLYSIS_MAX_BODY_BYTES",
     flag: "",
-    doc: "largest accepted request body, bytes [default: 65536]",
+    doc: "largest accepted request body, bytes (at most 512 KiB: a commit must fit NATS max_payload) [default: 65536]",
 };
 
 /// Every Gateway setting (for `--help`, docs and unknown-key checks).

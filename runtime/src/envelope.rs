@@ -10,7 +10,10 @@
 //!    "correlation_id":"…","traceparent":"00-…-…-01"}]}
 //! ```
 //!
-//! * `commit_id` is the first event's id and the message's `Nats-Msg-Id` (JetStream dedupe).
+//! * `commit_id` is the first event's id. It is also the message's `Nats-Msg-Id` (JetStream
+//!   de-duplication), except for commands with an idempotency key: their `Nats-Msg-Id` is the
+//!   key's record name `<tenant>.<type>.<id>.<key>`, so a retried command is recognised by the
+//!   stream as well as by the idempotency bucket (ADR 0005).
 //! * `sequence` is the aggregate version after that event: versions count events, 1-based.
 //! * Decoders ignore unknown fields and accept missing optional ones; `schema_version` changes
 //!   only with the wire format.
@@ -55,7 +58,7 @@ pub struct EventEnvelope {
 pub struct Commit {
     /// Commit format version ([`COMMIT_SCHEMA_VERSION`]).
     pub schema_version: u32,
-    /// The first event's id; also `Nats-Msg-Id`.
+    /// The first event's id; also `Nats-Msg-Id` unless the command had an idempotency key.
     pub commit_id: String,
     /// The events, in order.
     pub events: Vec<EventEnvelope>,

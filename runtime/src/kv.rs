@@ -1,5 +1,6 @@
 //! NATS KV buckets Cloudlysis uses, with one policy each, and [`ensure_bucket`]: create a missing
-//! bucket or use the existing one (never updated, like streams).
+//! bucket or use the existing one. Existing buckets are never updated — and, unlike streams,
+//! not validated yet: an operator who changes a bucket's max age changes how long records live.
 //!
 //! | bucket | holds | history | max age |
 //! |---|---|---|---|

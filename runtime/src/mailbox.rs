@@ -122,23 +122,42 @@ impl SlotPool {
             tokio::pin!(freed);
             // Register before re-checking, so a slot freed in between is not missed.
             freed.as_mut().enable();
-            self.waiting.fetch_add(1, Ordering::SeqCst);
+            let _waiting = Waiting::new(&self.waiting);
+            // Pairs with the fence in `free`: either we see the freed slot here, or `free` sees
+            // us waiting (no store-buffering miss).
+            std::sync::atomic::fence(Ordering::SeqCst);
             if self.try_take() {
-                self.waiting.fetch_sub(1, Ordering::SeqCst);
                 return;
             }
             freed.await;
-            self.waiting.fetch_sub(1, Ordering::SeqCst);
         }
     }
 
     fn free(&self) {
         let taken = self.taken.fetch_sub(1, Ordering::AcqRel) - 1;
+        std::sync::atomic::fence(Ordering::SeqCst);
         if self.waiting.load(Ordering::SeqCst) > 0
             && (taken == 0 || self.capacity - taken >= self.wake_batch)
         {
             self.freed.notify_waiters();
         }
+    }
+}
+
+/// Counts a sender waiting for a slot; the count drops with it, also when the wait is
+/// cancelled (a timed-out `ask`, a `select!`).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn new(counter: &'a AtomicUsize) -> Self {
+        counter.fetch_add(1, Ordering::SeqCst);
+        Self(counter)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -358,6 +377,11 @@ impl<M: Send + 'static> BoundedRef<M> {
     /// Free slots now.
     pub fn free(&self) -> usize {
         self.shared.capacity - self.depth()
+    }
+
+    /// True when both refs are the same mailbox.
+    pub fn same_mailbox(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared, &other.shared)
     }
 
     /// The attached actor, if any.

@@ -228,11 +228,12 @@ impl StreamPolicy {
             }
             _ => {}
         }
-        if self.min_max_age.is_none() && existing.max_messages_per_subject > 0 {
+        if existing.max_messages_per_subject > 0 {
             return fail(
                 "max_msgs_per_subject",
                 format!(
-                    "must be unlimited (-1): the event store keeps every event; found {}",
+                    "must be unlimited (-1): a per-subject limit silently drops older events or \
+                     commands of the same subject; found {}",
                     existing.max_messages_per_subject
                 ),
             );

@@ -93,8 +93,9 @@ pub enum SupervisorMsg {
     Snapshot(RpcReplyPort<SupervisorSnapshot>),
     /// Internal: the backoff of a restart elapsed.
     Restart {
-        /// Children to start, in order.
-        children: Vec<String>,
+        /// Children to start, in order, with the restart generation that scheduled them; a
+        /// child that joined a later restart group since is skipped here.
+        children: Vec<(String, u64)>,
     },
 }
 
@@ -213,6 +214,7 @@ struct Child {
     last_failure: Option<(String, SystemTime)>,
     backoff_attempt: u32,
     last_start: Option<Instant>,
+    restart_generation: u64,
 }
 
 /// The supervisor's state.
@@ -223,6 +225,8 @@ pub struct SupervisorState {
     restarts: u64,
     /// Children being stopped on purpose; their exit events are not failures.
     stopping: HashSet<ActorId>,
+    /// Source of restart generations.
+    generations: u64,
 }
 
 impl Actor for Supervisor {
@@ -242,6 +246,7 @@ impl Actor for Supervisor {
             restart_times: VecDeque::new(),
             restarts: 0,
             stopping: HashSet::new(),
+            generations: 0,
         };
         for spec in specs {
             let mut child = Child::new(spec);
@@ -309,14 +314,21 @@ impl Actor for Supervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::Snapshot(reply) => {
-                let _ = reply.send(snapshot(state).await);
+                // Nested supervisors are asked concurrently, off this actor, so a slow subtree
+                // never holds up restarts here.
+                let snapshot = snapshot(state);
+                tokio::spawn(async move {
+                    let _ = reply.send(snapshot.await);
+                });
             }
             SupervisorMsg::Restart { children } => {
-                for name in children {
+                for (name, generation) in children {
                     let Some(i) = state.children.iter().position(|c| c.spec.name == name) else {
                         continue;
                     };
-                    if state.children[i].status != Status::Restarting {
+                    let child = &state.children[i];
+                    if child.status != Status::Restarting || child.restart_generation != generation
+                    {
                         continue;
                     }
                     if let Err(reason) = start(&myself, &mut state.children[i]).await {
@@ -379,6 +391,7 @@ impl Child {
             last_failure: None,
             backoff_attempt: 0,
             last_start: None,
+            restart_generation: 0,
         }
     }
 }
@@ -406,6 +419,9 @@ fn on_child_down(
 ) -> Result<(), ActorProcessingErr> {
     let sup_name = state.config.name.clone();
     let child = &mut state.children[i];
+    // A failed restart attempt is not a stable run: only a child that was running may reset
+    // its backoff.
+    let was_running = child.status == Status::Running;
     let (restart, reason_label, reason) = match (&down, child.spec.restart) {
         (_, Restart::Temporary) => (false, "", String::new()),
         (Down::Exited(_), Restart::Transient) => (false, "", String::new()),
@@ -473,8 +489,9 @@ fn on_child_down(
         Strategy::OneForAll => (0..state.children.len()).collect(),
         Strategy::RestForOne => (i..state.children.len()).collect(),
     };
-    // Stop the others in reverse start order. Their stop is not awaited here (we are inside
-    // the supervisor's event handler); kill is immediate and its exit event is ignored.
+    // Stop the others in reverse start order. We are inside the supervisor's event handler, so
+    // the stops are not awaited here; a watchdog kills a sibling that has not stopped within
+    // its shutdown timeout. Their exit events are ignored.
     for &j in group.iter().rev() {
         if j == i {
             continue;
@@ -483,8 +500,21 @@ fn on_child_down(
         if let Some(cell) = c.cell.take() {
             state.stopping.insert(cell.get_id());
             cell.stop(Some("sibling restart".into()));
+            let timeout = c.spec.shutdown;
+            tokio::spawn(async move {
+                let deadline = Instant::now() + timeout;
+                while cell.get_status() != ractor::ActorStatus::Stopped {
+                    if Instant::now() >= deadline {
+                        cell.kill();
+                        return;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
         }
     }
+    state.generations += 1;
+    let generation = state.generations;
     let mut names = Vec::new();
     let mut remove = Vec::new();
     for &j in &group {
@@ -495,14 +525,16 @@ fn on_child_down(
         }
         c.status = Status::Restarting;
         c.restarts += 1;
-        names.push(c.spec.name.clone());
+        c.restart_generation = generation;
+        names.push((c.spec.name.clone(), generation));
     }
     state.restarts += 1;
     let child = &mut state.children[i];
     let backoff = state.config.backoff;
-    if child
-        .last_start
-        .is_some_and(|t| now.duration_since(t) >= backoff.reset_after)
+    if was_running
+        && child
+            .last_start
+            .is_some_and(|t| now.duration_since(t) >= backoff.reset_after)
     {
         child.backoff_attempt = 0;
     }
@@ -544,15 +576,14 @@ async fn stop_all(state: &mut SupervisorState) {
     }
 }
 
-async fn snapshot(state: &SupervisorState) -> SupervisorSnapshot {
+fn snapshot(
+    state: &SupervisorState,
+) -> impl std::future::Future<Output = SupervisorSnapshot> + Send + 'static {
     let mut children = Vec::with_capacity(state.children.len());
-    let mut supervisors = Vec::new();
+    let mut nested = Vec::new();
     for c in &state.children {
         if let (Some(sup), Status::Running) = (&c.supervisor, c.status) {
-            // A nested supervisor answers for its own subtree; a busy one is reported as such.
-            if let Ok(s) = sup.snapshot(Duration::from_secs(1)).await {
-                supervisors.push(s);
-            }
+            nested.push(sup.clone());
         }
         children.push(ChildSnapshot {
             name: c.spec.name.clone(),
@@ -564,12 +595,27 @@ async fn snapshot(state: &SupervisorState) -> SupervisorSnapshot {
             mailbox: c.mailbox.as_ref().map(|probe| probe()),
         });
     }
-    SupervisorSnapshot {
-        name: state.config.name.clone(),
-        strategy: state.config.strategy.as_str().to_string(),
-        status: Status::Running,
-        restarts: state.restarts,
-        children,
-        supervisors,
+    let name = state.config.name.clone();
+    let strategy = state.config.strategy.as_str().to_string();
+    let restarts = state.restarts;
+    async move {
+        // A nested supervisor that does not answer within 1 s is left out of the tree.
+        let supervisors = futures::future::join_all(
+            nested
+                .iter()
+                .map(|sup| sup.snapshot(Duration::from_secs(1))),
+        )
+        .await
+        .into_iter()
+        .filter_map(Result::ok)
+        .collect();
+        SupervisorSnapshot {
+            name,
+            strategy,
+            status: Status::Running,
+            restarts,
+            children,
+            supervisors,
+        }
     }
 }

@@ -133,3 +133,12 @@ fn streams_that_refuse_publishes_are_refused() {
     cfg.no_ack = true;
     assert_eq!(field_of(&p, &cfg), "no_ack");
 }
+
+#[test]
+fn a_per_subject_limit_is_refused_on_every_stream() {
+    for p in all() {
+        let mut cfg = p.stream_config();
+        cfg.max_messages_per_subject = 1;
+        assert_eq!(field_of(&p, &cfg), "max_msgs_per_subject", "{}", p.name);
+    }
+}
