@@ -8,6 +8,16 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use cloudlysis_gateway::{Authenticator, Claims};
 use common::*;
 
+/// (path, token, headers, body, status, words in the detail)
+type Case<'a> = (
+    String,
+    Option<&'a str>,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+    u16,
+    &'a str,
+);
+
 const OPEN: &str = r#"{"type":"Open","payload":{"owner":"mallory"}}"#;
 
 async fn expect(
@@ -44,177 +54,195 @@ async fn expect(
 async fn every_refusal_is_problem_json_and_nothing_is_published() {
     let p = Platform::start().await;
     let good = p.token("acme", &["commands:account"]);
-    let path = "/v1/commands/account/acc";
-
-    expect(&p, path, None, &[], OPEN, 401, "missing bearer token").await;
-
-    // Expired: signed correctly, exp in the past.
+    let star = p.token("acme", &["commands:*"]);
+    let reader = p.token("acme", &["queries:*", "commands:order"]);
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .unwrap()
         .as_secs();
+    // Signed correctly, expired an hour ago.
     let expired = jsonwebtoken_encode(&Claims {
         sub: "x".into(),
         tenant: "acme".into(),
         rights: vec!["commands:*".into()],
         exp: now - 3600,
     });
-    expect(&p, path, Some(&expired), &[], OPEN, 401, "expired").await;
-
-    // Badly signed: another secret.
+    // Signed with another secret.
     let foreign = Authenticator::new(b"some-other-secret-some-other-secret")
         .unwrap()
         .mint("x", "acme", &["commands:*".into()], Duration::from_secs(60))
         .unwrap();
-    expect(&p, path, Some(&foreign), &[], OPEN, 401, "invalid token").await;
-    expect(&p, path, Some("not-a-jwt"), &[], OPEN, 401, "invalid token").await;
-
-    // Missing right.
-    let reader = p.token("acme", &["queries:*", "commands:order"]);
-    expect(&p, path, Some(&reader), &[], OPEN, 403, "commands:account").await;
-
-    // Tenant spoofing.
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[("x-tenant-id", "other")],
-        OPEN,
-        403,
-        "authenticated tenant",
-    )
-    .await;
-
-    // Subject syntax in path tokens.
-    for bad in ["a.b", "a*", "a%3E", "%20a", "a%2Eb"] {
-        expect(
-            &p,
-            &format!("/v1/commands/account/{bad}"),
-            Some(&good),
-            &[],
-            OPEN,
-            400,
-            "aggregate id",
-        )
-        .await;
-    }
-    let star = p.token("acme", &["commands:*"]);
-    expect(
-        &p,
-        "/v1/commands/acc.ount/x",
-        Some(&star),
-        &[],
-        OPEN,
-        400,
-        "aggregate type",
-    )
-    .await;
-
-    // Oversize body (limit 4096 in the test platform).
     let big = format!(
         r#"{{"type":"Open","payload":{{"owner":"{}"}}}}"#,
         "x".repeat(5000)
     );
-    expect(&p, path, Some(&good), &[], &big, 413, "exceeds").await;
+    let path = "/v1/commands/account/acc";
 
-    // Invalid JSON, missing type, unknown command type, wrong payload.
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[],
-        "{not json",
-        400,
-        "not a valid command",
-    )
-    .await;
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[],
-        r#"{"payload":{}}"#,
-        400,
-        "not a valid command",
-    )
-    .await;
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[],
-        r#"{"type":"Explode","payload":{}}"#,
-        400,
-        "Explode",
-    )
-    .await;
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[],
-        r#"{"type":"Deposit","payload":{"amount":-5}}"#,
-        400,
-        "Deposit",
-    )
-    .await;
-
-    // Bad If-Match.
-    expect(
-        &p,
-        path,
-        Some(&good),
-        &[("if-match", "\"abc\"")],
-        OPEN,
-        400,
-        "If-Match",
-    )
-    .await;
-
-    // Unknown aggregate type.
-    expect(
-        &p,
-        "/v1/commands/order/o-1",
-        Some(&star),
-        &[],
-        OPEN,
-        404,
-        "unknown aggregate type",
-    )
-    .await;
-
+    let cases: Vec<Case> = vec![
+        (path.into(), None, vec![], OPEN, 401, "missing bearer token"),
+        (path.into(), Some(&expired), vec![], OPEN, 401, "expired"),
+        (
+            path.into(),
+            Some(&foreign),
+            vec![],
+            OPEN,
+            401,
+            "invalid token",
+        ),
+        (
+            path.into(),
+            Some("not-a-jwt"),
+            vec![],
+            OPEN,
+            401,
+            "invalid token",
+        ),
+        (
+            path.into(),
+            Some(&reader),
+            vec![],
+            OPEN,
+            403,
+            "commands:account",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![("x-tenant-id", "other")],
+            OPEN,
+            403,
+            "authenticated tenant",
+        ),
+        (
+            "/v1/commands/account/a.b".into(),
+            Some(&good),
+            vec![],
+            OPEN,
+            400,
+            "aggregate id",
+        ),
+        (
+            "/v1/commands/account/a*".into(),
+            Some(&good),
+            vec![],
+            OPEN,
+            400,
+            "aggregate id",
+        ),
+        (
+            "/v1/commands/account/a%3E".into(),
+            Some(&good),
+            vec![],
+            OPEN,
+            400,
+            "aggregate id",
+        ),
+        (
+            "/v1/commands/account/%20a".into(),
+            Some(&good),
+            vec![],
+            OPEN,
+            400,
+            "aggregate id",
+        ),
+        (
+            "/v1/commands/account/a%2Eb".into(),
+            Some(&good),
+            vec![],
+            OPEN,
+            400,
+            "aggregate id",
+        ),
+        (
+            "/v1/commands/acc.ount/x".into(),
+            Some(&star),
+            vec![],
+            OPEN,
+            400,
+            "aggregate type",
+        ),
+        (path.into(), Some(&good), vec![], &big, 413, "exceeds"),
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            "{not json",
+            400,
+            "not a valid command",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            r#"{"payload":{}}"#,
+            400,
+            "not a valid command",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            r#"{"type":"Explode","payload":{}}"#,
+            400,
+            "Explode",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            r#"{"type":"Deposit","payload":{"amount":-5}}"#,
+            400,
+            "Deposit",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![("if-match", "\"abc\"")],
+            OPEN,
+            400,
+            "If-Match",
+        ),
+        (
+            "/v1/commands/order/o-1".into(),
+            Some(&star),
+            vec![],
+            OPEN,
+            404,
+            "unknown aggregate type",
+        ),
+    ];
+    for (path, token, headers, body, status, detail) in &cases {
+        expect(&p, path, *token, headers, body, *status, detail).await;
+    }
     assert_eq!(p.message_count().await, 0, "nothing was published");
 
     // Domain rejection and version conflict, once there is an account.
     let (s, _) = p.command(path, Some(&good), &[], OPEN).await;
     assert_eq!(s, 200);
+    let withdraw = r#"{"type":"Withdraw","payload":{"amount":5}}"#;
     expect(
         &p,
         path,
         Some(&good),
         &[],
-        r#"{"type":"Withdraw","payload":{"amount":5}}"#,
+        withdraw,
         422,
         "insufficient funds",
     )
     .await;
+    let deposit = r#"{"type":"Deposit","payload":{"amount":5}}"#;
     expect(
         &p,
         path,
         Some(&good),
         &[("if-match", "\"7\"")],
-        r#"{"type":"Deposit","payload":{"amount":5}}"#,
+        deposit,
         409,
         "version conflict",
     )
     .await;
     let (s, _) = p
-        .command(
-            path,
-            Some(&good),
-            &[("if-match", "\"1\"")],
-            r#"{"type":"Deposit","payload":{"amount":5}}"#,
-        )
+        .command(path, Some(&good), &[("if-match", "\"1\"")], deposit)
         .await;
     assert_eq!(s, 200, "the right expected version is accepted");
 }
