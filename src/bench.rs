@@ -92,6 +92,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,
+        max_in_flight: 4096,
     })?;
     let token = gateway.authenticator().mint(
         "bench",

@@ -262,6 +262,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
+        max_in_flight: 1024,
     })
     .unwrap();
     let (s, resp) = p

@@ -205,6 +205,9 @@ pub struct AggregateSettings {
     pub command_timeout: Duration,
     /// Deadline of a publish or KV call (default 5 s).
     pub io_timeout: Duration,
+    /// Most live entities per aggregate type; commands for new entities beyond it are refused
+    /// as busy (429) until idle ones passivate (default 100 000).
+    pub max_entities: usize,
 }
 
 impl Default for AggregateSettings {
@@ -214,6 +217,7 @@ impl Default for AggregateSettings {
             idle_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(10),
             io_timeout: Duration::from_secs(5),
+            max_entities: 100_000,
         }
     }
 }
@@ -237,6 +241,13 @@ pub(crate) struct HostShared {
     pub(crate) settings: AggregateSettings,
     incarnation: AtomicU64,
     entities: DashMap<String, Slot>,
+    live: metrics::Gauge,
+}
+
+impl HostShared {
+    fn update_live_gauge(&self) {
+        self.live.set(self.entities.len() as f64);
+    }
 }
 
 /// The host of one aggregate type.
@@ -262,6 +273,10 @@ impl<A: Aggregate> AggregateHost<A> {
                 settings,
                 incarnation: AtomicU64::new(0),
                 entities: DashMap::new(),
+                live: metrics::gauge!(
+                    cloudlysis_runtime::metrics::names::ENTITIES,
+                    "aggregate_type" => A::TYPE
+                ),
             }),
             _aggregate: PhantomData,
         }
@@ -320,7 +335,17 @@ impl<A: Aggregate> Host for AggregateHost<A> {
             let timeout = deadline.saturating_duration_since(now);
             // Two tries: the first may hit an entity that is passivating.
             for _ in 0..2 {
+                if !self.shared.entities.contains_key(&key)
+                    && self.shared.entities.len() >= self.shared.settings.max_entities
+                {
+                    return Err(CommandError::Busy(format!(
+                        "{} live `{}` entities (aggregate.max_entities); retry later",
+                        self.shared.settings.max_entities,
+                        A::TYPE
+                    )));
+                }
                 let slot = self.shared.entities.entry(key.clone()).or_default().clone();
+                self.shared.update_live_gauge();
                 let mailbox = slot
                     .get_or_try_init(|| {
                         let spawn = Self::spawn(
@@ -489,6 +514,7 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
                     self.shared.entities.remove_if(&self.key, |_, v| {
                         v.get().is_some_and(|m| m.same_mailbox(myself))
                     });
+                    self.shared.update_live_gauge();
                     if let Some(actor) = myself.actor() {
                         let _ = actor.drain();
                     }

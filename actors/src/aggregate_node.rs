@@ -72,12 +72,21 @@ pub const NODE_COMMAND_TIMEOUT_MS: cloudlysis_runtime::config::Setting =
         doc: "deadline of one command inside the aggregate node, milliseconds [default: 10000]",
     };
 
+/// Most live entities per aggregate type.
+pub const MAX_ENTITIES: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "aggregate.max_entities",
+    env: "CLOUDLYSIS_MAX_ENTITIES",
+    flag: "",
+    doc: "most live entity actors per aggregate type; beyond it new entities get 429 [default: 100000]",
+};
+
 /// Every aggregate-node setting.
 pub const SETTINGS: &[&cloudlysis_runtime::config::Setting] = &[
     &GRPC_ADDR,
     &ENTITY_MAILBOX,
     &IDLE_TIMEOUT_MS,
     &NODE_COMMAND_TIMEOUT_MS,
+    &MAX_ENTITIES,
 ];
 
 impl AggregateSettings {
@@ -104,6 +113,13 @@ impl AggregateSettings {
                 Duration::from_secs(300),
             )?,
             io_timeout: d.io_timeout,
+            max_entities: src.get_in_range(
+                &MAX_ENTITIES,
+                None,
+                d.max_entities as u64,
+                1,
+                10_000_000,
+            )? as usize,
         })
     }
 }

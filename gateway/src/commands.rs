@@ -60,17 +60,36 @@ pub(crate) async fn post(
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let traceparent = normalize_traceparent(header_str(&headers, h::TRACEPARENT));
-    let mut resp = match handle(
-        &gw,
-        &aggregate_type,
-        &aggregate_id,
-        &headers,
-        body,
-        &correlation,
-        &traceparent,
-    )
-    .await
-    {
+    // Load shedding: past `max_in_flight` requests, refuse at once instead of queueing.
+    let admitted = gw.inner.admission.clone().try_acquire_owned().ok();
+    if admitted.is_some() {
+        gw.inner.in_flight.increment(1.0);
+    }
+    let result = match admitted {
+        None => Err(Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "the gateway is at its request limit (gateway.max_in_flight)",
+        )
+        .retry_after(1)),
+        Some(_) => {
+            handle(
+                &gw,
+                &aggregate_type,
+                &aggregate_id,
+                &headers,
+                body,
+                &correlation,
+                &traceparent,
+            )
+            .await
+        }
+    };
+    if admitted.is_some() {
+        gw.inner.in_flight.decrement(1.0);
+    }
+    drop(admitted);
+    let mut resp = match result {
         Ok(r) => r,
         Err(p) => p.with_correlation(correlation.as_str()).into_response(),
     };

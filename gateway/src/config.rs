@@ -33,12 +33,21 @@ pub const MAX_BODY_BYTES: Setting = Setting {
     doc: "largest accepted request body, bytes (at most 512 KiB: a commit must fit NATS max_payload) [default: 65536]",
 };
 
+/// Most requests handled at once; beyond it requests are shed with 503 + `Retry-After`.
+pub const MAX_IN_FLIGHT: Setting = Setting {
+    key: "gateway.max_in_flight",
+    env: "CLOUDLYSIS_GATEWAY_MAX_IN_FLIGHT",
+    flag: "",
+    doc: "most API requests handled at once; beyond it 503 with Retry-After [default: 1024]",
+};
+
 /// Every Gateway setting (for `--help`, docs and unknown-key checks).
 pub const ALL: &[&Setting] = &[
     &AGGREGATE_ADDR,
     &JWT_SECRET,
     &COMMAND_TIMEOUT_MS,
     &MAX_BODY_BYTES,
+    &MAX_IN_FLIGHT,
 ];
 
 /// Validated Gateway settings.
@@ -52,6 +61,8 @@ pub struct GatewaySettings {
     pub command_timeout: Duration,
     /// Body limit.
     pub max_body_bytes: usize,
+    /// Requests handled at once.
+    pub max_in_flight: usize,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -61,6 +72,7 @@ impl std::fmt::Debug for GatewaySettings {
             .field("jwt_secret", &"<redacted>")
             .field("command_timeout", &self.command_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("max_in_flight", &self.max_in_flight)
             .finish()
     }
 }
@@ -126,8 +138,10 @@ impl GatewaySettings {
                 Duration::from_millis(100),
                 Duration::from_secs(300),
             )?,
-            max_body_bytes: src.get_in_range(&MAX_BODY_BYTES, None, 65_536, 256, 16 << 20)?
+            // A commit must fit NATS max_payload (1 MiB by default) with its envelope.
+            max_body_bytes: src.get_in_range(&MAX_BODY_BYTES, None, 65_536, 256, 512 * 1024)?
                 as usize,
+            max_in_flight: src.get_in_range(&MAX_IN_FLIGHT, None, 1024, 1, 1_000_000)? as usize,
         })
     }
 }

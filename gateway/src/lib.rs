@@ -52,6 +52,9 @@ struct Inner {
     settings: GatewaySettings,
     auth: Authenticator,
     aggregate: tonic::transport::Channel,
+    /// Admission: at most `max_in_flight` API requests at once.
+    admission: Arc<tokio::sync::Semaphore>,
+    in_flight: metrics::Gauge,
 }
 
 impl Gateway {
@@ -70,9 +73,16 @@ impl Gateway {
             inner: Arc::new(Inner {
                 auth,
                 aggregate: endpoint.connect_lazy(),
+                admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
+                in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
             }),
         })
+    }
+
+    /// API requests being handled now.
+    pub fn in_flight(&self) -> usize {
+        self.inner.settings.max_in_flight - self.inner.admission.available_permits()
     }
 
     /// The token authenticator (for minting dev tokens).

@@ -47,10 +47,14 @@ pub mod names {
     /// (`ok`, `replayed`, `invalid`, `rejected`, `conflict`, `busy`, `unavailable`, `timeout`,
     /// `unknown_type`).
     pub const COMMANDS: &str = "cloudlysis_commands_total";
+    /// Gauge of live entity actors in an aggregate node, labelled `aggregate_type`.
+    pub const ENTITIES: &str = "cloudlysis_entities";
     /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
     pub const COMMAND_DURATION: &str = "cloudlysis_command_duration_seconds";
     /// Counter of Gateway HTTP requests, labelled `route` and `status`.
     pub const GATEWAY_REQUESTS: &str = "cloudlysis_gateway_requests_total";
+    /// Gauge of Gateway API requests being handled.
+    pub const GATEWAY_IN_FLIGHT: &str = "cloudlysis_gateway_in_flight";
     /// Histogram of Gateway request time, labelled `route`.
     pub const GATEWAY_REQUEST_DURATION: &str = "cloudlysis_gateway_request_duration_seconds";
 
@@ -137,6 +141,7 @@ fn describe() {
         names::COMMANDS,
         "Commands handled by aggregate nodes, by outcome."
     );
+    metrics::describe_gauge!(names::ENTITIES, "Live entity actors per aggregate type.");
     metrics::describe_histogram!(
         names::COMMAND_DURATION,
         metrics::Unit::Seconds,

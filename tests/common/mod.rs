@@ -148,6 +148,7 @@ fn gateway_for(addr: std::net::SocketAddr) -> Gateway {
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,
+        max_in_flight: 1024,
     })
     .unwrap()
 }
