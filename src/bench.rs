@@ -89,6 +89,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let server = tokio::spawn(node.serve_grpc(grpc, wait()));
     let gateway = Gateway::new(GatewaySettings {
         aggregate_addr: format!("http://{grpc_addr}"),
+        projection_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,

@@ -28,8 +28,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run an Aggregate node (commands → events on JetStream)
     Aggregate(AggregateArgs),
-    /// Run a Projection node (events → views, queries) [not available yet]
-    Projection(RoleArgs),
+    /// Run a Projection node (events → views in KV, QueryService)
+    Projection(ProjectionArgs),
     /// Run a Runner node (workflows, effects, outbox) [not available yet]
     Runner(RoleArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
@@ -72,12 +72,25 @@ pub struct AggregateArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct ProjectionArgs {
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+    #[arg(long, value_name = "ADDR", help = cloudlysis_actors::projection_node::GRPC_ADDR.help())]
+    pub grpc_addr: Option<String>,
+    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8082] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
 pub struct GatewayArgs {
     /// Listen address of the HTTP API [default: 127.0.0.1:8080] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
     #[arg(long, value_name = "URI", help = gw_config::AGGREGATE_ADDR.help())]
     pub aggregate_addr: Option<String>,
+    #[arg(long, value_name = "URI", help = gw_config::PROJECTION_ADDR.help())]
+    pub projection_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -126,6 +139,7 @@ pub enum StreamsAction {
 pub fn known_settings() -> Vec<&'static Setting> {
     let mut all: Vec<&'static Setting> = KNOWN_SETTINGS.to_vec();
     all.extend_from_slice(aggregate_node::SETTINGS);
+    all.push(&cloudlysis_actors::projection_node::GRPC_ADDR);
     all.extend_from_slice(gw_config::ALL);
     all
 }
@@ -180,11 +194,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
         Command::Token(args) => crate::roles::token(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
-        Command::Projection(_) => {
-            // Validate what exists of the role's config so operators see errors early.
-            ConsumerSettings::load(ConsumerRole::Projection, &src)?;
-            not_yet("projection")
-        }
+        Command::Projection(args) => crate::roles::projection(&src, args).await,
         Command::Runner(_) => {
             ConsumerSettings::load(ConsumerRole::Runner, &src)?;
             not_yet("runner")

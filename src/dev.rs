@@ -139,9 +139,21 @@ async fn serve(
     let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
     let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
 
-    // The Gateway, routing to it. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is set.
+    // The projection node with the demo views, on another ephemeral gRPC port.
+    let projection = nodes::projection_node(src, &nats.js).await?;
+    let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
+    let query_addr = query_grpc.local_addr()?;
+    let query_server = tokio::spawn(projection.serve_grpc(query_grpc, wait()));
+
+    // The Gateway, routing to both. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is set.
     let aggregate_uri = format!("http://{grpc_addr}");
-    let settings = GatewaySettings::load(src, Some(&aggregate_uri), Some(DEV_JWT_SECRET))?;
+    let projection_uri = format!("http://{query_addr}");
+    let settings = GatewaySettings::load(
+        src,
+        Some(&aggregate_uri),
+        Some(&projection_uri),
+        Some(DEV_JWT_SECRET),
+    )?;
     let gateway = Gateway::new(settings)?;
     let token = gateway.authenticator().mint(
         "dev",
@@ -154,9 +166,10 @@ async fn serve(
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
     println!(
-        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}; /health /ready /metrics /admin/supervision)"
+        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}, GET /v1/query/{{view}}/{{key}}; /health /ready /metrics /admin/supervision)"
     );
     println!("  Aggregate  grpc://{grpc_addr}  (aggregates: {aggregate_types})");
+    println!("  Projection grpc://{query_addr}  (views: balances)");
     println!(
         "  NATS       {nats_url}{}",
         if own_nats {
@@ -169,12 +182,16 @@ async fn serve(
     for line in table.lines() {
         println!("    {line}");
     }
-    println!("  Not in this version yet: the projection and runner nodes.");
+    println!("  Not in this version yet: the runner node.");
     println!("Dev token (tenant {DEV_TENANT}, rights commands:* queries:*, valid 24h):");
     println!("  {token}");
     println!("Try:");
     println!(
         "  curl -s -X POST {http}/v1/commands/account/acc-1 -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"type\":\"Open\",\"payload\":{{\"owner\":\"alice\"}}}}'"
+    );
+    println!("Then read the view (x-min-sequence: the stream_sequence the command returned):");
+    println!(
+        "  curl -s {http}/v1/query/balances/acc-1 -H 'Authorization: Bearer {token}' -H 'x-min-sequence: 1'"
     );
     println!("Press Ctrl-C to stop.");
 
@@ -185,5 +202,6 @@ async fn serve(
     eprintln!("shutting down");
     let _ = stop.send(true);
     let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
+    let _ = tokio::time::timeout(nodes::DRAIN, query_server).await;
     Ok(ExitCode::SUCCESS)
 }

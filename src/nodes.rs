@@ -41,6 +41,22 @@ pub async fn aggregate_node(
     Ok(node)
 }
 
+/// Builds the projection node with the demo views registered.
+pub async fn projection_node(
+    src: &ConfigSource,
+    js: &async_nats::jetstream::Context,
+) -> anyhow::Result<cloudlysis_actors::projection_node::ProjectionNode> {
+    let settings = cloudlysis_runtime::consumer::ConsumerSettings::load(
+        cloudlysis_runtime::consumer::ConsumerRole::Projection,
+        src,
+    )?;
+    cloudlysis_actors::projection_node::ProjectionNode::builder(js.clone(), settings)
+        .register::<cloudlysis_examples::balances::Balances>()
+        .build()
+        .await
+        .context("projection node could not start")
+}
+
 /// The runtime endpoints plus `/admin/supervision` for `root`.
 pub fn ops_router(
     client: &async_nats::Client,

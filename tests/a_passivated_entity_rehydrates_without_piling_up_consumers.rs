@@ -9,9 +9,19 @@ use cloudlysis_actors::aggregate::AggregateSettings;
 use common::*;
 use futures::StreamExt;
 
+/// Rehydration consumers on the event stream (the projection's durable is not one).
 async fn consumer_count(p: &Platform) -> usize {
     let stream = p.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
-    stream.consumer_names().count().await
+    stream
+        .consumer_names()
+        .filter(|n| {
+            let ad_hoc = n
+                .as_ref()
+                .is_ok_and(|n| n.starts_with("cloudlysis-rehydrate-"));
+            async move { ad_hoc }
+        })
+        .count()
+        .await
 }
 
 #[tokio::test]

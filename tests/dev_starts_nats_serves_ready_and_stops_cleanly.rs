@@ -23,7 +23,7 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut http = None;
     let mut nats = None;
-    let mut curl = None;
+    let mut curls = Vec::new();
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
@@ -33,7 +33,7 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
                 nats.get_or_insert(url.to_string());
             }
             if line.trim_start().starts_with("curl ") {
-                curl = Some(line.trim().to_string());
+                curls.push(line.trim().to_string());
             }
             if line.starts_with("Press Ctrl-C") {
                 break;
@@ -59,21 +59,30 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""name":"aggregate-node""#), "{body}");
 
-    // The printed curl command, run as a new user would paste it.
-    let curl = curl.expect("a curl command was printed");
-    let out = tokio::process::Command::new("sh")
-        .arg("-c")
-        .arg(&curl)
-        .output()
-        .await
-        .expect("sh and curl run");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{curl}\n{}",
-        String::from_utf8_lossy(&out.stderr)
+    // The printed curl commands, run as a new user would paste them: the command, then the
+    // query that sees its result.
+    assert_eq!(
+        curls.len(),
+        2,
+        "a command and a query were printed: {curls:?}"
     );
-    assert!(stdout.contains(r#""version":1"#), "{stdout}");
+    let mut outputs = Vec::new();
+    for curl in &curls {
+        let out = tokio::process::Command::new("sh")
+            .arg("-c")
+            .arg(curl)
+            .output()
+            .await
+            .expect("sh and curl run");
+        assert!(
+            out.status.success(),
+            "{curl}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+    }
+    assert!(outputs[0].contains(r#""version":1"#), "{}", outputs[0]);
+    assert!(outputs[1].contains(r#""owner":"alice""#), "{}", outputs[1]);
 
     let client = async_nats::connect(&nats).await.unwrap();
     let js = async_nats::jetstream::new(client);

@@ -15,3 +15,5 @@ pub mod aggregate_node;
 pub mod consumer;
 pub mod handler;
 pub mod node_admin;
+pub mod projection_node;
+pub mod view;

@@ -118,24 +118,7 @@ async fn handle(
     traceparent: &cloudlysis_runtime::TraceParent,
 ) -> Result<Response, Problem> {
     // Authentication first: nothing about the request is answered before it.
-    let claims = gw
-        .inner
-        .auth
-        .verify(header_str(headers, "authorization"))
-        .map_err(|e| match e {
-            AuthError::Missing => Problem::unauthorized("missing bearer token"),
-            AuthError::Expired => Problem::unauthorized("token expired"),
-            other => Problem::unauthorized(other.to_string()),
-        })?;
-    let tenant = TenantId::new(claims.tenant.clone())
-        .map_err(|e| Problem::unauthorized(format!("token tenant is invalid: {e}")))?;
-    if let Some(claimed) = headers.get(h::TENANT_ID)
-        && claimed.as_bytes() != tenant.as_str().as_bytes()
-    {
-        return Err(Problem::forbidden(
-            "x-tenant-id does not match the authenticated tenant",
-        ));
-    }
+    let (claims, tenant) = authenticate(gw, headers)?;
     validate_token(aggregate_type)
         .map_err(|e| Problem::bad_request(format!("aggregate type: {e}")))?;
     validate_token(aggregate_id).map_err(|e| Problem::bad_request(format!("aggregate id: {e}")))?;
@@ -253,6 +236,33 @@ async fn handle(
     Ok(resp)
 }
 
+/// Verifies the bearer token and pins the tenant: a client `x-tenant-id` that differs from the
+/// token's tenant is refused (403).
+pub(crate) fn authenticate(
+    gw: &Gateway,
+    headers: &HeaderMap,
+) -> Result<(crate::Claims, TenantId), Problem> {
+    let claims = gw
+        .inner
+        .auth
+        .verify(header_str(headers, "authorization"))
+        .map_err(|e| match e {
+            AuthError::Missing => Problem::unauthorized("missing bearer token"),
+            AuthError::Expired => Problem::unauthorized("token expired"),
+            other => Problem::unauthorized(other.to_string()),
+        })?;
+    let tenant = TenantId::new(claims.tenant.clone())
+        .map_err(|e| Problem::unauthorized(format!("token tenant is invalid: {e}")))?;
+    if let Some(claimed) = headers.get(h::TENANT_ID)
+        && claimed.as_bytes() != tenant.as_str().as_bytes()
+    {
+        return Err(Problem::forbidden(
+            "x-tenant-id does not match the authenticated tenant",
+        ));
+    }
+    Ok((claims, tenant))
+}
+
 /// Maps a node's gRPC status to a problem (done once, here at the edge).
 pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
     use tonic::Code;
@@ -296,6 +306,6 @@ fn is_length_limit(e: &axum::Error) -> bool {
     false
 }
 
-fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
     headers.get(name).and_then(|v| v.to_str().ok())
 }

@@ -11,6 +11,13 @@ pub const AGGREGATE_ADDR: Setting = Setting {
     flag: "--aggregate-addr",
     doc: "gRPC address of the aggregate node [default: http://127.0.0.1:50051]",
 };
+/// gRPC address of the projection node.
+pub const PROJECTION_ADDR: Setting = Setting {
+    key: "gateway.projection_addr",
+    env: "CLOUDLYSIS_PROJECTION_ADDR",
+    flag: "--projection-addr",
+    doc: "gRPC address of the projection node [default: http://127.0.0.1:50052]",
+};
 /// HS256 secret for bearer tokens.
 pub const JWT_SECRET: Setting = Setting {
     key: "gateway.jwt_secret",
@@ -44,6 +51,7 @@ pub const MAX_IN_FLIGHT: Setting = Setting {
 /// Every Gateway setting (for `--help`, docs and unknown-key checks).
 pub const ALL: &[&Setting] = &[
     &AGGREGATE_ADDR,
+    &PROJECTION_ADDR,
     &JWT_SECRET,
     &COMMAND_TIMEOUT_MS,
     &MAX_BODY_BYTES,
@@ -55,6 +63,8 @@ pub const ALL: &[&Setting] = &[
 pub struct GatewaySettings {
     /// Aggregate node address (`http://host:port`).
     pub aggregate_addr: String,
+    /// Projection node address (`http://host:port`).
+    pub projection_addr: String,
     /// Token secret.
     pub jwt_secret: String,
     /// Command deadline.
@@ -69,6 +79,7 @@ impl std::fmt::Debug for GatewaySettings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("GatewaySettings")
             .field("aggregate_addr", &self.aggregate_addr)
+            .field("projection_addr", &self.projection_addr)
             .field("jwt_secret", &"<redacted>")
             .field("command_timeout", &self.command_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -82,8 +93,19 @@ impl GatewaySettings {
     pub fn load(
         src: &ConfigSource,
         aggregate_addr_flag: Option<&str>,
+        projection_addr_flag: Option<&str>,
         jwt_secret_default: Option<&str>,
     ) -> Result<Self, ConfigError> {
+        let projection_addr: String = src.get_or(
+            &PROJECTION_ADDR,
+            projection_addr_flag,
+            "http://127.0.0.1:50052".into(),
+        )?;
+        let projection_addr = if projection_addr.contains("://") {
+            projection_addr
+        } else {
+            format!("http://{projection_addr}")
+        };
         let aggregate_addr: String = src.get_or(
             &AGGREGATE_ADDR,
             aggregate_addr_flag,
@@ -130,6 +152,7 @@ impl GatewaySettings {
         };
         Ok(Self {
             aggregate_addr,
+            projection_addr,
             jwt_secret,
             command_timeout: src.get_millis(
                 &COMMAND_TIMEOUT_MS,

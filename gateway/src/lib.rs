@@ -8,6 +8,7 @@
 //! - [`config`] — settings.
 //! - [`problem`] — problem details.
 //! - `commands` — `POST /v1/commands/{aggregate_type}/{aggregate_id}`.
+//! - `queries` — `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`.
 //!
 //! Never depends on `cloudlysis-actors`: nodes are reached only through `cloudlysis-proto`.
 
@@ -22,6 +23,7 @@ pub mod config;
 pub mod problem;
 
 mod commands;
+mod queries;
 
 pub use auth::{Authenticator, Claims};
 pub use config::GatewaySettings;
@@ -52,6 +54,7 @@ struct Inner {
     settings: GatewaySettings,
     auth: Authenticator,
     aggregate: tonic::transport::Channel,
+    projection: tonic::transport::Channel,
     /// Admission: at most `max_in_flight` API requests at once.
     admission: Arc<tokio::sync::Semaphore>,
     in_flight: metrics::Gauge,
@@ -61,18 +64,24 @@ impl Gateway {
     /// Builds a Gateway. Node channels connect lazily and reconnect by themselves.
     pub fn new(settings: GatewaySettings) -> Result<Self, GatewayError> {
         let auth = Authenticator::new(settings.jwt_secret.as_bytes())?;
-        let endpoint = tonic::transport::Endpoint::from_shared(settings.aggregate_addr.clone())
-            .map_err(|e| GatewayError::Endpoint {
-                addr: settings.aggregate_addr.clone(),
-                reason: e.to_string(),
-            })?
-            .connect_timeout(Duration::from_secs(2))
-            .timeout(settings.command_timeout)
-            .tcp_nodelay(true);
+        let channel = |addr: &str| -> Result<tonic::transport::Channel, GatewayError> {
+            Ok(tonic::transport::Endpoint::from_shared(addr.to_string())
+                .map_err(|e| GatewayError::Endpoint {
+                    addr: addr.to_string(),
+                    reason: e.to_string(),
+                })?
+                .connect_timeout(Duration::from_secs(2))
+                .timeout(settings.command_timeout)
+                .tcp_nodelay(true)
+                .connect_lazy())
+        };
+        let aggregate = channel(&settings.aggregate_addr)?;
+        let projection = channel(&settings.projection_addr)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,
-                aggregate: endpoint.connect_lazy(),
+                aggregate,
+                projection,
                 admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
                 in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
@@ -97,6 +106,8 @@ impl Gateway {
                 "/v1/commands/{aggregate_type}/{aggregate_id}",
                 post(commands::post),
             )
+            .route("/v1/query/{view}", axum::routing::get(queries::list))
+            .route("/v1/query/{view}/{key}", axum::routing::get(queries::get))
             .with_state(self.clone())
     }
 }

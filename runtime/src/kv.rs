@@ -6,6 +6,8 @@
 //! |---|---|---|---|
 //! | `cloudlysis_poison` | poison records (see [`crate::poison`]) | 1 | none |
 //! | `cloudlysis_idempotency` | command results by idempotency key | 1 | 24 h |
+//! | `cloudlysis_views` | view documents, `<view>.<tenant>.<key>` | 1 | none |
+//! | `cloudlysis_checkpoints` | view checkpoints, `<view>` | 1 | none |
 
 use std::time::Duration;
 
@@ -56,6 +58,37 @@ pub fn idempotency_key(
     key: &str,
 ) -> String {
     format!("{tenant}.{aggregate_type}.{aggregate_id}.{key}")
+}
+
+/// Name of the view-document bucket.
+pub const VIEWS_BUCKET: &str = "cloudlysis_views";
+/// Name of the view-checkpoint bucket.
+pub const CHECKPOINTS_BUCKET: &str = "cloudlysis_checkpoints";
+
+/// The view-document bucket.
+pub fn views() -> BucketPolicy {
+    BucketPolicy {
+        name: VIEWS_BUCKET,
+        description: "Cloudlysis view documents",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// The view-checkpoint bucket.
+pub fn checkpoints() -> BucketPolicy {
+    BucketPolicy {
+        name: CHECKPOINTS_BUCKET,
+        description: "Cloudlysis view checkpoints (contiguous applied stream sequence)",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// The KV key of a view document: `<view>.<tenant>.<key>`; every part is a validated token, so
+/// one tenant's keys can never be addressed through another tenant's prefix.
+pub fn view_document_key(view: &str, tenant: &str, key: &str) -> String {
+    format!("{view}.{tenant}.{key}")
 }
 
 /// A bucket could not be opened or created.

@@ -22,6 +22,8 @@ pub struct Platform {
     pub node: AggregateNode,
     pub grpc_addr: std::net::SocketAddr,
     pub gateway: Gateway,
+    pub projection: cloudlysis_actors::projection_node::ProjectionNode,
+    pub projection_addr: std::net::SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -35,13 +37,16 @@ impl Platform {
         let server = NatsServer::start().await.unwrap();
         let js = server.jetstream().await;
         let (node, grpc_addr, stop, grpc) = serve_node(&js, settings).await;
-        let gateway = gateway_for(grpc_addr);
+        let (projection, projection_addr) = serve_projection(&js, stop.subscribe()).await;
+        let gateway = gateway_for(grpc_addr, projection_addr);
         Self {
             server,
             js,
             node,
             grpc_addr,
             gateway,
+            projection,
+            projection_addr,
             stop,
             grpc,
         }
@@ -56,7 +61,7 @@ impl Platform {
         self.grpc_addr = grpc_addr;
         self.stop = stop;
         self.grpc = grpc;
-        self.gateway = gateway_for(grpc_addr);
+        self.gateway = gateway_for(grpc_addr, self.projection_addr);
     }
 
     pub fn token(&self, tenant: &str, rights: &[&str]) -> String {
@@ -142,9 +147,59 @@ async fn serve_node(
     (node, addr, stop, grpc)
 }
 
-fn gateway_for(addr: std::net::SocketAddr) -> Gateway {
+async fn serve_projection(
+    js: &async_nats::jetstream::Context,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) -> (
+    cloudlysis_actors::projection_node::ProjectionNode,
+    std::net::SocketAddr,
+) {
+    let settings = cloudlysis_runtime::consumer::ConsumerSettings {
+        nak_backoff: cloudlysis_runtime::consumer::NakBackoff {
+            initial: Duration::from_millis(10),
+            max: Duration::from_millis(100),
+            multiplier: 2,
+        },
+        ..Default::default()
+    };
+    let node = cloudlysis_actors::projection_node::ProjectionNode::builder(js.clone(), settings)
+        .register::<cloudlysis_examples::balances::Balances>()
+        .build()
+        .await
+        .unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(node.clone().serve_grpc(listener, async move {
+        let _ = stop.wait_for(|s| *s).await;
+    }));
+    (node, addr)
+}
+
+/// GETs through the Gateway router.
+pub async fn query(
+    p: &Platform,
+    path: &str,
+    token: &str,
+    headers: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
+    let mut req = Request::get(path).header("authorization", format!("Bearer {token}"));
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    let resp = p
+        .gateway
+        .router()
+        .oneshot(req.body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, body_json(resp).await)
+}
+
+fn gateway_for(addr: std::net::SocketAddr, projection: std::net::SocketAddr) -> Gateway {
     Gateway::new(GatewaySettings {
         aggregate_addr: format!("http://{addr}"),
+        projection_addr: format!("http://{projection}"),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,

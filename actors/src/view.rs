@@ -1,0 +1,267 @@
+//! The `View` behaviour: documents folded from aggregate events, stored in NATS KV, queried by
+//! key or prefix, isolated by tenant.
+//!
+//! ```
+//! use cloudlysis_actors::view::View;
+//! use cloudlysis_runtime::envelope::EventEnvelope;
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Default, Serialize, Deserialize)]
+//! pub struct Balance { pub balance: i64 }
+//!
+//! pub struct Balances;
+//!
+//! impl View for Balances {
+//!     const NAME: &'static str = "balances";
+//!     const SCHEMA_VERSION: u32 = 1;
+//!     type Document = Balance;
+//!     fn aggregate_types() -> &'static [&'static str] { &["account"] }
+//!     fn key(event: &EventEnvelope) -> Option<String> { Some(event.aggregate_id.clone()) }
+//!     fn apply(doc: &mut Balance, event: &EventEnvelope) -> Result<(), String> {
+//!         if event.event_type == "Deposited" {
+//!             doc.balance += event.payload["amount"].as_i64().ok_or("amount missing")?;
+//!         }
+//!         Ok(())
+//!     }
+//! }
+//! ```
+//!
+//! Delivery is at least once and, with `PROJECTION_MAX_IN_FLIGHT > 1`, a failed event may be
+//! retried after later events of the same document (see ADR 0006): `apply` should be
+//! order-insensitive for the fields it folds, or the view should run with
+//! `PROJECTION_MAX_IN_FLIGHT=1`. Each event is applied to a document **at most once**: the
+//! document record keeps the stream sequences it applied above the view's checkpoint.
+
+use std::collections::BTreeMap;
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
+use cloudlysis_runtime::kv as buckets;
+use cloudlysis_runtime::mailbox::ActorProcessingErr;
+use cloudlysis_runtime::subject::validate_token;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::handler::{Delivery, EventHandler, HandlerError};
+
+/// A projection: which events it follows, how it keys documents, how it folds them.
+pub trait View: Send + Sync + 'static {
+    /// View name: a subject token (`balances`).
+    const NAME: &'static str;
+    /// Schema version of the documents.
+    const SCHEMA_VERSION: u32;
+    /// The document type.
+    type Document: Serialize + DeserializeOwned + Default + Send + Sync + 'static;
+
+    /// Aggregate types whose events this view follows.
+    fn aggregate_types() -> &'static [&'static str];
+
+    /// The document an event belongs to (`None`: the view ignores it). Must be a subject token
+    /// (`[A-Za-z0-9_-]`); other keys are refused as a failure of the event.
+    fn key(event: &EventEnvelope) -> Option<String>;
+
+    /// Folds one event into its document. An error naks the message (then poison).
+    fn apply(doc: &mut Self::Document, event: &EventEnvelope) -> Result<(), String>;
+}
+
+/// Most stream sequences a document remembers above the checkpoint.
+pub const MAX_APPLIED: usize = 10_000;
+
+/// How a document is stored.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DocumentRecord {
+    /// The view's document schema version.
+    pub schema_version: u32,
+    /// Highest stream sequence applied to this document.
+    pub last_seq: u64,
+    /// Stream sequences applied above the view's checkpoint (redelivery guard).
+    #[serde(default)]
+    pub applied: Vec<u64>,
+    /// The document.
+    pub doc: serde_json::Value,
+}
+
+/// A view's checkpoint: the contiguous stream sequence up to which every event is applied.
+#[derive(Clone, Debug, Default)]
+pub struct Checkpoint(Arc<AtomicU64>);
+
+impl Checkpoint {
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::SeqCst)
+    }
+
+    /// Raises the checkpoint (never lowers it).
+    pub fn raise(&self, to: u64) {
+        self.0.fetch_max(to, Ordering::SeqCst);
+    }
+}
+
+/// Applies commits to a view's documents in KV.
+pub struct ViewStore<V> {
+    kv: kv::Store,
+    checkpoint: Checkpoint,
+    io_timeout: Duration,
+    _view: PhantomData<fn() -> V>,
+}
+
+impl<V> Clone for ViewStore<V> {
+    fn clone(&self) -> Self {
+        Self {
+            kv: self.kv.clone(),
+            checkpoint: self.checkpoint.clone(),
+            io_timeout: self.io_timeout,
+            _view: PhantomData,
+        }
+    }
+}
+
+/// What applying one commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Applied {
+    /// Documents written.
+    pub written: usize,
+    /// Documents that had this commit already (redelivery).
+    pub already: usize,
+}
+
+impl<V: View> ViewStore<V> {
+    /// A store on the views bucket.
+    pub fn new(kv: kv::Store, checkpoint: Checkpoint, io_timeout: Duration) -> Self {
+        Self {
+            kv,
+            checkpoint,
+            io_timeout,
+            _view: PhantomData,
+        }
+    }
+
+    /// Applies the events of `commit` (stream sequence `seq`) to their documents: each document
+    /// is read once, all its events of the commit applied, and written once with a revision
+    /// check (a concurrent writer makes it retry). A document that already applied `seq` is
+    /// left alone.
+    pub async fn apply(&self, commit: &Commit, seq: u64) -> Result<Applied, String> {
+        let mut by_key: BTreeMap<String, Vec<&EventEnvelope>> = BTreeMap::new();
+        for e in &commit.events {
+            if !V::aggregate_types().contains(&e.aggregate_type.as_str()) {
+                continue;
+            }
+            let Some(key) = V::key(e) else { continue };
+            validate_token(&key).map_err(|err| format!("document key {key:?}: {err}"))?;
+            validate_token(&e.tenant_id)
+                .map_err(|err| format!("tenant {:?}: {err}", e.tenant_id))?;
+            by_key
+                .entry(buckets::view_document_key(V::NAME, &e.tenant_id, &key))
+                .or_default()
+                .push(e);
+        }
+        let mut applied = Applied::default();
+        for (kv_key, events) in by_key {
+            if self.apply_to(&kv_key, &events, seq).await? {
+                applied.written += 1;
+            } else {
+                applied.already += 1;
+            }
+        }
+        Ok(applied)
+    }
+
+    async fn apply_to(
+        &self,
+        kv_key: &str,
+        events: &[&EventEnvelope],
+        seq: u64,
+    ) -> Result<bool, String> {
+        for _ in 0..5 {
+            let entry = tokio::time::timeout(self.io_timeout, self.kv.entry(kv_key))
+                .await
+                .map_err(|_| format!("reading {kv_key} timed out"))?
+                .map_err(|e| format!("reading {kv_key}: {e}"))?;
+            let (mut record, revision) = match entry {
+                Some(e) if e.operation == kv::Operation::Put => {
+                    let r: DocumentRecord = serde_json::from_slice(&e.value)
+                        .map_err(|err| format!("document {kv_key} does not decode: {err}"))?;
+                    (r, Some(e.revision))
+                }
+                other => (
+                    DocumentRecord {
+                        schema_version: V::SCHEMA_VERSION,
+                        last_seq: 0,
+                        applied: Vec::new(),
+                        doc: serde_json::to_value(V::Document::default())
+                            .map_err(|e| e.to_string())?,
+                    },
+                    other.map(|e| e.revision),
+                ),
+            };
+            if record.applied.contains(&seq) {
+                return Ok(false);
+            }
+            let mut doc: V::Document = serde_json::from_value(record.doc.clone())
+                .map_err(|e| format!("document {kv_key} does not fit the view: {e}"))?;
+            for e in events {
+                V::apply(&mut doc, e)?;
+            }
+            let floor = self.checkpoint.get();
+            record.applied.retain(|s| *s > floor);
+            record.applied.push(seq);
+            if record.applied.len() > MAX_APPLIED {
+                let excess = record.applied.len() - MAX_APPLIED;
+                record.applied.drain(..excess);
+            }
+            record.last_seq = record.last_seq.max(seq);
+            record.doc = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
+            let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
+            let write = async {
+                match revision {
+                    Some(rev) => self.kv.update(kv_key, bytes, rev).await.map_err(|e| {
+                        (
+                            e.kind() == kv::UpdateErrorKind::WrongLastRevision,
+                            e.to_string(),
+                        )
+                    }),
+                    None => self.kv.create(kv_key, bytes).await.map_err(|e| {
+                        (
+                            e.kind() == kv::CreateErrorKind::AlreadyExists,
+                            e.to_string(),
+                        )
+                    }),
+                }
+            };
+            match tokio::time::timeout(self.io_timeout, write).await {
+                Ok(Ok(_)) => return Ok(true),
+                // Another node wrote the document since we read it: read again.
+                Ok(Err((true, _))) => continue,
+                Ok(Err((false, e))) => return Err(format!("writing {kv_key}: {e}")),
+                Err(_) => return Err(format!("writing {kv_key} timed out")),
+            }
+        }
+        Err(format!("writing {kv_key}: too many concurrent writers"))
+    }
+}
+
+/// Feeds a view from its consumer: one commit per delivery.
+pub struct ViewHandler<V>(pub ViewStore<V>);
+
+impl<V: View> EventHandler for ViewHandler<V> {
+    type Event = Commit;
+    type State = ();
+    const KIND: &'static str = "view";
+
+    async fn init(&self) -> Result<(), ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(&self, d: &Delivery<Commit>, _: &mut ()) -> Result<(), HandlerError> {
+        self.0
+            .apply(&d.event, d.meta.stream_sequence)
+            .await
+            .map(|_| ())
+            .map_err(HandlerError::new)
+    }
+}

@@ -1,0 +1,235 @@
+//! `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`: read-only,
+//! authorized by `queries:<view>` (or `queries:*`), tenant from the token, routed to the
+//! projection node over gRPC with a deadline and bounded retries (with jitter) on `UNAVAILABLE`.
+//! `x-min-sequence: <n>` waits until the view has applied stream sequence `n` (read-your-writes
+//! after a command, whose response carries `stream_sequence`).
+//!
+//! Responses: `{"key", "document", "checkpoint"}` and `{"documents": [{"key", "document"}],
+//! "next_cursor", "checkpoint"}`; the `x-view-checkpoint` header carries the checkpoint too.
+
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
+use cloudlysis_proto::projection::{GetRequest, ListRequest};
+use cloudlysis_runtime::context::{RequestContext, headers as h, normalize_correlation_id};
+use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::subject::validate_token;
+use cloudlysis_runtime::trace::normalize_traceparent;
+use serde::Deserialize;
+
+use crate::Gateway;
+use crate::auth::allows;
+use crate::commands::{authenticate, header_str, status_problem};
+use crate::problem::Problem;
+
+/// Attempts of a read on `UNAVAILABLE` (reads are safe to retry).
+pub const QUERY_ATTEMPTS: u32 = 3;
+
+/// List parameters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    #[serde(default)]
+    prefix: String,
+    #[serde(default)]
+    limit: Option<u32>,
+    #[serde(default)]
+    cursor: String,
+}
+
+pub(crate) async fn get(
+    State(gw): State<Gateway>,
+    Path((view, key)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Response {
+    respond(&gw, &headers, &view, "query_get", |ctx, min, mut client| {
+        let (view, key) = (view.clone(), key.clone());
+        async move {
+            token("view", &view)?;
+            token("key", &key)?;
+            let mut req = tonic::Request::new(GetRequest {
+                view,
+                key: key.clone(),
+                min_sequence: min,
+            });
+            ctx.inject(req.metadata_mut());
+            req.set_timeout(Duration::from_secs(5));
+            let r = client
+                .get(req)
+                .await
+                .map_err(|s| status_problem(&s))?
+                .into_inner();
+            let document: serde_json::Value =
+                serde_json::from_slice(&r.document_json).unwrap_or(serde_json::Value::Null);
+            Ok((
+                r.checkpoint,
+                serde_json::json!({ "key": key, "document": document, "checkpoint": r.checkpoint }),
+            ))
+        }
+    })
+    .await
+}
+
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    Path(view): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    respond(&gw, &headers, &view, "query_list", |ctx, min, mut client| {
+        let view = view.clone();
+        let (prefix, cursor, limit) = (params.prefix.clone(), params.cursor.clone(), params.limit);
+        async move {
+            token("view", &view)?;
+            if !prefix.is_empty() {
+                token("prefix", &prefix)?;
+            }
+            if !cursor.is_empty() {
+                token("cursor", &cursor)?;
+            }
+            let mut req = tonic::Request::new(ListRequest {
+                view,
+                prefix,
+                page_size: limit.unwrap_or(0),
+                cursor,
+                min_sequence: min,
+            });
+            ctx.inject(req.metadata_mut());
+            req.set_timeout(Duration::from_secs(10));
+            let r = client.list(req).await.map_err(|s| status_problem(&s))?.into_inner();
+            let documents: Vec<serde_json::Value> = r
+                .documents
+                .into_iter()
+                .map(|d| {
+                    let doc: serde_json::Value =
+                        serde_json::from_slice(&d.document_json).unwrap_or(serde_json::Value::Null);
+                    serde_json::json!({ "key": d.key, "document": doc })
+                })
+                .collect();
+            Ok((
+                r.checkpoint,
+                serde_json::json!({
+                    "documents": documents,
+                    "next_cursor": if r.next_cursor.is_empty() { None } else { Some(r.next_cursor) },
+                    "checkpoint": r.checkpoint,
+                }),
+            ))
+        }
+    })
+    .await
+}
+
+fn token(what: &str, v: &str) -> Result<(), Problem> {
+    validate_token(v).map_err(|e| Problem::bad_request(format!("{what}: {e}")))
+}
+
+/// Authenticates, authorizes `queries:<view>`, runs `call` with bounded retries on
+/// `UNAVAILABLE`, and shapes the response.
+async fn respond<F, Fut>(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    view: &str,
+    route: &'static str,
+    call: F,
+) -> Response
+where
+    F: Fn(RequestContext, Option<u64>, QueryServiceClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, serde_json::Value), Problem>>,
+{
+    let started = Instant::now();
+    let correlation = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
+    let traceparent = normalize_traceparent(header_str(headers, h::TRACEPARENT));
+    let result = async {
+        let (claims, tenant) = authenticate(gw, headers)?;
+        token("view", view)?;
+        // Deny by default: reading a view needs `queries:<view>` or `queries:*`.
+        if !allows(&claims.rights, "queries", view) {
+            return Err(Problem::forbidden(format!(
+                "missing right `queries:{view}`"
+            )));
+        }
+        let min = match headers.get("x-min-sequence") {
+            None => None,
+            Some(v) => Some(
+                v.to_str()
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Problem::bad_request("x-min-sequence must be a stream sequence number")
+                    })?,
+            ),
+        };
+        let ctx = RequestContext {
+            tenant,
+            correlation_id: correlation.clone(),
+            traceparent,
+            tracestate: None,
+            request_id: None,
+            idempotency_key: None,
+        };
+        Ok::<_, Problem>((ctx, min))
+    }
+    .await;
+    let (ctx, min) = match result {
+        Ok(v) => v,
+        Err(p) => {
+            return finish(
+                p.with_correlation(correlation.as_str()).into_response(),
+                route,
+                started,
+                &correlation,
+            );
+        }
+    };
+    let client = QueryServiceClient::new(gw.inner.projection.clone());
+    let mut last = None;
+    for attempt in 0..QUERY_ATTEMPTS {
+        match call(ctx.clone(), min, client.clone()).await {
+            Ok((checkpoint, body)) => {
+                let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
+                if let Ok(v) = HeaderValue::from_str(&checkpoint.to_string()) {
+                    resp.headers_mut().insert("x-view-checkpoint", v);
+                }
+                return finish(resp, route, started, &correlation);
+            }
+            Err(p)
+                if p.status == StatusCode::SERVICE_UNAVAILABLE && attempt + 1 < QUERY_ATTEMPTS =>
+            {
+                // Jittered pause: 20–60 ms, growing with the attempt.
+                let jitter = 20 + (uuid::Uuid::new_v4().as_u128() % 40) as u64;
+                tokio::time::sleep(Duration::from_millis(jitter * u64::from(attempt + 1))).await;
+                last = Some(p);
+            }
+            Err(p) => {
+                last = Some(p);
+                break;
+            }
+        }
+    }
+    let p =
+        last.unwrap_or_else(|| Problem::new(StatusCode::BAD_GATEWAY, "node-error", "no answer"));
+    finish(
+        p.with_correlation(correlation.as_str()).into_response(),
+        route,
+        started,
+        &correlation,
+    )
+}
+
+fn finish(
+    mut resp: Response,
+    route: &'static str,
+    started: Instant,
+    correlation: &cloudlysis_runtime::CorrelationId,
+) -> Response {
+    if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
+        resp.headers_mut().insert(h::CORRELATION_ID, v);
+    }
+    let status = resp.status().as_u16().to_string();
+    metrics::counter!(names::GATEWAY_REQUESTS, "route" => route, "status" => status).increment(1);
+    metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => route)
+        .record(started.elapsed().as_secs_f64());
+    resp
+}
