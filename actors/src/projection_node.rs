@@ -54,7 +54,14 @@ pub enum ProjectionError {
     Supervision(#[from] cloudlysis_supervision::SupervisorError),
 }
 
-type Starter = Box<dyn FnOnce(&Ctx) -> (ChildSpec, Checkpoint, DurableName) + Send>;
+type Starter = Box<dyn FnOnce(&Ctx) -> Started + Send>;
+
+struct Started {
+    spec: ChildSpec,
+    checkpoint: Checkpoint,
+    durable: DurableName,
+    commits: Arc<std::sync::atomic::AtomicU64>,
+}
 
 struct Ctx {
     js: jetstream::Context,
@@ -81,6 +88,7 @@ impl ProjectionNodeBuilder {
                     checkpoint.clone(),
                     Duration::from_secs(5),
                 );
+                let commits = store.commits_applied();
                 let name = SubjectToken::new(V::NAME)
                     .unwrap_or_else(|_| unreachable!("validated in build"));
                 let durable = DurableName::projection_view(&name);
@@ -107,7 +115,12 @@ impl ProjectionNodeBuilder {
                     Some(skip),
                     move || ViewHandler(store.clone()),
                 );
-                (ChildSpec::supervisor(tree), checkpoint, durable)
+                Started {
+                    spec: ChildSpec::supervisor(tree),
+                    checkpoint,
+                    durable,
+                    commits,
+                }
             }),
         ));
         self
@@ -137,14 +150,14 @@ impl ProjectionNodeBuilder {
         let mut views = HashMap::new();
         let mut trackers = Vec::new();
         for (name, start) in self.views {
-            let (spec, checkpoint, durable) = start(&ctx);
-            config = config.child(spec);
+            let started = start(&ctx);
+            config = config.child(started.spec);
             trackers.push(tokio::spawn(track_checkpoint(
                 self.js.clone(),
-                durable,
-                checkpoint.clone(),
+                started.durable,
+                started.checkpoint.clone(),
             )));
-            views.insert(name, checkpoint);
+            views.insert(name, (started.checkpoint, started.commits));
         }
         let root = SupervisorRef::start(config, None).await?;
         Ok(ProjectionNode {
@@ -195,7 +208,7 @@ pub struct ProjectionNode {
 }
 
 struct Inner {
-    views: HashMap<&'static str, Checkpoint>,
+    views: HashMap<&'static str, (Checkpoint, Arc<std::sync::atomic::AtomicU64>)>,
     kv: kv::Store,
     root: SupervisorRef,
     trackers: Vec<tokio::task::JoinHandle<()>>,
@@ -226,7 +239,15 @@ impl ProjectionNode {
 
     /// A view's checkpoint (`None` for an unknown view).
     pub fn checkpoint(&self, view: &str) -> Option<u64> {
-        self.inner.views.get(view).map(Checkpoint::get)
+        self.inner.views.get(view).map(|(c, _)| c.get())
+    }
+
+    /// Commits this node applied to a view (`None` for an unknown view).
+    pub fn commits_applied(&self, view: &str) -> Option<u64> {
+        self.inner
+            .views
+            .get(view)
+            .map(|(_, n)| n.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Serves `QueryService`, `NodeAdmin` and gRPC health on `listener` until `shutdown`.
@@ -267,7 +288,7 @@ impl ProjectionNode {
         min: Option<u64>,
         deadline: Option<tokio::time::Instant>,
     ) -> Result<u64, Status> {
-        let cp = self
+        let (cp, _) = self
             .inner
             .views
             .get(view)

@@ -107,6 +107,7 @@ pub struct ViewStore<V> {
     kv: kv::Store,
     checkpoint: Checkpoint,
     io_timeout: Duration,
+    commits: Arc<AtomicU64>,
     _view: PhantomData<fn() -> V>,
 }
 
@@ -116,6 +117,7 @@ impl<V> Clone for ViewStore<V> {
             kv: self.kv.clone(),
             checkpoint: self.checkpoint.clone(),
             io_timeout: self.io_timeout,
+            commits: self.commits.clone(),
             _view: PhantomData,
         }
     }
@@ -137,8 +139,14 @@ impl<V: View> ViewStore<V> {
             kv,
             checkpoint,
             io_timeout,
+            commits: Arc::new(AtomicU64::new(0)),
             _view: PhantomData,
         }
+    }
+
+    /// Commits this store applied to at least one document (this process only).
+    pub fn commits_applied(&self) -> Arc<AtomicU64> {
+        self.commits.clone()
     }
 
     /// Applies the events of `commit` (stream sequence `seq`) to their documents: each document
@@ -167,6 +175,9 @@ impl<V: View> ViewStore<V> {
             } else {
                 applied.already += 1;
             }
+        }
+        if applied.written > 0 {
+            self.commits.fetch_add(1, Ordering::Relaxed);
         }
         Ok(applied)
     }
