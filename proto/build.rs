@@ -5,6 +5,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "proto/aggregate_gateway_v1.proto",
     "proto/projection_gateway_v1.proto",
+    "proto/projection_admin_v1.proto",
     "proto/runner_admin_v1.proto",
     "proto/node_admin_v1.proto",
 ];

@@ -28,8 +28,8 @@ pub enum Command {
     Gateway(GatewayArgs),
     /// Run an Aggregate node (commands → events on JetStream)
     Aggregate(AggregateArgs),
-    /// Run a Projection node (events → views in KV, QueryService)
-    Projection(ProjectionArgs),
+    /// Run a Projection node (events → views in KV, QueryService), or rebuild a view
+    Projection(ProjectionCommand),
     /// Run a Runner node (workflows, effects, outbox) [not available yet]
     Runner(RoleArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
@@ -69,6 +69,36 @@ pub struct AggregateArgs {
     /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8081] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ProjectionCommand {
+    #[command(subcommand)]
+    pub action: Option<ProjectionAction>,
+    #[command(flatten)]
+    pub run: ProjectionArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionAction {
+    /// Rebuild a view from the start of the event stream; the current view answers queries
+    /// until the rebuilt one has caught up, then every node switches to it
+    Rebuild(RebuildArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct RebuildArgs {
+    /// The view to rebuild (one this binary's projection node runs, e.g. balances)
+    pub view: String,
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+    /// Return once the rebuild is requested instead of waiting until it is live
+    #[arg(long)]
+    pub no_wait: bool,
+    /// How long to wait for the rebuilt view to go live: 90s, 15m, 1h
+    #[arg(long, default_value = "10m")]
+    pub timeout: String,
 }
 
 #[derive(Debug, Args)]
@@ -194,7 +224,13 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
         Command::Token(args) => crate::roles::token(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
-        Command::Projection(args) => crate::roles::projection(&src, args).await,
+        Command::Projection(ProjectionCommand {
+            action: Some(ProjectionAction::Rebuild(args)),
+            ..
+        }) => crate::roles::rebuild(&src, args).await,
+        Command::Projection(ProjectionCommand { action: None, run }) => {
+            crate::roles::projection(&src, run).await
+        }
         Command::Runner(_) => {
             ConsumerSettings::load(ConsumerRole::Runner, &src)?;
             not_yet("runner")

@@ -41,6 +41,10 @@ pub async fn aggregate_node(
     Ok(node)
 }
 
+/// Names of the views [`projection_node`] registers.
+pub const VIEWS: &[&str] =
+    &[<cloudlysis_examples::balances::Balances as cloudlysis_actors::view::View>::NAME];
+
 /// Builds the projection node with the demo views registered.
 pub async fn projection_node(
     src: &ConfigSource,

@@ -121,6 +121,83 @@ pub async fn projection(
     Ok(ExitCode::SUCCESS)
 }
 
+/// `cloudlysis projection rebuild <view>`: requests a rebuild and (unless `--no-wait`) waits
+/// until the rebuilt generation answers queries, printing progress.
+pub async fn rebuild(
+    src: &ConfigSource,
+    args: crate::cli::RebuildArgs,
+) -> anyhow::Result<ExitCode> {
+    use cloudlysis_actors::view_generation;
+    if !nodes::VIEWS.contains(&args.view.as_str()) {
+        anyhow::bail!(
+            "unknown view `{}`: the projection node of this binary runs {}",
+            args.view,
+            nodes::VIEWS.join(", ")
+        );
+    }
+    let timeout = cloudlysis_gateway::auth::parse_ttl(&args.timeout)
+        .map_err(|e| anyhow::anyhow!("invalid --timeout: {e}"))?;
+    let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-rebuild").await?;
+    let gens = view_generation::request_rebuild(&nats.js, &args.view).await?;
+    let target = gens.building.unwrap_or(gens.active);
+    println!(
+        "rebuilding view `{}` into generation {target}; generation {} answers queries until it has caught up",
+        args.view, gens.active
+    );
+    if args.no_wait {
+        return Ok(ExitCode::SUCCESS);
+    }
+    let kv = view_generation::bucket(&nats.js).await?;
+    let durable = view_generation::durable(&args.view, target)
+        .ok_or_else(|| anyhow::anyhow!("invalid view name `{}`", args.view))?;
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last_report = tokio::time::Instant::now();
+    loop {
+        let (now, _) = view_generation::read(&kv, &args.view).await?;
+        if now.active >= target {
+            println!(
+                "view `{}` rebuilt: generation {target} answers queries",
+                args.view
+            );
+            return Ok(ExitCode::SUCCESS);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            anyhow::bail!(
+                "view `{}` is not rebuilt after {}: the rebuild goes on, but is a projection \
+                 node running it? (`cloudlysis projection`)",
+                args.view,
+                args.timeout
+            );
+        }
+        if last_report.elapsed() >= std::time::Duration::from_secs(2) {
+            last_report = tokio::time::Instant::now();
+            let pending = async {
+                let mut s = nats
+                    .js
+                    .get_stream(cloudlysis_runtime::stream::AGGREGATE_EVENTS)
+                    .await
+                    .ok()?;
+                let mut c: async_nats::jetstream::consumer::PullConsumer =
+                    s.get_consumer(durable.as_str()).await.ok()?;
+                let _ = &mut s;
+                c.info()
+                    .await
+                    .ok()
+                    .map(|i| (i.ack_floor.stream_sequence, i.num_pending))
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(5), pending).await {
+                Ok(Some((floor, pending))) => {
+                    eprintln!(
+                        "  generation {target}: applied up to sequence {floor}, {pending} pending"
+                    )
+                }
+                _ => eprintln!("  generation {target}: waiting for a projection node to start it"),
+            }
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
 /// `cloudlysis token`: prints a signed token on stdout.
 pub fn token(src: &ConfigSource, args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
     let settings = GatewaySettings::load(src, None, None, None)?;

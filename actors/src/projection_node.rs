@@ -5,16 +5,25 @@
 //! query can reach another tenant's documents. `min_sequence` waits (up to the call's deadline)
 //! until the view's checkpoint has reached it: read-your-writes after a command.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use cloudlysis_proto::projection::query_service_server::{QueryService, QueryServiceServer};
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
+use cloudlysis_proto::projection_admin::projection_admin_server::{
+    ProjectionAdmin, ProjectionAdminServer,
+};
+use cloudlysis_proto::projection_admin::{
+    DescribeViewsRequest, DescribeViewsResponse, RebuildViewRequest, RebuildViewResponse,
+    ViewStatus,
+};
 use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
 use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::{SubjectToken, filter, validate_token};
 use cloudlysis_runtime::{kv as buckets, stream};
 use cloudlysis_supervision::{ChildSpec, SupervisorConfig, SupervisorRef};
@@ -24,6 +33,7 @@ use tonic::{Request, Response, Status};
 use crate::consumer::{self, CheckpointFn};
 use crate::node_admin::NodeAdminService;
 use crate::view::{Checkpoint, DocumentRecord, View, ViewHandler, ViewStore};
+use crate::view_generation::{self, RebuildError};
 
 /// gRPC listen address of the projection node.
 pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
@@ -35,6 +45,15 @@ pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::c
 
 /// How often a view's checkpoint is refreshed from its durable consumer.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// Deadline of each NATS request the node makes in the background.
+pub const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often a view's controller re-reads its generation record when nothing wakes it.
+pub const IDLE_POLL: Duration = Duration::from_secs(2);
+/// How often a rebuild's progress is checked.
+pub const REBUILD_POLL: Duration = Duration::from_millis(200);
+/// Longest a node waits, when switching generations, for the new one to reach the old one's
+/// checkpoint before it answers queries from it anyway.
+pub const SWITCH_WAIT: Duration = Duration::from_secs(10);
 /// Largest page a `List` returns.
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// Page size when the request names none.
@@ -54,18 +73,14 @@ pub enum ProjectionError {
     Supervision(#[from] cloudlysis_supervision::SupervisorError),
 }
 
-type Starter = Box<dyn FnOnce(&Ctx) -> Started + Send>;
-
-struct Started {
-    spec: ChildSpec,
-    checkpoint: Checkpoint,
-    durable: DurableName,
-    commits: Arc<std::sync::atomic::AtomicU64>,
-}
+/// Builds the consumer tree of one generation of a view.
+type StartGeneration =
+    Arc<dyn Fn(&Ctx, u32, Checkpoint, Arc<AtomicU64>) -> ChildSpec + Send + Sync>;
 
 struct Ctx {
     js: jetstream::Context,
     views: kv::Store,
+    generations: kv::Store,
     settings: ConsumerSettings,
 }
 
@@ -73,60 +88,63 @@ struct Ctx {
 pub struct ProjectionNodeBuilder {
     js: jetstream::Context,
     settings: ConsumerSettings,
-    views: Vec<(&'static str, Starter)>,
+    views: Vec<(&'static str, StartGeneration)>,
+}
+
+/// Name of the supervisor running generation `generation` of `view`.
+pub fn view_child_name(view: &str, generation: u32) -> String {
+    match generation {
+        0 => format!("view-{view}"),
+        n => format!("view-{view}=g{n}"),
+    }
 }
 
 impl ProjectionNodeBuilder {
     /// Registers a view.
     pub fn register<V: View>(mut self) -> Self {
-        self.views.push((
-            V::NAME,
-            Box::new(|ctx: &Ctx| {
-                let checkpoint = Checkpoint::default();
+        let start: StartGeneration = Arc::new(
+            |ctx: &Ctx, generation: u32, checkpoint: Checkpoint, commits: Arc<AtomicU64>| {
                 let store = ViewStore::<V>::new(
                     ctx.views.clone(),
                     checkpoint.clone(),
                     Duration::from_secs(5),
-                );
-                let commits = store.commits_applied();
+                )
+                .generation(generation)
+                .count_commits_on(commits);
                 let name = SubjectToken::new(V::NAME)
                     .unwrap_or_else(|_| unreachable!("validated in build"));
-                let durable = DurableName::projection_view(&name);
                 let filters = V::aggregate_types()
                     .iter()
                     .filter_map(|t| SubjectToken::new(*t).ok())
                     .map(|t| filter::aggregate_type_events(&t))
                     .collect();
                 let policy = ConsumerPolicy {
-                    durable: durable.clone(),
+                    durable: DurableName::projection_view_generation(&name, generation),
                     filter_subjects: filters,
                     settings: ctx.settings,
                 };
-                let gate = checkpoint.clone();
+                let gate = checkpoint;
                 let skip: CheckpointFn = Arc::new(move |meta| {
                     let applied = meta.stream_sequence <= gate.get();
                     Box::pin(async move { applied })
                 });
                 let (tree, _handle) = consumer::supervised(
-                    format!("view-{}", V::NAME),
+                    view_child_name(V::NAME, generation),
                     ctx.js.clone(),
                     stream::AGGREGATE_EVENTS,
                     policy,
                     Some(skip),
                     move || ViewHandler(store.clone()),
                 );
-                Started {
-                    spec: ChildSpec::supervisor(tree),
-                    checkpoint,
-                    durable,
-                    commits,
-                }
-            }),
-        ));
+                ChildSpec::supervisor(tree)
+            },
+        );
+        self.views.push((V::NAME, start));
         self
     }
 
-    /// Ensures the stream and buckets, starts every view's consumer and checkpoint tracker.
+    /// Ensures the stream and buckets, starts every view's consumers (the generation answering
+    /// queries and, during a rebuild, the one being built) and their controllers.
     pub async fn build(self) -> Result<ProjectionNode, ProjectionError> {
         let mut seen = std::collections::HashSet::new();
         for (name, _) in &self.views {
@@ -141,62 +159,366 @@ impl ProjectionNodeBuilder {
         let views_kv = buckets::ensure_bucket(&self.js, &buckets::views())
             .await
             .map_err(|e| nats(&e))?;
-        let ctx = Ctx {
+        let generations = view_generation::bucket(&self.js)
+            .await
+            .map_err(|e| nats(&e))?;
+        let ctx = Arc::new(Ctx {
             js: self.js.clone(),
             views: views_kv.clone(),
+            generations,
             settings: self.settings,
-        };
-        let mut config = SupervisorConfig::new("projection-node");
+        });
+        let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
         let mut views = HashMap::new();
-        let mut trackers = Vec::new();
+        let mut controllers = Vec::new();
         for (name, start) in self.views {
-            let started = start(&ctx);
-            config = config.child(started.spec);
-            trackers.push(tokio::spawn(track_checkpoint(
-                self.js.clone(),
-                started.durable,
-                started.checkpoint.clone(),
-            )));
-            views.insert(name, (started.checkpoint, started.commits));
+            let entry = Arc::new(ViewEntry {
+                name,
+                serving: RwLock::new(None),
+                building: RwLock::new(None),
+                commits: Arc::new(AtomicU64::new(0)),
+            });
+            let mut controller = Controller {
+                entry: entry.clone(),
+                start,
+                ctx: ctx.clone(),
+                root: root.clone(),
+                running: BTreeMap::new(),
+                first: true,
+            };
+            // The first pass runs here so the node answers queries as soon as it is built.
+            while controller
+                .reconcile()
+                .await
+                .map_err(ProjectionError::Nats)?
+            {}
+            controllers.push(AbortOnDrop(tokio::spawn(controller.run())));
+            views.insert(name, entry);
         }
-        let root = SupervisorRef::start(config, None).await?;
         Ok(ProjectionNode {
             inner: Arc::new(Inner {
                 views,
                 kv: views_kv,
+                js: self.js,
                 root,
-                trackers,
+                controllers: std::sync::Mutex::new(controllers),
             }),
         })
     }
 }
 
-/// Keeps a view's checkpoint at the durable consumer's contiguous ack floor — or at the stream's
-/// last sequence when nothing is pending (filtered-out messages count as done).
-async fn track_checkpoint(js: jetstream::Context, durable: DurableName, checkpoint: Checkpoint) {
+/// Aborts a task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One generation of a view, as seen by a node.
+#[derive(Clone)]
+struct GenerationState {
+    generation: u32,
+    checkpoint: Checkpoint,
+}
+
+/// A registered view on this node.
+struct ViewEntry {
+    name: &'static str,
+    /// The generation answering queries (`None` only before the first reconcile).
+    serving: RwLock<Option<GenerationState>>,
+    /// The generation a rebuild is building.
+    building: RwLock<Option<GenerationState>>,
+    /// Commits applied by this node, over all generations.
+    commits: Arc<AtomicU64>,
+}
+
+impl ViewEntry {
+    fn serving(&self) -> Option<GenerationState> {
+        self.serving
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    fn building(&self) -> Option<GenerationState> {
+        self.building
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A generation whose consumer runs on this node.
+struct Running {
+    checkpoint: Checkpoint,
+    _tracker: AbortOnDrop,
+}
+
+/// Keeps one view's consumers in line with its generation record (see
+/// [`crate::view_generation`]): starts the generations the record names, switches queries to
+/// the active one, retires the others, and completes a rebuild once it has caught up.
+struct Controller {
+    entry: Arc<ViewEntry>,
+    start: StartGeneration,
+    ctx: Arc<Ctx>,
+    root: SupervisorRef,
+    running: BTreeMap<u32, Running>,
+    first: bool,
+}
+
+impl Controller {
+    /// One pass; `Ok(true)` when it changed the record and another pass should follow at once.
+    async fn reconcile(&mut self) -> Result<bool, String> {
+        let view = self.entry.name;
+        let (gens, revision) = view_generation::read(&self.ctx.generations, view)
+            .await
+            .map_err(|e| e.to_string())?;
+        // 1. Run the generations the record names.
+        for g in std::iter::once(gens.active).chain(gens.building) {
+            if self.running.contains_key(&g) {
+                continue;
+            }
+            let checkpoint = Checkpoint::default();
+            let spec = (self.start)(&self.ctx, g, checkpoint.clone(), self.entry.commits.clone());
+            self.root
+                .start_child(spec)
+                .await
+                .map_err(|e| format!("view `{view}` generation {g}: {e}"))?;
+            let durable = view_generation::durable(view, g)
+                .ok_or_else(|| format!("view `{view}`: invalid name"))?;
+            let tracker = tokio::spawn(track_checkpoint(
+                self.ctx.js.clone(),
+                durable,
+                checkpoint.clone(),
+                self.entry.clone(),
+                g,
+            ));
+            self.running.insert(
+                g,
+                Running {
+                    checkpoint,
+                    _tracker: AbortOnDrop(tracker),
+                },
+            );
+            if g != gens.active {
+                tracing::info!(view, generation = g, "building view generation");
+            }
+        }
+        // 2. Answer queries from the active generation — once it has caught up with the one
+        //    answering so far, so a query's checkpoint never goes backwards.
+        let active = self.running[&gens.active].checkpoint.clone();
+        let serving = self.entry.serving();
+        if serving.as_ref().map(|s| s.generation) != Some(gens.active) {
+            if let Some(old) = &serving {
+                let target = old.checkpoint.get();
+                let deadline = tokio::time::Instant::now() + SWITCH_WAIT;
+                while active.get() < target && tokio::time::Instant::now() < deadline {
+                    tokio::time::sleep(CHECKPOINT_INTERVAL).await;
+                }
+                tracing::info!(
+                    view,
+                    from = old.generation,
+                    to = gens.active,
+                    "view answers queries from a new generation"
+                );
+            }
+            *self
+                .entry
+                .serving
+                .write()
+                .unwrap_or_else(|p| p.into_inner()) = Some(GenerationState {
+                generation: gens.active,
+                checkpoint: active,
+            });
+            metrics::gauge!(names::VIEW_GENERATION, "view" => view).set(gens.active as f64);
+        }
+        *self
+            .entry
+            .building
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = gens.building.map(|b| GenerationState {
+            generation: b,
+            checkpoint: self.running[&b].checkpoint.clone(),
+        });
+        metrics::gauge!(names::VIEW_REBUILDING, "view" => view).set(if gens.building.is_some() {
+            1.0
+        } else {
+            0.0
+        });
+        // 3. Retire what the record no longer names.
+        let retired: Vec<u32> = self
+            .running
+            .keys()
+            .copied()
+            .filter(|g| *g != gens.active && Some(*g) != gens.building)
+            .collect();
+        for g in retired {
+            if let Err(e) = self.root.stop_child(&view_child_name(view, g)).await {
+                tracing::warn!(view, generation = g, error = %e, "stopping a retired view generation");
+            }
+            self.running.remove(&g);
+            retire(&self.ctx, view, g).await;
+        }
+        if std::mem::take(&mut self.first) && gens.active > 0 {
+            // A node that died mid-switch may have left the previous generation behind.
+            let (ctx, previous) = (self.ctx.clone(), gens.active - 1);
+            tokio::spawn(async move { retire(&ctx, view, previous).await });
+        }
+        // 4. Complete a rebuild that has caught up with the stream.
+        if let Some(b) = gens.building
+            && self.caught_up(b).await
+        {
+            let next = view_generation::Generations {
+                active: b,
+                building: None,
+            };
+            if view_generation::compare_and_set(&self.ctx.generations, view, revision, next)
+                .await
+                .map_err(|e| e.to_string())?
+            {
+                metrics::counter!(names::VIEW_REBUILDS, "view" => view).increment(1);
+                tracing::info!(
+                    view,
+                    generation = b,
+                    "view rebuilt: switching to the new generation"
+                );
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
+    /// True when generation `g`'s consumer has nothing pending and nothing unacked.
+    async fn caught_up(&self, g: u32) -> bool {
+        let Some(durable) = view_generation::durable(self.entry.name, g) else {
+            return false;
+        };
+        let js = self.ctx.js.clone();
+        let info = async move {
+            let events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
+            let mut consumer: PullConsumer = events
+                .get_consumer::<jetstream::consumer::pull::Config>(durable.as_str())
+                .await
+                .ok()?;
+            consumer.info().await.ok().cloned()
+        };
+        matches!(
+            tokio::time::timeout(NATS_TIMEOUT, info).await,
+            Ok(Some(i)) if i.num_pending == 0 && i.num_ack_pending == 0
+        )
+    }
+
+    /// Reconciles on every change of the generation record, and at least every
+    /// [`IDLE_POLL`] ([`REBUILD_POLL`] while a rebuild is in progress).
+    async fn run(mut self) {
+        let key = buckets::view_generation_key(self.entry.name);
+        let mut watch = None;
+        loop {
+            if watch.is_none() {
+                watch = tokio::time::timeout(NATS_TIMEOUT, self.ctx.generations.watch(&key))
+                    .await
+                    .ok()
+                    .and_then(Result::ok);
+            }
+            match self.reconcile().await {
+                Ok(true) => continue,
+                Ok(false) => {}
+                Err(e) => tracing::warn!(view = self.entry.name, error = %e, "view controller"),
+            }
+            let poll = if self.entry.building().is_some() {
+                REBUILD_POLL
+            } else {
+                IDLE_POLL
+            };
+            let changed = async {
+                match watch.as_mut() {
+                    Some(w) => w.next().await.is_some_and(|e| e.is_ok()),
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                alive = changed => if !alive { watch = None },
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+}
+
+/// Stops using generation `g` of `view` for good: deletes its durable consumer and purges its
+/// documents. Idempotent; every node calls it after stopping its own consumer of `g`.
+async fn retire(ctx: &Ctx, view: &str, g: u32) {
+    if let Some(durable) = view_generation::durable(view, g) {
+        let js = ctx.js.clone();
+        let delete = async move {
+            let events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
+            events.delete_consumer(durable.as_str()).await.ok()
+        };
+        let _ = tokio::time::timeout(NATS_TIMEOUT, delete).await;
+    }
+    let space = buckets::view_space(view, g);
+    let js = ctx.js.clone();
+    let filter = buckets::view_space_filter(&space);
+    let purge = async move {
+        let docs = js
+            .get_stream(buckets::views_stream())
+            .await
+            .map_err(|e| e.to_string())?;
+        docs.purge()
+            .filter(filter)
+            .await
+            .map(|p| p.purged)
+            .map_err(|e| e.to_string())
+    };
+    match tokio::time::timeout(Duration::from_secs(30), purge).await {
+        Ok(Ok(purged)) => {
+            tracing::info!(view, generation = g, purged, "retired view generation")
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(view, generation = g, error = %e, "purging a retired view generation")
+        }
+        Err(_) => tracing::warn!(
+            view,
+            generation = g,
+            "purging a retired view generation timed out"
+        ),
+    }
+}
+
+/// Keeps a view generation's checkpoint at its durable consumer's contiguous ack floor — or at
+/// the stream's last sequence when nothing is pending (filtered-out messages count as done).
+async fn track_checkpoint(
+    js: jetstream::Context,
+    durable: DurableName,
+    checkpoint: Checkpoint,
+    entry: Arc<ViewEntry>,
+    generation: u32,
+) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     loop {
         interval.tick().await;
-        let Ok(mut events) = js.get_stream(stream::AGGREGATE_EVENTS).await else {
-            continue;
-        };
-        // Stream first: a message published after this read is not claimed below.
-        let Ok(last) = events.info().await.map(|i| i.state.last_sequence) else {
-            continue;
-        };
-        let Ok(mut consumer) = events
-            .get_consumer::<jetstream::consumer::pull::Config>(durable.as_str())
-            .await
-        else {
-            continue;
-        };
-        let consumer: &mut PullConsumer = &mut consumer;
-        if let Ok(info) = consumer.info().await {
+        let read = async {
+            let mut events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
+            // Stream first: a message published after this read is not claimed below.
+            let last = events.info().await.ok()?.state.last_sequence;
+            let mut consumer: PullConsumer = events
+                .get_consumer::<jetstream::consumer::pull::Config>(durable.as_str())
+                .await
+                .ok()?;
+            let info = consumer.info().await.ok()?;
             let mut floor = info.ack_floor.stream_sequence;
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 floor = floor.max(last);
             }
+            Some(floor)
+        };
+        if let Ok(Some(floor)) = tokio::time::timeout(NATS_TIMEOUT, read).await {
             checkpoint.raise(floor);
+            if entry.serving().is_some_and(|s| s.generation == generation) {
+                metrics::gauge!(names::VIEW_CHECKPOINT, "view" => entry.name)
+                    .set(checkpoint.get() as f64);
+            }
         }
     }
 }
@@ -208,18 +530,11 @@ pub struct ProjectionNode {
 }
 
 struct Inner {
-    views: HashMap<&'static str, (Checkpoint, Arc<std::sync::atomic::AtomicU64>)>,
+    views: HashMap<&'static str, Arc<ViewEntry>>,
     kv: kv::Store,
+    js: jetstream::Context,
     root: SupervisorRef,
-    trackers: Vec<tokio::task::JoinHandle<()>>,
-}
-
-impl Drop for Inner {
-    fn drop(&mut self) {
-        for t in &self.trackers {
-            t.abort();
-        }
-    }
+    controllers: std::sync::Mutex<Vec<AbortOnDrop>>,
 }
 
 impl ProjectionNode {
@@ -237,17 +552,76 @@ impl ProjectionNode {
         &self.inner.root
     }
 
-    /// A view's checkpoint (`None` for an unknown view).
+    /// The checkpoint of the view generation answering queries (`None` for an unknown view).
     pub fn checkpoint(&self, view: &str) -> Option<u64> {
-        self.inner.views.get(view).map(|(c, _)| c.get())
+        self.inner
+            .views
+            .get(view)
+            .and_then(|e| e.serving())
+            .map(|s| s.checkpoint.get())
     }
 
-    /// Commits this node applied to a view (`None` for an unknown view).
+    /// The generation of a view answering queries on this node (`None` for an unknown view).
+    pub fn generation(&self, view: &str) -> Option<u32> {
+        self.inner
+            .views
+            .get(view)
+            .and_then(|e| e.serving())
+            .map(|s| s.generation)
+    }
+
+    /// Commits this node applied to a view, over all its generations (`None` for an unknown
+    /// view).
     pub fn commits_applied(&self, view: &str) -> Option<u64> {
         self.inner
             .views
             .get(view)
-            .map(|(_, n)| n.load(std::sync::atomic::Ordering::Relaxed))
+            .map(|e| e.commits.load(Ordering::Relaxed))
+    }
+
+    /// Starts a rebuild of `view` (see [`crate::view_generation`]).
+    pub async fn rebuild(&self, view: &str) -> Result<view_generation::Generations, Status> {
+        if !self.inner.views.contains_key(view) {
+            validate_token(view).map_err(|e| Status::invalid_argument(format!("view: {e}")))?;
+            return Err(Status::not_found(format!(
+                "this node runs no view `{view}` (it runs: {})",
+                self.view_names().join(", ")
+            )));
+        }
+        view_generation::request_rebuild(&self.inner.js, view)
+            .await
+            .map_err(|e| match e {
+                RebuildError::InvalidView { .. } => Status::invalid_argument(e.to_string()),
+                RebuildError::InProgress { .. } => Status::failed_precondition(e.to_string()),
+                RebuildError::Contended(_) => Status::aborted(e.to_string()),
+                RebuildError::Nats { .. } => Status::unavailable(e.to_string()),
+            })
+    }
+
+    /// Names of the views this node runs, sorted.
+    pub fn view_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.inner.views.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// The status of every view on this node, sorted by name.
+    pub fn describe_views(&self) -> Vec<ViewStatus> {
+        self.view_names()
+            .into_iter()
+            .map(|name| {
+                let e = &self.inner.views[name];
+                let serving = e.serving();
+                let building = e.building();
+                ViewStatus {
+                    view: name.to_string(),
+                    generation: serving.as_ref().map_or(0, |s| s.generation),
+                    checkpoint: serving.as_ref().map_or(0, |s| s.checkpoint.get()),
+                    rebuilding: building.as_ref().map(|b| b.generation),
+                    rebuild_checkpoint: building.as_ref().map(|b| b.checkpoint.get()),
+                }
+            })
+            .collect()
     }
 
     /// Serves `QueryService`, `NodeAdmin` and gRPC health on `listener` until `shutdown`.
@@ -260,6 +634,7 @@ impl ProjectionNode {
         health
             .set_serving::<QueryServiceServer<ProjectionNode>>()
             .await;
+        let views_admin = ProjectionAdminServer::new(self.clone());
         let admin = NodeAdminService::new(
             "projection",
             uuid::Uuid::new_v4().to_string(),
@@ -269,7 +644,8 @@ impl ProjectionNode {
         let result = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(admin.into_server())
-            .add_service(QueryServiceServer::new(self))
+            .add_service(views_admin)
+            .add_service(QueryServiceServer::new(self.clone()))
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener)
                     .with_nodelay(Some(true))
@@ -277,33 +653,42 @@ impl ProjectionNode {
                 shutdown,
             )
             .await;
+        self.inner
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
         let _ = root.shutdown(Duration::from_secs(30)).await;
         result
     }
 
-    /// Waits until `view`'s checkpoint reaches `min`, or `deadline`.
+    /// Waits until `view`'s checkpoint reaches `min`, or `deadline`; returns the generation
+    /// answering queries and its checkpoint.
     async fn caught_up(
         &self,
         view: &str,
         min: Option<u64>,
         deadline: Option<tokio::time::Instant>,
-    ) -> Result<u64, Status> {
-        let (cp, _) = self
+    ) -> Result<(u32, u64), Status> {
+        let entry = self
             .inner
             .views
             .get(view)
             .ok_or_else(|| Status::not_found(format!("unknown view `{view}`")))?;
-        let Some(min) = min else { return Ok(cp.get()) };
         let deadline =
             deadline.unwrap_or_else(|| tokio::time::Instant::now() + Duration::from_secs(5));
         loop {
-            let now = cp.get();
-            if now >= min {
-                return Ok(now);
+            let serving = entry
+                .serving()
+                .ok_or_else(|| Status::unavailable(format!("view `{view}` is starting")))?;
+            let now = serving.checkpoint.get();
+            if min.is_none_or(|min| now >= min) {
+                return Ok((serving.generation, now));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::deadline_exceeded(format!(
-                    "view `{view}` is at sequence {now}, not yet {min}"
+                    "view `{view}` is at sequence {now}, not yet {}",
+                    min.unwrap_or_default()
                 )));
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
@@ -336,10 +721,14 @@ impl QueryService for ProjectionNode {
         let req = request.into_inner();
         token("view", &req.view)?;
         token("key", &req.key)?;
-        let checkpoint = self
+        let (generation, checkpoint) = self
             .caught_up(&req.view, req.min_sequence, deadline)
             .await?;
-        let key = buckets::view_document_key(&req.view, ctx.tenant.as_str(), &req.key);
+        let key = buckets::view_document_key(
+            &buckets::view_space(&req.view, generation),
+            ctx.tenant.as_str(),
+            &req.key,
+        );
         let entry = tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
             .await
             .map_err(|_| Status::unavailable("reading the view timed out"))?
@@ -365,14 +754,18 @@ impl QueryService for ProjectionNode {
         if !req.cursor.is_empty() {
             token("cursor", &req.cursor)?;
         }
-        let checkpoint = self
+        let (generation, checkpoint) = self
             .caught_up(&req.view, req.min_sequence, deadline)
             .await?;
         let page = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         } as usize;
-        let base = format!("{}.{}.", req.view, ctx.tenant);
+        let base = format!(
+            "{}.{}.",
+            buckets::view_space(&req.view, generation),
+            ctx.tenant
+        );
         let listing = async {
             let mut keys: Vec<String> = Vec::new();
             let mut stream = self
@@ -417,6 +810,30 @@ impl QueryService for ProjectionNode {
             },
             documents,
             checkpoint,
+        }))
+    }
+}
+
+#[tonic::async_trait]
+impl ProjectionAdmin for ProjectionNode {
+    async fn rebuild_view(
+        &self,
+        request: Request<RebuildViewRequest>,
+    ) -> Result<Response<RebuildViewResponse>, Status> {
+        let view = request.into_inner().view;
+        let gens = self.rebuild(&view).await?;
+        Ok(Response::new(RebuildViewResponse {
+            generation: gens.building.unwrap_or(gens.active),
+            active_generation: gens.active,
+        }))
+    }
+
+    async fn describe_views(
+        &self,
+        _: Request<DescribeViewsRequest>,
+    ) -> Result<Response<DescribeViewsResponse>, Status> {
+        Ok(Response::new(DescribeViewsResponse {
+            views: self.describe_views(),
         }))
     }
 }

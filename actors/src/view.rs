@@ -105,6 +105,7 @@ impl Checkpoint {
 /// Applies commits to a view's documents in KV.
 pub struct ViewStore<V> {
     kv: kv::Store,
+    space: String,
     checkpoint: Checkpoint,
     io_timeout: Duration,
     commits: Arc<AtomicU64>,
@@ -115,6 +116,7 @@ impl<V> Clone for ViewStore<V> {
     fn clone(&self) -> Self {
         Self {
             kv: self.kv.clone(),
+            space: self.space.clone(),
             checkpoint: self.checkpoint.clone(),
             io_timeout: self.io_timeout,
             commits: self.commits.clone(),
@@ -133,15 +135,29 @@ pub struct Applied {
 }
 
 impl<V: View> ViewStore<V> {
-    /// A store on the views bucket.
+    /// A store on the views bucket, writing generation 0 of the view.
     pub fn new(kv: kv::Store, checkpoint: Checkpoint, io_timeout: Duration) -> Self {
         Self {
             kv,
+            space: buckets::view_space(V::NAME, 0),
             checkpoint,
             io_timeout,
             commits: Arc::new(AtomicU64::new(0)),
             _view: PhantomData,
         }
+    }
+
+    /// Writes generation `generation` of the view (its own key space; see
+    /// [`crate::view_generation`]).
+    pub fn generation(mut self, generation: u32) -> Self {
+        self.space = buckets::view_space(V::NAME, generation);
+        self
+    }
+
+    /// Counts applied commits on `counter` (shared across generations) instead of its own.
+    pub fn count_commits_on(mut self, counter: Arc<AtomicU64>) -> Self {
+        self.commits = counter;
+        self
     }
 
     /// Commits this store applied to at least one document (this process only).
@@ -164,7 +180,7 @@ impl<V: View> ViewStore<V> {
             validate_token(&e.tenant_id)
                 .map_err(|err| format!("tenant {:?}: {err}", e.tenant_id))?;
             by_key
-                .entry(buckets::view_document_key(V::NAME, &e.tenant_id, &key))
+                .entry(buckets::view_document_key(&self.space, &e.tenant_id, &key))
                 .or_default()
                 .push(e);
         }

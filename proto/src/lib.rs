@@ -7,6 +7,7 @@
 //! Layout:
 //! - [`aggregate`] — `aggregate.gateway.v1.CommandService` (Gateway → Aggregate node).
 //! - [`projection`] — `projection.gateway.v1.QueryService` (Gateway → Projection node).
+//! - [`projection_admin`] — `projection.admin.v1.ProjectionAdmin` (operators → Projection node).
 //! - [`runner`] — `runner.admin.v1.RunnerAdmin` (operators → Runner node).
 //! - [`node`] — `node.admin.v1.NodeAdmin` (describe any node).
 //! - [`FILE_DESCRIPTOR_SET`] — the encoded descriptors, for gRPC server reflection.
@@ -21,6 +22,12 @@ pub mod aggregate {
 pub mod projection {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("projection.gateway.v1");
+}
+
+/// `projection.admin.v1`: view status and rebuilds.
+pub mod projection_admin {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("projection.admin.v1");
 }
 
 /// `runner.admin.v1`: runner administration.
@@ -49,6 +56,7 @@ mod tests {
         for package in [
             "aggregate.gateway.v1",
             "projection.gateway.v1",
+            "projection.admin.v1",
             "runner.admin.v1",
             "node.admin.v1",
         ] {

@@ -213,6 +213,16 @@ impl DurableName {
         Self(format!("cloudlysis-projection-view-{view}"))
     }
 
+    /// Projection node, PerView mode, generation `generation` of a view: generation 0 is
+    /// [`DurableName::projection_view`]; each rebuild reads the stream again under
+    /// `…-view-<view>=g<n>` (`=` is not a token character, so no view name collides with it).
+    pub fn projection_view_generation(view: &SubjectToken, generation: u32) -> Self {
+        match generation {
+            0 => Self::projection_view(view),
+            n => Self(format!("cloudlysis-projection-view-{view}=g{n}")),
+        }
+    }
+
     /// Runner node: one consumer per workflow.
     pub fn runner_workflow(workflow: &SubjectToken) -> Self {
         Self(format!("cloudlysis-runner-workflow-{workflow}"))

@@ -75,11 +75,12 @@ pub fn views() -> BucketPolicy {
     }
 }
 
-/// The view-checkpoint bucket.
+/// The view-checkpoint bucket: each view's generation record (which generation answers
+/// queries, which one a rebuild is building) under [`view_generation_key`].
 pub fn checkpoints() -> BucketPolicy {
     BucketPolicy {
         name: CHECKPOINTS_BUCKET,
-        description: "Cloudlysis view checkpoints (contiguous applied stream sequence)",
+        description: "Cloudlysis view checkpoints and generations",
         history: 1,
         max_age: Duration::ZERO,
     }
@@ -89,6 +90,32 @@ pub fn checkpoints() -> BucketPolicy {
 /// one tenant's keys can never be addressed through another tenant's prefix.
 pub fn view_document_key(view: &str, tenant: &str, key: &str) -> String {
     format!("{view}.{tenant}.{key}")
+}
+
+/// The key space of one generation of a view: `<view>` for generation 0, `<view>=g<n>` for the
+/// generation built by the n-th rebuild. `=` is not a token character, so no view name collides
+/// with another view's generation. Document keys are [`view_document_key`]`(space, tenant, key)`.
+pub fn view_space(view: &str, generation: u32) -> String {
+    match generation {
+        0 => view.to_string(),
+        n => format!("{view}=g{n}"),
+    }
+}
+
+/// The subject filter of every document of one view generation inside the views bucket's
+/// stream (for purging a retired generation): `$KV.<bucket>.<space>.>`.
+pub fn view_space_filter(space: &str) -> String {
+    format!("$KV.{VIEWS_BUCKET}.{space}.>")
+}
+
+/// Name of the stream behind the views bucket.
+pub fn views_stream() -> String {
+    format!("KV_{VIEWS_BUCKET}")
+}
+
+/// The key of a view's generation record in the checkpoints bucket: `<view>.generation`.
+pub fn view_generation_key(view: &str) -> String {
+    format!("{view}.generation")
 }
 
 /// A bucket could not be opened or created.
@@ -127,5 +154,35 @@ pub async fn ensure_bucket(
                 bucket: policy.name.to_string(),
                 reason: create_err.to_string(),
             }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn view_keys_are_exact() {
+        assert_eq!(view_space("balances", 0), "balances");
+        assert_eq!(view_space("balances", 2), "balances=g2");
+        assert_eq!(
+            view_document_key(&view_space("balances", 2), "acme", "acc-1"),
+            "balances=g2.acme.acc-1"
+        );
+        assert_eq!(
+            view_space_filter("balances=g2"),
+            "$KV.cloudlysis_views.balances=g2.>"
+        );
+        assert_eq!(view_generation_key("balances"), "balances.generation");
+        assert_eq!(views_stream(), "KV_cloudlysis_views");
+    }
+
+    #[test]
+    fn generation_spaces_never_collide_with_view_names() {
+        // View names are subject tokens ([A-Za-z0-9_-]); a generation space always holds `=`.
+        let space = view_space("balances", 1);
+        assert!(crate::subject::validate_token(&space).is_err() || space.contains('='));
+        assert_ne!(view_space("balances", 1), view_space("balances-g1", 0));
+        assert_ne!(view_space("balances", 1), view_space("balances_g1", 0));
     }
 }

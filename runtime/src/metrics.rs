@@ -68,6 +68,17 @@ pub mod names {
     /// Gauge of messages fetched and not yet acked, nak'ed or termed, labelled `stream`,
     /// `consumer`.
     pub const CONSUMER_IN_FLIGHT: &str = "cloudlysis_consumer_in_flight";
+
+    /// Gauge of a view's checkpoint (contiguous applied stream sequence) in the generation that
+    /// answers queries, labelled `view`.
+    pub const VIEW_CHECKPOINT: &str = "cloudlysis_view_checkpoint";
+    /// Gauge of the generation of a view that answers queries, labelled `view`.
+    pub const VIEW_GENERATION: &str = "cloudlysis_view_generation";
+    /// Gauge: 1 while a rebuild of the view is in progress, else 0; labelled `view`.
+    pub const VIEW_REBUILDING: &str = "cloudlysis_view_rebuilding";
+    /// Counter of completed rebuilds (switches to a new generation), counted by the node that
+    /// made the switch; labelled `view`.
+    pub const VIEW_REBUILDS: &str = "cloudlysis_view_rebuilds_total";
 }
 
 /// The metrics recorder could not be installed.
@@ -162,6 +173,19 @@ fn describe() {
     metrics::describe_gauge!(
         names::CONSUMER_IN_FLIGHT,
         "Messages fetched and not yet acked, nak'ed or termed."
+    );
+    metrics::describe_gauge!(
+        names::VIEW_CHECKPOINT,
+        "Contiguous applied stream sequence of the view generation answering queries."
+    );
+    metrics::describe_gauge!(
+        names::VIEW_GENERATION,
+        "Generation of the view answering queries (0 until the first rebuild)."
+    );
+    metrics::describe_gauge!(names::VIEW_REBUILDING, "1 while the view is being rebuilt.");
+    metrics::describe_counter!(
+        names::VIEW_REBUILDS,
+        "Completed view rebuilds (switches to a new generation)."
     );
 }
 

@@ -113,6 +113,14 @@ fn durable_names_are_exact_and_stable() {
         DurableName::projection_view(&tok("x")),
         DurableName::projection_view(&tok("x"))
     );
+    assert_eq!(
+        DurableName::projection_view_generation(&tok("balances"), 0),
+        DurableName::projection_view(&tok("balances"))
+    );
+    assert_eq!(
+        DurableName::projection_view_generation(&tok("balances"), 3).as_str(),
+        "cloudlysis-projection-view-balances=g3"
+    );
 }
 
 #[test]
@@ -125,6 +133,9 @@ fn durable_names_do_not_collide_across_modes_and_roles() {
         DurableName::runner_workflow(&tok("all")),
         DurableName::runner_effect(&tok("all")),
         DurableName::projection_view(&tok("view-all")),
+        DurableName::projection_view_generation(&tok("all"), 1),
+        DurableName::projection_view(&tok("all-g1")),
+        DurableName::projection_view(&tok("all_g1")),
     ];
     let n = names.len();
     names.sort();

@@ -1,0 +1,245 @@
+//! Rebuild: a view rebuilt from the stream (through the `ProjectionAdmin` RPC) equals the live
+//! one — and repairs a document the live one got wrong — while queries keep being answered from
+//! the live generation until the switch; the old generation's consumer and documents are gone
+//! afterwards. Asking for a second rebuild while one runs, or for an unknown view, is refused.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use cloudlysis_proto::projection_admin::projection_admin_client::ProjectionAdminClient;
+use cloudlysis_proto::projection_admin::{DescribeViewsRequest, RebuildViewRequest};
+use cloudlysis_test_support::eventually;
+use common::*;
+
+const ACCOUNTS: usize = 12;
+const DEPOSITS: usize = 8;
+
+async fn list_all(p: &Platform, token: &str, min_seq: u64) -> BTreeMap<String, serde_json::Value> {
+    let (s, body) = query(
+        p,
+        "/v1/query/balances?limit=500",
+        token,
+        &[("x-min-sequence", &min_seq.to_string())],
+    )
+    .await;
+    assert_eq!(s, 200, "{body}");
+    body["documents"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| {
+            (
+                d["key"].as_str().unwrap().to_string(),
+                d["document"].clone(),
+            )
+        })
+        .collect()
+}
+
+async fn command(p: &Platform, token: &str, account: &str, body: &str) -> u64 {
+    let (s, resp) = p
+        .command(
+            &format!("/v1/commands/account/{account}"),
+            Some(token),
+            &[],
+            body,
+        )
+        .await;
+    let json = body_json(resp).await;
+    assert_eq!(s, 200, "{json}");
+    json["stream_sequence"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
+    let p = Platform::start().await;
+    let token = p.token("acme", &["commands:account", "queries:balances"]);
+    let mut last = 0;
+    for a in 0..ACCOUNTS {
+        let account = format!("acc-{a}");
+        last = command(
+            &p,
+            &token,
+            &account,
+            &format!(r#"{{"type":"Open","payload":{{"owner":"o{a}"}}}}"#),
+        )
+        .await;
+        for d in 1..=DEPOSITS {
+            last = command(
+                &p,
+                &token,
+                &account,
+                &format!(
+                    r#"{{"type":"Deposit","payload":{{"amount":{}}}}}"#,
+                    a * 100 + d
+                ),
+            )
+            .await;
+        }
+    }
+    let live = list_all(&p, &token, last).await;
+    assert_eq!(live.len(), ACCOUNTS);
+    assert_eq!(p.projection.generation("balances"), Some(0));
+
+    // A bug (or a hand edit) corrupts one live document; the rebuild must not copy it.
+    let kv = p.js.get_key_value("cloudlysis_views").await.unwrap();
+    let raw = kv.get("balances.acme.acc-3").await.unwrap().unwrap();
+    let mut record: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+    record["doc"]["balance"] = serde_json::json!(-1);
+    kv.put(
+        "balances.acme.acc-3",
+        serde_json::to_vec(&record).unwrap().into(),
+    )
+    .await
+    .unwrap();
+
+    let mut admin = ProjectionAdminClient::connect(format!("http://{}", p.projection_addr))
+        .await
+        .unwrap();
+    let started = admin
+        .rebuild_view(RebuildViewRequest {
+            view: "balances".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((started.generation, started.active_generation), (1, 0));
+
+    // While it rebuilds, commands go on and every query is answered.
+    let mut during = 0;
+    let mut late_balance = 0i64;
+    last = command(
+        &p,
+        &token,
+        "late",
+        r#"{"type":"Open","payload":{"owner":"late"}}"#,
+    )
+    .await;
+    let mut switched = false;
+    for i in 1..=200i64 {
+        if i <= 20 {
+            last = command(
+                &p,
+                &token,
+                "late",
+                &format!(r#"{{"type":"Deposit","payload":{{"amount":{i}}}}}"#),
+            )
+            .await;
+            late_balance += i;
+        }
+        let (s, body) = query(&p, "/v1/query/balances/acc-1", &token, &[]).await;
+        assert_eq!(s, 200, "a query during the rebuild failed: {body}");
+        assert_eq!(body["document"], live["acc-1"]);
+        during += 1;
+        let described = admin
+            .describe_views(DescribeViewsRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let status = &described.views[0];
+        if status.generation == 1 && status.rebuilding.is_none() {
+            switched = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    if !switched {
+        switched = eventually(Duration::from_secs(60), || async {
+            p.projection.generation("balances") == Some(1)
+        })
+        .await;
+    }
+    assert!(switched, "the rebuild did not complete");
+    assert!(during > 0);
+    assert_eq!(p.projection.generation("balances"), Some(1));
+
+    // The rebuilt view equals the live one (with the corrupted document repaired) plus what
+    // was written during the rebuild.
+    let rebuilt = list_all(&p, &token, last).await;
+    let mut expected = live.clone();
+    expected.insert(
+        "late".into(),
+        serde_json::json!({"owner": "late", "balance": late_balance, "open": true}),
+    );
+    assert_eq!(rebuilt, expected);
+    assert_eq!(rebuilt["acc-3"]["balance"], live["acc-3"]["balance"]);
+    let (s, body) = query(&p, "/v1/query/balances/acc-3", &token, &[]).await;
+    assert_eq!((s, &body["document"]), (200, &live["acc-3"]));
+
+    // The old generation is retired: its durable consumer and its documents are gone.
+    let retired = eventually(Duration::from_secs(30), || async {
+        let events = p.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+        let consumer_gone = events
+            .consumer_info("cloudlysis-projection-view-balances")
+            .await
+            .is_err();
+        let docs_gone = kv.get("balances.acme.acc-1").await.unwrap().is_none();
+        consumer_gone && docs_gone
+    })
+    .await;
+    assert!(retired, "generation 0 was not retired");
+    assert!(
+        kv.get("balances=g1.acme.acc-1").await.unwrap().is_some(),
+        "generation 1 holds the documents"
+    );
+
+    // A second rebuild works the same way (generation 2).
+    let again = admin
+        .rebuild_view(RebuildViewRequest {
+            view: "balances".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((again.generation, again.active_generation), (2, 1));
+    assert!(
+        eventually(Duration::from_secs(60), || async {
+            p.projection.generation("balances") == Some(2)
+        })
+        .await
+    );
+    assert_eq!(list_all(&p, &token, last).await, expected);
+}
+
+#[tokio::test]
+async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
+    let p = Platform::start().await;
+    let mut admin = ProjectionAdminClient::connect(format!("http://{}", p.projection_addr))
+        .await
+        .unwrap();
+    let err = admin
+        .rebuild_view(RebuildViewRequest {
+            view: "nosuchview".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound, "{err}");
+    assert!(err.message().contains("balances"), "{err}");
+    let err = admin
+        .rebuild_view(RebuildViewRequest {
+            view: "bad.view".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+
+    // With no projection node running the view, a requested rebuild stays pending, and a
+    // second request is refused with the generation in progress named.
+    use cloudlysis_actors::view_generation::{RebuildError, request_rebuild};
+    let first = request_rebuild(&p.js, "orphan").await.unwrap();
+    assert_eq!(first.building, Some(1));
+    match request_rebuild(&p.js, "orphan").await {
+        Err(RebuildError::InProgress {
+            active: 0,
+            building: 1,
+            ..
+        }) => {}
+        other => panic!("expected InProgress, got {other:?}"),
+    }
+    assert!(matches!(
+        request_rebuild(&p.js, "a*b").await,
+        Err(RebuildError::InvalidView { .. })
+    ));
+}
