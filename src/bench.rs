@@ -47,10 +47,24 @@ pub async fn run(src: &ConfigSource, args: BenchArgs) -> anyhow::Result<ExitCode
         args.commands >= args.concurrency,
         "--commands must be at least --concurrency"
     );
+    let nats_url = args.nats_url.clone();
+    with_nats(nats_url.as_deref(), |url| async move {
+        bench(src, &url, &args).await
+    })
+    .await
+}
+
+/// Runs `f` against `nats_url`, or against a private nats-server (file storage, ephemeral port,
+/// temp directory) that is stopped and removed afterwards.
+pub async fn with_nats<F, Fut>(nats_url: Option<&str>, f: F) -> anyhow::Result<ExitCode>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<ExitCode>>,
+{
     let dir = std::env::temp_dir().join(format!("cloudlysis-bench-{}", uuid::Uuid::new_v4()));
     let mut child = None;
-    let url = match &args.nats_url {
-        Some(u) => u.clone(),
+    let url = match nats_url {
+        Some(u) => u.to_string(),
         None => {
             let bin = nats_server::find()?;
             std::fs::create_dir_all(dir.join("nats"))?;
@@ -72,7 +86,7 @@ pub async fn run(src: &ConfigSource, args: BenchArgs) -> anyhow::Result<ExitCode
             url
         }
     };
-    let result = bench(src, &url, &args).await;
+    let result = f(url).await;
     if let Some(mut c) = child {
         nats_server::stop_gracefully(&mut c, Duration::from_secs(10)).await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -183,7 +197,12 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     Ok(ExitCode::SUCCESS)
 }
 
-async fn post(gateway: &Gateway, token: &str, id: &str, body: &'static str) -> anyhow::Result<u16> {
+pub(crate) async fn post(
+    gateway: &Gateway,
+    token: &str,
+    id: &str,
+    body: &'static str,
+) -> anyhow::Result<u16> {
     let req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
         .header("authorization", format!("Bearer {token}"))
         .header("content-type", "application/json")
@@ -193,11 +212,11 @@ async fn post(gateway: &Gateway, token: &str, id: &str, body: &'static str) -> a
     Ok(resp.status().as_u16())
 }
 
-struct Report {
-    ops_per_sec: f64,
-    p50: Duration,
-    p99: Duration,
-    max: Duration,
+pub(crate) struct Report {
+    pub(crate) ops_per_sec: f64,
+    pub(crate) p50: Duration,
+    pub(crate) p99: Duration,
+    pub(crate) max: Duration,
 }
 
 async fn phase<F, Fut>(workers: usize, per_worker: usize, op: F) -> anyhow::Result<Report>

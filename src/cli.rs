@@ -34,7 +34,8 @@ pub enum Command {
     Runner(RoleArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
-    /// Load generators: `bench commands` measures the command path against raw JetStream
+    /// Load generators: `bench commands` (command path vs raw JetStream publish), `bench views`
+    /// (event path vs a raw pull consumer)
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Mint a bearer token for a tenant and rights (secret from CLOUDLYSIS_JWT_SECRET)
@@ -155,6 +156,8 @@ pub struct DevArgs {
 pub enum BenchCommand {
     /// Commands/s and latency through gateway → aggregate → JetStream vs raw JetStream publish
     Commands(crate::bench::BenchArgs),
+    /// Events/s a view applies vs a raw pull consumer; command → visible-in-view latency
+    Views(crate::bench_views::ViewBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -224,6 +227,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
         Command::Token(args) => crate::roles::token(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
+        Command::Bench(BenchCommand::Views(args)) => crate::bench_views::run(&src, args).await,
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),
             ..

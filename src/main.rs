@@ -4,6 +4,7 @@
 //! role is a subcommand of this one binary.
 
 mod bench;
+mod bench_views;
 mod cli;
 mod dev;
 mod nodes;

@@ -45,6 +45,9 @@ pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::c
 
 /// How often a view's checkpoint is refreshed from its durable consumer.
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
+/// Shortest gap between two checkpoint refreshes asked for by waiting queries (bounds the
+/// consumer-info requests a view's tracker makes to 1 / `MIN_REFRESH`).
+pub const MIN_REFRESH: Duration = Duration::from_millis(5);
 /// Deadline of each NATS request the node makes in the background.
 pub const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a view's controller re-reads its generation record when nothing wakes it.
@@ -496,8 +499,17 @@ async fn track_checkpoint(
     generation: u32,
 ) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_read = tokio::time::Instant::now();
     loop {
-        interval.tick().await;
+        tokio::select! {
+            _ = interval.tick() => {}
+            _ = checkpoint.refresh_requested() => {
+                // Queries are waiting: refresh now, but at most once per MIN_REFRESH.
+                tokio::time::sleep_until(last_read + MIN_REFRESH).await;
+            }
+        }
+        last_read = tokio::time::Instant::now();
         let read = async {
             let mut events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
             // Stream first: a message published after this read is not claimed below.
@@ -681,17 +693,21 @@ impl ProjectionNode {
             let serving = entry
                 .serving()
                 .ok_or_else(|| Status::unavailable(format!("view `{view}` is starting")))?;
-            let now = serving.checkpoint.get();
-            if min.is_none_or(|min| now >= min) {
+            let Some(min) = min else {
+                return Ok((serving.generation, serving.checkpoint.get()));
+            };
+            // Bounded slices, so a switch of generations during the wait is noticed.
+            let slice = (tokio::time::Instant::now() + Duration::from_millis(100)).min(deadline);
+            let now = serving.checkpoint.wait_for(min, slice).await;
+            let still = entry.serving().map(|s| s.generation) == Some(serving.generation);
+            if now >= min && still {
                 return Ok((serving.generation, now));
             }
             if tokio::time::Instant::now() >= deadline {
                 return Err(Status::deadline_exceeded(format!(
-                    "view `{view}` is at sequence {now}, not yet {}",
-                    min.unwrap_or_default()
+                    "view `{view}` is at sequence {now}, not yet {min}"
                 )));
             }
-            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -87,18 +87,86 @@ pub struct DocumentRecord {
 }
 
 /// A view's checkpoint: the contiguous stream sequence up to which every event is applied.
+/// Waiters ([`Checkpoint::wait_for`]) are woken when it rises, and may ask whoever keeps it
+/// up to date for an early refresh ([`Checkpoint::refresh_requested`]).
 #[derive(Clone, Debug, Default)]
-pub struct Checkpoint(Arc<AtomicU64>);
+pub struct Checkpoint(Arc<CheckpointInner>);
+
+#[derive(Debug, Default)]
+struct CheckpointInner {
+    value: AtomicU64,
+    raised: tokio::sync::Notify,
+    refresh: tokio::sync::Notify,
+}
 
 impl Checkpoint {
     /// The current value.
     pub fn get(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.value.load(Ordering::SeqCst)
     }
 
-    /// Raises the checkpoint (never lowers it).
+    /// Raises the checkpoint (never lowers it) and wakes waiters when it rose.
     pub fn raise(&self, to: u64) {
-        self.0.fetch_max(to, Ordering::SeqCst);
+        if self.0.value.fetch_max(to, Ordering::SeqCst) < to {
+            self.0.raised.notify_waiters();
+        }
+    }
+
+    /// Waits until the checkpoint reaches `min` or `deadline` passes; returns the value then.
+    /// While waiting it asks for refreshes, so a waiter does not sit out a whole polling
+    /// interval.
+    pub async fn wait_for(&self, min: u64, deadline: tokio::time::Instant) -> u64 {
+        loop {
+            let raised = self.0.raised.notified();
+            tokio::pin!(raised);
+            raised.as_mut().enable();
+            let now = self.get();
+            if now >= min || tokio::time::Instant::now() >= deadline {
+                return now;
+            }
+            self.0.refresh.notify_one();
+            let _ = tokio::time::timeout_at(deadline, raised).await;
+        }
+    }
+
+    /// Resolves when a waiter wants the checkpoint refreshed before the next regular poll.
+    pub async fn refresh_requested(&self) {
+        self.0.refresh.notified().await
+    }
+}
+
+/// Most documents a view store keeps in memory (with their KV revision) to skip the read
+/// before a write.
+pub const MAX_CACHED_DOCUMENTS: usize = 4096;
+
+enum Cached {
+    Hit((DocumentRecord, u64)),
+    Miss(Option<kv::Entry>),
+}
+
+/// A bounded map of recently written documents and their revisions. When full, an arbitrary
+/// entry makes room: a miss costs one KV read, never correctness.
+#[derive(Default)]
+struct DocCache(std::sync::Mutex<std::collections::HashMap<String, (DocumentRecord, u64)>>);
+
+impl DocCache {
+    fn take(&self, key: &str, view: &'static str) -> Option<(DocumentRecord, u64)> {
+        let hit = self.0.lock().unwrap_or_else(|p| p.into_inner()).remove(key);
+        let outcome = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!(cloudlysis_runtime::metrics::names::VIEW_CACHE, "view" => view, "outcome" => outcome)
+            .increment(1);
+        hit
+    }
+
+    fn put(&self, key: &str, record: DocumentRecord, revision: u64) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_CACHED_DOCUMENTS
+            && !map.contains_key(key)
+            && let Some(victim) = map.keys().next().cloned()
+        {
+            map.remove(&victim);
+        }
+        map.insert(key.to_string(), (record, revision));
     }
 }
 
@@ -106,6 +174,7 @@ impl Checkpoint {
 pub struct ViewStore<V> {
     kv: kv::Store,
     space: String,
+    cache: Arc<DocCache>,
     checkpoint: Checkpoint,
     io_timeout: Duration,
     commits: Arc<AtomicU64>,
@@ -117,6 +186,7 @@ impl<V> Clone for ViewStore<V> {
         Self {
             kv: self.kv.clone(),
             space: self.space.clone(),
+            cache: self.cache.clone(),
             checkpoint: self.checkpoint.clone(),
             io_timeout: self.io_timeout,
             commits: self.commits.clone(),
@@ -140,6 +210,7 @@ impl<V: View> ViewStore<V> {
         Self {
             kv,
             space: buckets::view_space(V::NAME, 0),
+            cache: Arc::default(),
             checkpoint,
             io_timeout,
             commits: Arc::new(AtomicU64::new(0)),
@@ -204,29 +275,47 @@ impl<V: View> ViewStore<V> {
         events: &[&EventEnvelope],
         seq: u64,
     ) -> Result<bool, String> {
-        for _ in 0..5 {
-            let entry = tokio::time::timeout(self.io_timeout, self.kv.entry(kv_key))
-                .await
-                .map_err(|_| format!("reading {kv_key} timed out"))?
-                .map_err(|e| format!("reading {kv_key}: {e}"))?;
-            let (mut record, revision) = match entry {
-                Some(e) if e.operation == kv::Operation::Put => {
-                    let r: DocumentRecord = serde_json::from_slice(&e.value)
-                        .map_err(|err| format!("document {kv_key} does not decode: {err}"))?;
-                    (r, Some(e.revision))
-                }
-                other => (
-                    DocumentRecord {
-                        schema_version: V::SCHEMA_VERSION,
-                        last_seq: 0,
-                        applied: Vec::new(),
-                        doc: serde_json::to_value(V::Document::default())
-                            .map_err(|e| e.to_string())?,
-                    },
-                    other.map(|e| e.revision),
+        for attempt in 0..5 {
+            // The cached record is current exactly when its revision is the key's last one;
+            // the revision-checked write below finds out.
+            let cached = if attempt == 0 {
+                self.cache.take(kv_key, V::NAME)
+            } else {
+                None
+            };
+            let entry = match cached {
+                Some(hit) => Cached::Hit(hit),
+                None => Cached::Miss(
+                    tokio::time::timeout(self.io_timeout, self.kv.entry(kv_key))
+                        .await
+                        .map_err(|_| format!("reading {kv_key} timed out"))?
+                        .map_err(|e| format!("reading {kv_key}: {e}"))?,
                 ),
             };
+            let (mut record, revision) = match entry {
+                Cached::Hit((r, rev)) => (r, Some(rev)),
+                Cached::Miss(entry) => match entry {
+                    Some(e) if e.operation == kv::Operation::Put => {
+                        let r: DocumentRecord = serde_json::from_slice(&e.value)
+                            .map_err(|err| format!("document {kv_key} does not decode: {err}"))?;
+                        (r, Some(e.revision))
+                    }
+                    other => (
+                        DocumentRecord {
+                            schema_version: V::SCHEMA_VERSION,
+                            last_seq: 0,
+                            applied: Vec::new(),
+                            doc: serde_json::to_value(V::Document::default())
+                                .map_err(|e| e.to_string())?,
+                        },
+                        other.map(|e| e.revision),
+                    ),
+                },
+            };
             if record.applied.contains(&seq) {
+                if let Some(rev) = revision {
+                    self.cache.put(kv_key, record, rev);
+                }
                 return Ok(false);
             }
             let mut doc: V::Document = serde_json::from_value(record.doc.clone())
@@ -261,7 +350,10 @@ impl<V: View> ViewStore<V> {
                 }
             };
             match tokio::time::timeout(self.io_timeout, write).await {
-                Ok(Ok(_)) => return Ok(true),
+                Ok(Ok(new_revision)) => {
+                    self.cache.put(kv_key, record, new_revision);
+                    return Ok(true);
+                }
                 // Another node wrote the document since we read it: read again.
                 Ok(Err((true, _))) => continue,
                 Ok(Err((false, e))) => return Err(format!("writing {kv_key}: {e}")),

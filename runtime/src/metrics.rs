@@ -79,6 +79,9 @@ pub mod names {
     /// Counter of completed rebuilds (switches to a new generation), counted by the node that
     /// made the switch; labelled `view`.
     pub const VIEW_REBUILDS: &str = "cloudlysis_view_rebuilds_total";
+    /// Counter of document-cache lookups before a view write, labelled `view`, `outcome` (`hit`:
+    /// the KV read was skipped; `miss`).
+    pub const VIEW_CACHE: &str = "cloudlysis_view_document_cache_total";
 }
 
 /// The metrics recorder could not be installed.
@@ -183,6 +186,10 @@ fn describe() {
         "Generation of the view answering queries (0 until the first rebuild)."
     );
     metrics::describe_gauge!(names::VIEW_REBUILDING, "1 while the view is being rebuilt.");
+    metrics::describe_counter!(
+        names::VIEW_CACHE,
+        "View document-cache lookups before a write, by outcome."
+    );
     metrics::describe_counter!(
         names::VIEW_REBUILDS,
         "Completed view rebuilds (switches to a new generation)."

@@ -1,0 +1,61 @@
+//! The load generators stay runnable: `cloudlysis bench views` and `cloudlysis bench commands`
+//! run end to end on a tiny load (each against its own private nats-server) and print every
+//! phase and the ratio against the raw baseline. Their numbers are not asserted — speed is
+//! measured by running them, see docs/performance.md.
+
+use std::process::Command;
+
+fn bench(args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env_remove("CLOUDLYSIS_NATS_URL")
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .env("RUST_LOG", "warn")
+        .arg("bench")
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+#[test]
+fn bench_views_reports_every_phase_and_the_ratio() {
+    let out = bench(&["views", "--events", "300", "--rate", "20", "--seconds", "1"]);
+    for line in [
+        "raw_drain",
+        "view_apply",
+        "ratio view_apply / raw_drain throughput",
+        "command -> document written",
+        "command -> read-your-writes query",
+        "raw publish -> delivered",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bench_commands_reports_both_phases_and_the_ratio() {
+    let out = bench(&["commands", "--concurrency", "2", "--commands", "50"]);
+    for line in [
+        "raw_publish",
+        "gateway_command",
+        "ratio gateway_command / raw_publish",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bench_views_refuses_bad_settings() {
+    let out = Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .args(["bench", "views", "--rate", "0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
+}
