@@ -94,7 +94,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
 
     // 3. The balances view applies the same events.
     let started = Instant::now();
-    let projection = nodes::projection_node(src, &js).await?;
+    let projection = nodes::projection_node(src, &js, None).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while projection.commits_applied("balances").unwrap_or(0) < args.events as u64 {
         anyhow::ensure!(

@@ -45,16 +45,21 @@ pub async fn aggregate_node(
 pub const VIEWS: &[&str] =
     &[<cloudlysis_examples::balances::Balances as cloudlysis_actors::view::View>::NAME];
 
-/// Builds the projection node with the demo views registered.
+/// Builds the projection node with the demo views registered, in the configured mode
+/// (`mode_flag` over `CLOUDLYSIS_PROJECTION_MODE` over the file's `projection.mode`).
 pub async fn projection_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
+    mode_flag: Option<&str>,
 ) -> anyhow::Result<cloudlysis_actors::projection_node::ProjectionNode> {
+    use cloudlysis_actors::projection_node::{MODE, ProjectionMode, ProjectionNode};
     let settings = cloudlysis_runtime::consumer::ConsumerSettings::load(
         cloudlysis_runtime::consumer::ConsumerRole::Projection,
         src,
     )?;
-    cloudlysis_actors::projection_node::ProjectionNode::builder(js.clone(), settings)
+    let mode: ProjectionMode = src.get_or(&MODE, mode_flag, ProjectionMode::default())?;
+    ProjectionNode::builder(js.clone(), settings)
+        .mode(mode)
         .register::<cloudlysis_examples::balances::Balances>()
         .build()
         .await

@@ -86,6 +86,11 @@ pub async fn projection(
         cloudlysis_runtime::consumer::ConsumerRole::Projection,
         src,
     )?;
+    let _: cloudlysis_actors::projection_node::ProjectionMode = src.get_or(
+        &cloudlysis_actors::projection_node::MODE,
+        args.mode.as_deref(),
+        Default::default(),
+    )?;
     let grpc_addr: String = src.get_or(
         &cloudlysis_actors::projection_node::GRPC_ADDR,
         args.grpc_addr.as_deref(),
@@ -99,12 +104,13 @@ pub async fn projection(
     let grpc = nodes::bind(&grpc_addr, "projection.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-projection").await?;
-    let node = nodes::projection_node(src, &nats.js).await?;
+    let node = nodes::projection_node(src, &nats.js, args.mode.as_deref()).await?;
     let ops = nodes::ops_router(&nats.client, "projection", node.supervisor())?;
     eprintln!(
-        "projection node: gRPC on {}, HTTP on http://{}",
+        "projection node: gRPC on {}, HTTP on http://{} (views: {})",
         grpc.local_addr()?,
-        http.local_addr()?
+        http.local_addr()?,
+        node.view_names().join(", ")
     );
     let (stop, wait) = nodes::shutdown_channel();
     let http_server = tokio::spawn(

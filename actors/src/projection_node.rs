@@ -11,6 +11,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use cloudlysis_proto::projection::query_service_server::{QueryService, QueryServiceServer};
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
@@ -23,6 +24,7 @@ use cloudlysis_proto::projection_admin::{
 };
 use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
 use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::{SubjectToken, filter, validate_token};
 use cloudlysis_runtime::{kv as buckets, stream};
@@ -31,6 +33,7 @@ use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use crate::consumer::{self, CheckpointFn};
+use crate::handler::{Delivery, EventHandler, HandlerError};
 use crate::node_admin::NodeAdminService;
 use crate::view::{Checkpoint, DocumentRecord, View, ViewHandler, ViewStore};
 use crate::view_generation::{self, RebuildError};
@@ -71,6 +74,9 @@ pub enum ProjectionError {
     /// NATS failed.
     #[error("{0}")]
     Nats(String),
+    /// The configured mode conflicts with how the views ran before.
+    #[error("{0}")]
+    Mode(String),
     /// The supervision tree could not start.
     #[error(transparent)]
     Supervision(#[from] cloudlysis_supervision::SupervisorError),
@@ -87,11 +93,73 @@ struct Ctx {
     settings: ConsumerSettings,
 }
 
+/// Applies one commit (at a stream sequence) to one view's documents.
+type ApplyFn = Arc<
+    dyn Fn(Commit, u64) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Builds a view's store for Single mode (generation 0, shared checkpoint).
+type MakeStore = Arc<dyn Fn(&Ctx, Checkpoint, Arc<AtomicU64>) -> ApplyFn + Send + Sync>;
+
+struct Registered {
+    name: &'static str,
+    aggregate_types: &'static [&'static str],
+    start: StartGeneration,
+    store: MakeStore,
+}
+
+/// How a projection node consumes the event stream.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ProjectionMode {
+    /// One durable consumer per view: views fail, lag and rebuild independently.
+    #[default]
+    PerView,
+    /// One durable consumer (`cloudlysis-projection-all`) feeds every view: one fetch loop and
+    /// one server-side consumer, but a failing view holds back all of them, and views cannot
+    /// be rebuilt.
+    Single,
+}
+
+impl std::str::FromStr for ProjectionMode {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "per-view" => Ok(Self::PerView),
+            "single" => Ok(Self::Single),
+            other => Err(format!(
+                "`{other}` is not a mode: expected `per-view` or `single`"
+            )),
+        }
+    }
+}
+
+impl std::fmt::Display for ProjectionMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::PerView => "per-view",
+            Self::Single => "single",
+        })
+    }
+}
+
+/// Consumption mode of the projection node.
+pub const MODE: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "projection.mode",
+    env: "CLOUDLYSIS_PROJECTION_MODE",
+    flag: "--mode",
+    doc: "per-view: one durable consumer per view (isolated, rebuildable); single: one consumer \
+          feeds every view [default: per-view]",
+};
+
 /// Builds a [`ProjectionNode`].
 pub struct ProjectionNodeBuilder {
     js: jetstream::Context,
     settings: ConsumerSettings,
-    views: Vec<(&'static str, StartGeneration)>,
+    mode: ProjectionMode,
+    views: Vec<Registered>,
 }
 
 /// Name of the supervisor running generation `generation` of `view`.
@@ -142,7 +210,29 @@ impl ProjectionNodeBuilder {
                 ChildSpec::supervisor(tree)
             },
         );
-        self.views.push((V::NAME, start));
+        let store: MakeStore = Arc::new(
+            |ctx: &Ctx, checkpoint: Checkpoint, commits: Arc<AtomicU64>| -> ApplyFn {
+                let store =
+                    ViewStore::<V>::new(ctx.views.clone(), checkpoint, Duration::from_secs(5))
+                        .count_commits_on(commits);
+                Arc::new(move |commit: Commit, seq: u64| {
+                    let store = store.clone();
+                    Box::pin(async move { store.apply(&commit, seq).await.map(|_| ()) })
+                })
+            },
+        );
+        self.views.push(Registered {
+            name: V::NAME,
+            aggregate_types: V::aggregate_types(),
+            start,
+            store,
+        });
+        self
+    }
+
+    /// Chooses the consumption mode (default [`ProjectionMode::PerView`]).
+    pub fn mode(mut self, mode: ProjectionMode) -> Self {
+        self.mode = mode;
         self
     }
 
@@ -150,9 +240,9 @@ impl ProjectionNodeBuilder {
     /// queries and, during a rebuild, the one being built) and their controllers.
     pub async fn build(self) -> Result<ProjectionNode, ProjectionError> {
         let mut seen = std::collections::HashSet::new();
-        for (name, _) in &self.views {
-            if validate_token(name).is_err() || !seen.insert(*name) {
-                return Err(ProjectionError::InvalidView(name));
+        for r in &self.views {
+            if validate_token(r.name).is_err() || !seen.insert(r.name) {
+                return Err(ProjectionError::InvalidView(r.name));
             }
         }
         let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
@@ -171,38 +261,98 @@ impl ProjectionNodeBuilder {
             generations,
             settings: self.settings,
         });
+        check_mode(&ctx, self.mode, &self.views).await?;
         let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
         let mut views = HashMap::new();
         let mut controllers = Vec::new();
-        for (name, start) in self.views {
-            let entry = Arc::new(ViewEntry {
-                name,
-                serving: RwLock::new(None),
-                building: RwLock::new(None),
-                commits: Arc::new(AtomicU64::new(0)),
-            });
-            let mut controller = Controller {
-                entry: entry.clone(),
-                start,
-                ctx: ctx.clone(),
-                root: root.clone(),
-                running: BTreeMap::new(),
-                first: true,
-            };
-            // The first pass runs here so the node answers queries as soon as it is built.
-            while controller
-                .reconcile()
-                .await
-                .map_err(ProjectionError::Nats)?
-            {}
-            controllers.push(AbortOnDrop(tokio::spawn(controller.run())));
-            views.insert(name, entry);
+        match self.mode {
+            ProjectionMode::PerView => {
+                for r in self.views {
+                    let entry = Arc::new(ViewEntry::new(r.name));
+                    let mut controller = Controller {
+                        entry: entry.clone(),
+                        start: r.start,
+                        ctx: ctx.clone(),
+                        root: root.clone(),
+                        running: BTreeMap::new(),
+                        first: true,
+                    };
+                    // The first pass runs here so the node answers queries once it is built.
+                    while controller
+                        .reconcile()
+                        .await
+                        .map_err(ProjectionError::Nats)?
+                    {}
+                    controllers.push(AbortOnDrop(tokio::spawn(controller.run())));
+                    views.insert(r.name, entry);
+                }
+            }
+            ProjectionMode::Single if !self.views.is_empty() => {
+                let checkpoint = Checkpoint::default();
+                let mut stores = Vec::new();
+                let mut types: Vec<&'static str> = Vec::new();
+                for r in &self.views {
+                    let entry = Arc::new(ViewEntry::new(r.name));
+                    *entry.serving.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(GenerationState {
+                            generation: 0,
+                            checkpoint: checkpoint.clone(),
+                        });
+                    stores.push((
+                        r.name,
+                        (r.store)(&ctx, checkpoint.clone(), entry.commits.clone()),
+                    ));
+                    types.extend(r.aggregate_types.iter().copied());
+                    views.insert(r.name, entry);
+                }
+                types.sort_unstable();
+                types.dedup();
+                let durable = DurableName::projection_single();
+                let policy = ConsumerPolicy {
+                    durable: durable.clone(),
+                    filter_subjects: types
+                        .iter()
+                        .filter_map(|t| SubjectToken::new(*t).ok())
+                        .map(|t| filter::aggregate_type_events(&t))
+                        .collect(),
+                    settings: ctx.settings,
+                };
+                let gate = checkpoint.clone();
+                let skip: CheckpointFn = Arc::new(move |meta| {
+                    let applied = meta.stream_sequence <= gate.get();
+                    Box::pin(async move { applied })
+                });
+                let stores = Arc::new(stores);
+                let (tree, _handle) = consumer::supervised(
+                    "views-all",
+                    ctx.js.clone(),
+                    stream::AGGREGATE_EVENTS,
+                    policy,
+                    Some(skip),
+                    move || AllViews(stores.clone()),
+                );
+                root.start_child(ChildSpec::supervisor(tree)).await?;
+                let names: Vec<&'static str> = views.keys().copied().collect();
+                let on_raise: OnRaise = Arc::new(move |cp| {
+                    for view in &names {
+                        metrics::gauge!(names::VIEW_CHECKPOINT, "view" => *view).set(cp as f64);
+                    }
+                });
+                controllers.push(AbortOnDrop(tokio::spawn(track_checkpoint(
+                    ctx.js.clone(),
+                    durable,
+                    checkpoint,
+                    on_raise,
+                ))));
+            }
+            ProjectionMode::Single => {}
         }
         Ok(ProjectionNode {
             inner: Arc::new(Inner {
                 views,
                 kv: views_kv,
                 js: self.js,
+                mode: self.mode,
                 root,
                 controllers: std::sync::Mutex::new(controllers),
             }),
@@ -238,6 +388,15 @@ struct ViewEntry {
 }
 
 impl ViewEntry {
+    fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            serving: RwLock::new(None),
+            building: RwLock::new(None),
+            commits: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
     fn serving(&self) -> Option<GenerationState> {
         self.serving
             .read()
@@ -291,12 +450,17 @@ impl Controller {
                 .map_err(|e| format!("view `{view}` generation {g}: {e}"))?;
             let durable = view_generation::durable(view, g)
                 .ok_or_else(|| format!("view `{view}`: invalid name"))?;
+            let entry = self.entry.clone();
+            let on_raise: OnRaise = Arc::new(move |cp| {
+                if entry.serving().is_some_and(|s| s.generation == g) {
+                    metrics::gauge!(names::VIEW_CHECKPOINT, "view" => entry.name).set(cp as f64);
+                }
+            });
             let tracker = tokio::spawn(track_checkpoint(
                 self.ctx.js.clone(),
                 durable,
                 checkpoint.clone(),
-                self.entry.clone(),
-                g,
+                on_raise,
             ));
             self.running.insert(
                 g,
@@ -489,14 +653,94 @@ async fn retire(ctx: &Ctx, view: &str, g: u32) {
     }
 }
 
+/// Called with a checkpoint's value after each refresh (sets the gauge).
+type OnRaise = Arc<dyn Fn(u64) + Send + Sync>;
+
+/// Refuses a mode that would apply events a second time: Single mode over views that already
+/// ran PerView (their own consumers or a rebuild exist), or PerView over a Single-mode consumer.
+async fn check_mode(
+    ctx: &Ctx,
+    mode: ProjectionMode,
+    views: &[Registered],
+) -> Result<(), ProjectionError> {
+    let events = ctx
+        .js
+        .get_stream(stream::AGGREGATE_EVENTS)
+        .await
+        .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+    let exists = |name: String| {
+        let events = events.clone();
+        async move {
+            match tokio::time::timeout(NATS_TIMEOUT, events.consumer_info(&name)).await {
+                Ok(Ok(_)) => Ok(true),
+                Ok(Err(e)) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+                Ok(Err(e)) => Err(ProjectionError::Nats(format!("consumer {name}: {e}"))),
+                Err(_) => Err(ProjectionError::Nats(format!("consumer {name}: timed out"))),
+            }
+        }
+    };
+    match mode {
+        ProjectionMode::PerView => {
+            let single = DurableName::projection_single().to_string();
+            if exists(single.clone()).await? {
+                return Err(ProjectionError::Mode(format!(
+                    "consumer {single} exists: these views run in Single mode; set {}=single \
+                     (starting PerView would apply every event again)",
+                    MODE.env
+                )));
+            }
+        }
+        ProjectionMode::Single => {
+            for r in views {
+                let (gens, _) = view_generation::read(&ctx.generations, r.name)
+                    .await
+                    .map_err(|e| ProjectionError::Nats(e.to_string()))?;
+                let own = view_generation::durable(r.name, gens.active)
+                    .map(|d| d.to_string())
+                    .unwrap_or_default();
+                if gens != view_generation::Generations::default() || exists(own.clone()).await? {
+                    return Err(ProjectionError::Mode(format!(
+                        "view `{}` runs in PerView mode (consumer {own}, generation {}); \
+                         Single mode would apply its events again — keep {}=per-view",
+                        r.name, gens.active, MODE.env
+                    )));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Single mode's handler: applies each commit to every view. A view that fails fails the
+/// message; on redelivery the views that already applied it skip it (per-document guard).
+struct AllViews(Arc<Vec<(&'static str, ApplyFn)>>);
+
+impl EventHandler for AllViews {
+    type Event = Commit;
+    type State = ();
+    const KIND: &'static str = "views";
+
+    async fn init(&self) -> Result<(), cloudlysis_runtime::mailbox::ActorProcessingErr> {
+        Ok(())
+    }
+
+    async fn handle(&self, d: &Delivery<Commit>, _: &mut ()) -> Result<(), HandlerError> {
+        for (view, apply) in self.0.iter() {
+            apply(d.event.clone(), d.meta.stream_sequence)
+                .await
+                .map_err(|e| HandlerError::new(format!("view `{view}`: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
 /// Keeps a view generation's checkpoint at its durable consumer's contiguous ack floor — or at
 /// the stream's last sequence when nothing is pending (filtered-out messages count as done).
 async fn track_checkpoint(
     js: jetstream::Context,
     durable: DurableName,
     checkpoint: Checkpoint,
-    entry: Arc<ViewEntry>,
-    generation: u32,
+    on_raise: OnRaise,
 ) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -527,10 +771,7 @@ async fn track_checkpoint(
         };
         if let Ok(Some(floor)) = tokio::time::timeout(NATS_TIMEOUT, read).await {
             checkpoint.raise(floor);
-            if entry.serving().is_some_and(|s| s.generation == generation) {
-                metrics::gauge!(names::VIEW_CHECKPOINT, "view" => entry.name)
-                    .set(checkpoint.get() as f64);
-            }
+            on_raise(checkpoint.get());
         }
     }
 }
@@ -542,6 +783,7 @@ pub struct ProjectionNode {
 }
 
 struct Inner {
+    mode: ProjectionMode,
     views: HashMap<&'static str, Arc<ViewEntry>>,
     kv: kv::Store,
     js: jetstream::Context,
@@ -555,6 +797,7 @@ impl ProjectionNode {
         ProjectionNodeBuilder {
             js,
             settings,
+            mode: ProjectionMode::default(),
             views: Vec::new(),
         }
     }
@@ -593,6 +836,13 @@ impl ProjectionNode {
 
     /// Starts a rebuild of `view` (see [`crate::view_generation`]).
     pub async fn rebuild(&self, view: &str) -> Result<view_generation::Generations, Status> {
+        if self.inner.mode == ProjectionMode::Single {
+            return Err(Status::failed_precondition(format!(
+                "rebuilding view `{view}` needs PerView mode; this node runs Single mode \
+                 ({}=single)",
+                MODE.env
+            )));
+        }
         if !self.inner.views.contains_key(view) {
             validate_token(view).map_err(|e| Status::invalid_argument(format!("view: {e}")))?;
             return Err(Status::not_found(format!(

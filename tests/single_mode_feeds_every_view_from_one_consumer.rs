@@ -1,0 +1,221 @@
+//! Single mode: one durable consumer (`cloudlysis-projection-all`) feeds every view; each view
+//! equals the fold of the stream, no per-view consumer exists, rebuilds are refused with a
+//! reason, and a node refuses a mode that would apply events a second time.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use cloudlysis_actors::projection_node::{ProjectionError, ProjectionMode, ProjectionNode};
+use cloudlysis_actors::view::View;
+use cloudlysis_examples::balances::Balances;
+use cloudlysis_runtime::consumer::ConsumerSettings;
+use cloudlysis_runtime::context::{RequestContext, TenantId};
+use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
+use cloudlysis_runtime::{nats, subject};
+use cloudlysis_test_support::{NatsServer, eventually};
+use serde::{Deserialize, Serialize};
+
+/// A second view over the same events: deposits counted per account.
+struct DepositCounts;
+
+#[derive(Default, Serialize, Deserialize)]
+struct Count {
+    deposits: u64,
+}
+
+impl View for DepositCounts {
+    const NAME: &'static str = "deposit_counts";
+    const SCHEMA_VERSION: u32 = 1;
+    type Document = Count;
+    fn aggregate_types() -> &'static [&'static str] {
+        &["account"]
+    }
+    fn key(event: &EventEnvelope) -> Option<String> {
+        Some(event.aggregate_id.clone())
+    }
+    fn apply(doc: &mut Count, event: &EventEnvelope) -> Result<(), String> {
+        if event.event_type == "Deposited" {
+            doc.deposits += 1;
+        }
+        Ok(())
+    }
+}
+
+const EVENTS: u64 = 400;
+const ACCOUNTS: u64 = 10;
+
+async fn publish_deposits(js: &async_nats::jetstream::Context) -> (u64, BTreeMap<String, i64>) {
+    let tenant = TenantId::new("acme").unwrap();
+    let ctx = RequestContext::new(tenant.clone());
+    let mut sums = BTreeMap::new();
+    let mut last = 0;
+    for i in 0..EVENTS {
+        let account = format!("acc-{}", i % ACCOUNTS);
+        let amount = (i % 5 + 1) as i64;
+        *sums.entry(account.clone()).or_default() += amount;
+        let commit = Commit {
+            schema_version: 1,
+            commit_id: format!("c-{i}"),
+            events: vec![EventEnvelope {
+                event_id: format!("e-{i}"),
+                tenant_id: "acme".into(),
+                aggregate_type: "account".into(),
+                aggregate_id: account.clone(),
+                sequence: i / ACCOUNTS + 1,
+                event_type: "Deposited".into(),
+                schema_version: 1,
+                occurred_at: "2026-11-27T00:00:00Z".into(),
+                payload: serde_json::json!({ "amount": amount }),
+                correlation_id: None,
+                traceparent: None,
+            }],
+        };
+        let subj = subject::aggregate_event(
+            &tenant,
+            &"account".try_into().unwrap(),
+            &account.as_str().try_into().unwrap(),
+        );
+        last = nats::publish(
+            js,
+            subj,
+            &ctx,
+            &format!("c-{i}"),
+            None,
+            Bytes::from(serde_json::to_vec(&commit).unwrap()),
+            Duration::from_secs(10),
+        )
+        .await
+        .unwrap()
+        .sequence;
+    }
+    (last, sums)
+}
+
+async fn consumer_names(js: &async_nats::jetstream::Context) -> Vec<String> {
+    use futures::TryStreamExt;
+    let events = js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+    let mut names: Vec<String> = events.consumer_names().try_collect().await.unwrap();
+    names.sort();
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_consumer_feeds_both_views_exactly() {
+    let server = NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    let node = ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .mode(ProjectionMode::Single)
+        .register::<Balances>()
+        .register::<DepositCounts>()
+        .build()
+        .await
+        .unwrap();
+    let (last, sums) = publish_deposits(&js).await;
+    let n = node.clone();
+    assert!(
+        eventually(Duration::from_secs(60), move || {
+            let n = n.clone();
+            async move {
+                n.checkpoint("balances") >= Some(last)
+                    && n.checkpoint("deposit_counts") >= Some(last)
+            }
+        })
+        .await,
+        "views did not catch up with {last}"
+    );
+    assert_eq!(node.commits_applied("balances"), Some(EVENTS));
+    assert_eq!(node.commits_applied("deposit_counts"), Some(EVENTS));
+    assert_eq!(
+        consumer_names(&js).await,
+        vec!["cloudlysis-projection-all".to_string()]
+    );
+
+    let kv = js.get_key_value("cloudlysis_views").await.unwrap();
+    for (account, sum) in &sums {
+        let balance: serde_json::Value = serde_json::from_slice(
+            &kv.get(format!("balances.acme.{account}"))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(balance["doc"]["balance"], *sum, "{account}");
+        let count: serde_json::Value = serde_json::from_slice(
+            &kv.get(format!("deposit_counts.acme.{account}"))
+                .await
+                .unwrap()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(count["doc"]["deposits"], EVENTS / ACCOUNTS, "{account}");
+    }
+
+    let refused = node.rebuild("balances").await.unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
+    assert!(refused.message().contains("PerView"), "{refused}");
+
+    // The same views started PerView would apply every event again: refused, naming the mode.
+    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .register::<Balances>()
+        .build()
+        .await
+    {
+        Err(ProjectionError::Mode(reason)) => {
+            assert!(
+                reason.contains("CLOUDLYSIS_PROJECTION_MODE=single"),
+                "{reason}"
+            )
+        }
+        Err(other) => panic!("expected a mode conflict, got {other}"),
+        Ok(_) => panic!("expected a mode conflict, got a node"),
+    }
+}
+
+#[tokio::test]
+async fn single_mode_over_views_that_ran_per_view_is_refused() {
+    let server = NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    let per_view = ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .register::<Balances>()
+        .build()
+        .await
+        .unwrap();
+    drop(per_view);
+    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .mode(ProjectionMode::Single)
+        .register::<Balances>()
+        .build()
+        .await
+    {
+        Err(ProjectionError::Mode(reason)) => {
+            assert!(
+                reason.contains("balances") && reason.contains("per-view"),
+                "{reason}"
+            )
+        }
+        Err(other) => panic!("expected a mode conflict, got {other}"),
+        Ok(_) => panic!("expected a mode conflict, got a node"),
+    }
+}
+
+#[test]
+fn a_bad_mode_names_the_setting() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .args([
+            "projection",
+            "--mode",
+            "sometimes",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("projection.mode") && stderr.contains("per-view"),
+        "{stderr}"
+    );
+}
