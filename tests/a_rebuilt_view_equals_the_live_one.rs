@@ -185,6 +185,25 @@ async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
         "generation 1 holds the documents"
     );
 
+    // The checkpoint is recorded in KV per generation; the retired one's record is gone.
+    let checkpoints = p.js.get_key_value("cloudlysis_checkpoints").await.unwrap();
+    let recorded = eventually(Duration::from_secs(30), || async {
+        let Ok(Some(raw)) = checkpoints.get("balances=g1.checkpoint").await else {
+            return false;
+        };
+        let record: serde_json::Value = serde_json::from_slice(&raw).unwrap();
+        record["generation"] == 1 && record["sequence"].as_u64() >= Some(last)
+    })
+    .await;
+    assert!(recorded, "generation 1's checkpoint is not recorded");
+    assert!(
+        checkpoints
+            .get("balances.checkpoint")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
     // A second rebuild works the same way (generation 2).
     let again = admin
         .rebuild_view(RebuildViewRequest {

@@ -51,6 +51,8 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 /// Shortest gap between two checkpoint refreshes asked for by waiting queries (bounds the
 /// consumer-info requests a view's tracker makes to 1 / `MIN_REFRESH`).
 pub const MIN_REFRESH: Duration = Duration::from_millis(5);
+/// Least time between two records of a view's checkpoint in KV.
+pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 /// Deadline of each NATS request the node makes in the background.
 pub const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a view's controller re-reads its generation record when nothing wakes it.
@@ -333,6 +335,13 @@ impl ProjectionNodeBuilder {
                 );
                 root.start_child(ChildSpec::supervisor(tree)).await?;
                 let names: Vec<&'static str> = views.keys().copied().collect();
+                let persist = persist_to(
+                    ctx.generations.clone(),
+                    names
+                        .iter()
+                        .map(|v| (buckets::view_space(v, 0), 0))
+                        .collect(),
+                );
                 let on_raise: OnRaise = Arc::new(move |cp| {
                     for view in &names {
                         metrics::gauge!(names::VIEW_CHECKPOINT, "view" => *view).set(cp as f64);
@@ -343,6 +352,7 @@ impl ProjectionNodeBuilder {
                     durable,
                     checkpoint,
                     on_raise,
+                    persist,
                 ))));
             }
             ProjectionMode::Single => {}
@@ -456,11 +466,16 @@ impl Controller {
                     metrics::gauge!(names::VIEW_CHECKPOINT, "view" => entry.name).set(cp as f64);
                 }
             });
+            let persist = persist_to(
+                self.ctx.generations.clone(),
+                vec![(buckets::view_space(view, g), g)],
+            );
             let tracker = tokio::spawn(track_checkpoint(
                 self.ctx.js.clone(),
                 durable,
                 checkpoint.clone(),
                 on_raise,
+                persist,
             ));
             self.running.insert(
                 g,
@@ -625,6 +640,11 @@ async fn retire(ctx: &Ctx, view: &str, g: u32) {
         let _ = tokio::time::timeout(NATS_TIMEOUT, delete).await;
     }
     let space = buckets::view_space(view, g);
+    let _ = tokio::time::timeout(
+        NATS_TIMEOUT,
+        ctx.generations.purge(buckets::view_checkpoint_key(&space)),
+    )
+    .await;
     let js = ctx.js.clone();
     let filter = buckets::view_space_filter(&space);
     let purge = async move {
@@ -741,10 +761,12 @@ async fn track_checkpoint(
     durable: DurableName,
     checkpoint: Checkpoint,
     on_raise: OnRaise,
+    persist: Persist,
 ) {
     let mut interval = tokio::time::interval(CHECKPOINT_INTERVAL);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_read = tokio::time::Instant::now();
+    let mut persisted: Option<(u64, tokio::time::Instant)> = None;
     loop {
         tokio::select! {
             _ = interval.tick() => {}
@@ -755,14 +777,10 @@ async fn track_checkpoint(
         }
         last_read = tokio::time::Instant::now();
         let read = async {
-            let mut events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
             // Stream first: a message published after this read is not claimed below.
-            let last = events.info().await.ok()?.state.last_sequence;
-            let mut consumer: PullConsumer = events
-                .get_consumer::<jetstream::consumer::pull::Config>(durable.as_str())
-                .await
-                .ok()?;
-            let info = consumer.info().await.ok()?;
+            let events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
+            let last = events.cached_info().state.last_sequence;
+            let info = events.consumer_info(durable.as_str()).await.ok()?;
             let mut floor = info.ack_floor.stream_sequence;
             if info.num_pending == 0 && info.num_ack_pending == 0 {
                 floor = floor.max(last);
@@ -771,9 +789,41 @@ async fn track_checkpoint(
         };
         if let Ok(Some(floor)) = tokio::time::timeout(NATS_TIMEOUT, read).await {
             checkpoint.raise(floor);
-            on_raise(checkpoint.get());
+            let now = checkpoint.get();
+            on_raise(now);
+            let due = persisted
+                .is_none_or(|(value, at)| value != now && at.elapsed() >= PERSIST_INTERVAL);
+            if due {
+                persist(now).await;
+                persisted = Some((now, tokio::time::Instant::now()));
+            }
         }
     }
+}
+
+/// Writes a checkpoint value to KV for operators (best effort, bounded).
+type Persist = Arc<dyn Fn(u64) -> std::pin::Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Records `<space>.checkpoint` in the checkpoints bucket for each of `spaces`.
+fn persist_to(kv: kv::Store, spaces: Vec<(String, u32)>) -> Persist {
+    Arc::new(move |sequence| {
+        let (kv, spaces) = (kv.clone(), spaces.clone());
+        Box::pin(async move {
+            let at = cloudlysis_runtime::time::rfc3339(std::time::SystemTime::now());
+            for (space, generation) in spaces {
+                let record = serde_json::json!({
+                    "sequence": sequence,
+                    "generation": generation,
+                    "updated_at": at,
+                });
+                let key = buckets::view_checkpoint_key(&space);
+                let value = bytes::Bytes::from(record.to_string());
+                if let Ok(Err(e)) = tokio::time::timeout(NATS_TIMEOUT, kv.put(&key, value)).await {
+                    tracing::debug!(key, error = %e, "recording a view checkpoint");
+                }
+            }
+        })
+    })
 }
 
 /// A running projection node. Cheap to clone.

@@ -76,7 +76,9 @@ pub fn views() -> BucketPolicy {
 }
 
 /// The view-checkpoint bucket: each view's generation record (which generation answers
-/// queries, which one a rebuild is building) under [`view_generation_key`].
+/// queries, which one a rebuild is building) under [`view_generation_key`], and each view
+/// generation's checkpoint under [`view_checkpoint_key`] (recorded for operators at most once a
+/// second; nodes derive the live value from the durable consumer's ack floor).
 pub fn checkpoints() -> BucketPolicy {
     BucketPolicy {
         name: CHECKPOINTS_BUCKET,
@@ -116,6 +118,12 @@ pub fn views_stream() -> String {
 /// The key of a view's generation record in the checkpoints bucket: `<view>.generation`.
 pub fn view_generation_key(view: &str) -> String {
     format!("{view}.generation")
+}
+
+/// The key of a view generation's recorded checkpoint in the checkpoints bucket:
+/// `<space>.checkpoint`, holding `{"sequence", "generation", "updated_at"}`.
+pub fn view_checkpoint_key(space: &str) -> String {
+    format!("{space}.checkpoint")
 }
 
 /// A bucket could not be opened or created.
@@ -174,6 +182,7 @@ mod tests {
             "$KV.cloudlysis_views.balances=g2.>"
         );
         assert_eq!(view_generation_key("balances"), "balances.generation");
+        assert_eq!(view_checkpoint_key("balances=g2"), "balances=g2.checkpoint");
         assert_eq!(views_stream(), "KV_cloudlysis_views");
     }
 
