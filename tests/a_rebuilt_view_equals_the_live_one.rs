@@ -262,3 +262,67 @@ async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
         Err(RebuildError::InvalidView { .. })
     ));
 }
+
+#[tokio::test]
+async fn a_starting_node_retires_generations_left_behind() {
+    use async_nats::jetstream::consumer::pull;
+    use cloudlysis_actors::projection_node::ProjectionNode;
+    use cloudlysis_actors::view_generation::{self, Generations};
+    use cloudlysis_examples::balances::Balances;
+    use cloudlysis_runtime::consumer::ConsumerSettings;
+    use cloudlysis_runtime::stream;
+    use futures::TryStreamExt;
+
+    // A node died mid-switch: the record says generation 1, but generation 0's durable and
+    // documents, and a stray generation 7 durable, are still there.
+    let server = cloudlysis_test_support::NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    stream::ensure_stream(&js, &stream::aggregate_events())
+        .await
+        .unwrap();
+    let events = js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+    for name in [
+        "cloudlysis-projection-view-balances",
+        "cloudlysis-projection-view-balances=g7",
+    ] {
+        events
+            .create_consumer(pull::Config {
+                durable_name: Some(name.into()),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let generations = view_generation::bucket(&js).await.unwrap();
+    let written = view_generation::compare_and_set(
+        &generations,
+        "balances",
+        None,
+        Generations {
+            active: 1,
+            building: None,
+        },
+    )
+    .await
+    .unwrap();
+    assert!(written);
+    let views = cloudlysis_runtime::kv::ensure_bucket(&js, &cloudlysis_runtime::kv::views())
+        .await
+        .unwrap();
+    views.put("balances.acme.stale", "{}".into()).await.unwrap();
+
+    let node = ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .retire_grace(Duration::from_millis(100))
+        .register::<Balances>()
+        .build()
+        .await
+        .unwrap();
+    assert_eq!(node.generation("balances"), Some(1));
+    let cleaned = eventually(Duration::from_secs(30), || async {
+        let names: Vec<String> = events.consumer_names().try_collect().await.unwrap();
+        let stale_doc = views.get("balances.acme.stale").await.unwrap();
+        names == vec!["cloudlysis-projection-view-balances=g1".to_string()] && stale_doc.is_none()
+    })
+    .await;
+    assert!(cleaned, "leftover generations were not retired");
+}

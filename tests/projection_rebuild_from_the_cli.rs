@@ -54,7 +54,8 @@ async fn rebuild_waits_for_the_node_then_refuses_a_second_one_in_progress() {
         })
         .await
     );
-    // No node runs the view from here on, so the next request stays in progress.
+    // Dropping the node stops its view controllers (its consumers linger in this process, but
+    // nothing acts on the generation record any more), so the next request stays in progress.
     drop((node, n));
 
     let out = rebuild(&["balances", "--nats-url", &url, "--no-wait"]);

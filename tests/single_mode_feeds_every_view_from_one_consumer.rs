@@ -42,6 +42,24 @@ impl View for DepositCounts {
     }
 }
 
+/// A view added after Single mode has been running.
+struct LateView;
+
+impl View for LateView {
+    const NAME: &'static str = "late_view";
+    const SCHEMA_VERSION: u32 = 1;
+    type Document = Count;
+    fn aggregate_types() -> &'static [&'static str] {
+        &["account"]
+    }
+    fn key(event: &EventEnvelope) -> Option<String> {
+        Some(event.aggregate_id.clone())
+    }
+    fn apply(_: &mut Count, _: &EventEnvelope) -> Result<(), String> {
+        Ok(())
+    }
+}
+
 const EVENTS: u64 = 400;
 const ACCOUNTS: u64 = 10;
 
@@ -154,6 +172,37 @@ async fn one_consumer_feeds_both_views_exactly() {
     let refused = node.rebuild("balances").await.unwrap_err();
     assert_eq!(refused.code(), tonic::Code::FailedPrecondition);
     assert!(refused.message().contains("PerView"), "{refused}");
+    // Also when asked directly (as `cloudlysis projection rebuild` does), not through a node.
+    assert!(matches!(
+        cloudlysis_actors::view_generation::request_rebuild(&js, "balances").await,
+        Err(cloudlysis_actors::view_generation::RebuildError::SingleMode(_))
+    ));
+
+    // A view the shared consumer never fed would miss every event before now: refused.
+    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .mode(ProjectionMode::Single)
+        .register::<Balances>()
+        .register::<DepositCounts>()
+        .register::<LateView>()
+        .build()
+        .await
+    {
+        Err(ProjectionError::Mode(reason)) => {
+            assert!(
+                reason.contains("`late_view` is new to Single mode"),
+                "{reason}"
+            )
+        }
+        Err(other) => panic!("expected a mode conflict, got {other}"),
+        Ok(_) => panic!("expected a mode conflict, got a node"),
+    }
+    // The views it does feed may restart in Single mode (a second replica, or a restart).
+    ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+        .mode(ProjectionMode::Single)
+        .register::<DepositCounts>()
+        .build()
+        .await
+        .unwrap();
 
     // The same views started PerView would apply every event again: refused, naming the mode.
     match ProjectionNode::builder(js.clone(), ConsumerSettings::default())

@@ -11,7 +11,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
+use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
 use cloudlysis_proto::projection::query_service_server::{QueryService, QueryServiceServer};
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
@@ -28,8 +30,10 @@ use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::{SubjectToken, filter, validate_token};
 use cloudlysis_runtime::{kv as buckets, stream};
+use cloudlysis_supervision::SupervisorError;
 use cloudlysis_supervision::{ChildSpec, SupervisorConfig, SupervisorRef};
 use futures::StreamExt;
+use std::future::IntoFuture;
 use tonic::{Request, Response, Status};
 
 use crate::consumer::{self, CheckpointFn};
@@ -53,6 +57,9 @@ pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(100);
 pub const MIN_REFRESH: Duration = Duration::from_millis(5);
 /// Least time between two records of a view's checkpoint in KV.
 pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
+/// Default time between a rebuild's switch and the retirement of the old generation: longer
+/// than any node's switch ([`SWITCH_WAIT`]) plus its poll ([`IDLE_POLL`]).
+pub const RETIRE_GRACE: Duration = Duration::from_secs(30);
 /// Deadline of each NATS request the node makes in the background.
 pub const NATS_TIMEOUT: Duration = Duration::from_secs(5);
 /// How often a view's controller re-reads its generation record when nothing wakes it.
@@ -93,6 +100,7 @@ struct Ctx {
     views: kv::Store,
     generations: kv::Store,
     settings: ConsumerSettings,
+    retire_grace: Duration,
 }
 
 /// Applies one commit (at a stream sequence) to one view's documents.
@@ -161,6 +169,7 @@ pub struct ProjectionNodeBuilder {
     js: jetstream::Context,
     settings: ConsumerSettings,
     mode: ProjectionMode,
+    retire_grace: Duration,
     views: Vec<Registered>,
 }
 
@@ -232,6 +241,14 @@ impl ProjectionNodeBuilder {
         self
     }
 
+    /// How long after a rebuild's switch the old generation's durable and documents are kept
+    /// (default [`RETIRE_GRACE`]), so nodes still answering from it while they switch never
+    /// see it vanish. Must exceed [`SWITCH_WAIT`] plus [`IDLE_POLL`] with several nodes.
+    pub fn retire_grace(mut self, grace: Duration) -> Self {
+        self.retire_grace = grace;
+        self
+    }
+
     /// Chooses the consumption mode (default [`ProjectionMode::PerView`]).
     pub fn mode(mut self, mode: ProjectionMode) -> Self {
         self.mode = mode;
@@ -262,6 +279,7 @@ impl ProjectionNodeBuilder {
             views: views_kv.clone(),
             generations,
             settings: self.settings,
+            retire_grace: self.retire_grace,
         });
         check_mode(&ctx, self.mode, &self.views).await?;
         let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
@@ -277,6 +295,7 @@ impl ProjectionNodeBuilder {
                         ctx: ctx.clone(),
                         root: root.clone(),
                         running: BTreeMap::new(),
+                        retiring: BTreeMap::new(),
                         first: true,
                     };
                     // The first pass runs here so the node answers queries once it is built.
@@ -437,6 +456,8 @@ struct Controller {
     ctx: Arc<Ctx>,
     root: SupervisorRef,
     running: BTreeMap<u32, Running>,
+    /// Generations to retire (durable deleted, documents purged) once their grace has passed.
+    retiring: BTreeMap<u32, tokio::time::Instant>,
     first: bool,
 }
 
@@ -454,10 +475,25 @@ impl Controller {
             }
             let checkpoint = Checkpoint::default();
             let spec = (self.start)(&self.ctx, g, checkpoint.clone(), self.entry.commits.clone());
-            self.root
-                .start_child(spec)
-                .await
-                .map_err(|e| format!("view `{view}` generation {g}: {e}"))?;
+            match self.root.start_child(spec).await {
+                Ok(()) => {}
+                // An earlier start that timed out went through after all: that child is wired
+                // to a checkpoint nobody tracks, so replace it.
+                Err(SupervisorError::DuplicateChild { .. }) => {
+                    let name = view_child_name(view, g);
+                    self.root
+                        .stop_child(&name)
+                        .await
+                        .map_err(|e| format!("view `{view}` generation {g}: {e}"))?;
+                    let spec =
+                        (self.start)(&self.ctx, g, checkpoint.clone(), self.entry.commits.clone());
+                    self.root
+                        .start_child(spec)
+                        .await
+                        .map_err(|e| format!("view `{view}` generation {g}: {e}"))?;
+                }
+                Err(e) => return Err(format!("view `{view}` generation {g}: {e}")),
+            }
             let durable = view_generation::durable(view, g)
                 .ok_or_else(|| format!("view `{view}`: invalid name"))?;
             let entry = self.entry.clone();
@@ -529,24 +565,61 @@ impl Controller {
         } else {
             0.0
         });
-        // 3. Retire what the record no longer names.
-        let retired: Vec<u32> = self
+        // 3. Stop what the record no longer names; retire it (delete its durable, purge its
+        //    documents) after a grace period, so nodes still answering from it while they
+        //    switch never see it vanish.
+        let wanted = |g: u32| g == gens.active || Some(g) == gens.building;
+        let unwanted: Vec<u32> = self
             .running
             .keys()
             .copied()
-            .filter(|g| *g != gens.active && Some(*g) != gens.building)
+            .filter(|g| !wanted(*g))
             .collect();
-        for g in retired {
-            if let Err(e) = self.root.stop_child(&view_child_name(view, g)).await {
-                tracing::warn!(view, generation = g, error = %e, "stopping a retired view generation");
+        let purge_after = tokio::time::Instant::now() + self.ctx.retire_grace;
+        for g in unwanted {
+            match self.root.stop_child(&view_child_name(view, g)).await {
+                Ok(()) | Err(SupervisorError::NoSuchChild { .. }) => {
+                    self.running.remove(&g);
+                    self.retiring.entry(g).or_insert(purge_after);
+                    tracing::info!(view, generation = g, "stopped a retired view generation");
+                }
+                // Still running: try again on the next pass, never retire under a live consumer.
+                Err(e) => {
+                    tracing::warn!(view, generation = g, error = %e, "stopping a retired view generation")
+                }
             }
-            self.running.remove(&g);
-            retire(&self.ctx, view, g).await;
         }
-        if std::mem::take(&mut self.first) && gens.active > 0 {
-            // A node that died mid-switch may have left the previous generation behind.
-            let (ctx, previous) = (self.ctx.clone(), gens.active - 1);
-            tokio::spawn(async move { retire(&ctx, view, previous).await });
+        if std::mem::take(&mut self.first) {
+            // Generations a node (maybe this one, before a crash) left behind.
+            for g in leftover_generations(&self.ctx, view).await {
+                if !wanted(g) {
+                    self.retiring.entry(g).or_insert(purge_after);
+                }
+            }
+            if gens.active > 0 {
+                self.retiring.entry(gens.active - 1).or_insert(purge_after);
+            }
+        }
+        let due: Vec<u32> = self
+            .retiring
+            .iter()
+            .filter(|(_, at)| **at <= tokio::time::Instant::now())
+            .map(|(g, _)| *g)
+            .collect();
+        for g in due {
+            if wanted(g) || self.running.contains_key(&g) {
+                self.retiring.remove(&g);
+                continue;
+            }
+            match retire(&self.ctx, view, g).await {
+                Ok(purged) => {
+                    self.retiring.remove(&g);
+                    tracing::info!(view, generation = g, purged, "retired view generation");
+                }
+                Err(e) => {
+                    tracing::warn!(view, generation = g, error = %e, "retiring a view generation; will retry")
+                }
+            }
         }
         // 4. Complete a rebuild that has caught up with the stream.
         if let Some(b) = gens.building
@@ -630,47 +703,75 @@ impl Controller {
 
 /// Stops using generation `g` of `view` for good: deletes its durable consumer and purges its
 /// documents. Idempotent; every node calls it after stopping its own consumer of `g`.
-async fn retire(ctx: &Ctx, view: &str, g: u32) {
-    if let Some(durable) = view_generation::durable(view, g) {
-        let js = ctx.js.clone();
-        let delete = async move {
-            let events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
-            events.delete_consumer(durable.as_str()).await.ok()
-        };
-        let _ = tokio::time::timeout(NATS_TIMEOUT, delete).await;
+async fn retire(ctx: &Ctx, view: &str, g: u32) -> Result<u64, String> {
+    let durable = view_generation::durable(view, g).ok_or("invalid view name")?;
+    let events = tokio::time::timeout(NATS_TIMEOUT, ctx.js.get_stream(stream::AGGREGATE_EVENTS))
+        .await
+        .map_err(|_| "reading the stream timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    match tokio::time::timeout(NATS_TIMEOUT, events.delete_consumer(durable.as_str())).await {
+        Ok(Ok(_)) => {}
+        Ok(Err(e))
+            if matches!(e.kind(), ConsumerErrorKind::JetStream(ref js)
+                if js.error_code() == ErrorCode::CONSUMER_NOT_FOUND) => {}
+        Ok(Err(e)) => return Err(format!("deleting {durable}: {e}")),
+        Err(_) => return Err(format!("deleting {durable} timed out")),
     }
     let space = buckets::view_space(view, g);
-    let _ = tokio::time::timeout(
+    let docs = tokio::time::timeout(NATS_TIMEOUT, ctx.js.get_stream(buckets::views_stream()))
+        .await
+        .map_err(|_| "reading the views bucket timed out".to_string())?
+        .map_err(|e| e.to_string())?;
+    let purged = tokio::time::timeout(
+        Duration::from_secs(30),
+        docs.purge()
+            .filter(buckets::view_space_filter(&space))
+            .into_future(),
+    )
+    .await
+    .map_err(|_| format!("purging {space} timed out"))?
+    .map_err(|e| format!("purging {space}: {e}"))?
+    .purged;
+    tokio::time::timeout(
         NATS_TIMEOUT,
         ctx.generations.purge(buckets::view_checkpoint_key(&space)),
     )
-    .await;
-    let js = ctx.js.clone();
-    let filter = buckets::view_space_filter(&space);
-    let purge = async move {
-        let docs = js
-            .get_stream(buckets::views_stream())
-            .await
-            .map_err(|e| e.to_string())?;
-        docs.purge()
-            .filter(filter)
-            .await
-            .map(|p| p.purged)
-            .map_err(|e| e.to_string())
+    .await
+    .map_err(|_| "purging the checkpoint record timed out".to_string())?
+    .map_err(|e| e.to_string())?;
+    Ok(purged)
+}
+
+/// Generations of `view` whose durable consumer exists on the server.
+async fn leftover_generations(ctx: &Ctx, view: &str) -> Vec<u32> {
+    let Some(base) = view_generation::durable(view, 0) else {
+        return Vec::new();
     };
-    match tokio::time::timeout(Duration::from_secs(30), purge).await {
-        Ok(Ok(purged)) => {
-            tracing::info!(view, generation = g, purged, "retired view generation")
-        }
-        Ok(Err(e)) => {
-            tracing::warn!(view, generation = g, error = %e, "purging a retired view generation")
-        }
-        Err(_) => tracing::warn!(
-            view,
-            generation = g,
-            "purging a retired view generation timed out"
-        ),
-    }
+    let base = base.to_string();
+    let list = async {
+        let events = ctx.js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
+        let names: Vec<String> = events
+            .consumer_names()
+            .filter_map(|n| async move { n.ok() })
+            .collect()
+            .await;
+        Some(names)
+    };
+    let names = tokio::time::timeout(NATS_TIMEOUT, list)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    names
+        .iter()
+        .filter_map(|n| {
+            if *n == base {
+                Some(0)
+            } else {
+                n.strip_prefix(&base)?.strip_prefix("=g")?.parse().ok()
+            }
+        })
+        .collect()
 }
 
 /// Called with a checkpoint's value after each refresh (sets the gauge).
@@ -726,6 +827,45 @@ async fn check_mode(
                     )));
                 }
             }
+            // The shared consumer is past every event it delivered: a view it never fed would
+            // miss them, and Single mode cannot rebuild. Remember which views it feeds.
+            let key = buckets::SINGLE_MODE_VIEWS_KEY;
+            let names: std::collections::BTreeSet<String> =
+                views.iter().map(|r| r.name.to_string()).collect();
+            let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(format!("{key}: {e}"));
+            let recorded = tokio::time::timeout(NATS_TIMEOUT, ctx.generations.get(key))
+                .await
+                .map_err(|_| nats(&"timed out"))?
+                .map_err(|e| nats(&e))?
+                .and_then(|b| {
+                    serde_json::from_slice::<std::collections::BTreeSet<String>>(&b).ok()
+                });
+            let single = DurableName::projection_single().to_string();
+            let known = match (exists(single.clone()).await?, recorded) {
+                (true, Some(recorded)) => {
+                    let new: Vec<&str> = names
+                        .iter()
+                        .filter(|n| !recorded.contains(*n))
+                        .map(String::as_str)
+                        .collect();
+                    if !new.is_empty() {
+                        return Err(ProjectionError::Mode(format!(
+                            "view `{}` is new to Single mode: consumer {single} is past events \
+                             it never applied, and Single mode cannot rebuild; run it on a \
+                             PerView node, or start Single mode over (delete {single} and the \
+                             views' documents)",
+                            new.join("`, `")
+                        )));
+                    }
+                    recorded
+                }
+                (true, None) | (false, _) => names,
+            };
+            let value = bytes::Bytes::from(serde_json::to_vec(&known).unwrap_or_default());
+            tokio::time::timeout(NATS_TIMEOUT, ctx.generations.put(key, value))
+                .await
+                .map_err(|_| nats(&"timed out"))?
+                .map_err(|e| nats(&e))?;
         }
     }
     Ok(())
@@ -848,6 +988,7 @@ impl ProjectionNode {
             js,
             settings,
             mode: ProjectionMode::default(),
+            retire_grace: RETIRE_GRACE,
             views: Vec::new(),
         }
     }
@@ -904,7 +1045,9 @@ impl ProjectionNode {
             .await
             .map_err(|e| match e {
                 RebuildError::InvalidView { .. } => Status::invalid_argument(e.to_string()),
-                RebuildError::InProgress { .. } => Status::failed_precondition(e.to_string()),
+                RebuildError::InProgress { .. } | RebuildError::SingleMode(_) => {
+                    Status::failed_precondition(e.to_string())
+                }
                 RebuildError::Contended(_) => Status::aborted(e.to_string()),
                 RebuildError::Nats { .. } => Status::unavailable(e.to_string()),
             })

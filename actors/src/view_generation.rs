@@ -64,6 +64,12 @@ pub enum RebuildError {
         /// Generation being built.
         building: u32,
     },
+    /// The views run in Single mode, which cannot rebuild one view.
+    #[error(
+        "view `{0}` runs in Single mode (consumer cloudlysis-projection-all exists); \
+         rebuilding a view needs PerView mode"
+    )]
+    SingleMode(String),
     /// The record kept changing under us.
     #[error("view `{0}`: the generation record changed concurrently too often; try again")]
     Contended(String),
@@ -156,6 +162,12 @@ pub async fn request_rebuild(
         view: view.to_string(),
         reason: e.to_string(),
     })?;
+    if single_mode_consumer_exists(js)
+        .await
+        .map_err(|e| nats_err(view, e))?
+    {
+        return Err(RebuildError::SingleMode(view.to_string()));
+    }
     let kv = bucket(js).await.map_err(|e| nats_err(view, e))?;
     for _ in 0..MAX_CAS_ATTEMPTS {
         let (current, revision) = read(&kv, view).await?;
@@ -180,6 +192,35 @@ pub async fn request_rebuild(
         }
     }
     Err(RebuildError::Contended(view.to_string()))
+}
+
+/// True when the Single-mode consumer exists on `AGGREGATE_EVENTS` (false when the stream does
+/// not exist yet).
+pub async fn single_mode_consumer_exists(js: &jetstream::Context) -> Result<bool, String> {
+    use async_nats::jetstream::context::{ConsumerInfoErrorKind, GetStreamErrorKind};
+    let name = DurableName::projection_single();
+    let events = match tokio::time::timeout(
+        KV_TIMEOUT,
+        js.get_stream(cloudlysis_runtime::stream::AGGREGATE_EVENTS),
+    )
+    .await
+    {
+        Ok(Ok(s)) => s,
+        Ok(Err(e))
+            if matches!(e.kind(), GetStreamErrorKind::JetStream(ref js)
+                if js.error_code() == async_nats::jetstream::ErrorCode::STREAM_NOT_FOUND) =>
+        {
+            return Ok(false);
+        }
+        Ok(Err(e)) => return Err(e.to_string()),
+        Err(_) => return Err("reading the event stream timed out".into()),
+    };
+    match tokio::time::timeout(KV_TIMEOUT, events.consumer_info(name.as_str())).await {
+        Ok(Ok(_)) => Ok(true),
+        Ok(Err(e)) if e.kind() == ConsumerInfoErrorKind::NotFound => Ok(false),
+        Ok(Err(e)) => Err(format!("consumer {name}: {e}")),
+        Err(_) => Err(format!("consumer {name}: timed out")),
+    }
 }
 
 /// The durable consumer of generation `generation` of `view`.

@@ -126,6 +126,10 @@ pub fn view_checkpoint_key(space: &str) -> String {
     format!("{space}.checkpoint")
 }
 
+/// The key, in the checkpoints bucket, of the views the Single-mode consumer feeds (a JSON list
+/// of names).
+pub const SINGLE_MODE_VIEWS_KEY: &str = "single-mode.views";
+
 /// A bucket could not be opened or created.
 #[derive(Debug, thiserror::Error)]
 #[error("KV bucket {bucket}: {reason}")]

@@ -163,6 +163,7 @@ async fn serve_projection(
         ..Default::default()
     };
     let node = cloudlysis_actors::projection_node::ProjectionNode::builder(js.clone(), settings)
+        .retire_grace(Duration::from_millis(200))
         .register::<cloudlysis_examples::balances::Balances>()
         .build()
         .await
