@@ -101,19 +101,10 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();
     let server = tokio::spawn(node.serve_grpc(grpc, wait()));
-    let gateway = Gateway::new(GatewaySettings {
-        aggregate_addr: format!("http://{grpc_addr}"),
-        projection_addr: "http://127.0.0.1:1".into(),
-        jwt_secret: SECRET.into(),
-        command_timeout: Duration::from_secs(10),
-        max_body_bytes: 65_536,
-        max_in_flight: 4096,
-    })?;
-    let token = gateway.authenticator().mint(
-        "bench",
-        "bench",
-        &["commands:account".into()],
-        Duration::from_secs(3600),
+    let (gateway, token) = bench_gateway(
+        &format!("http://{grpc_addr}"),
+        "http://127.0.0.1:1",
+        &["commands:account"],
     )?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
 
@@ -195,6 +186,29 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let _ = stop.send(true);
     let _ = tokio::time::timeout(nodes::DRAIN, server).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// A Gateway for load generators (in process, generous limits) and a token of tenant `bench`
+/// with `rights`.
+pub(crate) fn bench_gateway(
+    aggregate_addr: &str,
+    projection_addr: &str,
+    rights: &[&str],
+) -> anyhow::Result<(Gateway, String)> {
+    let gateway = Gateway::new(GatewaySettings {
+        aggregate_addr: aggregate_addr.into(),
+        projection_addr: projection_addr.into(),
+        jwt_secret: SECRET.into(),
+        command_timeout: Duration::from_secs(10),
+        max_body_bytes: 65_536,
+        max_in_flight: 4096,
+    })?;
+    let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
+    let token =
+        gateway
+            .authenticator()
+            .mint("bench", "bench", &rights, Duration::from_secs(3600))?;
+    Ok((gateway, token))
 }
 
 pub(crate) async fn post(

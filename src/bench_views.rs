@@ -23,19 +23,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
-use bytes::Bytes;
 use clap::Args;
 use cloudlysis_actors::view::DocumentRecord;
-use cloudlysis_gateway::{Gateway, GatewaySettings};
+use cloudlysis_examples::load::Deposits;
+use cloudlysis_gateway::Gateway;
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings};
-use cloudlysis_runtime::context::{RequestContext, TenantId};
-use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
-use cloudlysis_runtime::{nats, stream, subject};
+use cloudlysis_runtime::context::TenantId;
+use cloudlysis_runtime::{stream, subject};
 use futures::StreamExt;
 use tower::ServiceExt;
 
-use crate::bench::{post, with_nats};
+use crate::bench::{bench_gateway, post, with_nats};
 use crate::nodes;
 
 /// Options of `cloudlysis bench views`.
@@ -58,7 +57,6 @@ pub struct ViewBenchArgs {
     pub seconds: u64,
 }
 
-const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
 const TENANT: &str = "bench";
 const RAW_DURABLE: &str = "cloudlysis-bench-raw-drain";
 
@@ -120,19 +118,10 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     let (stop, wait) = nodes::shutdown_channel();
     let agg_server = tokio::spawn(aggregate.serve_grpc(agg_listener, wait()));
     let query_server = tokio::spawn(projection.clone().serve_grpc(query_listener, wait()));
-    let gateway = Gateway::new(GatewaySettings {
-        aggregate_addr: format!("http://{agg_addr}"),
-        projection_addr: format!("http://{query_addr}"),
-        jwt_secret: SECRET.into(),
-        command_timeout: Duration::from_secs(10),
-        max_body_bytes: 65_536,
-        max_in_flight: 4096,
-    })?;
-    let token = gateway.authenticator().mint(
-        "bench",
-        TENANT,
-        &["commands:account".into(), "queries:balances".into()],
-        Duration::from_secs(3600),
+    let (gateway, token) = bench_gateway(
+        &format!("http://{agg_addr}"),
+        &format!("http://{query_addr}"),
+        &["commands:account", "queries:balances"],
     )?;
     let latency = command_to_view(&gateway, &token, &js, args).await?;
     let raw_latency = raw_latency(&js, args).await?;
@@ -174,65 +163,18 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     Ok(ExitCode::SUCCESS)
 }
 
-fn deposit(i: usize, account: &str) -> Commit {
-    Commit {
-        schema_version: 1,
-        commit_id: format!("bench-{i}"),
-        events: vec![EventEnvelope {
-            event_id: format!("bench-e-{i}"),
-            tenant_id: TENANT.into(),
-            aggregate_type: "account".into(),
-            aggregate_id: account.into(),
-            sequence: i as u64 + 1,
-            event_type: "Deposited".into(),
-            schema_version: 1,
-            occurred_at: "2026-11-27T00:00:00Z".into(),
-            payload: serde_json::json!({ "amount": 1 }),
-            correlation_id: None,
-            traceparent: None,
-        }],
-    }
-}
-
-/// Publishes `events` commits, 256 in flight; returns the last stream sequence.
+/// Publishes `events` one-event deposit commits, 256 in flight; returns the last stream
+/// sequence.
 async fn preload(js: &jetstream::Context, events: usize, accounts: usize) -> anyhow::Result<u64> {
-    let tenant = TenantId::new(TENANT)?;
-    let ctx = RequestContext::new(tenant.clone());
-    let account_type = subject::SubjectToken::new("account")?;
-    let mut in_flight = futures::stream::FuturesUnordered::new();
-    let mut last = 0;
-    for i in 0..events {
-        let account = format!("pre-{}", i % accounts);
-        let subj = subject::aggregate_event(
-            &tenant,
-            &account_type,
-            &subject::SubjectToken::new(&account)?,
-        );
-        let payload = Bytes::from(serde_json::to_vec(&deposit(i, &account))?);
-        let (js, ctx) = (js.clone(), ctx.clone());
-        in_flight.push(async move {
-            nats::publish(
-                &js,
-                subj,
-                &ctx,
-                &format!("bench-{i}"),
-                None,
-                payload,
-                Duration::from_secs(30),
-            )
-            .await
-            .map(|ack| ack.sequence)
-        });
-        if in_flight.len() >= 256
-            && let Some(r) = in_flight.next().await
-        {
-            last = last.max(r?);
-        }
-    }
-    while let Some(r) = in_flight.next().await {
-        last = last.max(r?);
-    }
-    Ok(last)
+    let load = Deposits {
+        tenant: TenantId::new(TENANT)?,
+        prefix: "pre-".into(),
+        events: events as u64,
+        accounts: accounts as u64,
+        amount: |_| 1,
+        window: 256,
+    };
+    Ok(load.publish(js).await?.last_sequence)
 }
 
 /// Drains `events` messages with a durable pull consumer (the projection's policy), acking each.

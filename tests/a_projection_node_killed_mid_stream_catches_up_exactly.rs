@@ -1,16 +1,14 @@
 //! kill -9 of a projection node (the real binary) mid-stream, then a restart: the view equals
 //! the fold of the stream — nothing lost, nothing applied twice.
 
-use std::collections::BTreeMap;
 use std::process::Stdio;
 use std::time::Duration;
 
-use bytes::Bytes;
+use cloudlysis_examples::load::Deposits;
 use cloudlysis_proto::projection::GetRequest;
 use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
 use cloudlysis_runtime::context::{RequestContext, TenantId};
-use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
-use cloudlysis_runtime::{nats, stream, subject};
+use cloudlysis_runtime::stream;
 use cloudlysis_test_support::NatsServer;
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -63,56 +61,15 @@ async fn the_view_equals_the_fold_after_a_crash() {
         .unwrap();
     let (mut node, _) = start_node(&server.url()).await;
 
-    let tenant = TenantId::new("acme").unwrap();
-    let ctx = RequestContext::new(tenant.clone());
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    let mut publishes = futures::stream::FuturesUnordered::new();
-    for i in 0..EVENTS {
-        let account = format!("acc-{}", i % ACCOUNTS);
-        let amount = (i % 5 + 1) as i64;
-        *expected.entry(account.clone()).or_default() += amount;
-        let commit = Commit {
-            schema_version: 1,
-            commit_id: format!("c-{i}"),
-            events: vec![EventEnvelope {
-                event_id: format!("e-{i}"),
-                tenant_id: "acme".into(),
-                aggregate_type: "account".into(),
-                aggregate_id: account.clone(),
-                sequence: i / ACCOUNTS + 1,
-                event_type: "Deposited".into(),
-                schema_version: 1,
-                occurred_at: "2026-11-26T00:00:00Z".into(),
-                payload: serde_json::json!({ "amount": amount }),
-                correlation_id: None,
-                traceparent: None,
-            }],
-        };
-        let subj = subject::aggregate_event(
-            &tenant,
-            &"account".try_into().unwrap(),
-            &account.as_str().try_into().unwrap(),
-        );
-        let (js, ctx) = (js.clone(), ctx.clone());
-        publishes.push(async move {
-            let payload = Bytes::from(serde_json::to_vec(&commit).unwrap());
-            nats::publish(
-                &js,
-                subj,
-                &ctx,
-                &format!("c-{i}"),
-                None,
-                payload,
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap()
-        });
-        if publishes.len() >= 128 {
-            publishes.next().await;
-        }
-    }
-    while publishes.next().await.is_some() {}
+    let load = Deposits {
+        tenant: TenantId::new("acme").unwrap(),
+        prefix: "acc-".into(),
+        events: EVENTS,
+        accounts: ACCOUNTS,
+        amount: |i| (i % 5 + 1) as i64,
+        window: 128,
+    };
+    let expected = load.publish(&js).await.unwrap().balances;
     let last = js
         .get_stream("AGGREGATE_EVENTS")
         .await
@@ -148,7 +105,7 @@ async fn the_view_equals_the_fold_after_a_crash() {
         key: "acc-0".into(),
         min_sequence: Some(last),
     });
-    RequestContext::new(tenant.clone()).inject(req.metadata_mut());
+    RequestContext::new(load.tenant.clone()).inject(req.metadata_mut());
     req.set_timeout(Duration::from_secs(60));
     let resp = client
         .get(req)

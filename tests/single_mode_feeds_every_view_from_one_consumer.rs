@@ -5,14 +5,15 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
-use cloudlysis_actors::projection_node::{ProjectionError, ProjectionMode, ProjectionNode};
+use cloudlysis_actors::projection_node::{
+    ProjectionError, ProjectionMode, ProjectionNode, ProjectionNodeBuilder,
+};
 use cloudlysis_actors::view::View;
 use cloudlysis_examples::balances::Balances;
+use cloudlysis_examples::load::Deposits;
 use cloudlysis_runtime::consumer::ConsumerSettings;
-use cloudlysis_runtime::context::{RequestContext, TenantId};
-use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
-use cloudlysis_runtime::{nats, subject};
+use cloudlysis_runtime::context::TenantId;
+use cloudlysis_runtime::envelope::EventEnvelope;
 use cloudlysis_test_support::{NatsServer, eventually};
 use serde::{Deserialize, Serialize};
 
@@ -64,50 +65,18 @@ const EVENTS: u64 = 400;
 const ACCOUNTS: u64 = 10;
 
 async fn publish_deposits(js: &async_nats::jetstream::Context) -> (u64, BTreeMap<String, i64>) {
-    let tenant = TenantId::new("acme").unwrap();
-    let ctx = RequestContext::new(tenant.clone());
-    let mut sums = BTreeMap::new();
-    let mut last = 0;
-    for i in 0..EVENTS {
-        let account = format!("acc-{}", i % ACCOUNTS);
-        let amount = (i % 5 + 1) as i64;
-        *sums.entry(account.clone()).or_default() += amount;
-        let commit = Commit {
-            schema_version: 1,
-            commit_id: format!("c-{i}"),
-            events: vec![EventEnvelope {
-                event_id: format!("e-{i}"),
-                tenant_id: "acme".into(),
-                aggregate_type: "account".into(),
-                aggregate_id: account.clone(),
-                sequence: i / ACCOUNTS + 1,
-                event_type: "Deposited".into(),
-                schema_version: 1,
-                occurred_at: "2026-11-27T00:00:00Z".into(),
-                payload: serde_json::json!({ "amount": amount }),
-                correlation_id: None,
-                traceparent: None,
-            }],
-        };
-        let subj = subject::aggregate_event(
-            &tenant,
-            &"account".try_into().unwrap(),
-            &account.as_str().try_into().unwrap(),
-        );
-        last = nats::publish(
-            js,
-            subj,
-            &ctx,
-            &format!("c-{i}"),
-            None,
-            Bytes::from(serde_json::to_vec(&commit).unwrap()),
-            Duration::from_secs(10),
-        )
-        .await
-        .unwrap()
-        .sequence;
+    let published = Deposits {
+        tenant: TenantId::new("acme").unwrap(),
+        prefix: "acc-".into(),
+        events: EVENTS,
+        accounts: ACCOUNTS,
+        amount: |i| (i % 5 + 1) as i64,
+        window: 64,
     }
-    (last, sums)
+    .publish(js)
+    .await
+    .unwrap();
+    (published.last_sequence, published.balances)
 }
 
 async fn consumer_names(js: &async_nats::jetstream::Context) -> Vec<String> {
@@ -179,23 +148,18 @@ async fn one_consumer_feeds_both_views_exactly() {
     ));
 
     // A view the shared consumer never fed would miss every event before now: refused.
-    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
-        .mode(ProjectionMode::Single)
-        .register::<Balances>()
-        .register::<DepositCounts>()
-        .register::<LateView>()
-        .build()
-        .await
-    {
-        Err(ProjectionError::Mode(reason)) => {
-            assert!(
-                reason.contains("`late_view` is new to Single mode"),
-                "{reason}"
-            )
-        }
-        Err(other) => panic!("expected a mode conflict, got {other}"),
-        Ok(_) => panic!("expected a mode conflict, got a node"),
-    }
+    let reason = mode_conflict(
+        ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+            .mode(ProjectionMode::Single)
+            .register::<Balances>()
+            .register::<DepositCounts>()
+            .register::<LateView>(),
+    )
+    .await;
+    assert!(
+        reason.contains("`late_view` is new to Single mode"),
+        "{reason}"
+    );
     // The views it does feed may restart in Single mode (a second replica, or a restart).
     ProjectionNode::builder(js.clone(), ConsumerSettings::default())
         .mode(ProjectionMode::Single)
@@ -205,20 +169,14 @@ async fn one_consumer_feeds_both_views_exactly() {
         .unwrap();
 
     // The same views started PerView would apply every event again: refused, naming the mode.
-    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
-        .register::<Balances>()
-        .build()
-        .await
-    {
-        Err(ProjectionError::Mode(reason)) => {
-            assert!(
-                reason.contains("CLOUDLYSIS_PROJECTION_MODE=single"),
-                "{reason}"
-            )
-        }
-        Err(other) => panic!("expected a mode conflict, got {other}"),
-        Ok(_) => panic!("expected a mode conflict, got a node"),
-    }
+    let reason = mode_conflict(
+        ProjectionNode::builder(js.clone(), ConsumerSettings::default()).register::<Balances>(),
+    )
+    .await;
+    assert!(
+        reason.contains("CLOUDLYSIS_PROJECTION_MODE=single"),
+        "{reason}"
+    );
 }
 
 #[tokio::test]
@@ -231,21 +189,16 @@ async fn single_mode_over_views_that_ran_per_view_is_refused() {
         .await
         .unwrap();
     drop(per_view);
-    match ProjectionNode::builder(js.clone(), ConsumerSettings::default())
-        .mode(ProjectionMode::Single)
-        .register::<Balances>()
-        .build()
-        .await
-    {
-        Err(ProjectionError::Mode(reason)) => {
-            assert!(
-                reason.contains("balances") && reason.contains("per-view"),
-                "{reason}"
-            )
-        }
-        Err(other) => panic!("expected a mode conflict, got {other}"),
-        Ok(_) => panic!("expected a mode conflict, got a node"),
-    }
+    let reason = mode_conflict(
+        ProjectionNode::builder(js.clone(), ConsumerSettings::default())
+            .mode(ProjectionMode::Single)
+            .register::<Balances>(),
+    )
+    .await;
+    assert!(
+        reason.contains("balances") && reason.contains("per-view"),
+        "{reason}"
+    );
 }
 
 #[test]
@@ -267,4 +220,12 @@ fn a_bad_mode_names_the_setting() {
         stderr.contains("projection.mode") && stderr.contains("per-view"),
         "{stderr}"
     );
+}
+
+async fn mode_conflict(builder: ProjectionNodeBuilder) -> String {
+    match builder.build().await {
+        Err(ProjectionError::Mode(reason)) => reason,
+        Err(other) => panic!("expected a mode conflict, got {other}"),
+        Ok(_) => panic!("expected a mode conflict, got a node"),
+    }
 }

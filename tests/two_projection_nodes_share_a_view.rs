@@ -3,18 +3,14 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
-use bytes::Bytes;
 use cloudlysis_actors::projection_node::ProjectionNode;
 use cloudlysis_examples::balances::Balances;
+use cloudlysis_examples::load::Deposits;
 use cloudlysis_runtime::consumer::ConsumerSettings;
-use cloudlysis_runtime::context::{RequestContext, TenantId};
-use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
-use cloudlysis_runtime::{nats, subject};
+use cloudlysis_runtime::context::TenantId;
 use common::*;
-use futures::StreamExt;
 
 const EVENTS: u64 = 10_000;
 const ACCOUNTS: u64 = 50;
@@ -29,65 +25,16 @@ async fn every_event_is_applied_once_across_two_nodes() {
         .unwrap();
 
     // Publish commits straight to the stream (the aggregate node is not under test here).
-    let tenant = TenantId::new("acme").unwrap();
-    let ctx = RequestContext::new(tenant.clone());
-    let mut expected: BTreeMap<String, i64> = BTreeMap::new();
-    let mut publishes = futures::stream::FuturesUnordered::new();
-    for i in 0..EVENTS {
-        let account = format!("acc-{}", i % ACCOUNTS);
-        let amount = (i % 7 + 1) as i64;
-        *expected.entry(account.clone()).or_default() += amount;
-        let commit = Commit {
-            schema_version: 1,
-            commit_id: format!("c-{i}"),
-            events: vec![EventEnvelope {
-                event_id: format!("e-{i}"),
-                tenant_id: "acme".into(),
-                aggregate_type: "account".into(),
-                aggregate_id: account.clone(),
-                sequence: i / ACCOUNTS + 1,
-                event_type: "Deposited".into(),
-                schema_version: 1,
-                occurred_at: "2026-11-26T00:00:00Z".into(),
-                payload: serde_json::json!({ "amount": amount }),
-                correlation_id: None,
-                traceparent: None,
-            }],
-        };
-        let subj = subject::aggregate_event(
-            &tenant,
-            &"account".try_into().unwrap(),
-            &account.as_str().try_into().unwrap(),
-        );
-        let (js, ctx) = (p.js.clone(), ctx.clone());
-        publishes.push(async move {
-            nats::publish(
-                &js,
-                subj,
-                &ctx,
-                &format!("c-{i}"),
-                None,
-                Bytes::from(serde_json::to_vec(&commit).unwrap()),
-                Duration::from_secs(30),
-            )
-            .await
-            .unwrap()
-            .sequence
-        });
-        if publishes.len() >= 256 {
-            publishes.next().await;
-        }
-    }
-    while publishes.next().await.is_some() {}
-    let last =
-        p.js.get_stream("AGGREGATE_EVENTS")
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .state
-            .last_sequence;
+    let load = Deposits {
+        tenant: TenantId::new("acme").unwrap(),
+        prefix: "acc-".into(),
+        events: EVENTS,
+        accounts: ACCOUNTS,
+        amount: |i| (i % 7 + 1) as i64,
+        window: 256,
+    };
+    let published = load.publish(&p.js).await.unwrap();
+    let (last, expected) = (published.last_sequence, published.balances);
 
     let mut caught_up = false;
     for _ in 0..3000 {
