@@ -15,6 +15,7 @@ use async_nats::jetstream::ErrorCode;
 use async_nats::jetstream::context::ConsumerInfoErrorKind;
 use async_nats::jetstream::stream::ConsumerErrorKind;
 use async_nats::jetstream::{self, consumer::PullConsumer, kv};
+use bytes::Bytes;
 use cloudlysis_proto::projection::query_service_server::{QueryService, QueryServiceServer};
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
 use cloudlysis_proto::projection_admin::projection_admin_server::{
@@ -69,6 +70,10 @@ pub const REBUILD_POLL: Duration = Duration::from_millis(200);
 /// Longest a node waits, when switching generations, for the new one to reach the old one's
 /// checkpoint before it answers queries from it anyway.
 pub const SWITCH_WAIT: Duration = Duration::from_secs(10);
+/// Most documents one `List` reads for a tenant (it filters and pages in memory).
+pub const MAX_LIST_SCAN: u64 = 100_000;
+/// Deadline of one `List`'s read of the view.
+pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest page a `List` returns.
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// Page size when the request names none.
@@ -1155,6 +1160,81 @@ impl ProjectionNode {
     }
 }
 
+/// Reads the current documents of one tenant in one view generation: an ephemeral pull consumer
+/// on the views bucket's stream, filtered to `<space>.<tenant>.>`, last value per key, reading
+/// exactly as many messages as it had pending when created. Refuses more than
+/// [`MAX_LIST_SCAN`] documents.
+async fn scan_documents(
+    js: &jetstream::Context,
+    space: &str,
+    tenant: &str,
+) -> Result<Vec<(String, Bytes)>, Status> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
+    let docs = js
+        .get_stream(buckets::views_stream())
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let subject_prefix = format!("$KV.{}.{space}.{tenant}.", buckets::VIEWS_BUCKET);
+    let consumer: PullConsumer = docs
+        .create_consumer(pull::Config {
+            filter_subject: format!("{subject_prefix}>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| unavailable(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let mut pending = consumer.cached_info().num_pending;
+    let result = async {
+        if pending > MAX_LIST_SCAN {
+            return Err(Status::failed_precondition(format!(
+                "the view holds {pending} documents for this tenant; List reads at most \
+                 {MAX_LIST_SCAN}"
+            )));
+        }
+        let mut out = Vec::with_capacity(pending as usize);
+        while pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(pending.min(1000) as usize)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| unavailable(&e))?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| unavailable(&e))?;
+                got += 1;
+                pending -= 1;
+                let removed = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                if let Some(key) = m.subject.strip_prefix(subject_prefix.as_str())
+                    && !removed
+                {
+                    out.push((key.to_string(), m.payload.clone()));
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+            if got == 0 {
+                return Err(Status::unavailable("the views bucket stopped delivering"));
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = tokio::time::timeout(NATS_TIMEOUT, docs.delete_consumer(&name)).await;
+    result
+}
+
 fn query_context<T>(
     request: &Request<T>,
 ) -> Result<(RequestContext, Option<tokio::time::Instant>), Status> {
@@ -1220,53 +1300,38 @@ impl QueryService for ProjectionNode {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         } as usize;
-        let base = format!(
-            "{}.{}.",
-            buckets::view_space(&req.view, generation),
-            ctx.tenant
-        );
-        let listing = async {
-            let mut keys: Vec<String> = Vec::new();
-            let mut stream = self
-                .inner
-                .kv
-                .keys()
-                .await
-                .map_err(|e| Status::unavailable(e.to_string()))?;
-            while let Some(k) = stream.next().await {
-                let k = k.map_err(|e| Status::unavailable(e.to_string()))?;
-                if let Some(doc_key) = k.strip_prefix(&base)
-                    && doc_key.starts_with(&req.prefix)
-                    && (req.cursor.is_empty() || doc_key > req.cursor.as_str())
-                {
-                    keys.push(doc_key.to_string());
-                }
-            }
-            Ok::<_, Status>(keys)
+        let space = buckets::view_space(&req.view, generation);
+        let scan = tokio::time::timeout(
+            LIST_TIMEOUT,
+            scan_documents(&self.inner.js, &space, ctx.tenant.as_str()),
+        )
+        .await
+        .map_err(|_| Status::unavailable("listing the view timed out"))??;
+        let mut found: Vec<(String, Bytes)> = scan
+            .into_iter()
+            .filter(|(k, _)| {
+                k.starts_with(&req.prefix) && (req.cursor.is_empty() || *k > req.cursor)
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        let more = found.len() > page;
+        found.truncate(page);
+        let next = if more {
+            found.last().map(|(k, _)| k.clone()).unwrap_or_default()
+        } else {
+            String::new()
         };
-        let mut keys = tokio::time::timeout(Duration::from_secs(10), listing)
-            .await
-            .map_err(|_| Status::unavailable("listing the view timed out"))??;
-        keys.sort_unstable();
-        let more = keys.len() > page;
-        keys.truncate(page);
-        let mut documents = Vec::with_capacity(keys.len());
-        for k in &keys {
-            if let Ok(Some(bytes)) = self.inner.kv.get(format!("{base}{k}")).await
-                && let Ok(record) = serde_json::from_slice::<DocumentRecord>(&bytes)
-            {
-                documents.push(Document {
-                    key: k.clone(),
-                    document_json: serde_json::to_vec(&record.doc).unwrap_or_default(),
-                });
-            }
+        let mut documents = Vec::with_capacity(found.len());
+        for (key, bytes) in found {
+            let record: DocumentRecord = serde_json::from_slice(&bytes)
+                .map_err(|e| Status::internal(format!("document {key} does not decode: {e}")))?;
+            documents.push(Document {
+                key,
+                document_json: serde_json::to_vec(&record.doc).unwrap_or_default(),
+            });
         }
         Ok(Response::new(ListResponse {
-            next_cursor: if more {
-                keys.last().cloned().unwrap_or_default()
-            } else {
-                String::new()
-            },
+            next_cursor: next,
             documents,
             checkpoint,
         }))
