@@ -55,6 +55,9 @@ pub struct ViewBenchArgs {
     /// Length of the latency phase in seconds
     #[arg(long, default_value_t = 10)]
     pub seconds: u64,
+    /// Handler lanes per view (as `cloudlysis projection --lanes`)
+    #[arg(long, value_name = "N")]
+    pub lanes: Option<String>,
 }
 
 const TENANT: &str = "bench";
@@ -92,7 +95,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
 
     // 3. The balances view applies the same events.
     let started = Instant::now();
-    let projection = nodes::projection_node(src, &js, None).await?;
+    let projection = nodes::projection_node(src, &js, None, args.lanes.as_deref()).await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while projection.commits_applied("balances").unwrap_or(0) < args.events as u64 {
         anyhow::ensure!(
@@ -129,9 +132,16 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     let _ = tokio::time::timeout(nodes::DRAIN, agg_server).await;
     let _ = tokio::time::timeout(nodes::DRAIN, query_server).await;
 
+    let lanes = src.get_in_range(
+        &cloudlysis_actors::projection_node::LANES,
+        args.lanes.as_deref(),
+        cloudlysis_actors::projection_node::DEFAULT_LANES as u64,
+        1,
+        cloudlysis_actors::projection_node::MAX_LANES as u64,
+    )?;
     println!(
         "cloudlysis bench views: {} events over {} accounts; PROJECTION_MAX_IN_FLIGHT {}; \
-         latency phase {} commands/s for {} s",
+         {lanes} lanes per view; latency phase {} commands/s for {} s",
         args.events, args.accounts, settings.max_in_flight, args.rate, args.seconds
     );
     println!("{:<14} {:>12}", "phase", "events/s");

@@ -110,6 +110,8 @@ pub struct ProjectionArgs {
     pub grpc_addr: Option<String>,
     #[arg(long, value_name = "MODE", help = cloudlysis_actors::projection_node::MODE.help())]
     pub mode: Option<String>,
+    #[arg(long, value_name = "N", help = cloudlysis_actors::projection_node::LANES.help())]
+    pub lanes: Option<String>,
     /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8082] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
@@ -176,6 +178,7 @@ pub fn known_settings() -> Vec<&'static Setting> {
     all.extend_from_slice(aggregate_node::SETTINGS);
     all.push(&cloudlysis_actors::projection_node::GRPC_ADDR);
     all.push(&cloudlysis_actors::projection_node::MODE);
+    all.push(&cloudlysis_actors::projection_node::LANES);
     all.extend_from_slice(gw_config::ALL);
     all
 }

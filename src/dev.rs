@@ -140,7 +140,7 @@ async fn serve(
     let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
 
     // The projection node with the demo views, on another ephemeral gRPC port.
-    let projection = nodes::projection_node(src, &nats.js, None).await?;
+    let projection = nodes::projection_node(src, &nats.js, None, None).await?;
     let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
     let query_addr = query_grpc.local_addr()?;
     let query_server = tokio::spawn(projection.serve_grpc(query_grpc, wait()));

@@ -46,20 +46,32 @@ pub const VIEWS: &[&str] =
     &[<cloudlysis_examples::balances::Balances as cloudlysis_actors::view::View>::NAME];
 
 /// Builds the projection node with the demo views registered, in the configured mode
-/// (`mode_flag` over `CLOUDLYSIS_PROJECTION_MODE` over the file's `projection.mode`).
+/// (`mode_flag` over `CLOUDLYSIS_PROJECTION_MODE` over the file's `projection.mode`) with the
+/// configured handler lanes per view.
 pub async fn projection_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
     mode_flag: Option<&str>,
+    lanes_flag: Option<&str>,
 ) -> anyhow::Result<cloudlysis_actors::projection_node::ProjectionNode> {
-    use cloudlysis_actors::projection_node::{MODE, ProjectionMode, ProjectionNode};
+    use cloudlysis_actors::projection_node::{
+        DEFAULT_LANES, LANES, MAX_LANES, MODE, ProjectionMode, ProjectionNode,
+    };
     let settings = cloudlysis_runtime::consumer::ConsumerSettings::load(
         cloudlysis_runtime::consumer::ConsumerRole::Projection,
         src,
     )?;
     let mode: ProjectionMode = src.get_or(&MODE, mode_flag, ProjectionMode::default())?;
+    let lanes = src.get_in_range(
+        &LANES,
+        lanes_flag,
+        DEFAULT_LANES as u64,
+        1,
+        MAX_LANES as u64,
+    )?;
     ProjectionNode::builder(js.clone(), settings)
         .mode(mode)
+        .lanes(lanes as usize)
         .register::<cloudlysis_examples::balances::Balances>()
         .build()
         .await

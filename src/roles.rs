@@ -91,6 +91,13 @@ pub async fn projection(
         args.mode.as_deref(),
         Default::default(),
     )?;
+    src.get_in_range(
+        &cloudlysis_actors::projection_node::LANES,
+        args.lanes.as_deref(),
+        cloudlysis_actors::projection_node::DEFAULT_LANES as u64,
+        1,
+        cloudlysis_actors::projection_node::MAX_LANES as u64,
+    )?;
     let grpc_addr: String = src.get_or(
         &cloudlysis_actors::projection_node::GRPC_ADDR,
         args.grpc_addr.as_deref(),
@@ -104,7 +111,8 @@ pub async fn projection(
     let grpc = nodes::bind(&grpc_addr, "projection.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-projection").await?;
-    let node = nodes::projection_node(src, &nats.js, args.mode.as_deref()).await?;
+    let node =
+        nodes::projection_node(src, &nats.js, args.mode.as_deref(), args.lanes.as_deref()).await?;
     let ops = nodes::ops_router(&nats.client, "projection", node.supervisor())?;
     eprintln!(
         "projection node: gRPC on {}, HTTP on http://{} (views: {})",

@@ -41,6 +41,10 @@ use tokio::sync::{Notify, watch};
 
 use crate::handler::{Delivery, DeliveryMeta, EventHandler, HandlerActor};
 
+/// Picks a handler lane for a decoded message (taken modulo the number of lanes). Messages of
+/// one lane are handled one at a time, in delivery order.
+pub type PartitionFn<E> = Arc<dyn Fn(&E) -> u64 + Send + Sync>;
+
 /// Says whether a message was already applied (skip and ack it).
 pub type CheckpointFn =
     Arc<dyn Fn(&DeliveryMeta) -> Pin<Box<dyn Future<Output = bool> + Send>> + Send + Sync>;
@@ -58,6 +62,11 @@ pub struct ConsumerConfig<E> {
     pub policy: ConsumerPolicy,
     /// The handler's mailbox (capacity = `max_in_flight`).
     pub handler: BoundedRef<Delivery<E>>,
+    /// More handler lanes: siblings of `handler` ([`BoundedRef::sibling`]), so all lanes
+    /// together hold at most `max_in_flight` messages. Empty: one lane.
+    pub lanes: Vec<BoundedRef<Delivery<E>>>,
+    /// Which lane a message goes to (lane 0 when `None`).
+    pub partition: Option<PartitionFn<E>>,
     /// Optional "already applied" hook.
     pub checkpoint: Option<CheckpointFn>,
     /// Longest a fetch waits for messages (default 1 s; bounds drain latency).
@@ -73,6 +82,8 @@ impl<E> Clone for ConsumerConfig<E> {
             stream: self.stream.clone(),
             policy: self.policy.clone(),
             handler: self.handler.clone(),
+            lanes: self.lanes.clone(),
+            partition: self.partition.clone(),
             checkpoint: self.checkpoint.clone(),
             fetch_expires: self.fetch_expires,
             ack_timeout: self.ack_timeout,
@@ -93,6 +104,8 @@ impl<E: Send + 'static> ConsumerConfig<E> {
             stream: stream.into(),
             policy,
             handler,
+            lanes: Vec::new(),
+            partition: None,
             checkpoint: None,
             fetch_expires: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
@@ -329,7 +342,7 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
             return None;
         }
         // While the handler is down (restarting), fetching would only burn delivery attempts.
-        if !config.handler.is_alive() {
+        if !config.handler.is_alive() || config.lanes.iter().any(|l| !l.is_alive()) {
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_millis(50)) => {},
                 changed = drain.changed() => if changed.is_err() { return None },
@@ -452,8 +465,17 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         .headers
         .as_ref()
         .and_then(|h| RequestContext::extract_nats(h).ok());
+    let lane = match &config.partition {
+        Some(f) if !config.lanes.is_empty() => {
+            (f(&event) % (config.lanes.len() as u64 + 1)) as usize
+        }
+        _ => 0,
+    };
     let (delivery, outcome) = Delivery::new(event, ctx, msg.headers.clone(), meta.clone());
-    let dispatched = slot.send(delivery).is_ok();
+    let dispatched = match lane {
+        0 => slot.send(delivery).is_ok(),
+        n => slot.send_to(&config.lanes[n - 1], delivery).is_ok(),
+    };
     let (config, poison_kv, shared) = (config.clone(), poison_kv.clone(), shared.clone());
     tokio::spawn(async move {
         // `handled`: the handler ran and failed (counts towards poison). Otherwise it never
@@ -653,22 +675,58 @@ where
     H: EventHandler,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    supervised_lanes(name, js, stream, policy, checkpoint, 1, None, make_handler)
+}
+
+/// Like [`supervised`], with `lanes` handler actors (at least 1) fed by the one consumer:
+/// `partition` picks each message's lane, so messages with the same partition value are
+/// handled one at a time in delivery order while different ones run concurrently. All lanes
+/// share one budget of `max_in_flight` messages (mailbox siblings), so the server-side
+/// `max_ack_pending == max_in_flight` still bounds the whole subtree.
+#[allow(clippy::too_many_arguments)]
+pub fn supervised_lanes<H, F>(
+    name: impl Into<String>,
+    js: jetstream::Context,
+    stream: impl Into<String>,
+    policy: ConsumerPolicy,
+    checkpoint: Option<CheckpointFn>,
+    lanes: usize,
+    partition: Option<PartitionFn<H::Event>>,
+    make_handler: F,
+) -> (SupervisorConfig, ConsumerHandle<H::Event>)
+where
+    H: EventHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let name = name.into();
     let handler: BoundedRef<Delivery<H::Event>> =
         BoundedRef::new(H::KIND, policy.settings.max_in_flight as usize);
+    let extra: Vec<BoundedRef<Delivery<H::Event>>> =
+        (1..lanes.max(1)).map(|_| handler.sibling()).collect();
     let control: BoundedRef<ConsumerMsg> = BoundedRef::new(KIND, 8);
     let mut config = ConsumerConfig::new(js, stream, policy, handler.clone());
     config.checkpoint = checkpoint;
-    let sup = SupervisorConfig::new(name.clone())
-        .child(ChildSpec::bounded(
-            format!("{name}-handler"),
-            handler.clone(),
-            move || (HandlerActor(make_handler()), ()),
-        ))
-        .child(ChildSpec::bounded(
-            format!("{name}-consumer"),
-            control.clone(),
-            move || (ConsumerActor::<H::Event>::default(), config.clone()),
+    config.lanes = extra.clone();
+    config.partition = partition;
+    let make_handler = Arc::new(make_handler);
+    let make = make_handler.clone();
+    let mut sup = SupervisorConfig::new(name.clone()).child(ChildSpec::bounded(
+        format!("{name}-handler"),
+        handler.clone(),
+        move || (HandlerActor(make()), ()),
+    ));
+    for (i, lane) in extra.into_iter().enumerate() {
+        let make = make_handler.clone();
+        sup = sup.child(ChildSpec::bounded(
+            format!("{name}-handler-{}", i + 1),
+            lane,
+            move || (HandlerActor(make()), ()),
         ));
+    }
+    let sup = sup.child(ChildSpec::bounded(
+        format!("{name}-consumer"),
+        control.clone(),
+        move || (ConsumerActor::<H::Event>::default(), config.clone()),
+    ));
     (sup, ConsumerHandle { control, handler })
 }

@@ -37,7 +37,7 @@ use futures::StreamExt;
 use std::future::IntoFuture;
 use tonic::{Request, Response, Status};
 
-use crate::consumer::{self, CheckpointFn};
+use crate::consumer::{self, CheckpointFn, PartitionFn};
 use crate::handler::{Delivery, EventHandler, HandlerError};
 use crate::node_admin::NodeAdminService;
 use crate::view::{Checkpoint, DocumentRecord, View, ViewHandler, ViewStore};
@@ -106,6 +106,25 @@ struct Ctx {
     generations: kv::Store,
     settings: ConsumerSettings,
     retire_grace: Duration,
+    lanes: usize,
+}
+
+/// Routes a commit to a handler lane by its first followed event's (tenant, document key): one
+/// document's events are applied one at a time, in delivery order, on one lane.
+fn document_partition<V: View>() -> PartitionFn<Commit> {
+    Arc::new(|commit: &Commit| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        if let Some(e) = commit
+            .events
+            .iter()
+            .find(|e| V::aggregate_types().contains(&e.aggregate_type.as_str()))
+        {
+            e.tenant_id.hash(&mut h);
+            V::key(e).hash(&mut h);
+        }
+        h.finish()
+    })
 }
 
 /// Applies one commit (at a stream sequence) to one view's documents.
@@ -160,6 +179,20 @@ impl std::fmt::Display for ProjectionMode {
     }
 }
 
+/// Handler lanes per view when none are configured.
+pub const DEFAULT_LANES: usize = 8;
+/// Most handler lanes per view.
+pub const MAX_LANES: usize = 64;
+
+/// Handler lanes per view (PerView mode).
+pub const LANES: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "projection.lanes",
+    env: "CLOUDLYSIS_PROJECTION_LANES",
+    flag: "--lanes",
+    doc: "handler lanes per view: one document's events stay on one lane, in order; different \
+          documents are applied concurrently [default: 8] [1..=64]",
+};
+
 /// Consumption mode of the projection node.
 pub const MODE: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
     key: "projection.mode",
@@ -175,6 +208,7 @@ pub struct ProjectionNodeBuilder {
     settings: ConsumerSettings,
     mode: ProjectionMode,
     retire_grace: Duration,
+    lanes: usize,
     views: Vec<Registered>,
 }
 
@@ -215,12 +249,14 @@ impl ProjectionNodeBuilder {
                     let applied = meta.stream_sequence <= gate.get();
                     Box::pin(async move { applied })
                 });
-                let (tree, _handle) = consumer::supervised(
+                let (tree, _handle) = consumer::supervised_lanes(
                     view_child_name(V::NAME, generation),
                     ctx.js.clone(),
                     stream::AGGREGATE_EVENTS,
                     policy,
                     Some(skip),
+                    ctx.lanes,
+                    Some(document_partition::<V>()),
                     move || ViewHandler(store.clone()),
                 );
                 ChildSpec::supervisor(tree)
@@ -251,6 +287,15 @@ impl ProjectionNodeBuilder {
     /// see it vanish. Must exceed [`SWITCH_WAIT`] plus [`IDLE_POLL`] with several nodes.
     pub fn retire_grace(mut self, grace: Duration) -> Self {
         self.retire_grace = grace;
+        self
+    }
+
+    /// Handler lanes per view in PerView mode (default [`DEFAULT_LANES`], at most
+    /// [`MAX_LANES`]): events of one document always go to the same lane and are applied in
+    /// delivery order; different documents are applied concurrently. All lanes of a view share
+    /// its `max_in_flight`.
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
         self
     }
 
@@ -285,6 +330,7 @@ impl ProjectionNodeBuilder {
             generations,
             settings: self.settings,
             retire_grace: self.retire_grace,
+            lanes: self.lanes.clamp(1, MAX_LANES),
         });
         check_mode(&ctx, self.mode, &self.views).await?;
         let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
@@ -994,6 +1040,7 @@ impl ProjectionNode {
             settings,
             mode: ProjectionMode::default(),
             retire_grace: RETIRE_GRACE,
+            lanes: DEFAULT_LANES,
             views: Vec::new(),
         }
     }

@@ -278,6 +278,8 @@ pub struct BoundedRef<M> {
 struct Shared<M> {
     kind: &'static str,
     capacity: usize,
+    /// False for a [`BoundedRef::sibling`]: the capacity is counted once, by the first ref.
+    owns_capacity: bool,
     slots: Arc<SlotPool>,
     actor: RwLock<Option<ActorRef<Envelope<M>>>>,
     metrics: MailboxMetrics,
@@ -312,7 +314,9 @@ impl MailboxMetrics {
 
 impl<M> Drop for Shared<M> {
     fn drop(&mut self) {
-        self.metrics.capacity.decrement(self.capacity as f64);
+        if self.owns_capacity {
+            self.metrics.capacity.decrement(self.capacity as f64);
+        }
     }
 }
 
@@ -345,6 +349,7 @@ impl<M: Send + 'static> BoundedRef<M> {
             shared: Arc::new(Shared {
                 kind,
                 capacity,
+                owns_capacity: true,
                 slots: Arc::new(SlotPool {
                     capacity,
                     taken: AtomicUsize::new(0),
@@ -357,6 +362,27 @@ impl<M: Send + 'static> BoundedRef<M> {
                 metrics,
             }),
         }
+    }
+
+    /// Another mailbox, with its own attached actor, that draws on this one's slots: a group of
+    /// siblings admits at most `capacity` messages in total (e.g. partitioned handlers fed by
+    /// one consumer). `depth` and `free` report the whole group.
+    pub fn sibling(&self) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                kind: self.shared.kind,
+                capacity: self.shared.capacity,
+                owns_capacity: false,
+                slots: self.shared.slots.clone(),
+                actor: RwLock::new(None),
+                metrics: self.shared.metrics.clone(),
+            }),
+        }
+    }
+
+    /// True when both refs draw on the same slots (the same mailbox or siblings).
+    pub fn shares_slots(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.shared.slots, &other.shared.slots)
     }
 
     /// The actor kind (metric label).
@@ -474,7 +500,20 @@ impl<M: Send + 'static> BoundedRef<M> {
     }
 }
 
-impl<M: Send + 'static> Reservation<'_, M> {
+impl<'a, M: Send + 'static> Reservation<'a, M> {
+    /// Enqueues `msg` in the reserved slot of `sibling`'s actor instead (see
+    /// [`BoundedRef::sibling`]); a ref that does not share the slots hands the message back.
+    pub fn send_to(self, sibling: &'a BoundedRef<M>, msg: M) -> Result<(), SendError<M>> {
+        if !self.target.shares_slots(sibling) {
+            return Err(SendError::Closed(msg));
+        }
+        Reservation {
+            slot: self.slot,
+            target: sibling,
+        }
+        .send(msg)
+    }
+
     /// Enqueues `msg` in the reserved slot.
     pub fn send(self, msg: M) -> Result<(), SendError<M>> {
         let guard = self.target.read();

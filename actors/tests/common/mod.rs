@@ -75,11 +75,6 @@ impl EventHandler for Scripted {
     }
 
     async fn handle(&self, d: &Delivery<TestEvent>, _: &mut ()) -> Result<(), HandlerError> {
-        eprintln!(
-            "HANDLE {} gate={:?}",
-            d.event.id,
-            self.0.gate.as_ref().map(|g| g.available_permits())
-        );
         if let Some(gate) = &self.0.gate {
             gate.acquire().await.expect("gate open").forget();
         }

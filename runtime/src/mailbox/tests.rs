@@ -330,3 +330,57 @@ proptest::proptest! {
         });
     }
 }
+
+#[tokio::test]
+async fn siblings_share_one_capacity_across_their_actors() {
+    let (r, _a, seen_a) = probe(2).await;
+    let sibling = r.sibling();
+    let (s, seen_b, _, _) = state();
+    let (_b, _) = spawn(Probe, s, &sibling, None).await.unwrap();
+    assert!(r.shares_slots(&sibling));
+
+    let (gate_a, gate_b) = (
+        Arc::new(tokio::sync::Notify::new()),
+        Arc::new(tokio::sync::Notify::new()),
+    );
+    r.send(Msg::Gate(gate_a.clone())).await.unwrap();
+    // A reservation taken on one ref can be spent on its sibling's actor.
+    let slot = r.try_reserve().unwrap();
+    assert!(slot.send_to(&sibling, Msg::Gate(gate_b.clone())).is_ok());
+    assert_eq!((r.depth(), sibling.depth()), (2, 2), "one budget for both");
+    assert!(
+        r.try_send(Msg::Work { id: 1, delay_us: 0 })
+            .unwrap_err()
+            .is_full()
+    );
+    assert!(
+        sibling
+            .try_send(Msg::Work { id: 2, delay_us: 0 })
+            .unwrap_err()
+            .is_full()
+    );
+
+    gate_a.notify_one();
+    gate_b.notify_one();
+    r.send(Msg::Work { id: 3, delay_us: 0 }).await.unwrap();
+    sibling
+        .send(Msg::Work { id: 4, delay_us: 0 })
+        .await
+        .unwrap();
+    assert!(wait_until(|| r.depth() == 0).await);
+    assert!(seen_a.lock().unwrap().contains(&3));
+    assert!(seen_b.lock().unwrap().contains(&4));
+}
+
+#[tokio::test]
+async fn a_reservation_cannot_be_spent_on_an_unrelated_mailbox() {
+    let (r, _a, _) = probe(1).await;
+    let (other, _b, seen) = probe(1).await;
+    let slot = r.try_reserve().unwrap();
+    match slot.send_to(&other, Msg::Work { id: 9, delay_us: 0 }) {
+        Err(SendError::Closed(Msg::Work { id: 9, .. })) => {}
+        _ => panic!("expected the message back"),
+    }
+    assert_eq!(r.depth(), 0, "the slot was released");
+    assert!(seen.lock().unwrap().is_empty());
+}
