@@ -216,6 +216,18 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
         myself: BoundedRef<ConsumerMsg>,
         config: ConsumerConfig<E>,
     ) -> Result<ConsumerState, ActorProcessingErr> {
+        if config
+            .lanes
+            .iter()
+            .any(|l| !l.shares_slots(&config.handler))
+        {
+            return Err(format!(
+                "consumer {}: every handler lane must be a sibling of the handler mailbox \
+                 (BoundedRef::sibling), or its messages could never be dispatched",
+                config.policy.durable
+            )
+            .into());
+        }
         let poison_kv = buckets::ensure_bucket(&config.js, &buckets::poison()).await?;
         let stream = config
             .js

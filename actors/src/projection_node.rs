@@ -109,20 +109,20 @@ struct Ctx {
     lanes: usize,
 }
 
-/// Routes a commit to a handler lane by its first followed event's (tenant, document key): one
-/// document's events are applied one at a time, in delivery order, on one lane.
+/// Routes a commit to a handler lane by the (tenant, document key) of its first event the view
+/// keys: one document's events are applied one at a time, in delivery order, on one lane. A
+/// commit that touches several documents of the view follows its first one (see ADR 0008).
 fn document_partition<V: View>() -> PartitionFn<Commit> {
     Arc::new(|commit: &Commit| {
         use std::hash::{Hash, Hasher};
         let mut h = std::hash::DefaultHasher::new();
-        if let Some(e) = commit
-            .events
-            .iter()
-            .find(|e| V::aggregate_types().contains(&e.aggregate_type.as_str()))
-        {
-            e.tenant_id.hash(&mut h);
-            V::key(e).hash(&mut h);
-        }
+        let first = commit.events.iter().find_map(|e| {
+            V::aggregate_types()
+                .contains(&e.aggregate_type.as_str())
+                .then(|| V::key(e).map(|k| (&e.tenant_id, k)))
+                .flatten()
+        });
+        first.hash(&mut h);
         h.finish()
     })
 }

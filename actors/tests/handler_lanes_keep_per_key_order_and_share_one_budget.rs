@@ -47,9 +47,11 @@ impl EventHandler for Recorder {
         let r = &self.0;
         let now = r.now.fetch_add(1, Ordering::SeqCst) + 1;
         r.max.fetch_max(now, Ordering::SeqCst);
-        if d.event.id < 2 {
+        if d.event.id < 2 && d.meta.delivered == 1 {
             r.meet.wait().await;
         }
+        // Long enough for the other lanes to pile up if they could.
+        tokio::time::sleep(std::time::Duration::from_millis(1)).await;
         r.order
             .lock()
             .unwrap()
@@ -84,9 +86,9 @@ async fn lanes_keep_per_key_order_run_keys_concurrently_and_share_one_budget() {
         "lanes",
         js.clone(),
         STREAM,
-        policy("lanes", 8, 5),
+        policy("lanes", 3, 5),
         None,
-        4,
+        8,
         Some(partition),
         move || Recorder(r.clone()),
     );
@@ -94,12 +96,12 @@ async fn lanes_keep_per_key_order_run_keys_concurrently_and_share_one_budget() {
         .await
         .unwrap();
 
-    until(|| record.done.load(Ordering::SeqCst) == EVENTS as usize).await;
+    until(|| record.done.load(Ordering::SeqCst) >= EVENTS as usize).await;
 
     let order = record.order.lock().unwrap().clone();
     for key in 0..KEYS {
         let ids = &order[&key];
-        assert_eq!(ids.len() as u64, EVENTS / KEYS, "key {key}");
+        assert!(ids.len() as u64 >= EVENTS / KEYS, "key {key}");
         assert!(
             ids.windows(2).all(|w| w[0] < w[1]),
             "key {key} handled out of order: {ids:?}"
@@ -107,8 +109,12 @@ async fn lanes_keep_per_key_order_run_keys_concurrently_and_share_one_budget() {
     }
     let max = record.max.load(Ordering::SeqCst);
     assert!(max >= 2, "lanes never ran concurrently");
-    assert!(max <= 8, "{max} in flight with max_in_flight 8");
-    assert_eq!(handle.handler.capacity(), 8);
+    // Eight lanes, but one budget of three: never more than three handled at once.
+    assert!(
+        max <= 3,
+        "{max} handled at once with max_in_flight 3 over 8 lanes"
+    );
+    assert_eq!(handle.handler.capacity(), 3);
     let mut consumer = js
         .get_stream(STREAM)
         .await
@@ -118,5 +124,5 @@ async fn lanes_keep_per_key_order_run_keys_concurrently_and_share_one_budget() {
         )
         .await
         .unwrap();
-    assert_eq!(consumer.info().await.unwrap().config.max_ack_pending, 8);
+    assert_eq!(consumer.info().await.unwrap().config.max_ack_pending, 3);
 }
