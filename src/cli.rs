@@ -97,6 +97,10 @@ pub struct RebuildArgs {
     /// Return once the rebuild is requested instead of waiting until it is live
     #[arg(long)]
     pub no_wait: bool,
+    /// Abandon the rebuild in progress instead of starting one (the half-built generation is
+    /// retired; the active one keeps answering)
+    #[arg(long, conflicts_with = "no_wait")]
+    pub cancel: bool,
     /// How long to wait for the rebuilt view to go live: 90s, 15m, 1h
     #[arg(long, default_value = "10m")]
     pub timeout: String,

@@ -152,6 +152,15 @@ pub async fn rebuild(
     let timeout = cloudlysis_gateway::auth::parse_ttl(&args.timeout)
         .map_err(|e| anyhow::anyhow!("invalid --timeout: {e}"))?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-rebuild").await?;
+    if args.cancel {
+        let (gens, cancelled) = view_generation::cancel_rebuild(&nats.js, &args.view).await?;
+        println!(
+            "cancelled the rebuild of view `{}` into generation {cancelled}; generation {} keeps \
+             answering queries",
+            args.view, gens.active
+        );
+        return Ok(ExitCode::SUCCESS);
+    }
     let gens = view_generation::request_rebuild(&nats.js, &args.view).await?;
     let target = gens.building.unwrap_or(gens.active);
     println!(

@@ -261,6 +261,29 @@ async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
         request_rebuild(&p.js, "a*b").await,
         Err(RebuildError::InvalidView { .. })
     ));
+
+    // Cancelling abandons generation 1 for good: the next rebuild builds generation 2, so a
+    // cancelled generation still being retired is never picked up again.
+    use cloudlysis_actors::view_generation::cancel_rebuild;
+    let (after, cancelled) = cancel_rebuild(&p.js, "orphan").await.unwrap();
+    assert_eq!((after.active, after.building, cancelled), (0, None, 1));
+    assert!(matches!(
+        cancel_rebuild(&p.js, "orphan").await,
+        Err(RebuildError::NotRebuilding { active: 0, .. })
+    ));
+    assert_eq!(
+        request_rebuild(&p.js, "orphan").await.unwrap().building,
+        Some(2)
+    );
+
+    // Through the RPC: nothing to cancel on the live view.
+    let err = admin
+        .cancel_rebuild(cloudlysis_proto::projection_admin::CancelRebuildRequest {
+            view: "balances".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err}");
 }
 
 #[tokio::test]
@@ -301,6 +324,7 @@ async fn a_starting_node_retires_generations_left_behind() {
         Generations {
             active: 1,
             building: None,
+            latest: 1,
         },
     )
     .await

@@ -70,6 +70,18 @@ async fn rebuild_waits_for_the_node_then_refuses_a_second_one_in_progress() {
         stderr.contains("already being rebuilt into generation 2"),
         "{stderr}"
     );
+
+    let out = rebuild(&["balances", "--nats-url", &url, "--cancel"]);
+    let (stdout, stderr) = text(&out);
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("cancelled the rebuild of view `balances` into generation 2"),
+        "{stdout}"
+    );
+    let out = rebuild(&["balances", "--nats-url", &url, "--cancel"]);
+    let (_, stderr) = text(&out);
+    assert!(!out.status.success());
+    assert!(stderr.contains("no rebuild in progress"), "{stderr}");
 }
 
 #[test]

@@ -22,8 +22,8 @@ use cloudlysis_proto::projection_admin::projection_admin_server::{
     ProjectionAdmin, ProjectionAdminServer,
 };
 use cloudlysis_proto::projection_admin::{
-    DescribeViewsRequest, DescribeViewsResponse, RebuildViewRequest, RebuildViewResponse,
-    ViewStatus,
+    CancelRebuildRequest, CancelRebuildResponse, DescribeViewsRequest, DescribeViewsResponse,
+    RebuildViewRequest, RebuildViewResponse, ViewStatus,
 };
 use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
 use cloudlysis_runtime::context::RequestContext;
@@ -679,6 +679,7 @@ impl Controller {
             let next = view_generation::Generations {
                 active: b,
                 building: None,
+                latest: gens.latest.max(b),
             };
             if view_generation::compare_and_set(&self.ctx.generations, view, revision, next)
                 .await
@@ -1095,14 +1096,25 @@ impl ProjectionNode {
         }
         view_generation::request_rebuild(&self.inner.js, view)
             .await
-            .map_err(|e| match e {
-                RebuildError::InvalidView { .. } => Status::invalid_argument(e.to_string()),
-                RebuildError::InProgress { .. } | RebuildError::SingleMode(_) => {
-                    Status::failed_precondition(e.to_string())
-                }
-                RebuildError::Contended(_) => Status::aborted(e.to_string()),
-                RebuildError::Nats { .. } => Status::unavailable(e.to_string()),
-            })
+            .map_err(rebuild_status)
+    }
+
+    /// Cancels the rebuild of `view` in progress (see [`view_generation::cancel_rebuild`]);
+    /// returns the record as written and the generation abandoned.
+    pub async fn cancel_rebuild(
+        &self,
+        view: &str,
+    ) -> Result<(view_generation::Generations, u32), Status> {
+        if !self.inner.views.contains_key(view) {
+            validate_token(view).map_err(|e| Status::invalid_argument(format!("view: {e}")))?;
+            return Err(Status::not_found(format!(
+                "this node runs no view `{view}` (it runs: {})",
+                self.view_names().join(", ")
+            )));
+        }
+        view_generation::cancel_rebuild(&self.inner.js, view)
+            .await
+            .map_err(rebuild_status)
     }
 
     /// Names of the views this node runs, sorted.
@@ -1282,6 +1294,17 @@ async fn scan_documents(
     result
 }
 
+fn rebuild_status(e: RebuildError) -> Status {
+    match e {
+        RebuildError::InvalidView { .. } => Status::invalid_argument(e.to_string()),
+        RebuildError::InProgress { .. }
+        | RebuildError::NotRebuilding { .. }
+        | RebuildError::SingleMode(_) => Status::failed_precondition(e.to_string()),
+        RebuildError::Contended(_) => Status::aborted(e.to_string()),
+        RebuildError::Nats { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
 fn query_context<T>(
     request: &Request<T>,
 ) -> Result<(RequestContext, Option<tokio::time::Instant>), Status> {
@@ -1395,6 +1418,18 @@ impl ProjectionAdmin for ProjectionNode {
         let gens = self.rebuild(&view).await?;
         Ok(Response::new(RebuildViewResponse {
             generation: gens.building.unwrap_or(gens.active),
+            active_generation: gens.active,
+        }))
+    }
+
+    async fn cancel_rebuild(
+        &self,
+        request: Request<CancelRebuildRequest>,
+    ) -> Result<Response<CancelRebuildResponse>, Status> {
+        let view = request.into_inner().view;
+        let (gens, cancelled) = self.cancel_rebuild(&view).await?;
+        Ok(Response::new(CancelRebuildResponse {
+            cancelled_generation: cancelled,
             active_generation: gens.active,
         }))
     }

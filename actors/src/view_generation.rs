@@ -38,6 +38,14 @@ pub struct Generations {
     /// The generation a rebuild is building, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub building: Option<u32>,
+    /// Highest generation ever handed out (a cancelled one included), so a number is never
+    /// reused while a cancelled generation may still be being retired.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub latest: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 /// A rebuild could not be requested or the record could not be read.
@@ -63,6 +71,14 @@ pub enum RebuildError {
         active: u32,
         /// Generation being built.
         building: u32,
+    },
+    /// There is no rebuild of this view to cancel.
+    #[error("view `{view}` has no rebuild in progress (generation {active} answers queries)")]
+    NotRebuilding {
+        /// The view.
+        view: String,
+        /// Generation answering queries.
+        active: u32,
     },
     /// The views run in Single mode, which cannot rebuild one view.
     #[error(
@@ -152,7 +168,8 @@ pub async fn compare_and_set(
         .map_err(|e| nats_err(view, format!("writing {key}: {e}")))
 }
 
-/// Starts a rebuild of `view`: records `building = active + 1`. Returns the record as written.
+/// Starts a rebuild of `view`: records `building` = a generation number never used before
+/// (`max(active, latest) + 1`). Returns the record as written.
 /// Projection nodes running the view pick it up; if none runs, the rebuild starts when one does.
 pub async fn request_rebuild(
     js: &jetstream::Context,
@@ -178,17 +195,47 @@ pub async fn request_rebuild(
                 building,
             });
         }
+        let generation = current.active.max(current.latest) + 1;
         let next = Generations {
             active: current.active,
-            building: Some(current.active + 1),
+            building: Some(generation),
+            latest: generation,
         };
         if compare_and_set(&kv, view, revision, next).await? {
-            tracing::info!(
-                view,
-                generation = current.active + 1,
-                "view rebuild requested"
-            );
+            tracing::info!(view, generation, "view rebuild requested");
             return Ok(next);
+        }
+    }
+    Err(RebuildError::Contended(view.to_string()))
+}
+
+/// Abandons the rebuild of `view` in progress: clears `building` (revision-checked), so nodes
+/// stop the half-built generation and retire it. Returns the record as written and the
+/// generation abandoned.
+pub async fn cancel_rebuild(
+    js: &jetstream::Context,
+    view: &str,
+) -> Result<(Generations, u32), RebuildError> {
+    SubjectToken::new(view).map_err(|e| RebuildError::InvalidView {
+        view: view.to_string(),
+        reason: e.to_string(),
+    })?;
+    let kv = bucket(js).await.map_err(|e| nats_err(view, e))?;
+    for _ in 0..MAX_CAS_ATTEMPTS {
+        let (current, revision) = read(&kv, view).await?;
+        let Some(building) = current.building else {
+            return Err(RebuildError::NotRebuilding {
+                view: view.to_string(),
+                active: current.active,
+            });
+        };
+        let next = Generations {
+            building: None,
+            ..current
+        };
+        if compare_and_set(&kv, view, revision, next).await? {
+            tracing::info!(view, generation = building, "view rebuild cancelled");
+            return Ok((next, building));
         }
     }
     Err(RebuildError::Contended(view.to_string()))
@@ -239,17 +286,19 @@ mod tests {
         let g = Generations {
             active: 1,
             building: Some(2),
+            latest: 2,
         };
         assert_eq!(
             serde_json::to_string(&g).unwrap(),
-            r#"{"active":1,"building":2}"#
+            r#"{"active":1,"building":2,"latest":2}"#
         );
         let idle: Generations = serde_json::from_str(r#"{"active":3}"#).unwrap();
         assert_eq!(
             idle,
             Generations {
                 active: 3,
-                building: None
+                building: None,
+                latest: 0,
             }
         );
         assert_eq!(serde_json::to_string(&idle).unwrap(), r#"{"active":3}"#);
