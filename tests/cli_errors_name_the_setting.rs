@@ -172,3 +172,23 @@ fn token_refuses_bad_rights_and_ttl() {
         assert!(!out.status.success(), "{args:?}");
     }
 }
+
+#[test]
+fn projection_lanes_out_of_range_is_named() {
+    let out = cloudlysis()
+        .args([
+            "projection",
+            "--lanes",
+            "0",
+            "--nats-url",
+            "nats://127.0.0.1:1",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("projection.lanes") && stderr.contains("between 1 and 64"),
+        "{stderr}"
+    );
+}
