@@ -129,6 +129,36 @@ pub fn shutdown_channel() -> (
     (tx, wait)
 }
 
+/// A future that resolves when the node is asked to stop.
+pub type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// Runs a node until Ctrl-C or SIGTERM: `ops` on `http`, and the gRPC server `grpc` builds
+/// from its stop future; then stops both, each drained within [`DRAIN`].
+pub async fn serve_until_signal<F, Fut, E>(
+    http: tokio::net::TcpListener,
+    ops: axum::Router,
+    grpc: F,
+) -> anyhow::Result<std::process::ExitCode>
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
+    let (stop, wait) = shutdown_channel();
+    let http_server = tokio::spawn(
+        axum::serve(http, ops)
+            .with_graceful_shutdown(wait())
+            .into_future(),
+    );
+    let grpc_server = tokio::spawn(grpc(wait()));
+    shutdown_signal().await;
+    eprintln!("shutting down");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(DRAIN, grpc_server).await;
+    let _ = tokio::time::timeout(DRAIN, http_server).await;
+    Ok(std::process::ExitCode::SUCCESS)
+}
+
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

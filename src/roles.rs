@@ -33,19 +33,7 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         node.aggregate_types().join(", "),
         http.local_addr()?
     );
-    let (stop, wait) = nodes::shutdown_channel();
-    let http_server = tokio::spawn(
-        axum::serve(http, ops)
-            .with_graceful_shutdown(wait())
-            .into_future(),
-    );
-    let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
-    nodes::shutdown_signal().await;
-    eprintln!("shutting down");
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
-    let _ = tokio::time::timeout(nodes::DRAIN, http_server).await;
-    Ok(ExitCode::SUCCESS)
+    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
 }
 
 /// Runs a Gateway until Ctrl-C or SIGTERM.
@@ -120,19 +108,7 @@ pub async fn projection(
         http.local_addr()?,
         node.view_names().join(", ")
     );
-    let (stop, wait) = nodes::shutdown_channel();
-    let http_server = tokio::spawn(
-        axum::serve(http, ops)
-            .with_graceful_shutdown(wait())
-            .into_future(),
-    );
-    let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
-    nodes::shutdown_signal().await;
-    eprintln!("shutting down");
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
-    let _ = tokio::time::timeout(nodes::DRAIN, http_server).await;
-    Ok(ExitCode::SUCCESS)
+    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
 }
 
 /// `cloudlysis projection rebuild <view>`: requests a rebuild and (unless `--no-wait`) waits

@@ -581,11 +581,8 @@ impl Controller {
         let serving = self.entry.serving();
         if serving.as_ref().map(|s| s.generation) != Some(gens.active) {
             if let Some(old) = &serving {
-                let target = old.checkpoint.get();
                 let deadline = tokio::time::Instant::now() + SWITCH_WAIT;
-                while active.get() < target && tokio::time::Instant::now() < deadline {
-                    tokio::time::sleep(CHECKPOINT_INTERVAL).await;
-                }
+                active.wait_for(old.checkpoint.get(), deadline).await;
                 tracing::info!(
                     view,
                     from = old.generation,
