@@ -38,20 +38,6 @@ async fn list_all(p: &Platform, token: &str, min_seq: u64) -> BTreeMap<String, s
         .collect()
 }
 
-async fn command(p: &Platform, token: &str, account: &str, body: &str) -> u64 {
-    let (s, resp) = p
-        .command(
-            &format!("/v1/commands/account/{account}"),
-            Some(token),
-            &[],
-            body,
-        )
-        .await;
-    let json = body_json(resp).await;
-    assert_eq!(s, 200, "{json}");
-    json["stream_sequence"].as_u64().unwrap()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
     let p = Platform::start().await;
@@ -59,24 +45,24 @@ async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
     let mut last = 0;
     for a in 0..ACCOUNTS {
         let account = format!("acc-{a}");
-        last = command(
-            &p,
-            &token,
-            &account,
-            &format!(r#"{{"type":"Open","payload":{{"owner":"o{a}"}}}}"#),
-        )
-        .await;
-        for d in 1..=DEPOSITS {
-            last = command(
-                &p,
+        last = p
+            .account_command(
                 &token,
                 &account,
-                &format!(
-                    r#"{{"type":"Deposit","payload":{{"amount":{}}}}}"#,
-                    a * 100 + d
-                ),
+                &format!(r#"{{"type":"Open","payload":{{"owner":"o{a}"}}}}"#),
             )
             .await;
+        for d in 1..=DEPOSITS {
+            last = p
+                .account_command(
+                    &token,
+                    &account,
+                    &format!(
+                        r#"{{"type":"Deposit","payload":{{"amount":{}}}}}"#,
+                        a * 100 + d
+                    ),
+                )
+                .await;
         }
     }
     let live = list_all(&p, &token, last).await;
@@ -110,23 +96,23 @@ async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
     // While it rebuilds, commands go on and every query is answered.
     let mut during = 0;
     let mut late_balance = 0i64;
-    last = command(
-        &p,
-        &token,
-        "late",
-        r#"{"type":"Open","payload":{"owner":"late"}}"#,
-    )
-    .await;
+    last = p
+        .account_command(
+            &token,
+            "late",
+            r#"{"type":"Open","payload":{"owner":"late"}}"#,
+        )
+        .await;
     let mut switched = false;
     for i in 1..=200i64 {
         if i <= 20 {
-            last = command(
-                &p,
-                &token,
-                "late",
-                &format!(r#"{{"type":"Deposit","payload":{{"amount":{i}}}}}"#),
-            )
-            .await;
+            last = p
+                .account_command(
+                    &token,
+                    "late",
+                    &format!(r#"{{"type":"Deposit","payload":{{"amount":{i}}}}}"#),
+                )
+                .await;
             late_balance += i;
         }
         let (s, body) = query(&p, "/v1/query/balances/acc-1", &token, &[]).await;

@@ -6,20 +6,6 @@ mod common;
 
 use common::*;
 
-async fn command(p: &Platform, token: &str, account: &str, body: &str) -> u64 {
-    let (s, resp) = p
-        .command(
-            &format!("/v1/commands/account/{account}"),
-            Some(token),
-            &[],
-            body,
-        )
-        .await;
-    let json = body_json(resp).await;
-    assert_eq!(s, 200, "{json}");
-    json["stream_sequence"].as_u64().unwrap()
-}
-
 #[tokio::test]
 async fn pages_cover_every_matching_document_once_in_key_order() {
     let p = Platform::start().await;
@@ -29,22 +15,26 @@ async fn pages_cover_every_matching_document_once_in_key_order() {
     for id in [
         "acc-3", "acc-0", "acc-6", "acc-1", "acc-5", "acc-2", "acc-4", "zed-1", "zed-2",
     ] {
-        last = command(&p, &acme, id, r#"{"type":"Open","payload":{"owner":"o"}}"#).await;
+        last = p
+            .account_command(&acme, id, r#"{"type":"Open","payload":{"owner":"o"}}"#)
+            .await;
     }
     // Several writes to one document: it is listed once, with its latest state.
     for _ in 0..3 {
-        last = command(
-            &p,
-            &acme,
-            "acc-2",
-            r#"{"type":"Deposit","payload":{"amount":5}}"#,
-        )
-        .await;
+        last = p
+            .account_command(
+                &acme,
+                "acc-2",
+                r#"{"type":"Deposit","payload":{"amount":5}}"#,
+            )
+            .await;
     }
     // Another tenant's documents with the same keys never show up.
     for id in ["acc-0", "acc-7"] {
-        last =
-            last.max(command(&p, &other, id, r#"{"type":"Open","payload":{"owner":"x"}}"#).await);
+        last = last.max(
+            p.account_command(&other, id, r#"{"type":"Open","payload":{"owner":"x"}}"#)
+                .await,
+        );
     }
 
     let mut keys = Vec::new();

@@ -96,6 +96,22 @@ impl Platform {
         (resp.status().as_u16(), resp)
     }
 
+    /// POSTs a command to `account` (aggregate type `account`) that must succeed; returns its
+    /// stream sequence.
+    pub async fn account_command(&self, token: &str, account: &str, body: &str) -> u64 {
+        let (s, resp) = self
+            .command(
+                &format!("/v1/commands/account/{account}"),
+                Some(token),
+                &[],
+                body,
+            )
+            .await;
+        let json = body_json(resp).await;
+        assert_eq!(s, 200, "{json}");
+        json["stream_sequence"].as_u64().unwrap()
+    }
+
     /// Every commit on the event stream, in order, with its stream sequence.
     pub async fn commits(&self) -> Vec<(u64, Commit, async_nats::HeaderMap, String)> {
         let mut stream = self.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
