@@ -551,6 +551,9 @@ impl Controller {
             let on_raise: OnRaise = Arc::new(move |cp| {
                 if entry.serving().is_some_and(|s| s.generation == g) {
                     metrics::gauge!(names::VIEW_CHECKPOINT, "view" => entry.name).set(cp as f64);
+                } else if entry.building().is_some_and(|b| b.generation == g) {
+                    metrics::gauge!(names::VIEW_REBUILD_CHECKPOINT, "view" => entry.name)
+                        .set(cp as f64);
                 }
             });
             let persist = persist_to(

@@ -72,6 +72,9 @@ pub mod names {
     /// Gauge of a view's checkpoint (contiguous applied stream sequence) in the generation that
     /// answers queries, labelled `view`.
     pub const VIEW_CHECKPOINT: &str = "cloudlysis_view_checkpoint";
+    /// Gauge of the checkpoint of the generation a rebuild is building, labelled `view`
+    /// (progress: compare with `cloudlysis_view_checkpoint`).
+    pub const VIEW_REBUILD_CHECKPOINT: &str = "cloudlysis_view_rebuild_checkpoint";
     /// Gauge of the generation of a view that answers queries, labelled `view`.
     pub const VIEW_GENERATION: &str = "cloudlysis_view_generation";
     /// Gauge: 1 while a rebuild of the view is in progress, else 0; labelled `view`.
@@ -82,6 +85,38 @@ pub mod names {
     /// Counter of document-cache lookups before a view write, labelled `view`, `outcome` (`hit`:
     /// the KV read was skipped; `miss`).
     pub const VIEW_CACHE: &str = "cloudlysis_view_document_cache_total";
+
+    /// Every metric name above (docs/operations.md lists each; a test keeps it so).
+    pub const ALL: &[&str] = &[
+        BUILD_INFO,
+        NATS_CONNECTION_EVENTS,
+        READINESS_CHECK_FAILURES,
+        HTTP_REQUESTS,
+        ACTOR_MAILBOX_DEPTH,
+        ACTOR_MAILBOX_CAPACITY,
+        ACTOR_MESSAGES,
+        ACTOR_MAILBOX_REJECTED,
+        ACTOR_MESSAGE_DURATION,
+        ACTORS,
+        ACTOR_RESTARTS,
+        SUPERVISOR_ESCALATIONS,
+        COMMANDS,
+        ENTITIES,
+        COMMAND_DURATION,
+        GATEWAY_REQUESTS,
+        GATEWAY_IN_FLIGHT,
+        GATEWAY_REQUEST_DURATION,
+        CONSUMER_MESSAGES,
+        CONSUMER_REDELIVERIES,
+        CONSUMER_POISON,
+        CONSUMER_IN_FLIGHT,
+        VIEW_CHECKPOINT,
+        VIEW_REBUILD_CHECKPOINT,
+        VIEW_GENERATION,
+        VIEW_REBUILDING,
+        VIEW_REBUILDS,
+        VIEW_CACHE,
+    ];
 }
 
 /// The metrics recorder could not be installed.
@@ -186,6 +221,10 @@ fn describe() {
         "Generation of the view answering queries (0 until the first rebuild)."
     );
     metrics::describe_gauge!(names::VIEW_REBUILDING, "1 while the view is being rebuilt.");
+    metrics::describe_gauge!(
+        names::VIEW_REBUILD_CHECKPOINT,
+        "Checkpoint of the generation a rebuild is building."
+    );
     metrics::describe_counter!(
         names::VIEW_CACHE,
         "View document-cache lookups before a write, by outcome."
@@ -200,4 +239,18 @@ fn describe() {
 pub fn record_build_info(role: &'static str) {
     metrics::gauge!(names::BUILD_INFO, "version" => env!("CARGO_PKG_VERSION"), "role" => role)
         .set(1.0);
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_metric_is_documented_in_the_operations_guide() {
+        let guide = include_str!("../../docs/operations.md");
+        for name in super::names::ALL {
+            assert!(
+                guide.contains(&format!("`{name}`")),
+                "{name} is not in docs/operations.md"
+            );
+        }
+    }
 }
