@@ -259,3 +259,20 @@ fn not_yet(role: &str) -> anyhow::Result<ExitCode> {
     );
     Ok(ExitCode::from(2))
 }
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_setting_is_documented_in_the_operations_guide() {
+        let guide = include_str!("../docs/operations.md");
+        for setting in super::known_settings() {
+            assert!(
+                guide.contains(&format!("`{}`", setting.key))
+                    && guide.contains(&format!("`{}`", setting.env)),
+                "{} ({}) is not in docs/operations.md",
+                setting.key,
+                setting.env
+            );
+        }
+    }
+}
