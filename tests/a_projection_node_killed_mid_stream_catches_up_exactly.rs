@@ -9,7 +9,7 @@ use cloudlysis_proto::projection::GetRequest;
 use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
 use cloudlysis_runtime::context::{RequestContext, TenantId};
 use cloudlysis_runtime::stream;
-use cloudlysis_test_support::NatsServer;
+use cloudlysis_test_support::{NatsServer, view_document};
 use futures::StreamExt;
 use tokio::io::{AsyncBufReadExt, BufReader};
 
@@ -115,12 +115,7 @@ async fn the_view_equals_the_fold_after_a_crash() {
     assert!(resp.checkpoint >= last);
 
     for (account, sum) in &expected {
-        let bytes = views
-            .get(format!("balances.acme.{account}"))
-            .await
-            .unwrap()
-            .unwrap();
-        let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(record["doc"]["balance"], *sum, "{account}");
+        let doc = view_document(&js, "balances", "acme", account).await;
+        assert_eq!(doc["balance"], *sum, "{account}");
     }
 }

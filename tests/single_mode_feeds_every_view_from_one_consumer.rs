@@ -14,7 +14,7 @@ use cloudlysis_examples::load::Deposits;
 use cloudlysis_runtime::consumer::ConsumerSettings;
 use cloudlysis_runtime::context::TenantId;
 use cloudlysis_runtime::envelope::EventEnvelope;
-use cloudlysis_test_support::{NatsServer, eventually};
+use cloudlysis_test_support::{NatsServer, eventually, view_document};
 use serde::{Deserialize, Serialize};
 
 /// A second view over the same events: deposits counted per account.
@@ -118,24 +118,11 @@ async fn one_consumer_feeds_both_views_exactly() {
         vec!["cloudlysis-projection-all".to_string()]
     );
 
-    let kv = js.get_key_value("cloudlysis_views").await.unwrap();
     for (account, sum) in &sums {
-        let balance: serde_json::Value = serde_json::from_slice(
-            &kv.get(format!("balances.acme.{account}"))
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(balance["doc"]["balance"], *sum, "{account}");
-        let count: serde_json::Value = serde_json::from_slice(
-            &kv.get(format!("deposit_counts.acme.{account}"))
-                .await
-                .unwrap()
-                .unwrap(),
-        )
-        .unwrap();
-        assert_eq!(count["doc"]["deposits"], EVENTS / ACCOUNTS, "{account}");
+        let balance = view_document(&js, "balances", "acme", account).await;
+        assert_eq!(balance["balance"], *sum, "{account}");
+        let count = view_document(&js, "deposit_counts", "acme", account).await;
+        assert_eq!(count["deposits"], EVENTS / ACCOUNTS, "{account}");
     }
 
     let refused = node.rebuild("balances").await.unwrap_err();

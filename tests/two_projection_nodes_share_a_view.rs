@@ -59,14 +59,8 @@ async fn every_event_is_applied_once_across_two_nodes() {
     );
     assert!(a > 0 && b > 0, "both nodes did work ({a}, {b})");
 
-    let kv = p.js.get_key_value("cloudlysis_views").await.unwrap();
     for (account, sum) in &expected {
-        let bytes = kv
-            .get(format!("balances.acme.{account}"))
-            .await
-            .unwrap()
-            .unwrap();
-        let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
-        assert_eq!(record["doc"]["balance"], *sum, "{account}");
+        let doc = cloudlysis_test_support::view_document(&p.js, "balances", "acme", account).await;
+        assert_eq!(doc["balance"], *sum, "{account}");
     }
 }

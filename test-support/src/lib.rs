@@ -224,6 +224,30 @@ fn tail(path: &Path) -> String {
     lines[lines.len().saturating_sub(30)..].join("\n")
 }
 
+/// The document (`doc` of the stored record) of `key` for `tenant` in the view key space `space`
+/// (`balances`, or `balances=g1` after a rebuild). Panics when it is missing or does not
+/// decode: a test helper.
+pub async fn view_document(
+    js: &async_nats::jetstream::Context,
+    space: &str,
+    tenant: &str,
+    key: &str,
+) -> serde_json::Value {
+    use cloudlysis_runtime::kv;
+    let bucket = js
+        .get_key_value(kv::VIEWS_BUCKET)
+        .await
+        .expect("the views bucket exists");
+    let full = kv::view_document_key(space, tenant, key);
+    let bytes = bucket
+        .get(&full)
+        .await
+        .expect("the views bucket answers")
+        .unwrap_or_else(|| panic!("no document {full}"));
+    let record: serde_json::Value = serde_json::from_slice(&bytes).expect("a JSON record");
+    record["doc"].clone()
+}
+
 /// A minimal HTTP/1.1 GET over a fresh TCP connection (tests of the binary need no HTTP client
 /// crate). Returns the status code and the body; fails after 5 s.
 pub async fn http_get(url: &str) -> std::io::Result<(u16, String)> {
