@@ -24,7 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use async_nats::jetstream::{self, consumer::pull};
 use clap::Args;
-use cloudlysis_actors::view::DocumentRecord;
+use cloudlysis_actors::projection::view::DocumentRecord;
 use cloudlysis_examples::load::Deposits;
 use cloudlysis_gateway::Gateway;
 use cloudlysis_runtime::config::ConfigSource;
@@ -133,11 +133,11 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     let _ = tokio::time::timeout(nodes::DRAIN, query_server).await;
 
     let lanes = src.get_in_range(
-        &cloudlysis_actors::projection_node::LANES,
+        &cloudlysis_actors::projection::LANES,
         args.lanes.as_deref(),
-        cloudlysis_actors::projection_node::DEFAULT_LANES as u64,
+        cloudlysis_actors::projection::DEFAULT_LANES as u64,
         1,
-        cloudlysis_actors::projection_node::MAX_LANES as u64,
+        cloudlysis_actors::projection::MAX_LANES as u64,
     )?;
     println!(
         "cloudlysis bench views: {} events over {} accounts; PROJECTION_MAX_IN_FLIGHT {}; \

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use cloudlysis_actors::aggregate_node::{self, GRPC_ADDR};
+use cloudlysis_actors::aggregate::node::{self as aggregate_node, GRPC_ADDR};
 use cloudlysis_gateway::config as gw_config;
 use cloudlysis_runtime::config::{ConfigSource, Setting, settings};
 use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings, settings as consumer_settings};
@@ -110,11 +110,11 @@ pub struct RebuildArgs {
 pub struct ProjectionArgs {
     #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
     pub nats_url: Option<String>,
-    #[arg(long, value_name = "ADDR", help = cloudlysis_actors::projection_node::GRPC_ADDR.help())]
+    #[arg(long, value_name = "ADDR", help = cloudlysis_actors::projection::GRPC_ADDR.help())]
     pub grpc_addr: Option<String>,
-    #[arg(long, value_name = "MODE", help = cloudlysis_actors::projection_node::MODE.help())]
+    #[arg(long, value_name = "MODE", help = cloudlysis_actors::projection::MODE.help())]
     pub mode: Option<String>,
-    #[arg(long, value_name = "N", help = cloudlysis_actors::projection_node::LANES.help())]
+    #[arg(long, value_name = "N", help = cloudlysis_actors::projection::LANES.help())]
     pub lanes: Option<String>,
     /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8082] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
@@ -180,9 +180,9 @@ pub enum StreamsAction {
 pub fn known_settings() -> Vec<&'static Setting> {
     let mut all: Vec<&'static Setting> = KNOWN_SETTINGS.to_vec();
     all.extend_from_slice(aggregate_node::SETTINGS);
-    all.push(&cloudlysis_actors::projection_node::GRPC_ADDR);
-    all.push(&cloudlysis_actors::projection_node::MODE);
-    all.push(&cloudlysis_actors::projection_node::LANES);
+    all.push(&cloudlysis_actors::projection::GRPC_ADDR);
+    all.push(&cloudlysis_actors::projection::MODE);
+    all.push(&cloudlysis_actors::projection::LANES);
     all.extend_from_slice(gw_config::ALL);
     all
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use cloudlysis_actors::aggregate::AggregateSettings;
-use cloudlysis_actors::aggregate_node::AggregateNode;
+use cloudlysis_actors::aggregate::node::AggregateNode;
 use cloudlysis_examples::account::Account;
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::metrics;
@@ -42,8 +42,9 @@ pub async fn aggregate_node(
 }
 
 /// Names of the views [`projection_node`] registers.
-pub const VIEWS: &[&str] =
-    &[<cloudlysis_examples::balances::Balances as cloudlysis_actors::view::View>::NAME];
+pub const VIEWS: &[&str] = &[
+    <cloudlysis_examples::balances::Balances as cloudlysis_actors::projection::view::View>::NAME,
+];
 
 /// Builds the projection node with the demo views registered, in the configured mode
 /// (`mode_flag` over `CLOUDLYSIS_PROJECTION_MODE` over the file's `projection.mode`) with the
@@ -53,8 +54,8 @@ pub async fn projection_node(
     js: &async_nats::jetstream::Context,
     mode_flag: Option<&str>,
     lanes_flag: Option<&str>,
-) -> anyhow::Result<cloudlysis_actors::projection_node::ProjectionNode> {
-    use cloudlysis_actors::projection_node::{
+) -> anyhow::Result<cloudlysis_actors::projection::ProjectionNode> {
+    use cloudlysis_actors::projection::{
         DEFAULT_LANES, LANES, MAX_LANES, MODE, ProjectionMode, ProjectionNode,
     };
     let settings = cloudlysis_runtime::consumer::ConsumerSettings::load(

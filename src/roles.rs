@@ -2,7 +2,7 @@
 
 use std::process::ExitCode;
 
-use cloudlysis_actors::aggregate_node::GRPC_ADDR;
+use cloudlysis_actors::aggregate::node::GRPC_ADDR;
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::{ConfigSource, settings};
 use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
@@ -74,20 +74,20 @@ pub async fn projection(
         cloudlysis_runtime::consumer::ConsumerRole::Projection,
         src,
     )?;
-    let _: cloudlysis_actors::projection_node::ProjectionMode = src.get_or(
-        &cloudlysis_actors::projection_node::MODE,
+    let _: cloudlysis_actors::projection::ProjectionMode = src.get_or(
+        &cloudlysis_actors::projection::MODE,
         args.mode.as_deref(),
         Default::default(),
     )?;
     src.get_in_range(
-        &cloudlysis_actors::projection_node::LANES,
+        &cloudlysis_actors::projection::LANES,
         args.lanes.as_deref(),
-        cloudlysis_actors::projection_node::DEFAULT_LANES as u64,
+        cloudlysis_actors::projection::DEFAULT_LANES as u64,
         1,
-        cloudlysis_actors::projection_node::MAX_LANES as u64,
+        cloudlysis_actors::projection::MAX_LANES as u64,
     )?;
     let grpc_addr: String = src.get_or(
-        &cloudlysis_actors::projection_node::GRPC_ADDR,
+        &cloudlysis_actors::projection::GRPC_ADDR,
         args.grpc_addr.as_deref(),
         "127.0.0.1:50052".into(),
     )?;
@@ -117,7 +117,7 @@ pub async fn rebuild(
     src: &ConfigSource,
     args: crate::cli::RebuildArgs,
 ) -> anyhow::Result<ExitCode> {
-    use cloudlysis_actors::view_generation;
+    use cloudlysis_actors::projection::generation as view_generation;
     if !nodes::VIEWS.contains(&args.view.as_str()) {
         anyhow::bail!(
             "unknown view `{}`: the projection node of this binary runs {}",

@@ -5,8 +5,8 @@ mod common;
 
 use std::time::Duration;
 
-use cloudlysis_actors::projection_node::ProjectionNode;
-use cloudlysis_actors::view::View;
+use cloudlysis_actors::projection::ProjectionNode;
+use cloudlysis_actors::projection::view::View;
 use cloudlysis_runtime::consumer::{ConsumerSettings, NakBackoff};
 use cloudlysis_runtime::envelope::EventEnvelope;
 use cloudlysis_runtime::poison::PoisonRecord;

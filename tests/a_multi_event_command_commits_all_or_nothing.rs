@@ -2,10 +2,10 @@
 //! version check for all of them. Under write conflicts between two nodes no commit is ever
 //! split, and versions stay contiguous.
 
+use cloudlysis_actors::aggregate::node::AggregateNode;
 use cloudlysis_actors::aggregate::{
     Aggregate, AggregateSettings, CommandContext, CommandError, CommandRequest, Rejection,
 };
-use cloudlysis_actors::aggregate_node::AggregateNode;
 use cloudlysis_runtime::context::{RequestContext, TenantId};
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_test_support::NatsServer;

@@ -232,7 +232,7 @@ async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
 
     // With no projection node running the view, a requested rebuild stays pending, and a
     // second request is refused with the generation in progress named.
-    use cloudlysis_actors::view_generation::{RebuildError, request_rebuild};
+    use cloudlysis_actors::projection::generation::{RebuildError, request_rebuild};
     let first = request_rebuild(&p.js, "orphan").await.unwrap();
     assert_eq!(first.building, Some(1));
     match request_rebuild(&p.js, "orphan").await {
@@ -250,7 +250,7 @@ async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
 
     // Cancelling abandons generation 1 for good: the next rebuild builds generation 2, so a
     // cancelled generation still being retired is never picked up again.
-    use cloudlysis_actors::view_generation::cancel_rebuild;
+    use cloudlysis_actors::projection::generation::cancel_rebuild;
     let (after, cancelled) = cancel_rebuild(&p.js, "orphan").await.unwrap();
     assert_eq!((after.active, after.building, cancelled), (0, None, 1));
     assert!(matches!(
@@ -275,8 +275,8 @@ async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
 #[tokio::test]
 async fn a_starting_node_retires_generations_left_behind() {
     use async_nats::jetstream::consumer::pull;
-    use cloudlysis_actors::projection_node::ProjectionNode;
-    use cloudlysis_actors::view_generation::{self, Generations};
+    use cloudlysis_actors::projection::ProjectionNode;
+    use cloudlysis_actors::projection::generation::{self as view_generation, Generations};
     use cloudlysis_examples::balances::Balances;
     use cloudlysis_runtime::consumer::ConsumerSettings;
     use cloudlysis_runtime::stream;

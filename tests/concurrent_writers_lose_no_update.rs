@@ -84,7 +84,7 @@ async fn one_hundred_concurrent_deposits_all_count() {
 async fn two_nodes_writing_one_entity_never_duplicate_a_version() {
     let p = Platform::start().await;
     // A second node on the same NATS: its entity for acc is a separate actor with its own state.
-    let other = cloudlysis_actors::aggregate_node::AggregateNode::builder(
+    let other = cloudlysis_actors::aggregate::node::AggregateNode::builder(
         p.js.clone(),
         AggregateSettings::default(),
     )

@@ -4,7 +4,7 @@
 
 use std::process::{Command, Output};
 
-use cloudlysis_actors::projection_node::ProjectionNode;
+use cloudlysis_actors::projection::ProjectionNode;
 use cloudlysis_examples::balances::Balances;
 use cloudlysis_runtime::consumer::ConsumerSettings;
 use cloudlysis_test_support::NatsServer;

@@ -5,10 +5,10 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use cloudlysis_actors::projection_node::{
+use cloudlysis_actors::projection::view::View;
+use cloudlysis_actors::projection::{
     ProjectionError, ProjectionMode, ProjectionNode, ProjectionNodeBuilder,
 };
-use cloudlysis_actors::view::View;
 use cloudlysis_examples::balances::Balances;
 use cloudlysis_examples::load::Deposits;
 use cloudlysis_runtime::consumer::ConsumerSettings;
@@ -130,8 +130,8 @@ async fn one_consumer_feeds_both_views_exactly() {
     assert!(refused.message().contains("PerView"), "{refused}");
     // Also when asked directly (as `cloudlysis projection rebuild` does), not through a node.
     assert!(matches!(
-        cloudlysis_actors::view_generation::request_rebuild(&js, "balances").await,
-        Err(cloudlysis_actors::view_generation::RebuildError::SingleMode(_))
+        cloudlysis_actors::projection::generation::request_rebuild(&js, "balances").await,
+        Err(cloudlysis_actors::projection::generation::RebuildError::SingleMode(_))
     ));
 
     // A view the shared consumer never fed would miss every event before now: refused.

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use cloudlysis_actors::projection_node::ProjectionNode;
+use cloudlysis_actors::projection::ProjectionNode;
 use cloudlysis_examples::balances::Balances;
 use cloudlysis_examples::load::Deposits;
 use cloudlysis_runtime::consumer::ConsumerSettings;

@@ -1,24 +1,22 @@
 //! Cloudlysis actors: the behaviour traits and the node actors that run them.
 //!
-//! Layout:
-//! - [`aggregate`] — the [`aggregate::Aggregate`] behaviour and its entity actors.
-//! - [`aggregate_node`] — the aggregate node: registry, `CommandService`, gRPC serving.
+//! Layout — one folder per node role, with the pieces they share beside them:
+//! - [`aggregate`] — the [`Aggregate`] behaviour, its entity actors, and the aggregate node
+//!   (`CommandService`).
+//! - [`projection`] — the [`View`] behaviour, view generations and rebuilds, checkpoints, and
+//!   the projection node (`QueryService`, `ProjectionAdmin`).
 //! - [`handler`] — [`handler::EventHandler`]: what a consumer dispatches decoded messages to.
 //! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
 //!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
-//! - [`view`] — the [`view::View`] behaviour and the store that folds events into documents.
-//! - [`view_generation`] — view generations: rebuilding a view while it answers queries.
-//! - [`projection_node`] — the projection node: views, checkpoints, `QueryService`,
-//!   `ProjectionAdmin`.
 //! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
-//!
-//! The runner behaviours arrive with their issue.
+//! - [`grpc`] — gRPC plumbing every node shares (deadlines from `grpc-timeout`).
 
 pub mod aggregate;
-pub mod aggregate_node;
 pub mod consumer;
+pub mod grpc;
 pub mod handler;
 pub mod node_admin;
-pub mod projection_node;
-pub mod view;
-pub mod view_generation;
+pub mod projection;
+
+pub use aggregate::Aggregate;
+pub use projection::View;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cloudlysis_actors::view::{Checkpoint, View, ViewStore};
+use cloudlysis_actors::projection::view::{Checkpoint, View, ViewStore};
 use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
 use cloudlysis_runtime::kv as buckets;
 use cloudlysis_test_support::NatsServer;

@@ -3,7 +3,7 @@
 //! Document: `{"owner": string, "balance": integer, "open": bool}`. Deposits and withdrawals
 //! add and subtract, so the fold does not depend on their order.
 
-use cloudlysis_actors::view::View;
+use cloudlysis_actors::projection::view::View;
 use cloudlysis_runtime::envelope::EventEnvelope;
 use serde::{Deserialize, Serialize};
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::http::{Request, Response};
 use cloudlysis_actors::aggregate::AggregateSettings;
-use cloudlysis_actors::aggregate_node::AggregateNode;
+use cloudlysis_actors::aggregate::node::AggregateNode;
 use cloudlysis_examples::account::Account;
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::envelope::Commit;
@@ -22,7 +22,7 @@ pub struct Platform {
     pub node: AggregateNode,
     pub grpc_addr: std::net::SocketAddr,
     pub gateway: Gateway,
-    pub projection: cloudlysis_actors::projection_node::ProjectionNode,
+    pub projection: cloudlysis_actors::projection::ProjectionNode,
     pub projection_addr: std::net::SocketAddr,
     stop: tokio::sync::watch::Sender<bool>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
@@ -167,7 +167,7 @@ async fn serve_projection(
     js: &async_nats::jetstream::Context,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) -> (
-    cloudlysis_actors::projection_node::ProjectionNode,
+    cloudlysis_actors::projection::ProjectionNode,
     std::net::SocketAddr,
 ) {
     let settings = cloudlysis_runtime::consumer::ConsumerSettings {
@@ -178,7 +178,7 @@ async fn serve_projection(
         },
         ..Default::default()
     };
-    let node = cloudlysis_actors::projection_node::ProjectionNode::builder(js.clone(), settings)
+    let node = cloudlysis_actors::projection::ProjectionNode::builder(js.clone(), settings)
         .retire_grace(Duration::from_millis(200))
         .register::<cloudlysis_examples::balances::Balances>()
         .build()

@@ -4,7 +4,7 @@
 //! ```no_run
 //! # async fn demo(js: async_nats::jetstream::Context) -> Result<(), Box<dyn std::error::Error>> {
 //! use cloudlysis_actors::aggregate::AggregateSettings;
-//! use cloudlysis_actors::aggregate_node::AggregateNode;
+//! use cloudlysis_actors::aggregate::node::AggregateNode;
 //! # use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection};
 //! # struct Account;
 //! # impl Aggregate for Account { const TYPE: &'static str = "account"; const SCHEMA_VERSION: u32 = 1;
@@ -35,9 +35,7 @@ use cloudlysis_runtime::{SubjectToken, kv as buckets, stream};
 use cloudlysis_supervision::{Backoff, SupervisorConfig, SupervisorRef};
 use tonic::{Request, Response, Status};
 
-use crate::aggregate::{
-    Aggregate, AggregateHost, AggregateSettings, CommandError, CommandRequest, Host,
-};
+use super::{Aggregate, AggregateHost, AggregateSettings, CommandError, CommandRequest, Host};
 use crate::node_admin::NodeAdminService;
 
 /// gRPC listen address of the aggregate node.
@@ -259,7 +257,7 @@ impl AggregateNode {
         &self,
         aggregate_type: &str,
         req: CommandRequest,
-    ) -> Result<crate::aggregate::ExecuteReply, CommandError> {
+    ) -> Result<super::ExecuteReply, CommandError> {
         let host = self
             .inner
             .hosts
@@ -313,24 +311,6 @@ impl AggregateNode {
     }
 }
 
-/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
-
 #[tonic::async_trait]
 impl CommandService for AggregateNode {
     async fn execute(
@@ -339,12 +319,7 @@ impl CommandService for AggregateNode {
     ) -> Result<Response<ExecuteResponse>, Status> {
         let started = std::time::Instant::now();
         // Decide within the caller's deadline (minus a margin to answer in time).
-        let deadline = request
-            .metadata()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map(|t| tokio::time::Instant::now() + t.saturating_sub(Duration::from_millis(50)));
+        let deadline = crate::grpc::deadline(request.metadata());
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -398,23 +373,5 @@ impl CommandService for AggregateNode {
             stream_sequence: reply.stream_sequence,
             replayed: reply.replayed,
         }))
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn grpc_timeouts_parse_every_unit_and_refuse_garbage() {
-        assert_eq!(parse_grpc_timeout("5S"), Some(Duration::from_secs(5)));
-        assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
-        assert_eq!(parse_grpc_timeout("2M"), Some(Duration::from_secs(120)));
-        assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3600)));
-        assert_eq!(parse_grpc_timeout("7u"), Some(Duration::from_micros(7)));
-        assert_eq!(parse_grpc_timeout("9n"), Some(Duration::from_nanos(9)));
-        for bad in ["", "5", "S", "5s", "123456789S", "-1S"] {
-            assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
-        }
     }
 }

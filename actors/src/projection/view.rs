@@ -2,7 +2,7 @@
 //! key or prefix, isolated by tenant.
 //!
 //! ```
-//! use cloudlysis_actors::view::View;
+//! use cloudlysis_actors::projection::view::View;
 //! use cloudlysis_runtime::envelope::EventEnvelope;
 //! use serde::{Deserialize, Serialize};
 //!
@@ -219,7 +219,7 @@ impl<V: View> ViewStore<V> {
     }
 
     /// Writes generation `generation` of the view (its own key space; see
-    /// [`crate::view_generation`]).
+    /// [`super::generation`]).
     pub fn generation(mut self, generation: u32) -> Self {
         self.space = buckets::view_space(V::NAME, generation);
         self

@@ -1,0 +1,188 @@
+//! The host of one aggregate type: the registry of live entity actors, spawned on demand under
+//! the node's supervisor and bounded by `aggregate.max_entities`.
+
+use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use super::entity::*;
+use super::*;
+use async_nats::jetstream::{self, kv};
+use cloudlysis_runtime::SubjectToken;
+use cloudlysis_runtime::context::TenantId;
+use cloudlysis_runtime::mailbox::BoundedRef;
+use cloudlysis_supervision::{ChildSpec, Restart, SupervisorRef};
+use dashmap::DashMap;
+use tokio::sync::OnceCell;
+
+/// Runs commands for one aggregate type (type-erased for the node's registry).
+pub(crate) trait Host: Send + Sync {
+    fn execute(
+        &self,
+        req: CommandRequest,
+    ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>>;
+}
+
+pub(crate) type Slot = Arc<OnceCell<BoundedRef<EntityMsg>>>;
+
+/// Shared by a type's host and its entities.
+pub(crate) struct HostShared {
+    pub(crate) js: jetstream::Context,
+    pub(crate) events: jetstream::stream::Stream,
+    pub(crate) idempotency: kv::Store,
+    pub(crate) supervisor: SupervisorRef,
+    pub(crate) settings: AggregateSettings,
+    pub(crate) incarnation: AtomicU64,
+    pub(crate) entities: DashMap<String, Slot>,
+    pub(crate) live: metrics::Gauge,
+}
+
+impl HostShared {
+    pub(crate) fn update_live_gauge(&self) {
+        self.live.set(self.entities.len() as f64);
+    }
+}
+
+/// The host of one aggregate type.
+pub(crate) struct AggregateHost<A> {
+    pub(crate) shared: Arc<HostShared>,
+    pub(crate) _aggregate: PhantomData<fn() -> A>,
+}
+
+impl<A: Aggregate> AggregateHost<A> {
+    pub(crate) fn new(
+        js: jetstream::Context,
+        events: jetstream::stream::Stream,
+        idempotency: kv::Store,
+        supervisor: SupervisorRef,
+        settings: AggregateSettings,
+    ) -> Self {
+        Self {
+            shared: Arc::new(HostShared {
+                js,
+                events,
+                idempotency,
+                supervisor,
+                settings,
+                incarnation: AtomicU64::new(0),
+                entities: DashMap::new(),
+                live: metrics::gauge!(
+                    cloudlysis_runtime::metrics::names::ENTITIES,
+                    "aggregate_type" => A::TYPE
+                ),
+            }),
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Starts an entity under the supervisor. Runs as its own task so a caller that gives up
+    /// mid-way cannot leave a started entity behind an empty registry slot.
+    async fn spawn(
+        shared: Arc<HostShared>,
+        key: String,
+        tenant: TenantId,
+        id: SubjectToken,
+    ) -> Result<BoundedRef<EntityMsg>, CommandError> {
+        let mailbox = BoundedRef::new(ENTITY_KIND, shared.settings.mailbox);
+        let n = shared.incarnation.fetch_add(1, Ordering::Relaxed);
+        let supervisor = shared.supervisor.clone();
+        let spec = ChildSpec::bounded(format!("{key}#{n}"), mailbox.clone(), move || {
+            (
+                Entity::<A> {
+                    key: key.clone(),
+                    tenant: tenant.clone(),
+                    id: id.clone(),
+                    shared: shared.clone(),
+                    _aggregate: PhantomData,
+                },
+                (),
+            )
+        })
+        // Temporary: a failed entity is not restarted by the supervisor (no intensity storm
+        // from one bad aggregate); the next command for the key spawns a fresh one.
+        .restart(Restart::Temporary);
+        supervisor
+            .start_child(spec)
+            .await
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
+        Ok(mailbox)
+    }
+}
+
+impl<A: Aggregate> Host for AggregateHost<A> {
+    fn execute(
+        &self,
+        req: CommandRequest,
+    ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>> {
+        Box::pin(async move {
+            // Malformed commands are refused before any entity is spawned for them.
+            decode_command::<A>(&req.command_type, &req.payload)?;
+            let key = format!("{}.{}", req.ctx.tenant, req.aggregate_id);
+            let now = tokio::time::Instant::now();
+            let deadline = req
+                .deadline
+                .unwrap_or(now + self.shared.settings.command_timeout)
+                .min(now + self.shared.settings.command_timeout);
+            let mut req = req;
+            req.deadline = Some(deadline);
+            let timeout = deadline.saturating_duration_since(now);
+            // Two tries: the first may hit an entity that is passivating.
+            for _ in 0..2 {
+                if !self.shared.entities.contains_key(&key)
+                    && self.shared.entities.len() >= self.shared.settings.max_entities
+                {
+                    return Err(CommandError::Busy(format!(
+                        "{} live `{}` entities (aggregate.max_entities); retry later",
+                        self.shared.settings.max_entities,
+                        A::TYPE
+                    )));
+                }
+                let slot = self.shared.entities.entry(key.clone()).or_default().clone();
+                self.shared.update_live_gauge();
+                let mailbox = slot
+                    .get_or_try_init(|| {
+                        let spawn = Self::spawn(
+                            self.shared.clone(),
+                            key.clone(),
+                            req.ctx.tenant.clone(),
+                            req.aggregate_id.clone(),
+                        );
+                        async move {
+                            tokio::spawn(spawn).await.map_err(|e| {
+                                CommandError::Unavailable(format!("entity start failed: {e}"))
+                            })?
+                        }
+                    })
+                    .await?
+                    .clone();
+                let Some(reservation) = mailbox.try_reserve() else {
+                    return Err(CommandError::Busy(format!(
+                        "{}/{}",
+                        A::TYPE,
+                        req.aggregate_id
+                    )));
+                };
+                let (tx, rx) = ractor::concurrency::oneshot();
+                match reservation.send(EntityMsg::Execute(Box::new(req.clone()), tx.into())) {
+                    Ok(()) => {
+                        return match tokio::time::timeout(timeout, rx).await {
+                            Ok(Ok(result)) => result,
+                            Ok(Err(_)) => Err(CommandError::Unavailable(
+                                "the entity stopped before answering".into(),
+                            )),
+                            Err(_) => Err(CommandError::Timeout(timeout)),
+                        };
+                    }
+                    Err(_) => {
+                        self.shared
+                            .entities
+                            .remove_if(&key, |_, v| Arc::ptr_eq(v, &slot));
+                    }
+                }
+            }
+            Err(CommandError::Unavailable(
+                "the entity could not be started".into(),
+            ))
+        })
+    }
+}

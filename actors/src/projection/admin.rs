@@ -1,0 +1,121 @@
+//! `projection.admin.v1.ProjectionAdmin`: rebuild a view, cancel a rebuild, describe the
+//! views of a node.
+
+use cloudlysis_proto::projection_admin::projection_admin_server::ProjectionAdmin;
+use cloudlysis_proto::projection_admin::{
+    CancelRebuildRequest, CancelRebuildResponse, DescribeViewsRequest, DescribeViewsResponse,
+    RebuildViewRequest, RebuildViewResponse, ViewStatus,
+};
+use cloudlysis_runtime::subject::validate_token;
+use tonic::{Request, Response, Status};
+
+use super::generation::{self as view_generation, RebuildError};
+use super::mode::*;
+use super::node::*;
+
+impl ProjectionNode {
+    /// Starts a rebuild of `view` (see [`super::generation`]).
+    pub async fn rebuild(&self, view: &str) -> Result<view_generation::Generations, Status> {
+        if self.inner.mode == ProjectionMode::Single {
+            return Err(Status::failed_precondition(format!(
+                "rebuilding view `{view}` needs PerView mode; this node runs Single mode \
+                 ({}=single)",
+                MODE.env
+            )));
+        }
+        if !self.inner.views.contains_key(view) {
+            validate_token(view).map_err(|e| Status::invalid_argument(format!("view: {e}")))?;
+            return Err(Status::not_found(format!(
+                "this node runs no view `{view}` (it runs: {})",
+                self.view_names().join(", ")
+            )));
+        }
+        view_generation::request_rebuild(&self.inner.js, view)
+            .await
+            .map_err(rebuild_status)
+    }
+
+    /// Cancels the rebuild of `view` in progress (see [`view_generation::cancel_rebuild`]);
+    /// returns the record as written and the generation abandoned.
+    pub async fn cancel_rebuild(
+        &self,
+        view: &str,
+    ) -> Result<(view_generation::Generations, u32), Status> {
+        if !self.inner.views.contains_key(view) {
+            validate_token(view).map_err(|e| Status::invalid_argument(format!("view: {e}")))?;
+            return Err(Status::not_found(format!(
+                "this node runs no view `{view}` (it runs: {})",
+                self.view_names().join(", ")
+            )));
+        }
+        view_generation::cancel_rebuild(&self.inner.js, view)
+            .await
+            .map_err(rebuild_status)
+    }
+
+    /// The status of every view on this node, sorted by name.
+    pub fn describe_views(&self) -> Vec<ViewStatus> {
+        self.view_names()
+            .into_iter()
+            .map(|name| {
+                let e = &self.inner.views[name];
+                let serving = e.serving();
+                let building = e.building();
+                ViewStatus {
+                    view: name.to_string(),
+                    generation: serving.as_ref().map_or(0, |s| s.generation),
+                    checkpoint: serving.as_ref().map_or(0, |s| s.checkpoint.get()),
+                    rebuilding: building.as_ref().map(|b| b.generation),
+                    rebuild_checkpoint: building.as_ref().map(|b| b.checkpoint.get()),
+                }
+            })
+            .collect()
+    }
+}
+
+pub(crate) fn rebuild_status(e: RebuildError) -> Status {
+    match e {
+        RebuildError::InvalidView { .. } => Status::invalid_argument(e.to_string()),
+        RebuildError::InProgress { .. }
+        | RebuildError::NotRebuilding { .. }
+        | RebuildError::SingleMode(_) => Status::failed_precondition(e.to_string()),
+        RebuildError::Contended(_) => Status::aborted(e.to_string()),
+        RebuildError::Nats { .. } => Status::unavailable(e.to_string()),
+    }
+}
+
+#[tonic::async_trait]
+impl ProjectionAdmin for ProjectionNode {
+    async fn rebuild_view(
+        &self,
+        request: Request<RebuildViewRequest>,
+    ) -> Result<Response<RebuildViewResponse>, Status> {
+        let view = request.into_inner().view;
+        let gens = self.rebuild(&view).await?;
+        Ok(Response::new(RebuildViewResponse {
+            generation: gens.building.unwrap_or(gens.active),
+            active_generation: gens.active,
+        }))
+    }
+
+    async fn cancel_rebuild(
+        &self,
+        request: Request<CancelRebuildRequest>,
+    ) -> Result<Response<CancelRebuildResponse>, Status> {
+        let view = request.into_inner().view;
+        let (gens, cancelled) = self.cancel_rebuild(&view).await?;
+        Ok(Response::new(CancelRebuildResponse {
+            cancelled_generation: cancelled,
+            active_generation: gens.active,
+        }))
+    }
+
+    async fn describe_views(
+        &self,
+        _: Request<DescribeViewsRequest>,
+    ) -> Result<Response<DescribeViewsResponse>, Status> {
+        Ok(Response::new(DescribeViewsResponse {
+            views: self.describe_views(),
+        }))
+    }
+}

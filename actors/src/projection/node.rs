@@ -1,0 +1,512 @@
+//! The projection node itself: registration of views, the start of their consumers in either
+//! mode, the state each view keeps on this node, and gRPC serving.
+
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use cloudlysis_proto::projection::query_service_server::QueryServiceServer;
+use cloudlysis_proto::projection_admin::projection_admin_server::ProjectionAdminServer;
+use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
+use cloudlysis_runtime::envelope::Commit;
+use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::subject::{SubjectToken, filter, validate_token};
+use cloudlysis_runtime::{kv as buckets, stream};
+use cloudlysis_supervision::{ChildSpec, SupervisorConfig, SupervisorRef};
+
+use super::controller::*;
+use super::generation::{self as view_generation};
+use super::mode::*;
+use super::tracker::*;
+use super::view::{Checkpoint, View, ViewHandler, ViewStore};
+use crate::consumer::{self, CheckpointFn, PartitionFn};
+use crate::node_admin::NodeAdminService;
+
+/// gRPC listen address of the projection node.
+pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "projection.grpc_addr",
+    env: "CLOUDLYSIS_PROJECTION_GRPC_ADDR",
+    flag: "--grpc-addr",
+    doc: "gRPC listen address of the projection node [default: 127.0.0.1:50052]",
+};
+
+/// Deadline of each NATS request the node makes in the background.
+pub const NATS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The projection node could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    /// A view name is not a subject token or is registered twice.
+    #[error("view `{0}`: invalid or duplicate name")]
+    InvalidView(&'static str),
+    /// NATS failed.
+    #[error("{0}")]
+    Nats(String),
+    /// The configured mode conflicts with how the views ran before.
+    #[error("{0}")]
+    Mode(String),
+    /// The supervision tree could not start.
+    #[error(transparent)]
+    Supervision(#[from] cloudlysis_supervision::SupervisorError),
+}
+
+/// Builds the consumer tree of one generation of a view.
+pub(crate) type StartGeneration =
+    Arc<dyn Fn(&Ctx, u32, Checkpoint, Arc<AtomicU64>) -> ChildSpec + Send + Sync>;
+
+pub(crate) struct Ctx {
+    pub(crate) js: jetstream::Context,
+    pub(crate) views: kv::Store,
+    pub(crate) generations: kv::Store,
+    pub(crate) settings: ConsumerSettings,
+    pub(crate) retire_grace: Duration,
+    pub(crate) lanes: usize,
+}
+
+/// Routes a commit to a handler lane by the (tenant, document key) of its first event the view
+/// keys: one document's events are applied one at a time, in delivery order, on one lane. A
+/// commit that touches several documents of the view follows its first one (see ADR 0008).
+pub(crate) fn document_partition<V: View>() -> PartitionFn<Commit> {
+    Arc::new(|commit: &Commit| {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::hash::DefaultHasher::new();
+        let first = commit.events.iter().find_map(|e| {
+            V::aggregate_types()
+                .contains(&e.aggregate_type.as_str())
+                .then(|| V::key(e).map(|k| (&e.tenant_id, k)))
+                .flatten()
+        });
+        first.hash(&mut h);
+        h.finish()
+    })
+}
+
+/// Applies one commit (at a stream sequence) to one view's documents.
+pub(crate) type ApplyFn = Arc<
+    dyn Fn(Commit, u64) -> std::pin::Pin<Box<dyn Future<Output = Result<(), String>> + Send>>
+        + Send
+        + Sync,
+>;
+
+/// Builds a view's store for Single mode (generation 0, shared checkpoint).
+pub(crate) type MakeStore = Arc<dyn Fn(&Ctx, Checkpoint, Arc<AtomicU64>) -> ApplyFn + Send + Sync>;
+
+pub(crate) struct Registered {
+    pub(crate) name: &'static str,
+    pub(crate) aggregate_types: &'static [&'static str],
+    pub(crate) start: StartGeneration,
+    pub(crate) store: MakeStore,
+}
+
+/// Handler lanes per view when none are configured.
+pub const DEFAULT_LANES: usize = 8;
+/// Most handler lanes per view.
+pub const MAX_LANES: usize = 64;
+
+/// Handler lanes per view (PerView mode).
+pub const LANES: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
+    key: "projection.lanes",
+    env: "CLOUDLYSIS_PROJECTION_LANES",
+    flag: "--lanes",
+    doc: "handler lanes per view: one document's events stay on one lane, in order; different \
+          documents are applied concurrently [default: 8] [1..=64]",
+};
+
+/// Builds a [`ProjectionNode`].
+pub struct ProjectionNodeBuilder {
+    pub(crate) js: jetstream::Context,
+    pub(crate) settings: ConsumerSettings,
+    pub(crate) mode: ProjectionMode,
+    pub(crate) retire_grace: Duration,
+    pub(crate) lanes: usize,
+    pub(crate) views: Vec<Registered>,
+}
+
+/// Name of the supervisor running generation `generation` of `view`.
+pub fn view_child_name(view: &str, generation: u32) -> String {
+    match generation {
+        0 => format!("view-{view}"),
+        n => format!("view-{view}=g{n}"),
+    }
+}
+
+impl ProjectionNodeBuilder {
+    /// Registers a view.
+    pub fn register<V: View>(mut self) -> Self {
+        let start: StartGeneration = Arc::new(
+            |ctx: &Ctx, generation: u32, checkpoint: Checkpoint, commits: Arc<AtomicU64>| {
+                let store = ViewStore::<V>::new(
+                    ctx.views.clone(),
+                    checkpoint.clone(),
+                    Duration::from_secs(5),
+                )
+                .generation(generation)
+                .count_commits_on(commits);
+                let name = SubjectToken::new(V::NAME)
+                    .unwrap_or_else(|_| unreachable!("validated in build"));
+                let filters = V::aggregate_types()
+                    .iter()
+                    .filter_map(|t| SubjectToken::new(*t).ok())
+                    .map(|t| filter::aggregate_type_events(&t))
+                    .collect();
+                let policy = ConsumerPolicy {
+                    durable: DurableName::projection_view_generation(&name, generation),
+                    filter_subjects: filters,
+                    settings: ctx.settings,
+                };
+                let gate = checkpoint;
+                let skip: CheckpointFn = Arc::new(move |meta| {
+                    let applied = meta.stream_sequence <= gate.get();
+                    Box::pin(async move { applied })
+                });
+                let (tree, _handle) = consumer::supervised_lanes(
+                    view_child_name(V::NAME, generation),
+                    ctx.js.clone(),
+                    stream::AGGREGATE_EVENTS,
+                    policy,
+                    Some(skip),
+                    ctx.lanes,
+                    Some(document_partition::<V>()),
+                    move || ViewHandler(store.clone()),
+                );
+                ChildSpec::supervisor(tree)
+            },
+        );
+        let store: MakeStore = Arc::new(
+            |ctx: &Ctx, checkpoint: Checkpoint, commits: Arc<AtomicU64>| -> ApplyFn {
+                let store =
+                    ViewStore::<V>::new(ctx.views.clone(), checkpoint, Duration::from_secs(5))
+                        .count_commits_on(commits);
+                Arc::new(move |commit: Commit, seq: u64| {
+                    let store = store.clone();
+                    Box::pin(async move { store.apply(&commit, seq).await.map(|_| ()) })
+                })
+            },
+        );
+        self.views.push(Registered {
+            name: V::NAME,
+            aggregate_types: V::aggregate_types(),
+            start,
+            store,
+        });
+        self
+    }
+
+    /// How long after a rebuild's switch the old generation's durable and documents are kept
+    /// (default [`RETIRE_GRACE`]), so nodes still answering from it while they switch never
+    /// see it vanish. Must exceed [`SWITCH_WAIT`] plus [`IDLE_POLL`] with several nodes.
+    pub fn retire_grace(mut self, grace: Duration) -> Self {
+        self.retire_grace = grace;
+        self
+    }
+
+    /// Handler lanes per view in PerView mode (default [`DEFAULT_LANES`], at most
+    /// [`MAX_LANES`]): events of one document always go to the same lane and are applied in
+    /// delivery order; different documents are applied concurrently. All lanes of a view share
+    /// its `max_in_flight`.
+    pub fn lanes(mut self, lanes: usize) -> Self {
+        self.lanes = lanes;
+        self
+    }
+
+    /// Chooses the consumption mode (default [`ProjectionMode::PerView`]).
+    pub fn mode(mut self, mode: ProjectionMode) -> Self {
+        self.mode = mode;
+        self
+    }
+
+    /// Ensures the stream and buckets, starts every view's consumers (the generation answering
+    /// queries and, during a rebuild, the one being built) and their controllers.
+    pub async fn build(self) -> Result<ProjectionNode, ProjectionError> {
+        let mut seen = std::collections::HashSet::new();
+        for r in &self.views {
+            if validate_token(r.name).is_err() || !seen.insert(r.name) {
+                return Err(ProjectionError::InvalidView(r.name));
+            }
+        }
+        let nats = |e: &dyn std::fmt::Display| ProjectionError::Nats(e.to_string());
+        stream::ensure_stream(&self.js, &stream::aggregate_events())
+            .await
+            .map_err(|e| nats(&e))?;
+        let views_kv = buckets::ensure_bucket(&self.js, &buckets::views())
+            .await
+            .map_err(|e| nats(&e))?;
+        let generations = view_generation::bucket(&self.js)
+            .await
+            .map_err(|e| nats(&e))?;
+        let ctx = Arc::new(Ctx {
+            js: self.js.clone(),
+            views: views_kv.clone(),
+            generations,
+            settings: self.settings,
+            retire_grace: self.retire_grace,
+            lanes: self.lanes.clamp(1, MAX_LANES),
+        });
+        check_mode(&ctx, self.mode, &self.views).await?;
+        let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
+        let mut views = HashMap::new();
+        let mut controllers = Vec::new();
+        match self.mode {
+            ProjectionMode::PerView => {
+                for r in self.views {
+                    let entry = Arc::new(ViewEntry::new(r.name));
+                    let mut controller = Controller {
+                        entry: entry.clone(),
+                        start: r.start,
+                        ctx: ctx.clone(),
+                        root: root.clone(),
+                        running: BTreeMap::new(),
+                        retiring: BTreeMap::new(),
+                        first: true,
+                    };
+                    // The first pass runs here so the node answers queries once it is built.
+                    while controller
+                        .reconcile()
+                        .await
+                        .map_err(ProjectionError::Nats)?
+                    {}
+                    controllers.push(AbortOnDrop(tokio::spawn(controller.run())));
+                    views.insert(r.name, entry);
+                }
+            }
+            ProjectionMode::Single if !self.views.is_empty() => {
+                let checkpoint = Checkpoint::default();
+                let mut stores = Vec::new();
+                let mut types: Vec<&'static str> = Vec::new();
+                for r in &self.views {
+                    let entry = Arc::new(ViewEntry::new(r.name));
+                    *entry.serving.write().unwrap_or_else(|p| p.into_inner()) =
+                        Some(GenerationState {
+                            generation: 0,
+                            checkpoint: checkpoint.clone(),
+                        });
+                    stores.push((
+                        r.name,
+                        (r.store)(&ctx, checkpoint.clone(), entry.commits.clone()),
+                    ));
+                    types.extend(r.aggregate_types.iter().copied());
+                    views.insert(r.name, entry);
+                }
+                types.sort_unstable();
+                types.dedup();
+                let durable = DurableName::projection_single();
+                let policy = ConsumerPolicy {
+                    durable: durable.clone(),
+                    filter_subjects: types
+                        .iter()
+                        .filter_map(|t| SubjectToken::new(*t).ok())
+                        .map(|t| filter::aggregate_type_events(&t))
+                        .collect(),
+                    settings: ctx.settings,
+                };
+                let gate = checkpoint.clone();
+                let skip: CheckpointFn = Arc::new(move |meta| {
+                    let applied = meta.stream_sequence <= gate.get();
+                    Box::pin(async move { applied })
+                });
+                let stores = Arc::new(stores);
+                let (tree, _handle) = consumer::supervised(
+                    "views-all",
+                    ctx.js.clone(),
+                    stream::AGGREGATE_EVENTS,
+                    policy,
+                    Some(skip),
+                    move || AllViews(stores.clone()),
+                );
+                root.start_child(ChildSpec::supervisor(tree)).await?;
+                let names: Vec<&'static str> = views.keys().copied().collect();
+                let persist = persist_to(
+                    ctx.generations.clone(),
+                    names
+                        .iter()
+                        .map(|v| (buckets::view_space(v, 0), 0))
+                        .collect(),
+                );
+                let on_raise: OnRaise = Arc::new(move |cp| {
+                    for view in &names {
+                        metrics::gauge!(names::VIEW_CHECKPOINT, "view" => *view).set(cp as f64);
+                    }
+                });
+                controllers.push(AbortOnDrop(tokio::spawn(track_checkpoint(
+                    ctx.js.clone(),
+                    durable,
+                    checkpoint,
+                    on_raise,
+                    persist,
+                ))));
+            }
+            ProjectionMode::Single => {}
+        }
+        Ok(ProjectionNode {
+            inner: Arc::new(Inner {
+                views,
+                kv: views_kv,
+                js: self.js,
+                mode: self.mode,
+                root,
+                controllers: std::sync::Mutex::new(controllers),
+            }),
+        })
+    }
+}
+
+/// Aborts a task when dropped.
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// One generation of a view, as seen by a node.
+#[derive(Clone)]
+pub(crate) struct GenerationState {
+    pub(crate) generation: u32,
+    pub(crate) checkpoint: Checkpoint,
+}
+
+/// A registered view on this node.
+pub(crate) struct ViewEntry {
+    pub(crate) name: &'static str,
+    /// The generation answering queries (`None` only before the first reconcile).
+    pub(crate) serving: RwLock<Option<GenerationState>>,
+    /// The generation a rebuild is building.
+    pub(crate) building: RwLock<Option<GenerationState>>,
+    /// Commits applied by this node, over all generations.
+    pub(crate) commits: Arc<AtomicU64>,
+}
+
+impl ViewEntry {
+    pub(crate) fn new(name: &'static str) -> Self {
+        Self {
+            name,
+            serving: RwLock::new(None),
+            building: RwLock::new(None),
+            commits: Arc::new(AtomicU64::new(0)),
+        }
+    }
+
+    pub(crate) fn serving(&self) -> Option<GenerationState> {
+        self.serving
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn building(&self) -> Option<GenerationState> {
+        self.building
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// A running projection node. Cheap to clone.
+#[derive(Clone)]
+pub struct ProjectionNode {
+    pub(crate) inner: Arc<Inner>,
+}
+
+pub(crate) struct Inner {
+    pub(crate) mode: ProjectionMode,
+    pub(crate) views: HashMap<&'static str, Arc<ViewEntry>>,
+    pub(crate) kv: kv::Store,
+    pub(crate) js: jetstream::Context,
+    pub(crate) root: SupervisorRef,
+    pub(crate) controllers: std::sync::Mutex<Vec<AbortOnDrop>>,
+}
+
+impl ProjectionNode {
+    /// A builder on `js`, with the consumer settings of the projection role.
+    pub fn builder(js: jetstream::Context, settings: ConsumerSettings) -> ProjectionNodeBuilder {
+        ProjectionNodeBuilder {
+            js,
+            settings,
+            mode: ProjectionMode::default(),
+            retire_grace: RETIRE_GRACE,
+            lanes: DEFAULT_LANES,
+            views: Vec::new(),
+        }
+    }
+
+    /// The root supervisor.
+    pub fn supervisor(&self) -> &SupervisorRef {
+        &self.inner.root
+    }
+
+    /// The checkpoint of the view generation answering queries (`None` for an unknown view).
+    pub fn checkpoint(&self, view: &str) -> Option<u64> {
+        self.inner
+            .views
+            .get(view)
+            .and_then(|e| e.serving())
+            .map(|s| s.checkpoint.get())
+    }
+
+    /// The generation of a view answering queries on this node (`None` for an unknown view).
+    pub fn generation(&self, view: &str) -> Option<u32> {
+        self.inner
+            .views
+            .get(view)
+            .and_then(|e| e.serving())
+            .map(|s| s.generation)
+    }
+
+    /// Commits this node applied to a view, over all its generations (`None` for an unknown
+    /// view).
+    pub fn commits_applied(&self, view: &str) -> Option<u64> {
+        self.inner
+            .views
+            .get(view)
+            .map(|e| e.commits.load(Ordering::Relaxed))
+    }
+
+    /// Names of the views this node runs, sorted.
+    pub fn view_names(&self) -> Vec<&'static str> {
+        let mut names: Vec<_> = self.inner.views.keys().copied().collect();
+        names.sort_unstable();
+        names
+    }
+
+    /// Serves `QueryService`, `NodeAdmin` and gRPC health on `listener` until `shutdown`.
+    pub async fn serve_grpc(
+        self,
+        listener: tokio::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send,
+    ) -> Result<(), tonic::transport::Error> {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<QueryServiceServer<ProjectionNode>>()
+            .await;
+        let views_admin = ProjectionAdminServer::new(self.clone());
+        let admin = NodeAdminService::new(
+            "projection",
+            uuid::Uuid::new_v4().to_string(),
+            self.inner.root.clone(),
+        );
+        let root = self.inner.root.clone();
+        let result = tonic::transport::Server::builder()
+            .add_service(health_service)
+            .add_service(admin.into_server())
+            .add_service(views_admin)
+            .add_service(QueryServiceServer::new(self.clone()))
+            .serve_with_incoming_shutdown(
+                tonic::transport::server::TcpIncoming::from(listener)
+                    .with_nodelay(Some(true))
+                    .with_keepalive(Some(Duration::from_secs(60))),
+                shutdown,
+            )
+            .await;
+        self.inner
+            .controllers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        let _ = root.shutdown(Duration::from_secs(30)).await;
+        result
+    }
+}
