@@ -7,6 +7,7 @@ const PROTOS: &[&str] = &[
     "proto/projection_gateway_v1.proto",
     "proto/projection_admin_v1.proto",
     "proto/runner_admin_v1.proto",
+    "proto/runner_gateway_v1.proto",
     "proto/node_admin_v1.proto",
 ];
 

@@ -1,8 +1,30 @@
-//! gRPC plumbing every node shares: the caller's deadline from `grpc-timeout`.
+//! gRPC plumbing every node shares: the caller's deadline from `grpc-timeout`, and server
+//! reflection (v1 and v1alpha, so older clients such as grpcurl 1.8 can list services too).
 
 use std::time::Duration;
 
 use tonic::metadata::MetadataMap;
+
+/// Adds server reflection, v1 and v1alpha, over every Cloudlysis service to `router`. A
+/// reflection service that cannot be built is logged and left out (the node still serves).
+pub fn with_reflection<L>(
+    mut router: tonic::transport::server::Router<L>,
+) -> tonic::transport::server::Router<L> {
+    let builder = || {
+        tonic_reflection::server::Builder::configure()
+            .register_encoded_file_descriptor_set(cloudlysis_proto::FILE_DESCRIPTOR_SET)
+            .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+    };
+    match builder().build_v1() {
+        Ok(v1) => router = router.add_service(v1),
+        Err(e) => tracing::error!(error = %e, "reflection v1 could not be built"),
+    }
+    match builder().build_v1alpha() {
+        Ok(v1alpha) => router = router.add_service(v1alpha),
+        Err(e) => tracing::error!(error = %e, "reflection v1alpha could not be built"),
+    }
+    router
+}
 
 /// Margin kept from the caller's deadline so an answer still reaches it in time.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);

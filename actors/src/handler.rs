@@ -8,6 +8,7 @@
 //! |---|---|
 //! | `Ok(())` | acks the message |
 //! | `Err(e)` | naks it with backoff; after `max_deliver - 1` failures writes a poison record and terms it |
+//! | `Err(HandlerError::defer(d, ..))` | not yet: naks it with delay `d`, not counted as a failure (timers) |
 //! | panics | the message counts as failed (nak, or poison on its last attempt); the handler actor fails and its supervisor restarts it |
 //!
 //! Messages that were queued for the handler when it failed, or fetched while it was down, did
@@ -48,7 +49,7 @@ pub struct Delivery<E> {
     pub headers: Option<HeaderMap>,
     /// Stream, subject, sequence and attempt.
     pub meta: DeliveryMeta,
-    pub(crate) done: Option<oneshot::Sender<Result<(), String>>>,
+    pub(crate) done: Option<oneshot::Sender<Result<(), HandlerError>>>,
 }
 
 impl<E> Delivery<E> {
@@ -59,7 +60,7 @@ impl<E> Delivery<E> {
         ctx: Option<RequestContext>,
         headers: Option<HeaderMap>,
         meta: DeliveryMeta,
-    ) -> (Self, oneshot::Receiver<Result<(), String>>) {
+    ) -> (Self, oneshot::Receiver<Result<(), HandlerError>>) {
         let (tx, rx) = oneshot::channel();
         (
             Self {
@@ -74,22 +75,49 @@ impl<E> Delivery<E> {
     }
 
     /// Reports the outcome to the consumer (once; later calls do nothing).
-    pub fn complete(&mut self, outcome: Result<(), String>) {
+    pub fn complete(&mut self, outcome: Result<(), HandlerError>) {
         if let Some(tx) = self.done.take() {
             let _ = tx.send(outcome);
         }
     }
 }
 
-/// Why a handler could not process a delivery (the message will be retried or quarantined).
+/// Why a handler could not process a delivery: a failure (the message is retried, then
+/// quarantined) or a deferral (not yet: redeliver after a delay, not counted as a failure).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct HandlerError(pub String);
+#[error("{message}")]
+pub struct HandlerError {
+    message: String,
+    defer: Option<std::time::Duration>,
+}
 
 impl HandlerError {
-    /// An error with a message.
+    /// A failure with a message.
     pub fn new(msg: impl Into<String>) -> Self {
-        Self(msg.into())
+        Self {
+            message: msg.into(),
+            defer: None,
+        }
+    }
+
+    /// Not a failure: the message is not due yet; redeliver it after `delay`. The consumer naks
+    /// it with that delay and does not count the delivery towards poison (a consumer whose
+    /// handler defers needs a `max_deliver` large enough for its deferrals).
+    pub fn defer(delay: std::time::Duration, why: impl Into<String>) -> Self {
+        Self {
+            message: why.into(),
+            defer: Some(delay),
+        }
+    }
+
+    /// What happened.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The delay of a deferral (`None` for a failure).
+    pub fn deferred(&self) -> Option<std::time::Duration> {
+        self.defer
     }
 }
 
@@ -143,7 +171,7 @@ impl<H: EventHandler> BoundedActor for HandlerActor<H> {
             .await;
         match outcome {
             Ok(result) => {
-                delivery.complete(result.map_err(|e| e.0));
+                delivery.complete(result);
                 Ok(())
             }
             Err(payload) => {
@@ -151,7 +179,7 @@ impl<H: EventHandler> BoundedActor for HandlerActor<H> {
                     "panicked: {}",
                     cloudlysis_runtime::mailbox::panic_message(&payload)
                 );
-                delivery.complete(Err(reason.clone()));
+                delivery.complete(Err(HandlerError::new(reason.clone())));
                 Err(reason.into())
             }
         }

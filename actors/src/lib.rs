@@ -5,6 +5,9 @@
 //!   (`CommandService`).
 //! - [`projection`] — the [`View`] behaviour, view generations and rebuilds, checkpoints, and
 //!   the projection node (`QueryService`, `ProjectionAdmin`).
+//! - [`runner`] — the [`Workflow`] and [`Effect`] behaviours, workflow instances, the outbox
+//!   relay, effect workers, durable timers, and the runner node (`WorkflowService`,
+//!   `RunnerAdmin`).
 //! - [`handler`] — [`handler::EventHandler`]: what a consumer dispatches decoded messages to.
 //! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
 //!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
@@ -17,6 +20,8 @@ pub mod grpc;
 pub mod handler;
 pub mod node_admin;
 pub mod projection;
+pub mod runner;
 
 pub use aggregate::Aggregate;
 pub use projection::View;
+pub use runner::{Effect, Workflow};

@@ -9,6 +9,7 @@
 //! - [`projection`] — `projection.gateway.v1.QueryService` (Gateway → Projection node).
 //! - [`projection_admin`] — `projection.admin.v1.ProjectionAdmin` (operators → Projection node).
 //! - [`runner`] — `runner.admin.v1.RunnerAdmin` (operators → Runner node).
+//! - [`workflows`] — `runner.gateway.v1.WorkflowService` (Gateway → Runner node).
 //! - [`node`] — `node.admin.v1.NodeAdmin` (describe any node).
 //! - [`FILE_DESCRIPTOR_SET`] — the encoded descriptors, for gRPC server reflection.
 
@@ -36,6 +37,12 @@ pub mod runner {
     tonic::include_proto!("runner.admin.v1");
 }
 
+/// `runner.gateway.v1`: starting and reading workflow instances.
+pub mod workflows {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("runner.gateway.v1");
+}
+
 /// `node.admin.v1`: node description (role, version, supervision tree, mailboxes).
 pub mod node {
     #![allow(missing_docs, clippy::all)]
@@ -58,6 +65,7 @@ mod tests {
             "projection.gateway.v1",
             "projection.admin.v1",
             "runner.admin.v1",
+            "runner.gateway.v1",
             "node.admin.v1",
         ] {
             assert!(fds.contains(&package.to_string()), "{package} missing");

@@ -17,6 +17,7 @@
 //! | `cloudlysis-projection-view-<view>` | projection node, PerView mode |
 //! | `cloudlysis-runner-workflow-<name>` | runner node, one per workflow |
 //! | `cloudlysis-runner-effect-<effect_type>` | runner node, one per effect type |
+//! | `cloudlysis-runner-timers` | runner node: durable timers (`WORKFLOW_COMMANDS`, effect type `_timer`) |
 
 use std::fmt;
 use std::time::Duration;
@@ -146,6 +147,10 @@ pub struct ConsumerSettings {
     pub max_in_flight: u64,
     /// Nak delays.
     pub nak_backoff: NakBackoff,
+    /// Server-side `max_ack_pending` when it must exceed `max_in_flight` (`None`, the default:
+    /// equal to `max_in_flight`). Only for consumers whose handler defers messages (timers):
+    /// a deferred message waits on the server, counted as ack-pending, not in the mailbox.
+    pub server_max_ack_pending: Option<u64>,
 }
 
 impl Default for ConsumerSettings {
@@ -155,6 +160,7 @@ impl Default for ConsumerSettings {
             max_deliver: DEFAULT_MAX_DELIVER,
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             nak_backoff: NakBackoff::default(),
+            server_max_ack_pending: None,
         }
     }
 }
@@ -194,6 +200,7 @@ impl ConsumerSettings {
             max_deliver: src.get_in_range(deliver, None, DEFAULT_MAX_DELIVER, 1, 1000)?,
             max_in_flight: src.get_in_range(inflight, None, DEFAULT_MAX_IN_FLIGHT, 1, 10_000)?,
             nak_backoff: NakBackoff::default(),
+            server_max_ack_pending: None,
         })
     }
 }
@@ -226,6 +233,11 @@ impl DurableName {
     /// Runner node: one consumer per workflow.
     pub fn runner_workflow(workflow: &SubjectToken) -> Self {
         Self(format!("cloudlysis-runner-workflow-{workflow}"))
+    }
+
+    /// Runner node: the durable timer consumer (armed timers wait on it until due).
+    pub fn runner_timers() -> Self {
+        Self("cloudlysis-runner-timers".into())
     }
 
     /// Runner node: one consumer per effect type.
@@ -277,7 +289,11 @@ impl ConsumerPolicy {
             ack_policy: AckPolicy::Explicit,
             ack_wait: self.settings.ack_wait,
             max_deliver: self.settings.max_deliver as i64,
-            max_ack_pending: self.settings.max_in_flight as i64,
+            max_ack_pending: self
+                .settings
+                .server_max_ack_pending
+                .unwrap_or(self.settings.max_in_flight)
+                .max(self.settings.max_in_flight) as i64,
             replay_policy: ReplayPolicy::Instant,
             filter_subject,
             filter_subjects,

@@ -8,6 +8,9 @@
 //! | `cloudlysis_idempotency` | command results by idempotency key | 1 | 24 h |
 //! | `cloudlysis_views` | view documents, `<view>.<tenant>.<key>` | 1 | none |
 //! | `cloudlysis_checkpoints` | view checkpoints, `<view>` | 1 | none |
+//! | `cloudlysis_workflows` | workflow instances, `<workflow>.<tenant>.<instance>` | 1 | none |
+//! | `cloudlysis_outbox` | outbox index: instances with unpublished entries, `<workflow>.<tenant>.<instance>.<step>` | 1 | none |
+//! | `cloudlysis_effects` | effect ledger: attempts and outcome per command, `<effect_type>.<tenant>.<command_id>` | 1 | 30 days |
 
 use std::time::Duration;
 
@@ -129,6 +132,73 @@ pub fn view_checkpoint_key(space: &str) -> String {
 /// The key, in the checkpoints bucket, of the views the Single-mode consumer feeds (a JSON list
 /// of names).
 pub const SINGLE_MODE_VIEWS_KEY: &str = "single-mode.views";
+
+/// Name of the workflow-instance bucket.
+pub const WORKFLOWS_BUCKET: &str = "cloudlysis_workflows";
+/// Name of the outbox-index bucket.
+pub const OUTBOX_BUCKET: &str = "cloudlysis_outbox";
+/// Name of the effect-ledger bucket.
+pub const EFFECTS_BUCKET: &str = "cloudlysis_effects";
+
+/// The workflow-instance bucket: one record per instance (state, pending commands, armed
+/// timers, outbox), every update revision-checked.
+pub fn workflows() -> BucketPolicy {
+    BucketPolicy {
+        name: WORKFLOWS_BUCKET,
+        description: "Cloudlysis workflow instances",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// The outbox index: one key per instance step whose outbox entries may not be published yet,
+/// so a runner finds pending work at start without reading every instance. Entries are removed
+/// from the bucket's stream (no delete markers) once the outbox is clear.
+pub fn outbox() -> BucketPolicy {
+    BucketPolicy {
+        name: OUTBOX_BUCKET,
+        description: "Cloudlysis outbox index: instance steps with unpublished commands",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// The effect ledger: per command, the attempts made and the outcome, so an effect whose outcome
+/// is recorded is never executed again. Kept 30 days: longer than `WORKFLOW_COMMANDS` keeps a
+/// command (7 days by default).
+pub fn effects() -> BucketPolicy {
+    BucketPolicy {
+        name: EFFECTS_BUCKET,
+        description: "Cloudlysis effect ledger: attempts and outcomes by command id",
+        history: 1,
+        max_age: Duration::from_secs(30 * 24 * 3600),
+    }
+}
+
+/// The KV key of a workflow instance: `<workflow>.<tenant>.<instance>`.
+pub fn workflow_instance_key(workflow: &str, tenant: &str, instance: &str) -> String {
+    format!("{workflow}.{tenant}.{instance}")
+}
+
+/// The outbox-index key of step `step` of an instance: `<instance key>.<step>`.
+pub fn outbox_index_key(instance_key: &str, step: u64) -> String {
+    format!("{instance_key}.{step}")
+}
+
+/// The subject of an outbox-index key inside its bucket's stream (to remove it for good).
+pub fn outbox_index_subject(index_key: &str) -> String {
+    format!("$KV.{OUTBOX_BUCKET}.{index_key}")
+}
+
+/// Name of the stream behind the outbox-index bucket.
+pub fn outbox_stream() -> String {
+    format!("KV_{OUTBOX_BUCKET}")
+}
+
+/// The effect-ledger key of a command: `<effect_type>.<tenant>.<command_id>`.
+pub fn effect_ledger_key(effect_type: &str, tenant: &str, command_id: &str) -> String {
+    format!("{effect_type}.{tenant}.{command_id}")
+}
 
 /// A bucket could not be opened or created.
 #[derive(Debug, thiserror::Error)]

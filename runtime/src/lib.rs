@@ -10,6 +10,8 @@
 //! - [`trace`] — W3C `traceparent` parsing, validation and normalisation.
 //! - [`subject`] — subject-token validation, subject builders and consumer filter subjects.
 //! - [`envelope`] — the commit/event wire format on `AGGREGATE_EVENTS`.
+//! - [`workflow`] — the Runner's wire formats: effect commands, effect results, workflow
+//!   events, timers.
 //! - [`stream`] — stream policies and [`stream::ensure_stream`] (create or validate, never
 //!   update).
 //! - [`consumer`] — durable pull-consumer policy, derived durable names, env overrides.
@@ -42,6 +44,7 @@ pub mod stream;
 pub mod subject;
 pub mod time;
 pub mod trace;
+pub mod workflow;
 
 pub use context::{CorrelationId, RequestContext, TenantId, TraceId};
 pub use subject::SubjectToken;

@@ -59,8 +59,11 @@ pub mod names {
     pub const GATEWAY_REQUEST_DURATION: &str = "cloudlysis_gateway_request_duration_seconds";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
-    /// (`ack`, `nak`, `term`, `skip`).
+    /// (`ack`, `nak`, `term`, `skip`, `defer`).
     pub const CONSUMER_MESSAGES: &str = "cloudlysis_consumer_messages_total";
+    /// Counter of in-progress acks sent for messages still queued or being handled (they keep
+    /// the server from redelivering them), labelled `stream`, `consumer`.
+    pub const CONSUMER_PROGRESS: &str = "cloudlysis_consumer_progress_acks_total";
     /// Counter of redelivered messages (delivery count above 1), labelled `stream`, `consumer`.
     pub const CONSUMER_REDELIVERIES: &str = "cloudlysis_consumer_redeliveries_total";
     /// Counter of messages quarantined as poison, labelled `stream`, `consumer`.
@@ -86,6 +89,39 @@ pub mod names {
     /// the KV read was skipped; `miss`).
     pub const VIEW_CACHE: &str = "cloudlysis_view_document_cache_total";
 
+    /// Counter of started workflow instances, labelled `workflow`.
+    pub const WORKFLOW_INSTANCES_STARTED: &str = "cloudlysis_workflow_instances_started_total";
+    /// Counter of instances that ended, labelled `workflow`, `status` (`completed`, `failed`).
+    pub const WORKFLOW_INSTANCES_FINISHED: &str = "cloudlysis_workflow_instances_finished_total";
+    /// Counter of workflow inputs, labelled `workflow`, `input` (`start`, `result`, `timer`,
+    /// `event`) and `outcome` (`applied`, `duplicate`, `stale`, `ignored`, `failed`).
+    pub const WORKFLOW_INPUTS: &str = "cloudlysis_workflow_inputs_total";
+    /// Gauge of live instance actors on a runner node, labelled `workflow`.
+    pub const WORKFLOW_INSTANCES_LIVE: &str = "cloudlysis_workflow_instances_live";
+    /// Counter of timers that fired into their instance, labelled `workflow`.
+    pub const TIMERS_FIRED: &str = "cloudlysis_timers_fired_total";
+    /// Histogram of how late timers fired, in seconds.
+    pub const TIMER_LATENESS: &str = "cloudlysis_timer_lateness_seconds";
+    /// Counter of outbox messages published (acknowledged by the stream), labelled `kind`
+    /// (`command`, `event`).
+    pub const OUTBOX_PUBLISHED: &str = "cloudlysis_outbox_published_total";
+    /// Counter of outbox publishes the stream recognised as duplicates (a republish after a
+    /// crash or a sweep).
+    pub const OUTBOX_DUPLICATES: &str = "cloudlysis_outbox_duplicates_total";
+    /// Counter of outbox publishes that failed or timed out (left for the sweep).
+    pub const OUTBOX_FAILURES: &str = "cloudlysis_outbox_failures_total";
+    /// Counter of outbox entries the sweep published (left behind by a crash or a failure).
+    pub const OUTBOX_SWEPT: &str = "cloudlysis_outbox_swept_total";
+    /// Counter of effect commands settled by effect workers, labelled `effect_type` and
+    /// `outcome` (`ok`, `failed`, `replayed`: the recorded result re-published; `deferred`:
+    /// another worker holds it).
+    pub const EFFECTS: &str = "cloudlysis_effects_total";
+    /// Counter of effect attempts, labelled `effect_type` and `outcome` (`ok`, `permanent`,
+    /// `retryable`, `unknown`, `timeout`).
+    pub const EFFECT_ATTEMPTS: &str = "cloudlysis_effect_attempts_total";
+    /// Histogram of effect attempt durations in seconds, labelled `effect_type`.
+    pub const EFFECT_DURATION: &str = "cloudlysis_effect_duration_seconds";
+
     /// Every metric name above (docs/operations.md lists each; a test keeps it so).
     pub const ALL: &[&str] = &[
         BUILD_INFO,
@@ -107,6 +143,7 @@ pub mod names {
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
         CONSUMER_MESSAGES,
+        CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
         CONSUMER_POISON,
         CONSUMER_IN_FLIGHT,
@@ -116,6 +153,19 @@ pub mod names {
         VIEW_REBUILDING,
         VIEW_REBUILDS,
         VIEW_CACHE,
+        WORKFLOW_INSTANCES_STARTED,
+        WORKFLOW_INSTANCES_FINISHED,
+        WORKFLOW_INPUTS,
+        WORKFLOW_INSTANCES_LIVE,
+        TIMERS_FIRED,
+        TIMER_LATENESS,
+        OUTBOX_PUBLISHED,
+        OUTBOX_DUPLICATES,
+        OUTBOX_FAILURES,
+        OUTBOX_SWEPT,
+        EFFECTS,
+        EFFECT_ATTEMPTS,
+        EFFECT_DURATION,
     ];
 }
 
@@ -207,6 +257,10 @@ fn describe() {
     );
     metrics::describe_counter!(names::CONSUMER_MESSAGES, "Consumed messages, by outcome.");
     metrics::describe_counter!(names::CONSUMER_REDELIVERIES, "Redelivered messages.");
+    metrics::describe_counter!(
+        names::CONSUMER_PROGRESS,
+        "In-progress acks sent for messages still queued or being handled."
+    );
     metrics::describe_counter!(names::CONSUMER_POISON, "Messages quarantined as poison.");
     metrics::describe_gauge!(
         names::CONSUMER_IN_FLIGHT,
@@ -232,6 +286,51 @@ fn describe() {
     metrics::describe_counter!(
         names::VIEW_REBUILDS,
         "Completed view rebuilds (switches to a new generation)."
+    );
+    metrics::describe_counter!(
+        names::WORKFLOW_INSTANCES_STARTED,
+        "Workflow instances started."
+    );
+    metrics::describe_counter!(
+        names::WORKFLOW_INSTANCES_FINISHED,
+        "Workflow instances that completed or failed."
+    );
+    metrics::describe_counter!(
+        names::WORKFLOW_INPUTS,
+        "Workflow inputs, by kind and outcome."
+    );
+    metrics::describe_gauge!(
+        names::WORKFLOW_INSTANCES_LIVE,
+        "Live workflow instance actors on this node."
+    );
+    metrics::describe_counter!(
+        names::TIMERS_FIRED,
+        "Durable timers that fired into their instance."
+    );
+    metrics::describe_histogram!(
+        names::TIMER_LATENESS,
+        metrics::Unit::Seconds,
+        "How late durable timers fired."
+    );
+    metrics::describe_counter!(names::OUTBOX_PUBLISHED, "Outbox messages published.");
+    metrics::describe_counter!(
+        names::OUTBOX_DUPLICATES,
+        "Outbox publishes the stream dropped as duplicates (republishes)."
+    );
+    metrics::describe_counter!(
+        names::OUTBOX_FAILURES,
+        "Outbox publishes that failed or timed out (left for the sweep)."
+    );
+    metrics::describe_counter!(
+        names::OUTBOX_SWEPT,
+        "Outbox entries published by the sweep."
+    );
+    metrics::describe_counter!(names::EFFECTS, "Effect commands settled, by outcome.");
+    metrics::describe_counter!(names::EFFECT_ATTEMPTS, "Effect attempts, by outcome.");
+    metrics::describe_histogram!(
+        names::EFFECT_DURATION,
+        metrics::Unit::Seconds,
+        "Effect attempt durations."
     );
 }
 

@@ -112,6 +112,7 @@ pub fn policy(name: &str, max_in_flight: u64, max_deliver: u64) -> ConsumerPolic
                 max: Duration::from_millis(50),
                 multiplier: 2,
             },
+            server_max_ack_pending: None,
         },
     }
 }
