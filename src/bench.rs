@@ -198,6 +198,7 @@ pub(crate) fn bench_gateway(
     let gateway = Gateway::new(GatewaySettings {
         aggregate_addr: aggregate_addr.into(),
         projection_addr: projection_addr.into(),
+        runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,

@@ -8,7 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use cloudlysis_actors::aggregate::node::{self as aggregate_node, GRPC_ADDR};
 use cloudlysis_gateway::config as gw_config;
 use cloudlysis_runtime::config::{ConfigSource, Setting, settings};
-use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings, settings as consumer_settings};
+use cloudlysis_runtime::consumer::settings as consumer_settings;
 
 /// Cloudlysis: an actor-system runtime for event-sourced, multi-tenant services.
 #[derive(Debug, Parser)]
@@ -30,8 +30,8 @@ pub enum Command {
     Aggregate(AggregateArgs),
     /// Run a Projection node (events → views in KV, QueryService), or rebuild a view
     Projection(ProjectionCommand),
-    /// Run a Runner node (workflows, effects, outbox) [not available yet]
-    Runner(RoleArgs),
+    /// Run a Runner node (workflows, effects, outbox relay, durable timers)
+    Runner(RunnerArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
     /// Load generators: `bench commands` (command path vs raw JetStream publish), `bench views`
@@ -54,10 +54,15 @@ pub struct NatsArgs {
 }
 
 #[derive(Debug, Args)]
-pub struct RoleArgs {
-    #[command(flatten)]
-    pub nats: NatsArgs,
-    #[arg(long, value_name = "ADDR", help = settings::HTTP_ADDR.help())]
+pub struct RunnerArgs {
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+    #[arg(long, value_name = "ADDR", help = cloudlysis_actors::runner::GRPC_ADDR.help())]
+    pub grpc_addr: Option<String>,
+    #[arg(long, value_name = "URI", help = cloudlysis_actors::runner::AGGREGATE_ADDR.help())]
+    pub aggregate_addr: Option<String>,
+    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8083] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
 }
 
@@ -130,6 +135,8 @@ pub struct GatewayArgs {
     pub aggregate_addr: Option<String>,
     #[arg(long, value_name = "URI", help = gw_config::PROJECTION_ADDR.help())]
     pub projection_addr: Option<String>,
+    #[arg(long, value_name = "URI", help = gw_config::RUNNER_ADDR.help())]
+    pub runner_addr: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -183,6 +190,7 @@ pub fn known_settings() -> Vec<&'static Setting> {
     all.push(&cloudlysis_actors::projection::GRPC_ADDR);
     all.push(&cloudlysis_actors::projection::MODE);
     all.push(&cloudlysis_actors::projection::LANES);
+    all.extend_from_slice(cloudlysis_actors::runner::SETTINGS);
     all.extend_from_slice(gw_config::ALL);
     all
 }
@@ -221,6 +229,8 @@ pub fn config_source(flag: Option<&PathBuf>) -> anyhow::Result<ConfigSource> {
 /// Runs a parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let src = config_source(cli.config.as_ref())?;
+    // Before any actor or consumer exists: metric handles made earlier would record nowhere.
+    cloudlysis_runtime::metrics::install()?;
     match cli.command {
         Command::Streams { action } => match action {
             StreamsAction::Ensure(args) => {
@@ -245,19 +255,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projection(ProjectionCommand { action: None, run }) => {
             crate::roles::projection(&src, run).await
         }
-        Command::Runner(_) => {
-            ConsumerSettings::load(ConsumerRole::Runner, &src)?;
-            not_yet("runner")
-        }
+        Command::Runner(args) => crate::roles::runner(&src, args).await,
     }
-}
-
-fn not_yet(role: &str) -> anyhow::Result<ExitCode> {
-    eprintln!(
-        "error: `cloudlysis {role}` is not available yet in this version of Cloudlysis \
-         (the {role} node is not implemented); nothing was started"
-    );
-    Ok(ExitCode::from(2))
 }
 
 #[cfg(test)]

@@ -145,20 +145,34 @@ async fn serve(
     let query_addr = query_grpc.local_addr()?;
     let query_server = tokio::spawn(projection.serve_grpc(query_grpc, wait()));
 
-    // The Gateway, routing to both. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is set.
+    // The runner node with the demo saga; its effects send commands to the aggregate node.
     let aggregate_uri = format!("http://{grpc_addr}");
+    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri)).await?;
+    let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
+    let runner_addr = runner_grpc.local_addr()?;
+    let workflows = runner.workflows().join(", ");
+    let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, wait()));
+
+    // The Gateway, routing to all three. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is
+    // set.
     let projection_uri = format!("http://{query_addr}");
+    let runner_uri = format!("http://{runner_addr}");
     let settings = GatewaySettings::load(
         src,
         Some(&aggregate_uri),
         Some(&projection_uri),
+        Some(&runner_uri),
         Some(DEV_JWT_SECRET),
     )?;
     let gateway = Gateway::new(settings)?;
     let token = gateway.authenticator().mint(
         "dev",
         DEV_TENANT,
-        &["commands:*".to_string(), "queries:*".to_string()],
+        &[
+            "commands:*".to_string(),
+            "queries:*".to_string(),
+            "workflows:*".to_string(),
+        ],
         Duration::from_secs(24 * 3600),
     )?;
     let app = gateway.router().merge(ops);
@@ -166,10 +180,13 @@ async fn serve(
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
     println!(
-        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}, GET /v1/query/{{view}}/{{key}}; /health /ready /metrics /admin/supervision)"
+        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}, GET /v1/query/{{view}}/{{key}}, POST|GET /v1/workflows/{{name}}/{{id}}; /health /ready /metrics /admin/supervision)"
     );
     println!("  Aggregate  grpc://{grpc_addr}  (aggregates: {aggregate_types})");
     println!("  Projection grpc://{query_addr}  (views: balances)");
+    println!(
+        "  Runner     grpc://{runner_addr}  (workflows: {workflows}; effects: withdraw, deposit)"
+    );
     println!(
         "  NATS       {nats_url}{}",
         if own_nats {
@@ -182,8 +199,9 @@ async fn serve(
     for line in table.lines() {
         println!("    {line}");
     }
-    println!("  Not in this version yet: the runner node.");
-    println!("Dev token (tenant {DEV_TENANT}, rights commands:* queries:*, valid 24h):");
+    println!(
+        "Dev token (tenant {DEV_TENANT}, rights commands:* queries:* workflows:*, valid 24h):"
+    );
     println!("  {token}");
     println!("Try:");
     println!(
@@ -193,6 +211,21 @@ async fn serve(
     println!(
         "  curl -s {http}/v1/query/balances/acc-1 -H 'Authorization: Bearer {token}' -H 'x-min-sequence: 1'"
     );
+    println!(
+        "A transfer saga: open a second account, fund the first, move 250 from acc-1 to acc-2:"
+    );
+    let auth = format!("-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json'");
+    println!(
+        "  curl -s -X POST {http}/v1/commands/account/acc-2 {auth} -d '{{\"type\":\"Open\",\"payload\":{{\"owner\":\"bob\"}}}}'"
+    );
+    println!(
+        "  curl -s -X POST {http}/v1/commands/account/acc-1 {auth} -d '{{\"type\":\"Deposit\",\"payload\":{{\"amount\":1000}}}}'"
+    );
+    println!(
+        "  curl -s -X POST {http}/v1/workflows/transfer/t-1 {auth} -d '{{\"from\":\"acc-1\",\"to\":\"acc-2\",\"amount\":250}}'"
+    );
+    println!("Then read the transfer (status running, then completed):");
+    println!("  curl -s {http}/v1/workflows/transfer/t-1 -H 'Authorization: Bearer {token}'");
     println!("Press Ctrl-C to stop.");
 
     axum::serve(listener, app)
@@ -203,5 +236,6 @@ async fn serve(
     let _ = stop.send(true);
     let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
     let _ = tokio::time::timeout(nodes::DRAIN, query_server).await;
+    let _ = tokio::time::timeout(nodes::DRAIN, runner_server).await;
     Ok(ExitCode::SUCCESS)
 }

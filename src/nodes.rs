@@ -1,5 +1,5 @@
-//! Running node roles: shared wiring for `cloudlysis aggregate`, `cloudlysis gateway` and
-//! `cloudlysis dev`.
+//! Running node roles: shared wiring for `cloudlysis aggregate`, `projection`, `runner`,
+//! `gateway` and `dev`.
 
 use std::time::Duration;
 
@@ -77,6 +77,43 @@ pub async fn projection_node(
         .build()
         .await
         .context("projection node could not start")
+}
+
+/// Builds the runner node with the demo `transfer` saga and its effects, which send commands to
+/// the aggregate node at `runner.aggregate_addr` (`aggregate_addr_flag` over env over file).
+/// A test-only fault point is read from `CLOUDLYSIS_TEST_FAULT`.
+pub async fn runner_node(
+    src: &ConfigSource,
+    js: &async_nats::jetstream::Context,
+    aggregate_addr_flag: Option<&str>,
+) -> anyhow::Result<cloudlysis_actors::runner::RunnerNode> {
+    use cloudlysis_actors::runner::{self, CommandClient, RunnerNode, RunnerSettings};
+    use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+    let settings = RunnerSettings::load(src)?;
+    let addr: String = src.get_or(
+        &runner::AGGREGATE_ADDR,
+        aggregate_addr_flag,
+        "http://127.0.0.1:50051".into(),
+    )?;
+    let addr = if addr.contains("://") {
+        addr
+    } else {
+        format!("http://{addr}")
+    };
+    let client = CommandClient::lazy(&addr)
+        .map_err(|e| anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)"))?;
+    let fault = runner::outbox::Fault::from_env();
+    if let Some(f) = fault {
+        tracing::warn!(fault = ?f, "TEST-ONLY fault injection is on ({})", runner::outbox::FAULT_ENV);
+    }
+    RunnerNode::builder(js.clone(), settings)
+        .workflow::<Transfer>()
+        .effect(WithdrawEffect(client.clone()))
+        .effect(DepositEffect(client))
+        .fault(fault)
+        .build()
+        .await
+        .context("runner node could not start")
 }
 
 /// The runtime endpoints plus `/admin/supervision` for `root`.

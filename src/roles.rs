@@ -47,6 +47,7 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         src,
         args.aggregate_addr.as_deref(),
         args.projection_addr.as_deref(),
+        args.runner_addr.as_deref(),
         None,
     )?;
     let gateway = Gateway::new(settings)?;
@@ -62,6 +63,36 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         .with_graceful_shutdown(nodes::shutdown_signal())
         .await?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Runs a runner node until Ctrl-C or SIGTERM.
+pub async fn runner(src: &ConfigSource, args: crate::cli::RunnerArgs) -> anyhow::Result<ExitCode> {
+    use cloudlysis_actors::runner;
+    // Validate the role's settings before anything is bound or connected.
+    runner::RunnerSettings::load(src)?;
+    let grpc_addr: String = src.get_or(
+        &runner::GRPC_ADDR,
+        args.grpc_addr.as_deref(),
+        "127.0.0.1:50053".into(),
+    )?;
+    let http_addr: String = src.get_or(
+        &settings::HTTP_ADDR,
+        args.http_addr.as_deref(),
+        "127.0.0.1:8083".into(),
+    )?;
+    let grpc = nodes::bind(&grpc_addr, "runner.grpc_addr / --grpc-addr").await?;
+    let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
+    let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-runner").await?;
+    let node = nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref()).await?;
+    let ops = nodes::ops_router(&nats.client, "runner", node.supervisor())?;
+    eprintln!(
+        "runner node: gRPC on {}, HTTP on http://{} (workflows: {}; effects: {})",
+        grpc.local_addr()?,
+        http.local_addr()?,
+        node.workflows().join(", "),
+        node.effect_types().join(", ")
+    );
+    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
 }
 
 /// Runs a projection node until Ctrl-C or SIGTERM.
@@ -199,7 +230,7 @@ pub async fn rebuild(
 
 /// `cloudlysis token`: prints a signed token on stdout.
 pub fn token(src: &ConfigSource, args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
-    let settings = GatewaySettings::load(src, None, None, None)?;
+    let settings = GatewaySettings::load(src, None, None, None, None)?;
     let auth = cloudlysis_gateway::Authenticator::new(settings.jwt_secret.as_bytes())?;
     let ttl = cloudlysis_gateway::auth::parse_ttl(&args.ttl)
         .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;

@@ -260,6 +260,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
     p.gateway = cloudlysis_gateway::Gateway::new(cloudlysis_gateway::GatewaySettings {
         aggregate_addr: format!("http://127.0.0.1:{port}"),
         projection_addr: "http://127.0.0.1:1".into(),
+        runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,

@@ -66,6 +66,7 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
     let gateway = Gateway::new(GatewaySettings {
         aggregate_addr: format!("http://{addr}"),
         projection_addr: "http://127.0.0.1:1".into(),
+        runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(3),
         max_body_bytes: 4096,

@@ -3,6 +3,8 @@
 //! Layout:
 //! - [`account`] — the `account` aggregate: `Open`, `Deposit`, `Withdraw`, `Close`.
 //! - [`balances`] — the `balances` view: `{"owner", "balance", "open"}` per account.
+//! - [`transfer`] — the `transfer` saga (withdraw, deposit, refund on failure or timeout) and
+//!   its `withdraw` / `deposit` effects.
 //! - [`load`] — synthetic deposit loads for benchmarks and tests.
 //!
 //! Register it on a node with one line: `.register::<account::Account>()`.
@@ -10,3 +12,4 @@
 pub mod account;
 pub mod balances;
 pub mod load;
+pub mod transfer;

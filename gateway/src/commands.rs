@@ -263,8 +263,14 @@ pub(crate) fn authenticate(
     Ok((claims, tenant))
 }
 
-/// Maps a node's gRPC status to a problem (done once, here at the edge).
+/// Maps an aggregate node's gRPC status to a problem.
 pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
+    node_status_problem(status, "aggregate")
+}
+
+/// Maps a node's gRPC status to a problem (done once, here at the edge); `role` names the node
+/// in the detail of an outage.
+pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem {
     use tonic::Code;
     let msg = status.message().to_string();
     match status.code() {
@@ -278,7 +284,7 @@ pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
         Code::Unavailable => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the aggregate node is unavailable: {msg}"),
+            format!("the {role} node is unavailable: {msg}"),
         )
         .retry_after(1),
         // Deadline: the node says whether the outcome is unknown; never a Retry-After here.

@@ -18,6 +18,13 @@ pub const PROJECTION_ADDR: Setting = Setting {
     flag: "--projection-addr",
     doc: "gRPC address of the projection node [default: http://127.0.0.1:50052]",
 };
+/// gRPC address of the runner node.
+pub const RUNNER_ADDR: Setting = Setting {
+    key: "gateway.runner_addr",
+    env: "CLOUDLYSIS_RUNNER_ADDR",
+    flag: "--runner-addr",
+    doc: "gRPC address of the runner node [default: http://127.0.0.1:50053]",
+};
 /// HS256 secret for bearer tokens.
 pub const JWT_SECRET: Setting = Setting {
     key: "gateway.jwt_secret",
@@ -52,6 +59,7 @@ pub const MAX_IN_FLIGHT: Setting = Setting {
 pub const ALL: &[&Setting] = &[
     &AGGREGATE_ADDR,
     &PROJECTION_ADDR,
+    &RUNNER_ADDR,
     &JWT_SECRET,
     &COMMAND_TIMEOUT_MS,
     &MAX_BODY_BYTES,
@@ -65,6 +73,8 @@ pub struct GatewaySettings {
     pub aggregate_addr: String,
     /// Projection node address (`http://host:port`).
     pub projection_addr: String,
+    /// Runner node address (`http://host:port`).
+    pub runner_addr: String,
     /// Token secret.
     pub jwt_secret: String,
     /// Command deadline.
@@ -80,6 +90,7 @@ impl std::fmt::Debug for GatewaySettings {
         f.debug_struct("GatewaySettings")
             .field("aggregate_addr", &self.aggregate_addr)
             .field("projection_addr", &self.projection_addr)
+            .field("runner_addr", &self.runner_addr)
             .field("jwt_secret", &"<redacted>")
             .field("command_timeout", &self.command_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
@@ -94,6 +105,7 @@ impl GatewaySettings {
         src: &ConfigSource,
         aggregate_addr_flag: Option<&str>,
         projection_addr_flag: Option<&str>,
+        runner_addr_flag: Option<&str>,
         jwt_secret_default: Option<&str>,
     ) -> Result<Self, ConfigError> {
         let projection_addr: String = src.get_or(
@@ -105,6 +117,16 @@ impl GatewaySettings {
             projection_addr
         } else {
             format!("http://{projection_addr}")
+        };
+        let runner_addr: String = src.get_or(
+            &RUNNER_ADDR,
+            runner_addr_flag,
+            "http://127.0.0.1:50053".into(),
+        )?;
+        let runner_addr = if runner_addr.contains("://") {
+            runner_addr
+        } else {
+            format!("http://{runner_addr}")
         };
         let aggregate_addr: String = src.get_or(
             &AGGREGATE_ADDR,
@@ -153,6 +175,7 @@ impl GatewaySettings {
         Ok(Self {
             aggregate_addr,
             projection_addr,
+            runner_addr,
             jwt_secret,
             command_timeout: src.get_millis(
                 &COMMAND_TIMEOUT_MS,

@@ -9,6 +9,7 @@
 //! - [`problem`] — problem details.
 //! - `commands` — `POST /v1/commands/{aggregate_type}/{aggregate_id}`.
 //! - `queries` — `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`.
+//! - `workflows` — `POST /v1/workflows/{name}/{id}` (start) and `GET /v1/workflows/{name}/{id}`.
 //!
 //! Never depends on `cloudlysis-actors`: nodes are reached only through `cloudlysis-proto`.
 
@@ -24,6 +25,7 @@ pub mod problem;
 
 mod commands;
 mod queries;
+mod workflows;
 
 pub use auth::{Authenticator, Claims};
 pub use config::GatewaySettings;
@@ -55,6 +57,7 @@ struct Inner {
     auth: Authenticator,
     aggregate: tonic::transport::Channel,
     projection: tonic::transport::Channel,
+    runner: tonic::transport::Channel,
     /// Admission: at most `max_in_flight` API requests at once.
     admission: Arc<tokio::sync::Semaphore>,
     in_flight: metrics::Gauge,
@@ -77,11 +80,13 @@ impl Gateway {
         };
         let aggregate = channel(&settings.aggregate_addr)?;
         let projection = channel(&settings.projection_addr)?;
+        let runner = channel(&settings.runner_addr)?;
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,
                 aggregate,
                 projection,
+                runner,
                 admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
                 in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
@@ -108,6 +113,10 @@ impl Gateway {
             )
             .route("/v1/query/{view}", axum::routing::get(queries::list))
             .route("/v1/query/{view}/{key}", axum::routing::get(queries::get))
+            .route(
+                "/v1/workflows/{name}/{id}",
+                post(workflows::start).get(workflows::get),
+            )
             .with_state(self.clone())
     }
 }

@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::http::{Request, Response};
 use cloudlysis_actors::aggregate::AggregateSettings;
 use cloudlysis_actors::aggregate::node::AggregateNode;
+use cloudlysis_actors::runner::{CommandClient, RunnerNode, RunnerNodeBuilder, RunnerSettings};
 use cloudlysis_examples::account::Account;
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::envelope::Commit;
@@ -24,6 +25,8 @@ pub struct Platform {
     pub gateway: Gateway,
     pub projection: cloudlysis_actors::projection::ProjectionNode,
     pub projection_addr: std::net::SocketAddr,
+    /// The runner node the Gateway routes workflows to, once [`Platform::start_runner`] ran.
+    pub runner_addr: Option<std::net::SocketAddr>,
     stop: tokio::sync::watch::Sender<bool>,
     grpc: tokio::task::JoinHandle<Result<(), tonic::transport::Error>>,
 }
@@ -38,7 +41,7 @@ impl Platform {
         let js = server.jetstream().await;
         let (node, grpc_addr, stop, grpc) = serve_node(&js, settings).await;
         let (projection, projection_addr) = serve_projection(&js, stop.subscribe()).await;
-        let gateway = gateway_for(grpc_addr, projection_addr);
+        let gateway = gateway_for(grpc_addr, projection_addr, None);
         Self {
             server,
             js,
@@ -47,6 +50,7 @@ impl Platform {
             gateway,
             projection,
             projection_addr,
+            runner_addr: None,
             stop,
             grpc,
         }
@@ -61,7 +65,98 @@ impl Platform {
         self.grpc_addr = grpc_addr;
         self.stop = stop;
         self.grpc = grpc;
-        self.gateway = gateway_for(grpc_addr, self.projection_addr);
+        self.gateway = gateway_for(grpc_addr, self.projection_addr, self.runner_addr);
+    }
+
+    /// Starts a runner node (configured by `build`, e.g. `.workflow::<Transfer>()`), serving
+    /// gRPC on an ephemeral port until the platform stops; the Gateway routes workflows to the
+    /// last one started.
+    pub async fn start_runner(
+        &mut self,
+        build: impl FnOnce(RunnerNodeBuilder) -> RunnerNodeBuilder,
+    ) -> RunnerNode {
+        let node = build(RunnerNode::builder(self.js.clone(), runner_settings()))
+            .build()
+            .await
+            .unwrap();
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut stop = self.stop.subscribe();
+        tokio::spawn(node.clone().serve_grpc(listener, async move {
+            let _ = stop.wait_for(|s| *s).await;
+        }));
+        self.runner_addr = Some(addr);
+        self.gateway = gateway_for(self.grpc_addr, self.projection_addr, Some(addr));
+        node
+    }
+
+    /// A client of the aggregate node, for effects.
+    pub fn command_client(&self) -> CommandClient {
+        CommandClient::lazy(&format!("http://{}", self.grpc_addr)).unwrap()
+    }
+
+    /// An account's balance folded from its commits on the stream (the authoritative record).
+    pub async fn balance(&self, tenant: &str, account: &str) -> i64 {
+        let subject = format!("tenant.{tenant}.aggregate.account.{account}");
+        let mut sum = 0i64;
+        for (_, commit, _, s) in self.commits().await {
+            if s != subject {
+                continue;
+            }
+            for e in commit.events {
+                let amount = e.payload["amount"].as_i64().unwrap_or(0);
+                match e.event_type.as_str() {
+                    "Deposited" => sum += amount,
+                    "Withdrew" => sum -= amount,
+                    _ => {}
+                }
+            }
+        }
+        sum
+    }
+
+    /// GETs a workflow instance through the Gateway.
+    pub async fn workflow(&self, token: &str, name: &str, id: &str) -> (u16, serde_json::Value) {
+        query(self, &format!("/v1/workflows/{name}/{id}"), token, &[]).await
+    }
+
+    /// Polls a workflow instance until it is no longer running (or `deadline` passes).
+    pub async fn finished_workflow(
+        &self,
+        token: &str,
+        name: &str,
+        id: &str,
+        deadline: Duration,
+    ) -> serde_json::Value {
+        let end = tokio::time::Instant::now() + deadline;
+        loop {
+            let (status, body) = self.workflow(token, name, id).await;
+            if status == 200 && body["status"] != "running" {
+                return body;
+            }
+            assert!(
+                tokio::time::Instant::now() < end,
+                "{name}/{id} still not finished: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Every message on a stream (subject, payload as JSON, headers).
+    pub async fn stream_messages(
+        &self,
+        stream: &str,
+    ) -> Vec<(String, serde_json::Value, async_nats::HeaderMap)> {
+        let mut s = self.js.get_stream(stream).await.unwrap();
+        let state = s.info().await.unwrap().state.clone();
+        let mut out = Vec::new();
+        for seq in state.first_sequence..=state.last_sequence {
+            if let Ok(m) = s.get_raw_message(seq).await {
+                let v = serde_json::from_slice(&m.payload).unwrap_or(serde_json::Value::Null);
+                out.push((m.subject.to_string(), v, m.headers.clone()));
+            }
+        }
+        out
     }
 
     pub fn token(&self, tenant: &str, rights: &[&str]) -> String {
@@ -213,14 +308,35 @@ pub async fn query(
     (status, body_json(resp).await)
 }
 
-fn gateway_for(addr: std::net::SocketAddr, projection: std::net::SocketAddr) -> Gateway {
+fn gateway_for(
+    addr: std::net::SocketAddr,
+    projection: std::net::SocketAddr,
+    runner: Option<std::net::SocketAddr>,
+) -> Gateway {
     Gateway::new(GatewaySettings {
         aggregate_addr: format!("http://{addr}"),
         projection_addr: format!("http://{projection}"),
+        runner_addr: runner.map_or("http://127.0.0.1:1".into(), |r| format!("http://{r}")),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,
         max_in_flight: 1024,
     })
     .unwrap()
+}
+
+/// Runner settings for tests: quick nak backoff, short sweep.
+pub fn runner_settings() -> RunnerSettings {
+    RunnerSettings {
+        consumer: cloudlysis_runtime::consumer::ConsumerSettings {
+            nak_backoff: cloudlysis_runtime::consumer::NakBackoff {
+                initial: Duration::from_millis(10),
+                max: Duration::from_millis(100),
+                multiplier: 2,
+            },
+            ..Default::default()
+        },
+        sweep_interval: Duration::from_millis(500),
+        ..Default::default()
+    }
 }

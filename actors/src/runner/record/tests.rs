@@ -76,7 +76,11 @@ fn a_step_puts_its_commands_timers_and_events_in_the_outbox() {
 #[test]
 fn a_result_is_admitted_once() {
     let mut r = record();
-    start(&mut r, Decision::new(0u32).issue("withdraw", "w", serde_json::Value::Null)).unwrap();
+    start(
+        &mut r,
+        Decision::new(0u32).issue("withdraw", "w", serde_json::Value::Null),
+    )
+    .unwrap();
     let id = r.pending.keys().next().unwrap().clone();
     let res = result(&id, "withdraw", "w");
     assert_eq!(r.admit_result(&res), Admission::Result);
@@ -91,7 +95,11 @@ fn a_result_is_admitted_once() {
 #[test]
 fn a_timer_fires_once_and_never_after_it_was_cancelled_or_rearmed() {
     let mut r = record();
-    start(&mut r, Decision::new(0u32).arm_after("t", Duration::from_secs(1))).unwrap();
+    start(
+        &mut r,
+        Decision::new(0u32).arm_after("t", Duration::from_secs(1)),
+    )
+    .unwrap();
     let first = r.timers["t"].timer_id.clone();
     let fired = result(&first, TIMER_EFFECT, "t");
     assert_eq!(r.admit_result(&fired), Admission::Timer("t".into()));
@@ -123,10 +131,15 @@ fn a_timer_fires_once_and_never_after_it_was_cancelled_or_rearmed() {
         ids(),
     )
     .unwrap();
-    assert_eq!(r.admit_result(&result("u-id", TIMER_EFFECT, "u")), Admission::Stale);
+    assert_eq!(
+        r.admit_result(&result("u-id", TIMER_EFFECT, "u")),
+        Admission::Stale
+    );
     // Within one decision, cancels apply first: arming and cancelling a name re-arms it.
     r.step(
-        Decision::new(0u32).cancel("v").arm_after("v", Duration::from_secs(1)),
+        Decision::new(0u32)
+            .cancel("v")
+            .arm_after("v", Duration::from_secs(1)),
         ("x", serde_json::Value::Null),
         5_000,
         || "v-id".to_string(),
@@ -169,10 +182,16 @@ fn an_ended_instance_takes_no_more_inputs() {
 #[test]
 fn invalid_decisions_are_refused_and_change_nothing_visible() {
     let mut r = record();
-    let reserved = start(&mut r, Decision::new(0u32).issue("_timer", "x", serde_json::Value::Null));
+    let reserved = start(
+        &mut r,
+        Decision::new(0u32).issue("_timer", "x", serde_json::Value::Null),
+    );
     assert!(reserved.unwrap_err().0.contains("reserved"));
     let mut r = record();
-    let bad_type = start(&mut r, Decision::new(0u32).issue("a.b", "x", serde_json::Value::Null));
+    let bad_type = start(
+        &mut r,
+        Decision::new(0u32).issue("a.b", "x", serde_json::Value::Null),
+    );
     assert!(bad_type.is_err());
     let mut r = record();
     let far = start(
@@ -195,14 +214,24 @@ fn applied_event_positions_are_bounded_and_recognised() {
         r.consume(None, Some((seq, 0)));
     }
     assert_eq!(r.applied_events.len(), MAX_APPLIED_EVENTS);
-    assert_eq!(r.admit_event(MAX_APPLIED_EVENTS as u64 + 9, 0), Admission::Duplicate);
-    assert_eq!(r.admit_event(MAX_APPLIED_EVENTS as u64 + 9, 1), Admission::Event);
+    assert_eq!(
+        r.admit_event(MAX_APPLIED_EVENTS as u64 + 9, 0),
+        Admission::Duplicate
+    );
+    assert_eq!(
+        r.admit_event(MAX_APPLIED_EVENTS as u64 + 9, 1),
+        Admission::Event
+    );
 }
 
 #[test]
 fn records_round_trip_and_ignore_unknown_fields() {
     let mut r = record();
-    start(&mut r, Decision::new(3u32).issue("e", "", serde_json::Value::Null)).unwrap();
+    start(
+        &mut r,
+        Decision::new(3u32).issue("e", "", serde_json::Value::Null),
+    )
+    .unwrap();
     let mut v = serde_json::to_value(&r).unwrap();
     v["from_the_future"] = serde_json::json!(true);
     let back: InstanceRecord = serde_json::from_value(v).unwrap();
