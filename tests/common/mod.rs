@@ -75,7 +75,16 @@ impl Platform {
         &mut self,
         build: impl FnOnce(RunnerNodeBuilder) -> RunnerNodeBuilder,
     ) -> RunnerNode {
-        let node = build(RunnerNode::builder(self.js.clone(), runner_settings()))
+        self.start_runner_with(runner_settings(), build).await
+    }
+
+    /// [`Platform::start_runner`] with its settings.
+    pub async fn start_runner_with(
+        &mut self,
+        settings: RunnerSettings,
+        build: impl FnOnce(RunnerNodeBuilder) -> RunnerNodeBuilder,
+    ) -> RunnerNode {
+        let node = build(RunnerNode::builder(self.js.clone(), settings))
             .build()
             .await
             .unwrap();
@@ -134,12 +143,65 @@ impl Platform {
             if status == 200 && body["status"] != "running" {
                 return body;
             }
-            assert!(
-                tokio::time::Instant::now() < end,
-                "{name}/{id} still not finished: {status} {body}"
-            );
+            if tokio::time::Instant::now() >= end {
+                let diagnosis = self.diagnose(id).await;
+                panic!("{name}/{id} still not finished: {status} {body}\n{diagnosis}");
+            }
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+    }
+
+    /// What the runner's streams, ledger and consumers hold about instance `id` (for the message
+    /// of a failing test).
+    pub async fn diagnose(&self, id: &str) -> String {
+        use futures::StreamExt;
+        let mut out = String::new();
+        for stream in ["WORKFLOW_COMMANDS", "WORKFLOW_EVENTS"] {
+            for (s, v, _) in self.stream_messages(stream).await {
+                if v["instance"] == id {
+                    out += &format!("{stream} {s} {v}\n");
+                }
+            }
+        }
+        if let Ok(kv) = self.js.get_key_value("cloudlysis_effects").await
+            && let Ok(keys) = kv.keys().await
+        {
+            let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+            for k in keys {
+                if let Ok(Some(v)) = kv.get(&k).await {
+                    out += &format!("ledger {k} {}\n", String::from_utf8_lossy(&v));
+                }
+            }
+        }
+        if let Ok(kv) = self.js.get_key_value("cloudlysis_outbox").await
+            && let Ok(keys) = kv.keys().await
+        {
+            let keys: Vec<String> = keys.filter_map(|k| async move { k.ok() }).collect().await;
+            out += &format!("outbox index {keys:?}\n");
+        }
+        for stream in ["WORKFLOW_COMMANDS", "WORKFLOW_EVENTS"] {
+            let Ok(s) = self.js.get_stream(stream).await else {
+                continue;
+            };
+            let names: Vec<String> = s
+                .consumer_names()
+                .filter_map(|n| async move { n.ok() })
+                .collect()
+                .await;
+            for n in names {
+                if let Ok(i) = s.consumer_info(&n).await {
+                    out += &format!(
+                        "consumer {stream}/{n}: pending {} ack_pending {} redelivered {} waiting {} floor {}\n",
+                        i.num_pending,
+                        i.num_ack_pending,
+                        i.num_redelivered,
+                        i.num_waiting,
+                        i.ack_floor.stream_sequence
+                    );
+                }
+            }
+        }
+        out
     }
 
     /// Every message on a stream (subject, payload as JSON, headers).

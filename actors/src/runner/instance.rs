@@ -549,11 +549,13 @@ impl<W: Workflow> InstanceActor<W> {
         }
     }
 
+    /// The record: the cached one when `fresh` is false, else read from KV (and cached).
     async fn load(
         &self,
         state: &mut InstanceState,
+        fresh: bool,
     ) -> Result<Option<(InstanceRecord, u64)>, RunnerError> {
-        if let Some(c) = &state.cached {
+        if !fresh && let Some(c) = &state.cached {
             return Ok(Some(c.clone()));
         }
         let loaded = outbox::read(&self.shared.relay_ctx, &self.key)
@@ -577,7 +579,8 @@ impl<W: Workflow> InstanceActor<W> {
         ctx: &RequestContext,
         state: &mut InstanceState,
     ) -> Result<InstanceRecord, RunnerError> {
-        if let Some((existing, _)) = self.load(state).await? {
+        // Instances are never deleted: a cached record proves existence.
+        if let Some((existing, _)) = self.load(state, false).await? {
             return Err(RunnerError::AlreadyExists(format!(
                 "instance `{}` of workflow `{}` exists ({})",
                 self.instance,
@@ -637,11 +640,18 @@ impl<W: Workflow> InstanceActor<W> {
         result: &EffectResult,
         state: &mut InstanceState,
     ) -> Result<InputOutcome, RunnerError> {
+        // A refusal decided on cached state is checked against a fresh read first: another node
+        // may have moved the instance on (its record then has the command pending).
+        let mut fresh = state.cached.is_none();
         for _ in 0..MAX_TRIES {
-            let Some((record, revision)) = self.load(state).await? else {
+            let Some((record, revision)) = self.load(state, fresh).await? else {
                 return Ok(InputOutcome::Ignored);
             };
             let (input, event) = match record.admit_result(result) {
+                Admission::Duplicate | Admission::Stale | Admission::Event if !fresh => {
+                    fresh = true;
+                    continue;
+                }
                 Admission::Duplicate => return Ok(InputOutcome::Duplicate),
                 Admission::Stale | Admission::Event => return Ok(InputOutcome::Stale),
                 Admission::Result => (
@@ -686,7 +696,10 @@ impl<W: Workflow> InstanceActor<W> {
                     self.flush(next, rev, state).await;
                     return Ok(InputOutcome::Applied);
                 }
-                Err(WriteError::Conflict) => state.cached = None,
+                Err(WriteError::Conflict) => {
+                    state.cached = None;
+                    fresh = true;
+                }
                 Err(WriteError::Failed(e)) => {
                     state.cached = None;
                     return Err(RunnerError::Unavailable(e));
@@ -714,17 +727,27 @@ impl<W: Workflow> InstanceActor<W> {
             "sequence": event.sequence,
             "stream_sequence": seq,
         });
+        let mut fresh = state.cached.is_none();
         for _ in 0..MAX_TRIES {
-            let loaded = self.load(state).await?;
+            let loaded = self.load(state, fresh).await?;
             let (record, revision, current) = match loaded {
                 Some((record, revision)) => {
                     match record.admit_event(seq, index) {
-                        Admission::Duplicate => return Ok(InputOutcome::Duplicate),
                         Admission::Event => {}
+                        // Decided on cached state: check against a fresh read first.
+                        _ if !fresh => {
+                            fresh = true;
+                            continue;
+                        }
+                        Admission::Duplicate => return Ok(InputOutcome::Duplicate),
                         _ => return Ok(InputOutcome::Stale),
                     }
                     let current = decode_state::<W>(&record)?;
                     (record, Some(revision), current)
+                }
+                None if !fresh => {
+                    fresh = true;
+                    continue;
                 }
                 None if may_start => {
                     let now = wire::now_ms();
@@ -763,7 +786,10 @@ impl<W: Workflow> InstanceActor<W> {
                     self.flush(next, rev, state).await;
                     return Ok(InputOutcome::Applied);
                 }
-                Err(WriteError::Conflict) => state.cached = None,
+                Err(WriteError::Conflict) => {
+                    state.cached = None;
+                    fresh = true;
+                }
                 Err(WriteError::Failed(e)) => {
                     state.cached = None;
                     return Err(RunnerError::Unavailable(e));
