@@ -59,18 +59,13 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     assert_eq!(status, 200, "{body}");
     assert!(body.contains(r#""name":"aggregate-node""#), "{body}");
 
-    // The printed curl commands, run as a new user would paste them: the command, then the
-    // query that sees its result.
-    assert_eq!(
-        curls.len(),
-        2,
-        "a command and a query were printed: {curls:?}"
-    );
-    let mut outputs = Vec::new();
-    for curl in &curls {
+    // The printed curl commands, run as a new user would paste them: a command, the query that
+    // sees its result, then a transfer saga and the read of its state until it completed.
+    assert_eq!(curls.len(), 6, "the printed examples: {curls:?}");
+    let run = |curl: String| async move {
         let out = tokio::process::Command::new("sh")
             .arg("-c")
-            .arg(curl)
+            .arg(&curl)
             .output()
             .await
             .expect("sh and curl run");
@@ -79,10 +74,30 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
             "{curl}\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        outputs.push(String::from_utf8_lossy(&out.stdout).to_string());
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let mut outputs = Vec::new();
+    for curl in &curls[..5] {
+        outputs.push(run(curl.clone()).await);
     }
     assert!(outputs[0].contains(r#""version":1"#), "{}", outputs[0]);
     assert!(outputs[1].contains(r#""owner":"alice""#), "{}", outputs[1]);
+    assert!(
+        outputs[4].contains(r#""status":"running""#),
+        "{}",
+        outputs[4]
+    );
+    let read = curls[5].clone();
+    let completed = eventually(Duration::from_secs(30), || {
+        let read = read.clone();
+        async move { run(read).await.contains(r#""status":"completed""#) }
+    })
+    .await;
+    assert!(
+        completed,
+        "the printed transfer completed: {}",
+        run(read).await
+    );
 
     let client = async_nats::connect(&nats).await.unwrap();
     let js = async_nats::jetstream::new(client);

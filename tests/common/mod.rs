@@ -402,3 +402,141 @@ pub fn runner_settings() -> RunnerSettings {
         ..Default::default()
     }
 }
+
+/// A `cloudlysis runner` process: its gRPC and HTTP addresses, and the lines it printed.
+pub struct RunnerProcess {
+    pub child: tokio::process::Child,
+    pub grpc: String,
+    pub http: String,
+    pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
+}
+
+/// Starts `cloudlysis runner` (the binary) against `nats_url`, its effects sending commands to
+/// `aggregate_addr`, with extra environment `env`.
+pub async fn spawn_runner(
+    nats_url: &str,
+    aggregate_addr: &str,
+    env: &[(&str, &str)],
+) -> RunnerProcess {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut cmd = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"));
+    cmd.args([
+        "runner",
+        "--nats-url",
+        nats_url,
+        "--grpc-addr",
+        "127.0.0.1:0",
+        "--http-addr",
+        "127.0.0.1:0",
+        "--aggregate-addr",
+        aggregate_addr,
+    ])
+    .env_remove("CLOUDLYSIS_CONFIG")
+    .env_remove("CLOUDLYSIS_TEST_FAULT")
+    .stderr(std::process::Stdio::piped())
+    .stdout(std::process::Stdio::null())
+    .kill_on_drop(true);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let mut reader = BufReader::new(child.stderr.take().unwrap()).lines();
+    let (tx, mut lines) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok(Some(line)) = reader.next_line().await {
+            let _ = tx.send(line);
+        }
+    });
+    let (grpc, http) = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Some(line) = lines.recv().await {
+            if let Some(rest) = line.split("gRPC on ").nth(1) {
+                let grpc = rest.split(',').next().unwrap().trim().to_string();
+                let http = line
+                    .split("HTTP on ")
+                    .nth(1)
+                    .and_then(|r| r.split_whitespace().next())
+                    .unwrap()
+                    .to_string();
+                return (grpc, http);
+            }
+        }
+        panic!("the runner exited before listening");
+    })
+    .await
+    .expect("the runner started");
+    RunnerProcess {
+        child,
+        grpc,
+        http,
+        lines,
+    }
+}
+
+impl RunnerProcess {
+    /// Waits until the runner prints a line containing `text`.
+    pub async fn wait_for_line(&mut self, text: &str, deadline: Duration) {
+        tokio::time::timeout(deadline, async {
+            while let Some(line) = self.lines.recv().await {
+                if line.contains(text) {
+                    return;
+                }
+            }
+            panic!("the runner exited before printing {text:?}");
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the runner did not print {text:?} in time"));
+    }
+
+    /// kill -9, and wait until it is gone.
+    pub async fn kill9(&mut self) {
+        self.child.start_kill().unwrap();
+        self.child.wait().await.unwrap();
+    }
+
+    /// Starts a workflow instance over gRPC for `tenant` (without waiting for the answer).
+    pub fn start_workflow(
+        &self,
+        tenant: &str,
+        workflow: &str,
+        instance: &str,
+        input: serde_json::Value,
+    ) -> tokio::task::JoinHandle<Result<cloudlysis_proto::workflows::Instance, tonic::Status>> {
+        let (addr, tenant, workflow, instance) = (
+            format!("http://{}", self.grpc),
+            tenant.to_string(),
+            workflow.to_string(),
+            instance.to_string(),
+        );
+        tokio::spawn(async move {
+            let mut client =
+                cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient::connect(addr)
+                    .await
+                    .map_err(|e| tonic::Status::unavailable(e.to_string()))?;
+            let mut req = tonic::Request::new(cloudlysis_proto::workflows::StartRequest {
+                workflow,
+                instance,
+                input_json: serde_json::to_vec(&input).unwrap(),
+            });
+            cloudlysis_runtime::context::RequestContext::new(
+                cloudlysis_runtime::TenantId::new(tenant).unwrap(),
+            )
+            .inject(req.metadata_mut());
+            client.start(req).await.map(|r| r.into_inner())
+        })
+    }
+}
+
+/// The instance record of a workflow instance, read from KV.
+pub async fn instance_record(
+    js: &async_nats::jetstream::Context,
+    workflow: &str,
+    tenant: &str,
+    instance: &str,
+) -> Option<serde_json::Value> {
+    let kv = js.get_key_value("cloudlysis_workflows").await.ok()?;
+    let bytes = kv
+        .get(format!("{workflow}.{tenant}.{instance}"))
+        .await
+        .ok()??;
+    serde_json::from_slice(&bytes).ok()
+}

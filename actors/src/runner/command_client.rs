@@ -7,7 +7,8 @@
 //! |---|---|
 //! | `INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION` (rejected), `PERMISSION_DENIED`, `UNAUTHENTICATED`, `OUT_OF_RANGE` | permanent |
 //! | `ABORTED` (version conflict), `RESOURCE_EXHAUSTED` (busy) | retryable |
-//! | `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, others, transport errors | unknown (the command may have committed; a retry with the same key tells) |
+//! | `UNAVAILABLE` because no connection could be made (connect refused, DNS) | retryable (never sent) |
+//! | other `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, others | unknown (the command may have committed; a retry with the same key tells) |
 
 use std::time::Duration;
 
@@ -86,8 +87,30 @@ pub fn classify(status: &tonic::Status) -> EffectError {
         | Code::Unauthenticated
         | Code::OutOfRange => EffectError::permanent(msg),
         Code::Aborted | Code::ResourceExhausted => EffectError::retryable(msg),
+        // No connection could be made: the command was never sent.
+        Code::Unavailable if never_sent(status) => EffectError::retryable(msg),
         _ => EffectError::unknown(msg),
     }
+}
+
+/// True when a transport failure happened before the request could be sent (connecting
+/// failed), so the command certainly did not reach the node.
+fn never_sent(status: &tonic::Status) -> bool {
+    let mut text = status.message().to_ascii_lowercase();
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    while let Some(e) = source {
+        text.push(' ');
+        text.push_str(&e.to_string().to_ascii_lowercase());
+        source = e.source();
+    }
+    [
+        "tcp connect error",
+        "connection refused",
+        "error trying to connect",
+        "dns error",
+    ]
+    .iter()
+    .any(|m| text.contains(m))
 }
 
 #[cfg(test)]
@@ -104,5 +127,8 @@ mod tests {
         assert_eq!(kind(Code::ResourceExhausted), EffectErrorKind::Retryable);
         assert_eq!(kind(Code::DeadlineExceeded), EffectErrorKind::Unknown);
         assert_eq!(kind(Code::Unavailable), EffectErrorKind::Unknown);
+        let refused =
+            tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
+        assert_eq!(classify(&refused).kind, EffectErrorKind::Retryable);
     }
 }
