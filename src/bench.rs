@@ -195,10 +195,25 @@ pub(crate) fn bench_gateway(
     projection_addr: &str,
     rights: &[&str],
 ) -> anyhow::Result<(Gateway, String)> {
+    bench_gateway_with_runner(
+        aggregate_addr,
+        projection_addr,
+        "http://127.0.0.1:1",
+        rights,
+    )
+}
+
+/// [`bench_gateway`] that also routes workflows to `runner_addr`.
+pub(crate) fn bench_gateway_with_runner(
+    aggregate_addr: &str,
+    projection_addr: &str,
+    runner_addr: &str,
+    rights: &[&str],
+) -> anyhow::Result<(Gateway, String)> {
     let gateway = Gateway::new(GatewaySettings {
         aggregate_addr: aggregate_addr.into(),
         projection_addr: projection_addr.into(),
-        runner_addr: "http://127.0.0.1:1".into(),
+        runner_addr: runner_addr.into(),
         jwt_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,
@@ -234,7 +249,11 @@ pub(crate) struct Report {
     pub(crate) max: Duration,
 }
 
-async fn phase<F, Fut>(workers: usize, per_worker: usize, op: F) -> anyhow::Result<Report>
+pub(crate) async fn phase<F, Fut>(
+    workers: usize,
+    per_worker: usize,
+    op: F,
+) -> anyhow::Result<Report>
 where
     F: Fn(usize, usize) -> Fut + Send + Sync + Clone + 'static,
     Fut: std::future::Future<Output = Result<(), String>> + Send,

@@ -35,7 +35,7 @@ pub enum Command {
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
     /// Load generators: `bench commands` (command path vs raw JetStream publish), `bench views`
-    /// (event path vs a raw pull consumer)
+    /// (event path vs a raw pull consumer), `bench workflows` (sagas vs the command path)
     #[command(subcommand)]
     Bench(BenchCommand),
     /// Mint a bearer token for a tenant and rights (secret from CLOUDLYSIS_JWT_SECRET)
@@ -173,6 +173,8 @@ pub enum BenchCommand {
     Commands(crate::bench::BenchArgs),
     /// Events/s a view applies vs a raw pull consumer; command → visible-in-view latency
     Views(crate::bench_views::ViewBenchArgs),
+    /// Completed transfer sagas/s and start → completed latency vs the command path
+    Workflows(crate::bench_workflows::WorkflowBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -248,6 +250,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Token(args) => crate::roles::token(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
         Command::Bench(BenchCommand::Views(args)) => crate::bench_views::run(&src, args).await,
+        Command::Bench(BenchCommand::Workflows(args)) => {
+            crate::bench_workflows::run(&src, args).await
+        }
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),
             ..

@@ -5,6 +5,7 @@
 
 mod bench;
 mod bench_views;
+mod bench_workflows;
 mod cli;
 mod dev;
 mod nodes;

@@ -1,4 +1,4 @@
-//! The load generators stay runnable: `cloudlysis bench views` and `cloudlysis bench commands`
+//! The load generators stay runnable: `cloudlysis bench views`, `commands` and `workflows`
 //! run end to end on a tiny load (each against its own private nats-server) and print every
 //! phase and the ratio against the raw baseline. Their numbers are not asserted — speed is
 //! measured by running them, see docs/performance.md.
@@ -45,6 +45,18 @@ fn bench_commands_reports_both_phases_and_the_ratio() {
         "raw_publish",
         "gateway_command",
         "ratio gateway_command / raw_publish",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bench_workflows_reports_both_phases_and_the_ratio() {
+    let out = bench(&["workflows", "--concurrency", "2", "--transfers", "10"]);
+    for line in [
+        "gateway_command",
+        "workflow_transfer",
+        "ratio workflow_transfer x3 / gateway_command",
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }

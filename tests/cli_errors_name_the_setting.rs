@@ -70,11 +70,25 @@ fn a_configured_deliver_group_is_refused() {
 }
 
 #[test]
-fn unavailable_roles_exit_non_zero_and_say_so() {
-    let out = cloudlysis().arg("runner").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(stderr.contains("not available yet"), "{stderr}");
+fn bad_runner_settings_are_refused_before_anything_starts() {
+    for (env, value, setting) in [
+        ("CLOUDLYSIS_RUNNER_LANES", "100", "runner.lanes"),
+        ("RUNNER_MAX_IN_FLIGHT", "0", "runner.max_in_flight"),
+        (
+            "CLOUDLYSIS_RUNNER_OUTBOX_SWEEP_MS",
+            "soon",
+            "runner.outbox_sweep_ms",
+        ),
+    ] {
+        let out = cloudlysis()
+            .args(["runner", "--nats-url", "nats://127.0.0.1:1"])
+            .env(env, value)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{env}={value}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains(setting), "{env}={value}: {stderr}");
+    }
 }
 
 #[test]

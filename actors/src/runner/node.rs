@@ -470,11 +470,17 @@ impl RunnerNodeBuilder {
         let ledger = buckets::ensure_bucket(&self.js, &buckets::effects())
             .await
             .map_err(|e| nats(&e))?;
+        let index_stream = self
+            .js
+            .get_stream(buckets::outbox_stream())
+            .await
+            .map_err(|e| nats(&e))?;
         let settings = self.settings;
         let relay_ctx = RelayCtx {
             js: self.js.clone(),
             instances,
             index,
+            index_stream,
             io_timeout: settings.io_timeout,
             fault: self.fault,
             fault_fired: Arc::new(AtomicBool::new(false)),

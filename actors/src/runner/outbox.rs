@@ -90,6 +90,8 @@ pub struct RelayCtx {
     pub instances: kv::Store,
     /// The outbox index.
     pub index: kv::Store,
+    /// The stream behind the outbox index (index keys are removed from it directly).
+    pub index_stream: jetstream::stream::Stream,
     /// Deadline of each NATS call.
     pub io_timeout: Duration,
     /// Test-only fault point.
@@ -327,8 +329,7 @@ pub async fn mark(ctx: &RelayCtx, index_key: &str, instance_key: &str) -> Result
 /// the index only ever holds pending steps).
 pub async fn unmark(ctx: &RelayCtx, index_key: &str) {
     let work = async {
-        let stream = ctx.js.get_stream(buckets::outbox_stream()).await.ok()?;
-        stream
+        ctx.index_stream
             .purge()
             .filter(buckets::outbox_index_subject(index_key))
             .await
