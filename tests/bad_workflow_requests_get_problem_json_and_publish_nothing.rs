@@ -18,6 +18,16 @@ async fn platform() -> Platform {
     p
 }
 
+/// Path, token, headers, body, expected status and problem slug.
+type Case<'a> = (
+    &'a str,
+    Option<String>,
+    Vec<(&'a str, &'a str)>,
+    &'a str,
+    u16,
+    &'a str,
+);
+
 async fn published(p: &Platform) -> usize {
     p.stream_messages("WORKFLOW_COMMANDS").await.len()
         + p.stream_messages("WORKFLOW_EVENTS").await.len()
@@ -28,7 +38,7 @@ async fn refused_starts_are_problems_and_publish_nothing() {
     let p = platform().await;
     let token = p.token("acme", &["workflows:transfer", "commands:*"]);
     let ok = r#"{"from":"a","to":"b","amount":5}"#;
-    let cases: Vec<(&str, Option<String>, Vec<(&str, &str)>, &str, u16, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "/v1/workflows/transfer/t-1",
             None,

@@ -29,6 +29,9 @@ pub struct TestEvent {
     pub always_fail: bool,
     #[serde(default)]
     pub panic_once: bool,
+    /// Deferred (not due yet) this many times before it succeeds.
+    #[serde(default)]
+    pub defer_times: u64,
 }
 
 /// What the handler saw, shared across handler restarts.
@@ -85,6 +88,12 @@ impl EventHandler for Scripted {
             *n += 1;
             *n
         };
+        if n <= e.defer_times {
+            return Err(HandlerError::defer(
+                Duration::from_millis(50),
+                format!("event {} not due (delivery {n})", e.id),
+            ));
+        }
         if e.panic_once && n == 1 {
             panic!("event {} panics once", e.id);
         }
