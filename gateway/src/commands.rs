@@ -31,11 +31,10 @@ use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::aggregate::ExecuteRequest;
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_runtime::context::{
-    RequestContext, TenantId, headers as h, normalize_correlation_id,
+    RequestContext, TenantId, headers as h, incoming_trace, normalize_correlation_id,
 };
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
-use cloudlysis_runtime::trace::normalize_traceparent;
 use serde::Deserialize;
 
 use crate::Gateway;
@@ -59,7 +58,7 @@ pub(crate) async fn post(
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let traceparent = normalize_traceparent(header_str(&headers, h::TRACEPARENT));
+    let (traceparent, tracestate) = incoming_trace(&headers);
     // Load shedding: past `max_in_flight` requests, refuse at once instead of queueing.
     let admitted = gw.inner.admission.clone().try_acquire_owned().ok();
     if admitted.is_some() {
@@ -80,7 +79,7 @@ pub(crate) async fn post(
                 &headers,
                 body,
                 &correlation,
-                &traceparent,
+                (&traceparent, tracestate),
             )
             .await
         }
@@ -115,7 +114,10 @@ async fn handle(
     headers: &HeaderMap,
     body: Body,
     correlation: &cloudlysis_runtime::CorrelationId,
-    traceparent: &cloudlysis_runtime::TraceParent,
+    (traceparent, tracestate): (
+        &cloudlysis_runtime::TraceParent,
+        Option<cloudlysis_runtime::trace::TraceState>,
+    ),
 ) -> Result<Response, Problem> {
     // Authentication first: nothing about the request is answered before it.
     let (claims, tenant) = authenticate(gw, headers)?;
@@ -186,9 +188,6 @@ async fn handle(
                 })?,
         ),
     };
-    let tracestate = header_str(headers, h::TRACESTATE)
-        .filter(|v| v.len() <= cloudlysis_runtime::context::MAX_TRACESTATE_LEN)
-        .map(str::to_string);
     let ctx = RequestContext {
         tenant,
         correlation_id: correlation.clone(),

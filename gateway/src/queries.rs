@@ -14,10 +14,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
 use cloudlysis_proto::projection::{GetRequest, ListRequest};
-use cloudlysis_runtime::context::{RequestContext, headers as h, normalize_correlation_id};
+use cloudlysis_runtime::context::{
+    RequestContext, headers as h, incoming_trace, normalize_correlation_id,
+};
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
-use cloudlysis_runtime::trace::normalize_traceparent;
 use serde::Deserialize;
 
 use crate::Gateway;
@@ -140,7 +141,7 @@ where
 {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
-    let traceparent = normalize_traceparent(header_str(headers, h::TRACEPARENT));
+    let (traceparent, tracestate) = incoming_trace(headers);
     let result = async {
         let (claims, tenant) = authenticate(gw, headers)?;
         token("view", view)?;
@@ -165,7 +166,7 @@ where
             tenant,
             correlation_id: correlation.clone(),
             traceparent,
-            tracestate: None,
+            tracestate: tracestate.clone(),
             request_id: None,
             idempotency_key: None,
         };

@@ -29,10 +29,11 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient;
 use cloudlysis_proto::workflows::{GetRequest, Instance, StartRequest};
-use cloudlysis_runtime::context::{RequestContext, headers as h, normalize_correlation_id};
+use cloudlysis_runtime::context::{
+    RequestContext, headers as h, incoming_trace, normalize_correlation_id,
+};
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
-use cloudlysis_runtime::trace::normalize_traceparent;
 
 use crate::Gateway;
 use crate::auth::allows;
@@ -66,6 +67,7 @@ fn instance_json(i: &Instance) -> serde_json::Value {
 }
 
 /// Authenticates, checks the path and the right `workflows:<name>`; the request's context.
+#[allow(clippy::too_many_arguments)]
 fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
@@ -73,6 +75,7 @@ fn admit(
     id: &str,
     correlation: &cloudlysis_runtime::CorrelationId,
     traceparent: cloudlysis_runtime::TraceParent,
+    tracestate: Option<cloudlysis_runtime::trace::TraceState>,
 ) -> Result<RequestContext, Problem> {
     let (claims, tenant) = authenticate(gw, headers)?;
     validate_token(name).map_err(|e| Problem::bad_request(format!("workflow: {e}")))?;
@@ -86,7 +89,7 @@ fn admit(
         tenant,
         correlation_id: correlation.clone(),
         traceparent,
-        tracestate: None,
+        tracestate,
         request_id: None,
         idempotency_key: None,
     })
@@ -101,9 +104,17 @@ pub(crate) async fn start(
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let traceparent = normalize_traceparent(header_str(&headers, h::TRACEPARENT));
+    let (traceparent, tracestate) = incoming_trace(&headers);
     let result = async {
-        let ctx = admit(&gw, &headers, &name, &id, &correlation, traceparent)?;
+        let ctx = admit(
+            &gw,
+            &headers,
+            &name,
+            &id,
+            &correlation,
+            traceparent,
+            tracestate,
+        )?;
         let limit = gw.inner.settings.max_body_bytes;
         let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
             .await
@@ -167,9 +178,17 @@ pub(crate) async fn get(
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let traceparent = normalize_traceparent(header_str(&headers, h::TRACEPARENT));
+    let (traceparent, tracestate) = incoming_trace(&headers);
     let result = async {
-        let ctx = admit(&gw, &headers, &name, &id, &correlation, traceparent)?;
+        let ctx = admit(
+            &gw,
+            &headers,
+            &name,
+            &id,
+            &correlation,
+            traceparent,
+            tracestate,
+        )?;
         let mut request = tonic::Request::new(GetRequest {
             workflow: name.clone(),
             instance: id.clone(),

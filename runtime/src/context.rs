@@ -5,13 +5,14 @@
 //! |---|---|---|
 //! | tenant | `x-tenant-id` | `tenant-id` |
 //! | correlation | `x-correlation-id` | `x-correlation-id` and `correlation-id` |
-//! | trace | `traceparent`, `tracestate` passed through | `traceparent` and `trace-id` (derived) |
+//! | trace | `traceparent`, `tracestate` (with a valid `traceparent` only) | `traceparent`, `tracestate`, and `trace-id` (derived) |
 //! | request id | `x-request-id` (optional) | — |
 //! | dedupe | `idempotency-key` (HTTP/gRPC) | `Nats-Msg-Id` |
 //!
 //! Inbound values are validated once here: a tenant must be a valid subject token; a missing or
 //! invalid correlation id or `traceparent` is replaced ([`normalize_correlation_id`],
-//! [`normalize_traceparent`](crate::trace::normalize_traceparent)), never propagated.
+//! [`incoming_trace`]), never propagated; a `tracestate` is kept only with a valid
+//! `traceparent` and only when it is valid itself (W3C Trace Context; see [`crate::trace`]).
 //!
 //! ```
 //! use cloudlysis_runtime::context::{RequestContext, TenantId};
@@ -30,7 +31,7 @@ use std::fmt;
 use serde::{Deserialize, Serialize};
 
 use crate::subject::{SubjectToken, SubjectTokenError};
-use crate::trace::{TraceParent, decode_hex_exact, encode_hex, normalize_traceparent};
+use crate::trace::{TraceParent, TraceState, decode_hex_exact, encode_hex};
 
 /// Header names. HTTP and gRPC metadata share one set (lowercase, as both normalise them);
 /// NATS has its own.
@@ -64,7 +65,7 @@ pub mod headers {
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 /// Longest accepted `tracestate`, in bytes (the spec allows 32 members of at most 256 bytes each;
 /// 512 is the length a vendor must propagate at least).
-pub const MAX_TRACESTATE_LEN: usize = 8192;
+pub const MAX_TRACESTATE_LEN: usize = crate::trace::state::MAX_HEADER_LEN;
 
 /// Why an inbound context was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -269,8 +270,8 @@ pub struct RequestContext {
     pub correlation_id: CorrelationId,
     /// Trace context for the next hop.
     pub traceparent: TraceParent,
-    /// Vendor trace state, passed through unchanged.
-    pub tracestate: Option<String>,
+    /// Vendor trace state of the trace, passed on unchanged (none when the trace restarted).
+    pub tracestate: Option<TraceState>,
     /// Optional client request id (HTTP and gRPC only).
     pub request_id: Option<String>,
     /// Optional idempotency key (HTTP and gRPC; becomes `Nats-Msg-Id` material downstream).
@@ -301,7 +302,7 @@ impl RequestContext {
         carrier.set(headers::CORRELATION_ID, self.correlation_id.as_str());
         carrier.set(headers::TRACEPARENT, &self.traceparent.to_string());
         if let Some(ts) = &self.tracestate {
-            carrier.set(headers::TRACESTATE, ts);
+            carrier.set(headers::TRACESTATE, &ts.to_string());
         }
         if let Some(id) = &self.request_id {
             carrier.set(headers::REQUEST_ID, id);
@@ -336,11 +337,11 @@ impl RequestContext {
                 Some(_) => Err(ContextError::NotText(name)),
             }
         };
-        let tracestate = text(headers::TRACESTATE)?.filter(|v| v.len() <= MAX_TRACESTATE_LEN);
+        let (traceparent, tracestate) = incoming_trace(carrier);
         Ok(Self {
             tenant,
             correlation_id: normalize_correlation_id(carrier.get(headers::CORRELATION_ID)),
-            traceparent: normalize_traceparent(carrier.get(headers::TRACEPARENT)),
+            traceparent,
             tracestate,
             request_id: text(headers::REQUEST_ID)?,
             idempotency_key: text(headers::IDEMPOTENCY_KEY)?,
@@ -357,7 +358,7 @@ impl RequestContext {
         map.insert(headers::TRACEPARENT, self.traceparent.to_string().as_str());
         map.insert(headers::NATS_TRACE_ID, self.trace_id().as_str());
         if let Some(ts) = &self.tracestate {
-            map.insert(headers::TRACESTATE, ts.as_str());
+            map.insert(headers::TRACESTATE, ts.to_string().as_str());
         }
     }
 
@@ -368,29 +369,64 @@ impl RequestContext {
         let tenant = get(headers::NATS_TENANT_ID)
             .ok_or(ContextError::MissingTenant(headers::NATS_TENANT_ID))?;
         let correlation = get(headers::CORRELATION_ID).or(get(headers::NATS_CORRELATION_ID));
-        // Prefer the full traceparent; fall back to the bare trace id.
-        let traceparent = match get(headers::TRACEPARENT).map(TraceParent::parse) {
-            Some(Ok(tp)) => tp.next_hop(),
-            _ => match get(headers::NATS_TRACE_ID).map(TraceId::new) {
-                Some(Ok(id)) => TraceParent::from_trace_id(&id),
-                _ => TraceParent::generate(),
-            },
+        // Prefer the full traceparent (and its tracestate); fall back to the bare trace id.
+        let (traceparents, tracestates) = (
+            nats_lines(map, headers::TRACEPARENT),
+            nats_lines(map, headers::TRACESTATE),
+        );
+        let (traceparent, tracestate) = if traceparents.is_empty() {
+            match get(headers::NATS_TRACE_ID).map(TraceId::new) {
+                Some(Ok(id)) => (TraceParent::from_trace_id(&id), None),
+                _ => (TraceParent::generate(), None),
+            }
+        } else {
+            crate::trace::incoming(&traceparents, &tracestates)
         };
         Ok(Self {
             tenant: TenantId::new(tenant)?,
             correlation_id: normalize_correlation_id(correlation),
             traceparent,
-            tracestate: get(headers::TRACESTATE).map(str::to_string),
+            tracestate,
             request_id: None,
             idempotency_key: None,
         })
     }
 }
 
+/// Every value of header `name` in NATS headers, its exact spelling first, then other casings
+/// (NATS header names are case-sensitive; W3C names are not).
+fn nats_lines<'a>(map: &'a async_nats::HeaderMap, name: &str) -> Vec<&'a str> {
+    let mut lines: Vec<&str> = map.get_all(name).map(|v| v.as_str()).collect();
+    let mut others: Vec<(&str, &Vec<async_nats::HeaderValue>)> = map
+        .iter()
+        .filter(|(k, _)| {
+            let k: &str = k.as_ref();
+            k != name && k.eq_ignore_ascii_case(name)
+        })
+        .map(|(k, v)| (k.as_ref(), v))
+        .collect();
+    others.sort_by(|a, b| a.0.cmp(b.0));
+    for (_, values) in others {
+        lines.extend(values.iter().map(|v| v.as_str()));
+    }
+    lines
+}
+
+/// The trace a request continues (W3C rules, see [`crate::trace::incoming`]): from every
+/// `traceparent` and `tracestate` line of an HTTP header map or gRPC metadata map.
+pub fn incoming_trace<C: Carrier>(carrier: &C) -> (TraceParent, Option<TraceState>) {
+    crate::trace::incoming(
+        &carrier.get_all(headers::TRACEPARENT),
+        &carrier.get_all(headers::TRACESTATE),
+    )
+}
+
 /// A string-keyed header carrier (HTTP headers or gRPC metadata).
 pub trait Carrier {
     /// The value of `name`, when present and valid text.
     fn get(&self, name: &str) -> Option<&str>;
+    /// Every value of `name`, in order (header lines that are not valid text are skipped).
+    fn get_all(&self, name: &str) -> Vec<&str>;
     /// Sets `name` to `value`, replacing any earlier value. Values that the carrier cannot hold
     /// (non-visible ASCII) are skipped: every value set here was validated before.
     fn set(&mut self, name: &'static str, value: &str);
@@ -399,6 +435,13 @@ pub trait Carrier {
 impl Carrier for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&str> {
         http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+
+    fn get_all(&self, name: &str) -> Vec<&str> {
+        http::HeaderMap::get_all(self, name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     }
 
     fn set(&mut self, name: &'static str, value: &str) {
@@ -411,6 +454,13 @@ impl Carrier for http::HeaderMap {
 impl Carrier for tonic::metadata::MetadataMap {
     fn get(&self, name: &str) -> Option<&str> {
         tonic::metadata::MetadataMap::get(self, name).and_then(|v| v.to_str().ok())
+    }
+
+    fn get_all(&self, name: &str) -> Vec<&str> {
+        tonic::metadata::MetadataMap::get_all(self, name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .collect()
     }
 
     fn set(&mut self, name: &'static str, value: &str) {

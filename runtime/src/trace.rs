@@ -10,11 +10,19 @@
 //!
 //! Invalid or all-zero ids are replaced, never propagated: [`normalize_traceparent`] keeps a valid
 //! incoming trace id and makes a new span (parent) id for the next hop, or starts a new trace.
-//! `tracestate` is passed through unchanged by the context carriers.
+//! Spaces and tabs around the value are ignored; more than one `traceparent` is invalid.
+//!
+//! `tracestate` ([`state`]) belongs to the trace of its `traceparent`: [`incoming`] parses it
+//! only when the `traceparent` is valid — a restarted trace carries none — and drops an invalid
+//! `tracestate` whole without touching the `traceparent`. A valid one is propagated unchanged.
 
 use std::fmt;
 
 use crate::context::TraceId;
+
+pub mod state;
+
+pub use state::{TraceState, TraceStateError};
 
 /// Why a `traceparent` value was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -186,9 +194,32 @@ pub fn traceparent_from_trace_id(trace_id: &TraceId) -> String {
 /// The `traceparent` to send on: a valid incoming value keeps its trace id and flags and gets a
 /// new span id for the next hop; a missing or invalid one is replaced by a new trace.
 pub fn normalize_traceparent(incoming: Option<&str>) -> TraceParent {
-    match incoming.map(TraceParent::parse) {
+    match incoming.map(|v| TraceParent::parse(v.trim_matches([' ', '\t']))) {
         Some(Ok(tp)) => tp.next_hop(),
         _ => TraceParent::generate(),
+    }
+}
+
+/// The trace a hop continues, from the `traceparent` and `tracestate` header lines it received:
+///
+/// | received | continues with |
+/// |---|---|
+/// | one valid `traceparent` (spaces and tabs around it ignored) | its trace id and flags, a new span id; the `tracestate` lines combined, when valid and not empty |
+/// | a valid `traceparent` and an invalid `tracestate` | the trace; no `tracestate` |
+/// | no `traceparent`, an invalid one, or more than one | a new trace; no `tracestate` (it belonged to the discarded trace) |
+pub fn incoming(traceparents: &[&str], tracestates: &[&str]) -> (TraceParent, Option<TraceState>) {
+    let parsed = match traceparents {
+        [one] => TraceParent::parse(one.trim_matches([' ', '\t'])).ok(),
+        _ => None,
+    };
+    match parsed {
+        None => (TraceParent::generate(), None),
+        Some(tp) => (
+            tp.next_hop(),
+            TraceState::from_lines(tracestates.iter().copied())
+                .ok()
+                .filter(|ts| !ts.is_empty()),
+        ),
     }
 }
 

@@ -25,7 +25,7 @@ async fn published_messages_carry_every_required_header() {
     let mut ctx = RequestContext::new(tenant.clone());
     ctx.traceparent =
         TraceParent::parse("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01").unwrap();
-    ctx.tracestate = Some("vendor=1".into());
+    ctx.tracestate = Some("vendor=1".parse().unwrap());
     let subject = subject::aggregate_event(
         &tenant,
         &"account".try_into().unwrap(),
