@@ -46,6 +46,25 @@ pub enum GatewayError {
     },
 }
 
+/// The `route` labels of the Gateway's request metrics.
+pub const ROUTES: &[&str] = &[
+    "commands",
+    "query_get",
+    "query_list",
+    "workflows_start",
+    "workflows_get",
+];
+
+/// Registers the Gateway's series whose labels are known before any request (request counts
+/// carry the response status, so they appear with the first response of each status).
+fn register_metrics() {
+    use cloudlysis_runtime::metrics::names;
+    for route in ROUTES {
+        let _ = metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => *route);
+    }
+    metrics::gauge!(names::GATEWAY_IN_FLIGHT).set(0.0);
+}
+
 /// A Gateway: settings, token verifier and node channels. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
@@ -78,6 +97,7 @@ impl Gateway {
                 .tcp_nodelay(true)
                 .connect_lazy())
         };
+        register_metrics();
         let aggregate = channel(&settings.aggregate_addr)?;
         let projection = channel(&settings.projection_addr)?;
         let runner = channel(&settings.runner_addr)?;

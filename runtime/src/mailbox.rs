@@ -312,6 +312,13 @@ impl MailboxMetrics {
     }
 }
 
+/// Registers the series of actor kind `kind` (at 0) before any actor of the kind exists, so a
+/// node exports them from its start (actors spawned on demand — entities, workflow instances —
+/// would otherwise appear only with the first one).
+pub fn register_kind(kind: &'static str) {
+    let _ = MailboxMetrics::new(kind);
+}
+
 impl<M> Drop for Shared<M> {
     fn drop(&mut self) {
         if self.owns_capacity {

@@ -250,6 +250,10 @@ fn describe() {
         names::GATEWAY_REQUESTS,
         "Gateway HTTP requests, by route and status."
     );
+    metrics::describe_gauge!(
+        names::GATEWAY_IN_FLIGHT,
+        "Gateway API requests being handled now."
+    );
     metrics::describe_histogram!(
         names::GATEWAY_REQUEST_DURATION,
         metrics::Unit::Seconds,

@@ -123,9 +123,25 @@ pub enum NatsError {
     },
 }
 
+/// The `event` labels of `cloudlysis_nats_connection_events_total`.
+pub const CONNECTION_EVENTS: &[&str] = &[
+    "connected",
+    "disconnected",
+    "lame_duck",
+    "draining",
+    "closed",
+    "slow_consumer",
+    "server_error",
+    "client_error",
+];
+
 /// Connects with a bounded initial connect, then reconnects forever with capped backoff.
 /// Connection events are logged and counted in `cloudlysis_nats_connection_events_total{event}`.
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
+    // Every event label exists (at 0) from the start, so a rate or an alert has a baseline.
+    for event in CONNECTION_EVENTS {
+        metrics::counter!(names::NATS_CONNECTION_EVENTS, "event" => *event).increment(0);
+    }
     let options = async_nats::ConnectOptions::new()
         .name(&settings.client_name)
         .connection_timeout(settings.connect_timeout)

@@ -88,6 +88,9 @@ impl Readiness {
         Fut: Future<Output = Result<(), String>> + Send + 'static,
     {
         let f: Arc<CheckFn> = Arc::new(move || Box::pin(check()));
+        // The failure counter exists (at 0) from the moment the check does.
+        metrics::counter!(crate::metrics::names::READINESS_CHECK_FAILURES, "check" => name)
+            .increment(0);
         self.write().push((name, f));
     }
 

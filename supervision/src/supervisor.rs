@@ -239,6 +239,7 @@ impl Actor for Supervisor {
         myself: ActorRef<Self::Msg>,
         config: SupervisorConfig,
     ) -> Result<Self::State, ActorProcessingErr> {
+        counter!(names::SUPERVISOR_ESCALATIONS, "supervisor" => config.name.clone()).increment(0);
         let specs = config.children.clone();
         let mut state = SupervisorState {
             config,
@@ -249,7 +250,7 @@ impl Actor for Supervisor {
             generations: 0,
         };
         for spec in specs {
-            let mut child = Child::new(spec);
+            let mut child = Child::new(&state.config.name, spec);
             if let Err(e) = start(&myself, &mut child).await {
                 // Like OTP: a child that cannot start makes the supervisor's start fail; the
                 // children already started are stopped in reverse order.
@@ -284,7 +285,7 @@ impl Actor for Supervisor {
                         child: spec.name,
                     })
                 } else {
-                    let mut child = Child::new(spec);
+                    let mut child = Child::new(&state.config.name, spec);
                     let r = start(&myself, &mut child).await.map_err(|reason| {
                         SupervisorError::StartFailed {
                             supervisor: state.config.name.clone(),
@@ -372,6 +373,9 @@ impl Actor for Supervisor {
 }
 
 /// How a child went down.
+/// The `reason` labels of `cloudlysis_actor_restarts_total`.
+const RESTART_REASONS: [&str; 3] = ["panic", "error", "exit"];
+
 enum Down {
     /// Failed (error or panic), with the reason.
     Failed(String),
@@ -380,7 +384,20 @@ enum Down {
 }
 
 impl Child {
-    fn new(spec: ChildSpec) -> Self {
+    /// The restart counters of a child that can be restarted exist (at 0) from its first start.
+    /// Temporary children are never restarted (and may be many: entities, instances).
+    fn register_restart_series(supervisor: &str, spec: &ChildSpec) {
+        if spec.restart == Restart::Temporary {
+            return;
+        }
+        for reason in RESTART_REASONS {
+            counter!(names::ACTOR_RESTARTS, "supervisor" => supervisor.to_string(), "child_kind" => spec.kind, "reason" => reason)
+                .increment(0);
+        }
+    }
+
+    fn new(supervisor: &str, spec: ChildSpec) -> Self {
+        Self::register_restart_series(supervisor, &spec);
         Self {
             spec,
             cell: None,

@@ -202,7 +202,11 @@ impl AggregateNodeBuilder {
             None,
         )
         .await?;
+        cloudlysis_runtime::mailbox::register_kind(crate::aggregate::ENTITY_KIND);
         let mut hosts = HashMap::new();
+        for (ty, _) in &self.registrations {
+            register_metrics(ty);
+        }
         for (_, register) in self.registrations {
             let (ty, host) = register(
                 self.js.clone(),
@@ -217,6 +221,30 @@ impl AggregateNodeBuilder {
             inner: Arc::new(Inner { hosts, root }),
         })
     }
+}
+
+/// The `outcome` labels of `cloudlysis_commands_total`.
+pub const COMMAND_OUTCOMES: &[&str] = &[
+    "ok",
+    "replayed",
+    "invalid",
+    "unknown_type",
+    "rejected",
+    "conflict",
+    "busy",
+    "unavailable",
+    "timeout",
+    "outcome_unknown",
+];
+
+/// Registers the series of aggregate type `ty` (at 0), so the node exports them from its start.
+fn register_metrics(ty: &'static str) {
+    for outcome in COMMAND_OUTCOMES {
+        metrics::counter!(names::COMMANDS, "aggregate_type" => ty, "outcome" => *outcome)
+            .increment(0);
+    }
+    let _ = metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => ty);
+    metrics::gauge!(names::ENTITIES, "aggregate_type" => ty).set(0.0);
 }
 
 /// A running aggregate node. Cheap to clone.

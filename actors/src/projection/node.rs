@@ -246,6 +246,9 @@ impl ProjectionNodeBuilder {
             lanes: self.lanes.clamp(1, MAX_LANES),
         });
         check_mode(&ctx, self.mode, &self.views).await?;
+        for r in &self.views {
+            register_metrics(r.name);
+        }
         let root = SupervisorRef::start(SupervisorConfig::new("projection-node"), None).await?;
         let mut views = HashMap::new();
         let mut controllers = Vec::new();
@@ -402,6 +405,23 @@ impl ViewEntry {
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+}
+
+/// Registers the series of view `view` (at their start values), so the node exports them from
+/// its start.
+fn register_metrics(view: &'static str) {
+    for gauge in [
+        names::VIEW_CHECKPOINT,
+        names::VIEW_REBUILD_CHECKPOINT,
+        names::VIEW_GENERATION,
+        names::VIEW_REBUILDING,
+    ] {
+        metrics::gauge!(gauge, "view" => view).set(0.0);
+    }
+    metrics::counter!(names::VIEW_REBUILDS, "view" => view).increment(0);
+    for outcome in ["hit", "miss"] {
+        metrics::counter!(names::VIEW_CACHE, "view" => view, "outcome" => outcome).increment(0);
     }
 }
 

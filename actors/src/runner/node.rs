@@ -451,6 +451,14 @@ impl RunnerNodeBuilder {
     /// outbox sweep.
     pub async fn build(self) -> Result<RunnerNode, RunnerNodeError> {
         self.validate()?;
+        register_metrics(
+            &self.workflows.iter().map(|w| w.name).collect::<Vec<_>>(),
+            &self
+                .effects
+                .iter()
+                .map(|e| e.effect_type)
+                .collect::<Vec<_>>(),
+        );
         let nats = |e: &dyn std::fmt::Display| RunnerNodeError::Nats(e.to_string());
         let mut streams = vec![stream::workflow_commands(), stream::workflow_events()];
         if self.workflows.iter().any(|w| !w.follows.is_empty()) {
@@ -585,6 +593,52 @@ impl RunnerNodeBuilder {
             }),
         })
     }
+}
+
+/// Registers every series a runner node produces for its workflows and effect types (at 0), so
+/// it exports them from its start.
+fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
+    use cloudlysis_runtime::metrics::names;
+    for w in workflows {
+        let w = *w;
+        metrics::counter!(names::WORKFLOW_INSTANCES_STARTED, "workflow" => w).increment(0);
+        for status in ["completed", "failed"] {
+            metrics::counter!(names::WORKFLOW_INSTANCES_FINISHED, "workflow" => w, "status" => status)
+                .increment(0);
+        }
+        for input in ["start", "result", "timer", "event"] {
+            for outcome in ["applied", "duplicate", "stale", "ignored", "failed"] {
+                metrics::counter!(names::WORKFLOW_INPUTS, "workflow" => w, "input" => input, "outcome" => outcome)
+                    .increment(0);
+            }
+        }
+        metrics::gauge!(names::WORKFLOW_INSTANCES_LIVE, "workflow" => w).set(0.0);
+        metrics::counter!(names::TIMERS_FIRED, "workflow" => w).increment(0);
+    }
+    for e in effects {
+        let e = *e;
+        for outcome in ["ok", "failed", "replayed", "deferred"] {
+            metrics::counter!(names::EFFECTS, "effect_type" => e, "outcome" => outcome)
+                .increment(0);
+        }
+        for outcome in ["ok", "permanent", "retryable", "unknown", "timeout"] {
+            metrics::counter!(names::EFFECT_ATTEMPTS, "effect_type" => e, "outcome" => outcome)
+                .increment(0);
+        }
+        let _ = metrics::histogram!(names::EFFECT_DURATION, "effect_type" => e);
+    }
+    for kind in ["command", "event"] {
+        metrics::counter!(names::OUTBOX_PUBLISHED, "kind" => kind).increment(0);
+    }
+    for counter in [
+        names::OUTBOX_DUPLICATES,
+        names::OUTBOX_FAILURES,
+        names::OUTBOX_SWEPT,
+    ] {
+        metrics::counter!(counter).increment(0);
+    }
+    let _ = metrics::histogram!(names::TIMER_LATENESS);
+    cloudlysis_runtime::mailbox::register_kind(super::instance::INSTANCE_KIND);
 }
 
 /// Aborts a task when dropped.
