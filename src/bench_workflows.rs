@@ -67,7 +67,7 @@ async fn bench(
     let grpc = nodes::bind("127.0.0.1:0", "bench aggregate gRPC").await?;
     let aggregate = format!("http://{}", grpc.local_addr()?);
     let aggregate_server = tokio::spawn(node.serve_grpc(grpc, wait()));
-    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate)).await?;
+    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate), None).await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "bench runner gRPC").await?;
     let runner_addr = format!("http://{}", runner_grpc.local_addr()?);
     let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, wait()));

@@ -217,15 +217,19 @@ const KNOWN_SETTINGS: &[&Setting] = &[
 /// `CLOUDLYSIS_CONFIG`), refusing unknown file keys.
 pub fn config_source(flag: Option<&PathBuf>) -> anyhow::Result<ConfigSource> {
     let src = ConfigSource::from_process_env();
-    let path = flag
-        .cloned()
-        .or_else(|| std::env::var_os("CLOUDLYSIS_CONFIG").map(PathBuf::from));
+    let path = config_path(flag);
     let src = match path {
         Some(p) => src.with_file(&p)?,
         None => src,
     };
     src.reject_unknown_keys(&known_settings())?;
     Ok(src)
+}
+
+/// The config file in use: `--config`, else `CLOUDLYSIS_CONFIG`.
+fn config_path(flag: Option<&PathBuf>) -> Option<PathBuf> {
+    flag.cloned()
+        .or_else(|| std::env::var_os("CLOUDLYSIS_CONFIG").map(PathBuf::from))
 }
 
 /// Runs a parsed command line.
@@ -260,7 +264,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projection(ProjectionCommand { action: None, run }) => {
             crate::roles::projection(&src, run).await
         }
-        Command::Runner(args) => crate::roles::runner(&src, args).await,
+        Command::Runner(args) => crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await,
     }
 }
 

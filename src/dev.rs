@@ -147,7 +147,7 @@ async fn serve(
 
     // The runner node with the demo saga; its effects send commands to the aggregate node.
     let aggregate_uri = format!("http://{grpc_addr}");
-    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri)).await?;
+    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri), None).await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
     let runner_addr = runner_grpc.local_addr()?;
     let workflows = runner.workflows().join(", ");

@@ -86,6 +86,7 @@ pub async fn runner_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
     aggregate_addr_flag: Option<&str>,
+    reload: Option<cloudlysis_actors::runner::ReloadSource>,
 ) -> anyhow::Result<cloudlysis_actors::runner::RunnerNode> {
     use cloudlysis_actors::runner::{self, CommandClient, RunnerNode, RunnerSettings};
     use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
@@ -106,14 +107,16 @@ pub async fn runner_node(
     if let Some(f) = fault {
         tracing::warn!(fault = ?f, "TEST-ONLY fault injection is on ({})", runner::outbox::FAULT_ENV);
     }
-    RunnerNode::builder(js.clone(), settings)
+    let mut builder = RunnerNode::builder(js.clone(), settings)
         .workflow::<Transfer>()
         .effect(WithdrawEffect(client.clone()))
         .effect(DepositEffect(client))
         .fault(fault)
-        .build()
-        .await
-        .context("runner node could not start")
+        .live_from(src.clone());
+    if let Some(reload) = reload {
+        builder = builder.reload_from(reload);
+    }
+    builder.build().await.context("runner node could not start")
 }
 
 /// The runtime endpoints plus `/admin/supervision` for `root`.
@@ -121,6 +124,16 @@ pub fn ops_router(
     client: &async_nats::Client,
     role: &'static str,
     root: &cloudlysis_supervision::SupervisorRef,
+) -> anyhow::Result<axum::Router> {
+    ops_router_with(client, role, root, |_| {})
+}
+
+/// [`ops_router`] with more readiness checks (`checks` registers them).
+pub fn ops_router_with(
+    client: &async_nats::Client,
+    role: &'static str,
+    root: &cloudlysis_supervision::SupervisorRef,
+    checks: impl FnOnce(&Readiness),
 ) -> anyhow::Result<axum::Router> {
     let handle = metrics::install()?;
     metrics::record_build_info(role);
@@ -138,6 +151,7 @@ pub fn ops_router(
             }
         }
     });
+    checks(&readiness);
     Ok(service::router(ServiceEndpoints {
         readiness,
         metrics: handle,
@@ -182,6 +196,22 @@ where
     Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
     E: Send + 'static,
 {
+    serve_until_signal_then(http, ops, grpc, async {}).await
+}
+
+/// [`serve_until_signal`], running `before_stop` after the signal and before the servers stop
+/// (a runner drains there, still answering status and health).
+pub async fn serve_until_signal_then<F, Fut, E>(
+    http: tokio::net::TcpListener,
+    ops: axum::Router,
+    grpc: F,
+    before_stop: impl std::future::Future<Output = ()>,
+) -> anyhow::Result<std::process::ExitCode>
+where
+    F: FnOnce(Stop) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
+    E: Send + 'static,
+{
     let (stop, wait) = shutdown_channel();
     let http_server = tokio::spawn(
         axum::serve(http, ops)
@@ -190,6 +220,7 @@ where
     );
     let grpc_server = tokio::spawn(grpc(wait()));
     shutdown_signal().await;
+    before_stop.await;
     eprintln!("shutting down");
     let _ = stop.send(true);
     let _ = tokio::time::timeout(DRAIN, grpc_server).await;

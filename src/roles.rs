@@ -65,8 +65,13 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
     Ok(ExitCode::SUCCESS)
 }
 
-/// Runs a runner node until Ctrl-C or SIGTERM.
-pub async fn runner(src: &ConfigSource, args: crate::cli::RunnerArgs) -> anyhow::Result<ExitCode> {
+/// Runs a runner node until Ctrl-C or SIGTERM; on the signal it drains (intake stops, in-flight
+/// work finishes within `runner.drain_grace_ms`, the outbox is flushed), then exits 0.
+pub async fn runner(
+    src: &ConfigSource,
+    args: crate::cli::RunnerArgs,
+    config_path: Option<std::path::PathBuf>,
+) -> anyhow::Result<ExitCode> {
     use cloudlysis_actors::runner;
     // Validate the role's settings before anything is bound or connected.
     runner::RunnerSettings::load(src)?;
@@ -83,8 +88,24 @@ pub async fn runner(src: &ConfigSource, args: crate::cli::RunnerArgs) -> anyhow:
     let grpc = nodes::bind(&grpc_addr, "runner.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-runner").await?;
-    let node = nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref()).await?;
-    let ops = nodes::ops_router(&nats.client, "runner", node.supervisor())?;
+    // Reload re-reads the environment and the same config file.
+    let reload: runner::ReloadSource = std::sync::Arc::new(move || {
+        crate::cli::config_source(config_path.as_ref()).map_err(|e| format!("{e:#}"))
+    });
+    let node = nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref(), Some(reload)).await?;
+    let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
+        let node = node.clone();
+        r.register("intake", move || {
+            let draining = node.draining();
+            async move {
+                if draining {
+                    Err("the runner is draining".into())
+                } else {
+                    Ok(())
+                }
+            }
+        });
+    })?;
     eprintln!(
         "runner node: gRPC on {}, HTTP on http://{} (workflows: {}; effects: {})",
         grpc.local_addr()?,
@@ -92,7 +113,19 @@ pub async fn runner(src: &ConfigSource, args: crate::cli::RunnerArgs) -> anyhow:
         node.workflows().join(", "),
         node.effect_types().join(", ")
     );
-    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
+    let draining = node.clone();
+    let grace = runner::RunnerSettings::load(src)?.drain_grace;
+    nodes::serve_until_signal_then(
+        http,
+        ops,
+        |stop| node.serve_grpc(grpc, stop),
+        async move {
+            eprintln!("draining the runner (grace {grace:?})");
+            let progress = draining.drain(grace, true).await;
+            eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
+        },
+    )
+    .await
 }
 
 /// Runs a projection node until Ctrl-C or SIGTERM.

@@ -79,6 +79,9 @@ pub struct ConsumerConfig<E> {
     pub fetch_expires: Duration,
     /// Deadline for acks, naks, terms and poison writes (default 5 s).
     pub ack_timeout: Duration,
+    /// The node's intake switch: while it reads `true` the consumer fetches nothing (a drain);
+    /// messages in flight finish. `None`: always on.
+    pub intake: Option<watch::Receiver<bool>>,
 }
 
 impl<E> Clone for ConsumerConfig<E> {
@@ -93,6 +96,7 @@ impl<E> Clone for ConsumerConfig<E> {
             checkpoint: self.checkpoint.clone(),
             fetch_expires: self.fetch_expires,
             ack_timeout: self.ack_timeout,
+            intake: self.intake.clone(),
         }
     }
 }
@@ -115,6 +119,7 @@ impl<E: Send + 'static> ConsumerConfig<E> {
             checkpoint: None,
             fetch_expires: Duration::from_secs(1),
             ack_timeout: Duration::from_secs(5),
+            intake: None,
         }
     }
 }
@@ -141,6 +146,8 @@ pub struct DrainReport {
 /// State of a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConsumerStatus {
+    /// Stream.
+    pub stream: String,
     /// Durable name.
     pub durable: String,
     /// True once a drain was requested.
@@ -308,6 +315,7 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             }
             ConsumerMsg::Status(reply) => {
                 let _ = reply.send(ConsumerStatus {
+                    stream: state.shared.stream.clone(),
                     durable: state.shared.durable.clone(),
                     draining: *state.drain_tx.borrow(),
                     fetching: state.shared.fetching.load(Ordering::SeqCst),
@@ -399,16 +407,64 @@ where
     H: EventHandler,
     F: Fn() -> H + Send + Sync + 'static,
 {
+    let options = SubtreeOptions {
+        checkpoint,
+        lanes,
+        partition,
+        intake: None,
+    };
+    supervised_with(name, js, stream, policy, options, make_handler)
+}
+
+/// How a consumer subtree runs (see [`supervised_with`]).
+pub struct SubtreeOptions<E> {
+    /// Optional "already applied" hook.
+    pub checkpoint: Option<CheckpointFn>,
+    /// Handler lanes (at least 1).
+    pub lanes: usize,
+    /// Which lane a message goes to.
+    pub partition: Option<PartitionFn<E>>,
+    /// The node's intake switch (`true`: fetch nothing), shared by all its consumers.
+    pub intake: Option<watch::Receiver<bool>>,
+}
+
+impl<E> Default for SubtreeOptions<E> {
+    fn default() -> Self {
+        Self {
+            checkpoint: None,
+            lanes: 1,
+            partition: None,
+            intake: None,
+        }
+    }
+}
+
+/// A supervisor (one-for-one) running `options.lanes` handler actors and the consumer actor
+/// feeding them — the general form of [`supervised`] and [`supervised_lanes`].
+pub fn supervised_with<H, F>(
+    name: impl Into<String>,
+    js: jetstream::Context,
+    stream: impl Into<String>,
+    policy: ConsumerPolicy,
+    options: SubtreeOptions<H::Event>,
+    make_handler: F,
+) -> (SupervisorConfig, ConsumerHandle<H::Event>)
+where
+    H: EventHandler,
+    F: Fn() -> H + Send + Sync + 'static,
+{
     let name = name.into();
     let handler: BoundedRef<Delivery<H::Event>> =
         BoundedRef::new(H::KIND, policy.settings.max_in_flight as usize);
-    let extra: Vec<BoundedRef<Delivery<H::Event>>> =
-        (1..lanes.max(1)).map(|_| handler.sibling()).collect();
+    let extra: Vec<BoundedRef<Delivery<H::Event>>> = (1..options.lanes.max(1))
+        .map(|_| handler.sibling())
+        .collect();
     let control: BoundedRef<ConsumerMsg> = BoundedRef::new(KIND, 8);
     let mut config = ConsumerConfig::new(js, stream, policy, handler.clone());
-    config.checkpoint = checkpoint;
+    config.checkpoint = options.checkpoint;
     config.lanes = extra.clone();
-    config.partition = partition;
+    config.partition = options.partition;
+    config.intake = options.intake;
     let make_handler = Arc::new(make_handler);
     let make = make_handler.clone();
     let mut sup = SupervisorConfig::new(name.clone()).child(ChildSpec::bounded(

@@ -12,12 +12,14 @@
 //! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
 //!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
 //! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
+//! - [`kv_scan`] — bounded reads of the latest values under a KV key prefix.
 //! - [`grpc`] — gRPC plumbing every node shares (deadlines from `grpc-timeout`).
 
 pub mod aggregate;
 pub mod consumer;
 pub mod grpc;
 pub mod handler;
+pub mod kv_scan;
 pub mod node_admin;
 pub mod projection;
 pub mod runner;

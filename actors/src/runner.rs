@@ -21,8 +21,11 @@
 //! - [`outbox`] — the relay lanes, the outbox index and its sweep; the test-only fault point.
 //! - `worker` — effect workers (ledger: at most once per `command_id`) and the timer worker.
 //! - `inputs` — the handlers of a workflow's input consumers.
-//! - `node` — the [`RunnerNode`], its settings and supervision tree.
-//! - `service` — `WorkflowService` and `RunnerAdmin`.
+//! - [`settings`] — [`RunnerSettings`] (read at start) and [`LiveSettings`] (reloadable).
+//! - `node` — the [`RunnerNode`], its supervision tree and consumers.
+//! - `drain` — the drain state machine ([`DrainState`]).
+//! - `service` — `WorkflowService` (start, get, list, operator verbs) and `RunnerAdmin` (drain,
+//!   undrain, status, reload).
 //! - [`error`] — [`RunnerError`].
 
 pub mod command_client;
@@ -32,20 +35,25 @@ pub mod outbox;
 pub mod record;
 pub mod workflow;
 
+mod drain;
+mod reload;
 mod inputs;
 mod instance;
 mod node;
 mod service;
+pub mod settings;
 mod worker;
 
 pub use command_client::CommandClient;
 pub use effect::{Effect, EffectContext, EffectError, EffectErrorKind, RetryPolicy};
 pub use error::RunnerError;
-pub use instance::{INSTANCE_KIND, InputOutcome, InstanceSettings};
-pub use node::{
-    AGGREGATE_ADDR, GRPC_ADDR, INSTANCE_IDLE_TIMEOUT_MS, INSTANCE_MAILBOX, LANES, MAX_ARMED_TIMERS,
-    MAX_INSTANCES, OUTBOX_SWEEP_MS, RELAY_LANES, RunnerNode, RunnerNodeBuilder, RunnerNodeError,
-    RunnerSettings, SETTINGS,
+pub use drain::{DrainProgress, DrainState};
+pub use instance::{INSTANCE_KIND, InputOutcome, InstanceSettings, Verb};
+pub use node::{ReloadSource, RunnerNode, RunnerNodeBuilder, RunnerNodeError};
+pub use settings::{
+    AGGREGATE_ADDR, DRAIN_GRACE_MS, EFFECT_CONCURRENCY, EFFECT_MAX_ATTEMPTS, ENABLED_WORKFLOWS,
+    GRPC_ADDR, INSTANCE_IDLE_TIMEOUT_MS, INSTANCE_MAILBOX, LANES, LiveSettings, MAX_ARMED_TIMERS,
+    MAX_INSTANCES, OUTBOX_SWEEP_MS, RELAY_LANES, RunnerSettings, SETTINGS,
 };
 pub use service::{DRAIN_TIMEOUT, to_proto};
 pub use worker::{LEASE_MARGIN, LedgerRecord, LedgerStatus};

@@ -15,6 +15,7 @@
 //! | depositing | deposit failed (refused, retries exhausted, deadline passed) | refunding: deposit the amount back to A |
 //! | refunding | refund ok | failed, "…; refunded" |
 //! | any open stage | the `timeout` timer | marked timed out: the outstanding effect starts no attempt after the deadline, so its result arrives and decides |
+//! | withdrawing, depositing | an operator's cancel | the outstanding effect is aborted; its `failed` result leads to the usual compensation (a withdrawal that went through anyway is refunded) |
 //!
 //! A failure whose outcome is unknown (the command may have committed although no success was
 //! seen) is never compensated blindly: the transfer fails with "needs attention" and the amount
@@ -86,6 +87,9 @@ pub struct TransferState {
     /// True once the timeout fired.
     #[serde(default)]
     pub timed_out: bool,
+    /// True once an operator cancelled it.
+    #[serde(default)]
+    pub cancelled: bool,
     /// Why it is refunding or failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -207,7 +211,19 @@ impl Workflow for Transfer {
                     ..s.clone()
                 }))
             }
-            Input::Timer(_) | Input::Event(_) => Ok(Decision::new(s.clone())),
+            // Cancelled: abort what is outstanding; its `failed` result then leads to the usual
+            // compensation (nothing to undo after a withdrawal that did not happen, a refund
+            // after one that did). A refund in progress is never aborted.
+            Input::Cancel(reason) if matches!(s.stage, Stage::Withdrawing | Stage::Depositing) => {
+                let outstanding = if s.stage == Stage::Withdrawing { "withdraw" } else { "deposit" };
+                Ok(Decision::new(TransferState {
+                    cancelled: true,
+                    reason: Some(format!("cancelled: {reason}")),
+                    ..s.clone()
+                })
+                .abort(outstanding))
+            }
+            Input::Timer(_) | Input::Event(_) | Input::Cancel(_) => Ok(Decision::new(s.clone())),
         }
     }
 }
@@ -241,6 +257,7 @@ fn begin(
         stage: Stage::Withdrawing,
         deadline_ms,
         timed_out: false,
+        cancelled: false,
         reason: None,
     };
     Ok(Decision::new(state)
@@ -263,13 +280,27 @@ fn on_result(s: &TransferState, r: &EffectResult) -> Decision<TransferState> {
     };
     let why = |what: &str| {
         let error = r.error().unwrap_or_default();
-        if s.timed_out {
+        if s.cancelled {
+            format!("{what} did not happen: {}", s.reason.clone().unwrap_or_default())
+        } else if s.timed_out {
             format!("timed out: {what} did not happen in time ({error})")
         } else {
             format!("{what} failed: {error}")
         }
     };
     match (s.stage, r.label.as_str(), r.is_ok()) {
+        // Cancelled while the withdrawal ran, and it went through: give the money back.
+        (Stage::Withdrawing, "withdraw", true) if s.cancelled => {
+            Decision::new(with(Stage::Refunding, s.reason.clone()))
+                .cancel("timeout")
+                .issue_effect::<DepositEffect>(
+                    "refund",
+                    &AccountMove {
+                        account: s.from.clone(),
+                        amount: s.amount,
+                    },
+                )
+        }
         (Stage::Withdrawing, "withdraw", true) => Decision::new(with(Stage::Depositing, None))
             .issue_effect_by::<DepositEffect>(
             "deposit",

@@ -117,11 +117,27 @@ impl Authenticator {
     }
 }
 
-/// True when `rights` grant `<scope>:<name>` (exactly, or through `<scope>:*`).
+/// True when `rights` grant `<scope>:<name>`: exactly, or through `<scope>:*`. A name may carry
+/// a qualifier (`transfer:operate`); `*` then stands for its first part only, so `workflows:*`
+/// grants `workflows:transfer` but not `workflows:transfer:operate`, which needs
+/// `workflows:transfer:operate` or `workflows:*:operate`.
 pub fn allows(rights: &[String], scope: &str, name: &str) -> bool {
+    let (base, qualifier) = match name.split_once(':') {
+        Some((b, q)) => (b, Some(q)),
+        None => (name, None),
+    };
     rights.iter().any(|r| {
-        r.split_once(':')
-            .is_some_and(|(s, n)| s == scope && (n == name || n == "*"))
+        let Some((s, n)) = r.split_once(':') else {
+            return false;
+        };
+        if s != scope {
+            return false;
+        }
+        let (n_base, n_qualifier) = match n.split_once(':') {
+            Some((b, q)) => (b, Some(q)),
+            None => (n, None),
+        };
+        (n_base == base || n_base == "*") && n_qualifier == qualifier
     })
 }
 
@@ -210,6 +226,19 @@ mod tests {
         assert!(!allows(&[], "commands", "account"));
         assert!(!allows(&["commands".into()], "commands", "account"));
         assert!(!allows(&["*".into()], "commands", "account"));
+        let w = vec!["workflows:*".to_string()];
+        assert!(allows(&w, "workflows", "transfer"));
+        assert!(!allows(&w, "workflows", "transfer:operate"));
+        let op = vec!["workflows:transfer:operate".to_string()];
+        assert!(allows(&op, "workflows", "transfer:operate"));
+        assert!(!allows(&op, "workflows", "transfer"));
+        assert!(!allows(&op, "workflows", "other:operate"));
+        assert!(allows(
+            &["workflows:*:operate".into()],
+            "workflows",
+            "other:operate"
+        ));
+        assert!(allows(&["runner:admin".into()], "runner", "admin"));
     }
 
     #[test]

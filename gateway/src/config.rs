@@ -23,7 +23,7 @@ pub const RUNNER_ADDR: Setting = Setting {
     key: "gateway.runner_addr",
     env: "CLOUDLYSIS_RUNNER_ADDR",
     flag: "--runner-addr",
-    doc: "gRPC address of the runner node [default: http://127.0.0.1:50053]",
+    doc: "gRPC address of the runner node, or several separated by commas [default: http://127.0.0.1:50053]",
 };
 /// HS256 secret for bearer tokens.
 pub const JWT_SECRET: Setting = Setting {
@@ -73,7 +73,7 @@ pub struct GatewaySettings {
     pub aggregate_addr: String,
     /// Projection node address (`http://host:port`).
     pub projection_addr: String,
-    /// Runner node address (`http://host:port`).
+    /// Runner node address(es) (`http://host:port`, comma separated).
     pub runner_addr: String,
     /// Token secret.
     pub jwt_secret: String,
@@ -100,6 +100,22 @@ impl std::fmt::Debug for GatewaySettings {
 }
 
 impl GatewaySettings {
+    /// The runner addresses, in order (at least one).
+    pub fn runner_addrs(&self) -> Vec<String> {
+        let addrs: Vec<String> = self
+            .runner_addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(str::to_string)
+            .collect();
+        if addrs.is_empty() {
+            vec!["http://127.0.0.1:50053".into()]
+        } else {
+            addrs
+        }
+    }
+
     /// Loads the settings; `jwt_secret_default` is used when no secret is configured (dev only).
     pub fn load(
         src: &ConfigSource,
@@ -123,11 +139,13 @@ impl GatewaySettings {
             runner_addr_flag,
             "http://127.0.0.1:50053".into(),
         )?;
-        let runner_addr = if runner_addr.contains("://") {
-            runner_addr
-        } else {
-            format!("http://{runner_addr}")
-        };
+        let runner_addr = runner_addr
+            .split(',')
+            .map(str::trim)
+            .filter(|a| !a.is_empty())
+            .map(|a| if a.contains("://") { a.to_string() } else { format!("http://{a}") })
+            .collect::<Vec<_>>()
+            .join(",");
         let aggregate_addr: String = src.get_or(
             &AGGREGATE_ADDR,
             aggregate_addr_flag,

@@ -9,7 +9,8 @@
 //! - [`problem`] — problem details.
 //! - `commands` — `POST /v1/commands/{aggregate_type}/{aggregate_id}`.
 //! - `queries` — `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`.
-//! - `workflows` — `POST /v1/workflows/{name}/{id}` (start) and `GET /v1/workflows/{name}/{id}`.
+//! - `workflows` — start, read, list and operate workflow instances (`/v1/workflows/...`).
+//! - `runner_admin` — runner node drain, undrain, status and reload (`/admin/runner/...`).
 //!
 //! Never depends on `cloudlysis-actors`: nodes are reached only through `cloudlysis-proto`.
 
@@ -25,6 +26,7 @@ pub mod problem;
 
 mod commands;
 mod queries;
+mod runner_admin;
 mod workflows;
 
 pub use auth::{Authenticator, Claims};
@@ -53,6 +55,9 @@ pub const ROUTES: &[&str] = &[
     "query_list",
     "workflows_start",
     "workflows_get",
+    "workflows_list",
+    "workflows_operate",
+    "admin_runner",
 ];
 
 /// Registers the Gateway's series whose labels are known before any request (request counts
@@ -76,7 +81,8 @@ struct Inner {
     auth: Authenticator,
     aggregate: tonic::transport::Channel,
     projection: tonic::transport::Channel,
-    runner: tonic::transport::Channel,
+    /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
+    runners: Vec<(String, tonic::transport::Channel)>,
     /// Admission: at most `max_in_flight` API requests at once.
     admission: Arc<tokio::sync::Semaphore>,
     in_flight: metrics::Gauge,
@@ -100,13 +106,17 @@ impl Gateway {
         register_metrics();
         let aggregate = channel(&settings.aggregate_addr)?;
         let projection = channel(&settings.projection_addr)?;
-        let runner = channel(&settings.runner_addr)?;
+        let runners = settings
+            .runner_addrs()
+            .into_iter()
+            .map(|a| channel(&a).map(|c| (a, c)))
+            .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,
                 aggregate,
                 projection,
-                runner,
+                runners,
                 admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
                 in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
@@ -133,10 +143,22 @@ impl Gateway {
             )
             .route("/v1/query/{view}", axum::routing::get(queries::list))
             .route("/v1/query/{view}/{key}", axum::routing::get(queries::get))
+            .route("/v1/workflows/{name}", axum::routing::get(workflows::list))
             .route(
                 "/v1/workflows/{name}/{id}",
                 post(workflows::start).get(workflows::get),
             )
+            .route("/v1/workflows/{name}/{id}/{verb}", post(workflows::operate))
+            .route("/admin/runner/nodes", axum::routing::get(runner_admin::list))
+            .route(
+                "/admin/runner/nodes/{node}",
+                axum::routing::get(runner_admin::status),
+            )
+            .route(
+                "/admin/runner/nodes/{node}/{verb}",
+                post(runner_admin::node_verb),
+            )
+            .route("/admin/runner/{verb}", post(runner_admin::all_verb))
             .with_state(self.clone())
     }
 }

@@ -1,39 +1,51 @@
-//! `POST /v1/workflows/{name}/{id}` (start an instance) and `GET /v1/workflows/{name}/{id}`
-//! (read it): authorized by `workflows:<name>` (or `workflows:*`), tenant from the token,
-//! routed to the runner node over gRPC with a deadline. A start is not retried by the Gateway:
-//! a second start of the same id is refused (409), so a client that lost the answer reads the
-//! instance instead.
+//! Workflow routes, authorized per workflow, tenant from the token, routed to the runner nodes
+//! over gRPC with a deadline:
+//!
+//! | route | right | does |
+//! |---|---|---|
+//! | `POST /v1/workflows/{name}/{id}` | `workflows:<name>` | start an instance (201 + `Location`) |
+//! | `GET /v1/workflows/{name}/{id}` | `workflows:<name>` | read (inspect) it |
+//! | `GET /v1/workflows/{name}?status=&idle_for_ms=&cursor=&limit=` | `workflows:<name>` | list the tenant's instances, by id, paged |
+//! | `POST /v1/workflows/{name}/{id}/{verb}` (`pause`, `resume`, `cancel`, `retry-now`) | `workflows:<name>:operate` | an operator verb, body `{"reason": "…"}` optional; audited |
+//!
+//! With several runner addresses (`gateway.runner_addr` is a comma-separated list), a call goes
+//! to the runner the instance id hashes to and moves on to the next when a runner refuses at its
+//! door (draining, the workflow disabled there, unreachable): nothing happened on it, so the next
+//! one may take the call. A start is never retried after a runner could have acted: a second
+//! start of the same id is refused (409), so a client that lost the answer reads the instance.
 //!
 //! | outcome | status |
 //! |---|---|
 //! | started | 201 + `Location`, the instance |
-//! | read | 200, the instance |
-//! | bad name or id, a body that is not JSON or does not fit the workflow's start input | 400 |
+//! | read, listed, operated | 200 |
+//! | bad name, id, verb or query, a body that is not JSON or does not fit the start input | 400 |
 //! | no or bad token | 401 |
 //! | missing right, spoofed `x-tenant-id` | 403 |
 //! | unknown workflow, no such instance (for this tenant) | 404 |
 //! | the instance exists already | 409 |
-//! | the workflow refuses the start | 422 |
+//! | the workflow refuses the start, a verb on an instance that ended | 422 |
 //! | instance busy, instance budget full | 429 + `Retry-After` |
-//! | runner unavailable or draining | 503 + `Retry-After` |
+//! | every runner unavailable or draining | 503 + `Retry-After` |
 //!
-//! Instance: `{"workflow", "instance", "status", "state", "step", "pending": [{"command_id",
-//! "effect_type", "label", "issued_at_ms"}], "timers": [{"name", "fire_at_ms"}], "failure",
-//! "created_at_ms", "updated_at_ms"}`.
+//! Instance: `{"workflow", "instance", "status", "state", "step", "paused", "cancel_requested",
+//! "pending": [{"command_id", "effect_type", "label", "issued_at_ms", "attempts",
+//! "ledger_status", "last_error"}], "timers": [{"name", "fire_at_ms"}], "applied_events":
+//! [{"stream_sequence", "index"}], "failure", "created_at_ms", "updated_at_ms"}`.
 
 use std::time::Instant;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient;
-use cloudlysis_proto::workflows::{GetRequest, Instance, StartRequest};
+use cloudlysis_proto::workflows::{GetRequest, Instance, ListRequest, OperateRequest, StartRequest};
 use cloudlysis_runtime::context::{
     RequestContext, headers as h, incoming_trace, normalize_correlation_id,
 };
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
+use serde::Deserialize;
 
 use crate::Gateway;
 use crate::auth::allows;
@@ -50,15 +62,24 @@ fn instance_json(i: &Instance) -> serde_json::Value {
         "status": i.status,
         "state": state,
         "step": i.step,
+        "paused": i.paused,
+        "cancel_requested": i.cancel_requested,
         "pending": i.pending.iter().map(|p| serde_json::json!({
             "command_id": p.command_id,
             "effect_type": p.effect_type,
             "label": p.label,
             "issued_at_ms": p.issued_at_ms,
+            "attempts": p.attempts,
+            "ledger_status": p.ledger_status,
+            "last_error": p.last_error,
         })).collect::<Vec<_>>(),
         "timers": i.timers.iter().map(|t| serde_json::json!({
             "name": t.name,
             "fire_at_ms": t.fire_at_ms,
+        })).collect::<Vec<_>>(),
+        "applied_events": i.applied_events.iter().map(|e| serde_json::json!({
+            "stream_sequence": e.stream_sequence,
+            "index": e.index,
         })).collect::<Vec<_>>(),
         "failure": i.failure,
         "created_at_ms": i.created_at_ms,
@@ -66,33 +87,106 @@ fn instance_json(i: &Instance) -> serde_json::Value {
     })
 }
 
-/// Authenticates, checks the path and the right `workflows:<name>`; the request's context.
-#[allow(clippy::too_many_arguments)]
+/// Authenticates and checks the right `workflows:<right>`; the request's context, with the
+/// caller named for audit records.
 fn admit(
     gw: &Gateway,
     headers: &HeaderMap,
     name: &str,
-    id: &str,
+    right: &str,
     correlation: &cloudlysis_runtime::CorrelationId,
-    traceparent: cloudlysis_runtime::TraceParent,
-    tracestate: Option<cloudlysis_runtime::trace::TraceState>,
-) -> Result<RequestContext, Problem> {
+) -> Result<(RequestContext, String), Problem> {
     let (claims, tenant) = authenticate(gw, headers)?;
     validate_token(name).map_err(|e| Problem::bad_request(format!("workflow: {e}")))?;
-    validate_token(id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
-    if !allows(&claims.rights, "workflows", name) {
-        return Err(Problem::forbidden(format!(
-            "missing right `workflows:{name}`"
-        )));
+    if !allows(&claims.rights, "workflows", right) {
+        return Err(Problem::forbidden(format!("missing right `workflows:{right}`")));
     }
-    Ok(RequestContext {
-        tenant,
-        correlation_id: correlation.clone(),
-        traceparent,
-        tracestate,
-        request_id: None,
-        idempotency_key: None,
-    })
+    let (traceparent, tracestate) = incoming_trace(headers);
+    Ok((
+        RequestContext {
+            tenant,
+            correlation_id: correlation.clone(),
+            traceparent,
+            tracestate,
+            request_id: None,
+            idempotency_key: None,
+        },
+        claims.sub,
+    ))
+}
+
+/// True when a runner refused at its door: nothing happened there, the next runner may try.
+fn refused_at_the_door(status: &tonic::Status) -> bool {
+    let m = status.message();
+    status.code() == tonic::Code::Unavailable
+        && (m.contains("draining")
+            || m.contains("is disabled on this runner")
+            || m.contains("tcp connect error")
+            || m.contains("error trying to connect")
+            || m.contains("Connection refused"))
+}
+
+/// Runs `call` on the runners, starting with the one `key` hashes to, moving on while they
+/// refuse at their door.
+async fn on_runners<T, F, Fut>(gw: &Gateway, key: &str, call: F) -> Result<T, Problem>
+where
+    F: Fn(WorkflowServiceClient<tonic::transport::Channel>) -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    use std::hash::{Hash, Hasher};
+    let runners = &gw.inner.runners;
+    let mut h = std::hash::DefaultHasher::new();
+    key.hash(&mut h);
+    let first = (h.finish() % runners.len() as u64) as usize;
+    let timeout = gw.inner.settings.command_timeout;
+    let mut last = None;
+    for i in 0..runners.len() {
+        let (_, channel) = &runners[(first + i) % runners.len()];
+        match tokio::time::timeout(timeout, call(WorkflowServiceClient::new(channel.clone()))).await {
+            Err(_) => {
+                return Err(Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    "the runner node did not answer in time; the call may have taken effect: \
+                     read the instance before repeating it",
+                ));
+            }
+            Ok(Ok(v)) => return Ok(v),
+            Ok(Err(status)) if refused_at_the_door(&status) => last = Some(status),
+            Ok(Err(status)) => return Err(node_status_problem(&status, "runner")),
+        }
+    }
+    Err(last.map_or_else(
+        || Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no runner node").retry_after(1),
+        |s| node_status_problem(&s, "runner"),
+    ))
+}
+
+fn request<T>(ctx: &RequestContext, actor: &str, timeout: std::time::Duration, msg: T) -> tonic::Request<T> {
+    let mut r = tonic::Request::new(msg);
+    ctx.inject(r.metadata_mut());
+    if let Ok(v) = actor.parse() {
+        r.metadata_mut().insert(h::ACTOR, v);
+    }
+    r.set_timeout(timeout);
+    r
+}
+
+async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, Problem> {
+    let limit = gw.inner.settings.max_body_bytes;
+    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
+        Err(_) => Err(Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            format!("request body not received within {BODY_READ_TIMEOUT:?}"),
+        )),
+        Ok(Err(_)) => Err(Problem::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload-too-large",
+            format!("request body exceeds {limit} bytes or could not be read"),
+        )),
+        Ok(Ok(b)) => Ok(b),
+    }
 }
 
 /// `POST /v1/workflows/{name}/{id}`.
@@ -104,62 +198,28 @@ pub(crate) async fn start(
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let (traceparent, tracestate) = incoming_trace(&headers);
     let result = async {
-        let ctx = admit(
-            &gw,
-            &headers,
-            &name,
-            &id,
-            &correlation,
-            traceparent,
-            tracestate,
-        )?;
-        let limit = gw.inner.settings.max_body_bytes;
-        let bytes = match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit))
-            .await
-        {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request-timeout",
-                    format!("request body not received within {BODY_READ_TIMEOUT:?}"),
-                ));
-            }
-            Ok(Err(_)) => {
-                return Err(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    format!("request body exceeds {limit} bytes or could not be read"),
-                ));
-            }
-            Ok(Ok(b)) => b,
-        };
+        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
+        let bytes = read_body(&gw, body).await?;
         let input: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Problem::bad_request(format!("body is not JSON: {e}")))?;
-        let mut request = tonic::Request::new(StartRequest {
-            workflow: name.clone(),
-            instance: id.clone(),
-            input_json: serde_json::to_vec(&input).unwrap_or_default(),
-        });
-        ctx.inject(request.metadata_mut());
-        request.set_timeout(gw.inner.settings.command_timeout);
-        let mut client = WorkflowServiceClient::new(gw.inner.runner.clone());
-        let call = tokio::time::timeout(gw.inner.settings.command_timeout, client.start(request));
-        let instance = match call.await {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    format!(
-                        "the runner node did not answer in time; the instance may have started: \
-                         read GET /v1/workflows/{name}/{id}"
-                    ),
-                ));
-            }
-            Ok(Err(status)) => return Err(node_status_problem(&status, "runner")),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let input_json = serde_json::to_vec(&input).unwrap_or_default();
+        let timeout = gw.inner.settings.command_timeout;
+        let instance = on_runners(&gw, &id, |mut client| {
+            let req = request(
+                &ctx,
+                &actor,
+                timeout,
+                StartRequest {
+                    workflow: name.clone(),
+                    instance: id.clone(),
+                    input_json: input_json.clone(),
+                },
+            );
+            async move { client.start(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
         let mut resp = (StatusCode::CREATED, axum::Json(instance_json(&instance))).into_response();
         if let Ok(v) = HeaderValue::from_str(&format!("/v1/workflows/{name}/{id}")) {
             resp.headers_mut().insert(header::LOCATION, v);
@@ -178,44 +238,142 @@ pub(crate) async fn get(
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let (traceparent, tracestate) = incoming_trace(&headers);
     let result = async {
-        let ctx = admit(
-            &gw,
-            &headers,
-            &name,
-            &id,
-            &correlation,
-            traceparent,
-            tracestate,
-        )?;
-        let mut request = tonic::Request::new(GetRequest {
-            workflow: name.clone(),
-            instance: id.clone(),
-        });
-        ctx.inject(request.metadata_mut());
-        request.set_timeout(gw.inner.settings.command_timeout);
-        let mut client = WorkflowServiceClient::new(gw.inner.runner.clone());
-        let call = tokio::time::timeout(gw.inner.settings.command_timeout, client.get(request));
-        let instance = match call.await {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::GATEWAY_TIMEOUT,
-                    "timeout",
-                    "the runner node did not answer in time",
-                )
-                .retry_after(1));
-            }
-            Ok(Err(status)) => return Err(node_status_problem(&status, "runner")),
-            Ok(Ok(r)) => r.into_inner(),
-        };
+        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
+        let timeout = gw.inner.settings.command_timeout;
+        let instance = on_runners(&gw, &id, |mut client| {
+            let req = request(
+                &ctx,
+                &actor,
+                timeout,
+                GetRequest {
+                    workflow: name.clone(),
+                    instance: id.clone(),
+                },
+            );
+            async move { client.get(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
         Ok((StatusCode::OK, axum::Json(instance_json(&instance))).into_response())
     }
     .await;
     finish(result, "workflows_get", started, &correlation)
 }
 
-fn finish(
+/// List parameters.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListParams {
+    #[serde(default)]
+    status: String,
+    #[serde(default)]
+    idle_for_ms: u64,
+    #[serde(default)]
+    cursor: String,
+    #[serde(default)]
+    limit: Option<u32>,
+}
+
+/// `GET /v1/workflows/{name}?status=&idle_for_ms=&cursor=&limit=`.
+pub(crate) async fn list(
+    State(gw): State<Gateway>,
+    Path(name): Path<String>,
+    Query(params): Query<ListParams>,
+    headers: HeaderMap,
+) -> Response {
+    let started = Instant::now();
+    let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
+    let result = async {
+        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        if !params.cursor.is_empty() {
+            validate_token(&params.cursor)
+                .map_err(|e| Problem::bad_request(format!("cursor: {e}")))?;
+        }
+        let timeout = gw.inner.settings.command_timeout;
+        let page = on_runners(&gw, &name, |mut client| {
+            let req = request(
+                &ctx,
+                &actor,
+                timeout,
+                ListRequest {
+                    workflow: name.clone(),
+                    status: params.status.clone(),
+                    idle_for_ms: params.idle_for_ms,
+                    cursor: params.cursor.clone(),
+                    page_size: params.limit.unwrap_or(0),
+                },
+            );
+            async move { client.list(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+        let body = serde_json::json!({
+            "instances": page.instances.iter().map(instance_json).collect::<Vec<_>>(),
+            "next_cursor": page.next_cursor,
+        });
+        Ok((StatusCode::OK, axum::Json(body)).into_response())
+    }
+    .await;
+    finish(result, "workflows_list", started, &correlation)
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct VerbBody {
+    #[serde(default)]
+    reason: String,
+}
+
+/// `POST /v1/workflows/{name}/{id}/{verb}`.
+pub(crate) async fn operate(
+    State(gw): State<Gateway>,
+    Path((name, id, verb)): Path<(String, String, String)>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
+    let result = async {
+        let (ctx, actor) = admit(&gw, &headers, &name, &format!("{name}:operate"), &correlation)?;
+        validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
+        let verb = match verb.as_str() {
+            "pause" | "resume" | "cancel" => verb.clone(),
+            "retry-now" | "retry_now" => "retry_now".to_string(),
+            other => {
+                return Err(Problem::bad_request(format!(
+                    "`{other}` is not a verb: use pause, resume, cancel or retry-now"
+                )));
+            }
+        };
+        let bytes = read_body(&gw, body).await?;
+        let reason = if bytes.is_empty() {
+            VerbBody::default()
+        } else {
+            serde_json::from_slice::<VerbBody>(&bytes)
+                .map_err(|e| Problem::bad_request(format!("body is not {{\"reason\": …}}: {e}")))?
+        }
+        .reason;
+        let timeout = gw.inner.settings.command_timeout;
+        let instance = on_runners(&gw, &id, |mut client| {
+            let req = request(
+                &ctx,
+                &actor,
+                timeout,
+                OperateRequest {
+                    workflow: name.clone(),
+                    instance: id.clone(),
+                    verb: verb.clone(),
+                    reason: reason.clone(),
+                },
+            );
+            async move { client.operate(req).await.map(|r| r.into_inner()) }
+        })
+        .await?;
+        Ok((StatusCode::OK, axum::Json(instance_json(&instance))).into_response())
+    }
+    .await;
+    finish(result, "workflows_operate", started, &correlation)
+}
+
+pub(crate) fn finish(
     result: Result<Response, Problem>,
     route: &'static str,
     started: Instant,

@@ -48,6 +48,9 @@ pub mod headers {
     pub const REQUEST_ID: &str = "x-request-id";
     /// Idempotency key over HTTP and gRPC metadata.
     pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+    /// Who asked (the authenticated subject of the token), for audit records: gRPC metadata
+    /// only, set by the Gateway.
+    pub const ACTOR: &str = "x-actor";
 
     /// Tenant id on NATS messages.
     pub const NATS_TENANT_ID: &str = "tenant-id";

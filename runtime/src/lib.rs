@@ -23,11 +23,13 @@
 //! - [`nats_server`] — finding (≥ 2.10) and launching a local `nats-server`.
 //! - [`kv`] — KV bucket policies and `ensure_bucket` (create or validate).
 //! - [`poison`] — the poison record contract (bucket, key, fields).
+//! - [`audit`] — the audit trail of operator actions (bucket, key, fields).
 //! - [`time`] — RFC 3339 formatting.
 //! - [`metrics`] — the Prometheus recorder and every metric name.
 //! - [`service`] — `GET /health`, `GET /ready`, `GET /metrics`.
 //! - [`error`] — the crate's error types in one place.
 
+pub mod audit;
 pub mod config;
 pub mod consumer;
 pub mod context;

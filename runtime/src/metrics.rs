@@ -112,9 +112,15 @@ pub mod names {
     pub const OUTBOX_FAILURES: &str = "cloudlysis_outbox_failures_total";
     /// Counter of outbox entries the sweep published (left behind by a crash or a failure).
     pub const OUTBOX_SWEPT: &str = "cloudlysis_outbox_swept_total";
+    /// Gauge of a runner node's drain state: 0 serving, 1 intake stopped, 2 in flight zero,
+    /// 3 outbox flushed, 4 drained.
+    pub const RUNNER_DRAIN_STATE: &str = "cloudlysis_runner_drain_state";
+    /// Gauge of outbox steps not yet published (entries of the outbox index, all nodes), as
+    /// last counted by this node (at every status request and drain).
+    pub const OUTBOX_DEPTH: &str = "cloudlysis_outbox_depth";
     /// Counter of effect commands settled by effect workers, labelled `effect_type` and
     /// `outcome` (`ok`, `failed`, `replayed`: the recorded result re-published; `deferred`:
-    /// another worker holds it).
+    /// another worker holds it; `cancelled`: an operator cancelled its instance).
     pub const EFFECTS: &str = "cloudlysis_effects_total";
     /// Counter of effect attempts, labelled `effect_type` and `outcome` (`ok`, `permanent`,
     /// `retryable`, `unknown`, `timeout`).
@@ -163,6 +169,8 @@ pub mod names {
         OUTBOX_DUPLICATES,
         OUTBOX_FAILURES,
         OUTBOX_SWEPT,
+        RUNNER_DRAIN_STATE,
+        OUTBOX_DEPTH,
         EFFECTS,
         EFFECT_ATTEMPTS,
         EFFECT_DURATION,
@@ -328,6 +336,14 @@ fn describe() {
     metrics::describe_counter!(
         names::OUTBOX_SWEPT,
         "Outbox entries published by the sweep."
+    );
+    metrics::describe_gauge!(
+        names::RUNNER_DRAIN_STATE,
+        "Drain state: 0 serving, 1 intake stopped, 2 in flight zero, 3 outbox flushed, 4 drained."
+    );
+    metrics::describe_gauge!(
+        names::OUTBOX_DEPTH,
+        "Outbox steps not yet published, as last counted."
     );
     metrics::describe_counter!(names::EFFECTS, "Effect commands settled, by outcome.");
     metrics::describe_counter!(names::EFFECT_ATTEMPTS, "Effect attempts, by outcome.");

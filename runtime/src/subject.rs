@@ -144,6 +144,11 @@ pub fn workflow_event(tenant: &TenantId, name: &SubjectToken, instance: &Subject
     format!("tenant.{tenant}.workflow.{name}.{instance}")
 }
 
+/// Core NATS subject (no stream captures it) on which a runner asks every runner node to wake
+/// the effect attempts of a command waiting in backoff (`retry-now`); the payload is the
+/// command id.
+pub const RUNNER_RETRY_NOW: &str = "cloudlysis.runner.retry_now";
+
 /// Filter subjects for consumers. Wildcards appear only here and in stream configs.
 pub mod filter {
     use super::SubjectToken;

@@ -199,6 +199,8 @@ pub mod event_types {
     pub const COMPLETED: &str = "completed";
     /// An instance failed.
     pub const FAILED: &str = "failed";
+    /// An operator cancelled an instance (its compensation follows).
+    pub const CANCEL_REQUESTED: &str = "cancel_requested";
 }
 
 /// One fact of an instance's history, published after the step that produced it committed.

@@ -50,9 +50,24 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
 ) -> Option<String> {
     let max_batch = config.policy.settings.max_in_flight.max(1) as usize;
     let mut failures = 0u32;
+    let mut intake = config.intake.clone();
+    let stopped = |i: &Option<watch::Receiver<bool>>| i.as_ref().is_some_and(|r| *r.borrow());
     loop {
         if *drain.borrow() {
             return None;
+        }
+        // The node stopped its intake (a drain): no new fetches until it resumes.
+        if let Some(rx) = intake.as_mut()
+            && *rx.borrow()
+        {
+            shared.fetching.store(false, Ordering::SeqCst);
+            shared.settled.notify_waiters();
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return None },
+                changed = drain.changed() => if changed.is_err() { return None },
+            }
+            shared.fetching.store(!*rx.borrow(), Ordering::SeqCst);
+            continue;
         }
         // While the handler is down (restarting), fetching would only burn delivery attempts.
         if !config.handler.is_alive() || config.lanes.iter().any(|l| !l.is_alive()) {
@@ -91,6 +106,11 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
                 let mut error = None;
                 while let Some(item) = messages.next().await {
                     match item {
+                        // Delivered for a pull made before the intake stopped: hand it back
+                        // at once (another node takes it), not counted as a failure.
+                        Ok(msg) if stopped(&intake) => {
+                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                        }
                         Ok(msg) => {
                             failures = 0;
                             match slots.pop() {

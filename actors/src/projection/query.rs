@@ -4,14 +4,13 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream::{self, consumer::PullConsumer};
+use async_nats::jetstream;
 use bytes::Bytes;
 use cloudlysis_proto::projection::query_service_server::QueryService;
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
 use cloudlysis_runtime::context::RequestContext;
 use cloudlysis_runtime::kv as buckets;
 use cloudlysis_runtime::subject::validate_token;
-use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::node::*;
@@ -65,79 +64,26 @@ impl ProjectionNode {
     }
 }
 
-/// Reads the current documents of one tenant in one view generation: an ephemeral pull consumer
-/// on the views bucket's stream, filtered to `<space>.<tenant>.>`, last value per key, reading
-/// exactly as many messages as it had pending when created. Refuses more than
-/// [`MAX_LIST_SCAN`] documents.
+/// Reads the current documents of one tenant in one view generation (see
+/// [`crate::kv_scan::latest_under`]). Refuses more than [`MAX_LIST_SCAN`] documents.
 pub(crate) async fn scan_documents(
     js: &jetstream::Context,
     space: &str,
     tenant: &str,
 ) -> Result<Vec<(String, Bytes)>, Status> {
-    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
-    let unavailable = |e: &dyn std::fmt::Display| Status::unavailable(e.to_string());
-    let docs = js
-        .get_stream(buckets::views_stream())
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let subject_prefix = format!("$KV.{}.{space}.{tenant}.", buckets::VIEWS_BUCKET);
-    let consumer: PullConsumer = docs
-        .create_consumer(pull::Config {
-            filter_subject: format!("{subject_prefix}>"),
-            deliver_policy: DeliverPolicy::LastPerSubject,
-            ack_policy: AckPolicy::None,
-            inactive_threshold: Duration::from_secs(30),
-            memory_storage: true,
-            ..Default::default()
-        })
-        .await
-        .map_err(|e| unavailable(&e))?;
-    let name = consumer.cached_info().name.clone();
-    let mut pending = consumer.cached_info().num_pending;
-    let result = async {
-        if pending > MAX_LIST_SCAN {
-            return Err(Status::failed_precondition(format!(
-                "the view holds {pending} documents for this tenant; List reads at most \
-                 {MAX_LIST_SCAN}"
-            )));
-        }
-        let mut out = Vec::with_capacity(pending as usize);
-        while pending > 0 {
-            let mut batch = consumer
-                .fetch()
-                .max_messages(pending.min(1000) as usize)
-                .expires(Duration::from_secs(2))
-                .messages()
-                .await
-                .map_err(|e| unavailable(&e))?;
-            let mut got = 0;
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| unavailable(&e))?;
-                got += 1;
-                pending -= 1;
-                let removed = m
-                    .headers
-                    .as_ref()
-                    .and_then(|h| h.get("KV-Operation"))
-                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
-                if let Some(key) = m.subject.strip_prefix(subject_prefix.as_str())
-                    && !removed
-                {
-                    out.push((key.to_string(), m.payload.clone()));
-                }
-                if pending == 0 {
-                    break;
-                }
-            }
-            if got == 0 {
-                return Err(Status::unavailable("the views bucket stopped delivering"));
-            }
-        }
-        Ok(out)
-    }
-    .await;
-    let _ = tokio::time::timeout(NATS_TIMEOUT, docs.delete_consumer(&name)).await;
-    result
+    crate::kv_scan::latest_under(
+        js,
+        buckets::VIEWS_BUCKET,
+        &format!("{space}.{tenant}."),
+        MAX_LIST_SCAN,
+    )
+    .await
+    .map_err(|e| match e {
+        crate::kv_scan::ScanError::TooMany { found, max } => Status::failed_precondition(format!(
+            "the view holds {found} documents for this tenant; List reads at most {max}"
+        )),
+        crate::kv_scan::ScanError::Nats(e) => Status::unavailable(e),
+    })
 }
 
 pub(crate) fn query_context<T>(

@@ -42,6 +42,10 @@ use super::outbox::{self, Relay, RelayCtx};
 use super::record::{Admission, InstanceRecord};
 use super::workflow::{Input, ReactContext, Workflow};
 
+mod operate;
+
+pub use operate::Verb;
+
 /// Actor kind of instance actors.
 pub const INSTANCE_KIND: &str = "workflow_instance";
 
@@ -117,6 +121,14 @@ pub(crate) trait WorkflowHost: Send + Sync {
         tenant: TenantId,
         instance: SubjectToken,
     ) -> BoxFuture<'_, Result<Option<InstanceRecord>, RunnerError>>;
+
+    /// Runs an operator verb on an instance; the instance as it is after, and what happened.
+    fn operate(
+        &self,
+        tenant: TenantId,
+        instance: SubjectToken,
+        verb: Verb,
+    ) -> BoxFuture<'_, Result<(InstanceRecord, String), RunnerError>>;
 }
 
 type Slot = Arc<OnceCell<BoundedRef<InstanceMsg>>>;
@@ -124,6 +136,7 @@ type Slot = Arc<OnceCell<BoundedRef<InstanceMsg>>>;
 /// Shared by a workflow's host and its instance actors.
 pub(crate) struct HostShared {
     pub(crate) relay_ctx: RelayCtx,
+    pub(crate) ledger: kv::Store,
     pub(crate) relay: Relay,
     pub(crate) supervisor: SupervisorRef,
     pub(crate) settings: InstanceSettings,
@@ -144,10 +157,12 @@ impl<W: Workflow> Host<W> {
         relay: Relay,
         supervisor: SupervisorRef,
         settings: InstanceSettings,
+        ledger: kv::Store,
     ) -> Self {
         Self {
             shared: Arc::new(HostShared {
                 relay_ctx,
+                ledger,
                 relay,
                 supervisor,
                 settings,
@@ -363,6 +378,21 @@ impl<W: Workflow> WorkflowHost for Host<W> {
                 .map_err(RunnerError::Unavailable)
         })
     }
+
+    fn operate(
+        &self,
+        tenant: TenantId,
+        instance: SubjectToken,
+        verb: Verb,
+    ) -> BoxFuture<'_, Result<(InstanceRecord, String), RunnerError>> {
+        Box::pin(async move {
+            self.call(&tenant, &instance, false, |reply| InstanceMsg::Operate {
+                verb: verb.clone(),
+                reply,
+            })
+            .await
+        })
+    }
 }
 
 /// Decodes a start input.
@@ -393,6 +423,10 @@ pub(crate) enum InstanceMsg {
         index: u32,
         may_start: bool,
         reply: RpcReplyPort<Result<InputOutcome, RunnerError>>,
+    },
+    Operate {
+        verb: Verb,
+        reply: RpcReplyPort<Result<(InstanceRecord, String), RunnerError>>,
     },
     CheckIdle,
 }
@@ -511,6 +545,14 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
                 let outcome = self.apply_event(&event, seq, index, may_start, state).await;
                 self.count("event", &outcome);
                 let _ = reply.send(outcome);
+            }
+            InstanceMsg::Operate { verb, reply } => {
+                let input = verb.input();
+                let result = self.operate(verb, state).await;
+                if input == "cancel" {
+                    self.count(input, &result.as_ref().map(|_| InputOutcome::Applied).map_err(Clone::clone));
+                }
+                let _ = reply.send(result);
             }
             InstanceMsg::CheckIdle => {
                 if state.last_active.elapsed() >= self.shared.settings.idle_timeout
@@ -683,6 +725,7 @@ impl<W: Workflow> InstanceActor<W> {
                 None => W::react(&current, Input::Result(result), &react),
             }
             .map_err(|e| RunnerError::Rejected(e.0))?;
+            let aborting = operate::aborted(&record, &decision);
             let mut next = record.clone();
             next.consume(Some(result), None);
             next.step(decision, event, react.now_ms, new_id)
@@ -694,6 +737,9 @@ impl<W: Workflow> InstanceActor<W> {
                         metrics::counter!(names::TIMERS_FIRED, "workflow" => W::NAME).increment(1);
                     }
                     self.flush(next, rev, state).await;
+                    if !aborting.is_empty() {
+                        self.abort_pending(&record, &aborting, "aborted by the workflow").await;
+                    }
                     return Ok(InputOutcome::Applied);
                 }
                 Err(WriteError::Conflict) => {
@@ -767,6 +813,7 @@ impl<W: Workflow> InstanceActor<W> {
             let react = self.ctx(record.step);
             let decision = W::react(&current, Input::Event(event), &react)
                 .map_err(|e| RunnerError::Rejected(e.0))?;
+            let aborting = operate::aborted(&record, &decision);
             let mut next = record.clone();
             next.consume(None, Some((seq, index)));
             let kind = if revision.is_none() {
@@ -784,6 +831,9 @@ impl<W: Workflow> InstanceActor<W> {
                     }
                     self.finished_metric(!record.finished(), &next);
                     self.flush(next, rev, state).await;
+                    if !aborting.is_empty() {
+                        self.abort_pending(&record, &aborting, "aborted by the workflow").await;
+                    }
                     return Ok(InputOutcome::Applied);
                 }
                 Err(WriteError::Conflict) => {
@@ -864,7 +914,8 @@ impl<W: Workflow> InstanceActor<W> {
         revision: u64,
         state: &mut InstanceState,
     ) -> InstanceRecord {
-        if record.outbox.is_empty() {
+        if record.outbox.is_empty() || record.paused {
+            // A paused instance's messages wait in its outbox (and the index) until resumed.
             state.cached = Some((record.clone(), revision));
             return record;
         }

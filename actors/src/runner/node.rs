@@ -1,214 +1,36 @@
-//! The runner node: registration of workflows and effects, its settings, its supervision tree,
-//! and gRPC serving (`WorkflowService`, `RunnerAdmin`, `NodeAdmin`, health, reflection).
+//! The runner node: registration of workflows and effects, its supervision tree, the consumers
+//! it runs (and replaces on a reload), and gRPC serving (`WorkflowService`, `RunnerAdmin`,
+//! `NodeAdmin`, health, reflection).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream;
 use cloudlysis_proto::runner::runner_admin_server::RunnerAdminServer;
 use cloudlysis_proto::workflows::workflow_service_server::WorkflowServiceServer;
-use cloudlysis_runtime::config::{ConfigError, ConfigSource, Setting};
-use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerRole, ConsumerSettings, DurableName};
+use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::mailbox::BoundedRef;
-use cloudlysis_runtime::subject::{SubjectToken, filter, validate_token};
+use cloudlysis_runtime::subject::{self, SubjectToken, filter, validate_token};
 use cloudlysis_runtime::workflow::{self as wire, EffectCommand, EffectResult};
 use cloudlysis_runtime::{kv as buckets, stream};
 use cloudlysis_supervision::{Backoff, ChildSpec, SupervisorConfig, SupervisorRef};
+use futures::StreamExt;
+use tokio::sync::watch;
 
-use super::effect::Effect;
+use super::drain::Drainer;
+use super::effect::{Effect, RetryPolicy};
 use super::inputs::{EventInputs, ResultInputs};
-use super::instance::{Host, InstanceSettings, WorkflowHost};
+use super::instance::{Host, WorkflowHost};
 use super::outbox::{self, Fault, Relay, RelayActor, RelayCtx, RelayMsg};
-use super::worker::{EffectWorker, TimerWorker};
+use super::settings::{LiveSettings, MAX_LANES, RunnerSettings};
+use super::worker::{EffectWorker, RetryNow, TimerWorker};
 use super::workflow::Workflow;
-use crate::consumer::{self, ConsumerMsg, PartitionFn};
+use crate::consumer::{self, ConsumerMsg, PartitionFn, SubtreeOptions};
 use crate::node_admin::NodeAdminService;
-
-macro_rules! setting {
-    ($name:ident, $key:literal, $env:literal, $flag:literal, $doc:literal) => {
-        #[doc = $doc]
-        pub const $name: Setting = Setting {
-            key: $key,
-            env: $env,
-            flag: $flag,
-            doc: $doc,
-        };
-    };
-}
-
-setting!(
-    GRPC_ADDR,
-    "runner.grpc_addr",
-    "CLOUDLYSIS_RUNNER_GRPC_ADDR",
-    "--grpc-addr",
-    "gRPC listen address of the runner node [default: 127.0.0.1:50053]"
-);
-setting!(
-    LANES,
-    "runner.lanes",
-    "CLOUDLYSIS_RUNNER_LANES",
-    "",
-    "input lanes per workflow consumer: one instance's inputs stay on one lane [default: 8] [1..=64]"
-);
-setting!(
-    INSTANCE_MAILBOX,
-    "runner.instance_mailbox",
-    "CLOUDLYSIS_RUNNER_INSTANCE_MAILBOX",
-    "",
-    "mailbox capacity of a workflow instance actor [default: 64]"
-);
-setting!(
-    INSTANCE_IDLE_TIMEOUT_MS,
-    "runner.instance_idle_timeout_ms",
-    "CLOUDLYSIS_RUNNER_INSTANCE_IDLE_TIMEOUT_MS",
-    "",
-    "idle time before an instance actor is passivated, milliseconds [default: 60000]"
-);
-setting!(
-    MAX_INSTANCES,
-    "runner.max_instances",
-    "CLOUDLYSIS_RUNNER_MAX_INSTANCES",
-    "",
-    "most live instance actors per workflow; beyond it starts get 429 [default: 100000]"
-);
-setting!(
-    RELAY_LANES,
-    "runner.relay_lanes",
-    "CLOUDLYSIS_RUNNER_RELAY_LANES",
-    "",
-    "outbox relay actors (publishing in parallel) [default: 4] [1..=64]"
-);
-setting!(
-    OUTBOX_SWEEP_MS,
-    "runner.outbox_sweep_ms",
-    "CLOUDLYSIS_RUNNER_OUTBOX_SWEEP_MS",
-    "",
-    "how often the outbox index is swept for unpublished steps, milliseconds [default: 5000]"
-);
-setting!(
-    MAX_ARMED_TIMERS,
-    "runner.max_armed_timers",
-    "CLOUDLYSIS_RUNNER_MAX_ARMED_TIMERS",
-    "",
-    "timers waiting on the server at once (the timer consumer's max_ack_pending); more fire late [default: 100000]"
-);
-setting!(
-    AGGREGATE_ADDR,
-    "runner.aggregate_addr",
-    "CLOUDLYSIS_RUNNER_AGGREGATE_ADDR",
-    "--aggregate-addr",
-    "gRPC address of the aggregate node that effects send commands to [default: http://127.0.0.1:50051]"
-);
-
-/// Every runner-node setting.
-pub const SETTINGS: &[&Setting] = &[
-    &GRPC_ADDR,
-    &LANES,
-    &INSTANCE_MAILBOX,
-    &INSTANCE_IDLE_TIMEOUT_MS,
-    &MAX_INSTANCES,
-    &RELAY_LANES,
-    &OUTBOX_SWEEP_MS,
-    &MAX_ARMED_TIMERS,
-    &AGGREGATE_ADDR,
-];
-
-/// Most lanes of a consumer.
-pub const MAX_LANES: usize = 64;
-
-/// Tunables of the runner node.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct RunnerSettings {
-    /// Consumer settings (`RUNNER_*`): ack wait, max deliver, max in flight. Effect workers
-    /// run up to `max_in_flight` commands of one effect type at once.
-    pub consumer: ConsumerSettings,
-    /// Input lanes per workflow consumer (default 8).
-    pub lanes: usize,
-    /// Instance actors.
-    pub instances: InstanceSettings,
-    /// Outbox relay actors (default 4).
-    pub relay_lanes: usize,
-    /// Sweep interval of the outbox index (default 5 s).
-    pub sweep_interval: Duration,
-    /// Timers waiting on the server at once (default 100 000).
-    pub max_armed_timers: u64,
-    /// Deadline of each NATS call (default 5 s).
-    pub io_timeout: Duration,
-}
-
-impl Default for RunnerSettings {
-    fn default() -> Self {
-        Self {
-            consumer: ConsumerSettings::default(),
-            lanes: 8,
-            instances: InstanceSettings::default(),
-            relay_lanes: 4,
-            sweep_interval: Duration::from_secs(5),
-            max_armed_timers: 100_000,
-            io_timeout: Duration::from_secs(5),
-        }
-    }
-}
-
-impl RunnerSettings {
-    /// Reads the settings (env over file over defaults); errors name the setting.
-    pub fn load(src: &ConfigSource) -> Result<Self, ConfigError> {
-        let d = Self::default();
-        Ok(Self {
-            consumer: ConsumerSettings::load(ConsumerRole::Runner, src)?,
-            lanes: src.get_in_range(&LANES, None, d.lanes as u64, 1, MAX_LANES as u64)? as usize,
-            instances: InstanceSettings {
-                mailbox: src.get_in_range(
-                    &INSTANCE_MAILBOX,
-                    None,
-                    d.instances.mailbox as u64,
-                    1,
-                    100_000,
-                )? as usize,
-                idle_timeout: src.get_millis(
-                    &INSTANCE_IDLE_TIMEOUT_MS,
-                    None,
-                    d.instances.idle_timeout,
-                    Duration::from_millis(10),
-                    Duration::from_secs(24 * 3600),
-                )?,
-                max_instances: src.get_in_range(
-                    &MAX_INSTANCES,
-                    None,
-                    d.instances.max_instances as u64,
-                    1,
-                    10_000_000,
-                )? as usize,
-                input_timeout: d.instances.input_timeout,
-            },
-            relay_lanes: src.get_in_range(
-                &RELAY_LANES,
-                None,
-                d.relay_lanes as u64,
-                1,
-                MAX_LANES as u64,
-            )? as usize,
-            sweep_interval: src.get_millis(
-                &OUTBOX_SWEEP_MS,
-                None,
-                d.sweep_interval,
-                Duration::from_millis(50),
-                Duration::from_secs(3600),
-            )?,
-            max_armed_timers: src.get_in_range(
-                &MAX_ARMED_TIMERS,
-                None,
-                d.max_armed_timers,
-                1,
-                10_000_000,
-            )?,
-            io_timeout: d.io_timeout,
-        })
-    }
-}
 
 /// The runner node could not start.
 #[derive(Debug, thiserror::Error)]
@@ -224,19 +46,49 @@ pub enum RunnerNodeError {
     Supervision(#[from] cloudlysis_supervision::SupervisorError),
 }
 
+/// Re-reads the configuration for `RunnerAdmin/Reload` (env and the config file, as at start).
+pub type ReloadSource = Arc<dyn Fn() -> Result<ConfigSource, String> + Send + Sync>;
+
+/// Who a consumer works for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Owner {
+    Workflow(&'static str),
+    Effect(&'static str),
+    Timers,
+}
+
+/// One consumer subtree the node runs.
+#[derive(Clone)]
+pub(crate) struct ConsumerEntry {
+    /// Its child name under the root.
+    pub(crate) child: String,
+    pub(crate) stream: &'static str,
+    pub(crate) durable: String,
+    pub(crate) control: BoundedRef<ConsumerMsg>,
+    pub(crate) owner: Owner,
+}
+
+/// A consumer subtree to start and the entry that tracks it.
+pub(crate) struct ConsumerSpec {
+    spec: ChildSpec,
+    entry: ConsumerEntry,
+}
+
 /// What registrations build their consumers with.
 pub(crate) struct Ctx {
-    js: jetstream::Context,
-    ledger: jetstream::kv::Store,
-    settings: RunnerSettings,
+    pub(crate) js: jetstream::Context,
+    pub(crate) ledger: jetstream::kv::Store,
+    pub(crate) settings: RunnerSettings,
+    pub(crate) intake: watch::Receiver<bool>,
+    pub(crate) retry_now: Arc<RetryNow>,
 }
 
 type MakeHost = Box<
-    dyn FnOnce(RelayCtx, Relay, SupervisorRef, InstanceSettings) -> Arc<dyn WorkflowHost> + Send,
+    dyn FnOnce(RelayCtx, Relay, SupervisorRef, super::instance::InstanceSettings, jetstream::kv::Store) -> Arc<dyn WorkflowHost>
+        + Send,
 >;
-type MakeInputs =
-    Box<dyn Fn(&Ctx, Arc<dyn WorkflowHost>) -> Vec<(ChildSpec, BoundedRef<ConsumerMsg>)> + Send>;
-type MakeWorker = Box<dyn Fn(&Ctx) -> (ChildSpec, BoundedRef<ConsumerMsg>) + Send>;
+type MakeInputs = Arc<dyn Fn(&Ctx, Arc<dyn WorkflowHost>) -> Vec<ConsumerSpec> + Send + Sync>;
+type MakeWorker = Arc<dyn Fn(&Ctx, u64, Arc<AtomicU32>) -> ConsumerSpec + Send + Sync>;
 
 struct WorkflowRegistration {
     name: &'static str,
@@ -248,8 +100,26 @@ struct WorkflowRegistration {
 
 struct EffectRegistration {
     effect_type: &'static str,
-    policy: super::effect::RetryPolicy,
+    policy: RetryPolicy,
     worker: MakeWorker,
+}
+
+/// A registered workflow on a running node.
+pub(crate) struct WorkflowSlot {
+    pub(crate) name: &'static str,
+    pub(crate) host: Arc<dyn WorkflowHost>,
+    inputs: MakeInputs,
+    pub(crate) enabled: AtomicBool,
+}
+
+/// A registered effect type on a running node.
+pub(crate) struct EffectSlot {
+    pub(crate) effect_type: &'static str,
+    pub(crate) policy: RetryPolicy,
+    worker: MakeWorker,
+    pub(crate) concurrency: AtomicU64,
+    /// Attempts per command when set (0: the policy's).
+    pub(crate) max_attempts: Arc<AtomicU32>,
 }
 
 /// Builds a [`RunnerNode`].
@@ -259,6 +129,9 @@ pub struct RunnerNodeBuilder {
     workflows: Vec<WorkflowRegistration>,
     effects: Vec<EffectRegistration>,
     fault: Option<Fault>,
+    live: Option<LiveSettings>,
+    live_from: Option<ConfigSource>,
+    reload: Option<ReloadSource>,
 }
 
 /// Routes an instance's inputs to one lane, so they are handled in order.
@@ -280,10 +153,10 @@ fn token(name: &str) -> SubjectToken {
 impl RunnerNodeBuilder {
     /// Registers a workflow: its instances run here and its inputs are consumed here.
     pub fn workflow<W: Workflow>(mut self) -> Self {
-        let host: MakeHost = Box::new(|relay_ctx, relay, sup, settings| {
-            Arc::new(Host::<W>::new(relay_ctx, relay, sup, settings)) as Arc<dyn WorkflowHost>
+        let host: MakeHost = Box::new(|relay_ctx, relay, sup, settings, ledger| {
+            Arc::new(Host::<W>::new(relay_ctx, relay, sup, settings, ledger)) as Arc<dyn WorkflowHost>
         });
-        let inputs: MakeInputs = Box::new(|ctx: &Ctx, host: Arc<dyn WorkflowHost>| {
+        let inputs: MakeInputs = Arc::new(|ctx: &Ctx, host: Arc<dyn WorkflowHost>| {
             let name = token(W::NAME);
             let mut out = Vec::new();
             let mut filters: Vec<String> = W::effect_types()
@@ -291,29 +164,43 @@ impl RunnerNodeBuilder {
                 .map(|t| filter::effect_results(&token(t)))
                 .collect();
             filters.push(filter::effect_results(&token(wire::TIMER_EFFECT)));
+            let durable = DurableName::runner_workflow(&name);
             let policy = ConsumerPolicy {
-                durable: DurableName::runner_workflow(&name),
+                durable: durable.clone(),
                 filter_subjects: filters,
                 settings: ctx.settings.consumer,
             };
             let results = host.clone();
-            let (tree, handle) = consumer::supervised_lanes(
-                format!("workflow-{}", W::NAME),
+            let child = format!("workflow-{}", W::NAME);
+            let (tree, handle) = consumer::supervised_with(
+                child.clone(),
                 ctx.js.clone(),
                 stream::WORKFLOW_EVENTS,
                 policy,
-                None,
-                ctx.settings.lanes,
-                Some(instance_partition()),
+                SubtreeOptions {
+                    lanes: ctx.settings.lanes,
+                    partition: Some(instance_partition()),
+                    intake: Some(ctx.intake.clone()),
+                    ..Default::default()
+                },
                 move || ResultInputs {
                     workflow: W::NAME,
                     host: results.clone(),
                 },
             );
-            out.push((ChildSpec::supervisor(tree), handle.control));
+            out.push(ConsumerSpec {
+                spec: ChildSpec::supervisor(tree),
+                entry: ConsumerEntry {
+                    child,
+                    stream: stream::WORKFLOW_EVENTS,
+                    durable: durable.to_string(),
+                    control: handle.control,
+                    owner: Owner::Workflow(W::NAME),
+                },
+            });
             if !W::aggregate_types().is_empty() {
                 let policy = ConsumerPolicy {
-                    durable: DurableName::runner_workflow(&name),
+                    durable: durable.clone(),
                     filter_subjects: W::aggregate_types()
                         .iter()
                         .map(|t| filter::aggregate_type_events(&token(t)))
@@ -327,20 +214,34 @@ impl RunnerNodeBuilder {
                         .find_map(|e| W::correlate(e).map(|k| (e.tenant_id.clone(), k.instance)));
                     hash(&first)
                 });
-                let (tree, handle) = consumer::supervised_lanes(
-                    format!("workflow-{}-events", W::NAME),
+                let child = format!("workflow-{}-events", W::NAME);
+                let host = host.clone();
+                let (tree, handle) = consumer::supervised_with(
+                    child.clone(),
                     ctx.js.clone(),
                     stream::AGGREGATE_EVENTS,
                     policy,
-                    None,
-                    ctx.settings.lanes,
-                    Some(partition),
+                    SubtreeOptions {
+                        lanes: ctx.settings.lanes,
+                        partition: Some(partition),
+                        intake: Some(ctx.intake.clone()),
+                        ..Default::default()
+                    },
                     move || EventInputs {
                         aggregate_types: W::aggregate_types(),
                         host: host.clone(),
                     },
                 );
-                out.push((ChildSpec::supervisor(tree), handle.control));
+                out.push(ConsumerSpec {
+                    spec: ChildSpec::supervisor(tree),
+                    entry: ConsumerEntry {
+                        child,
+                        stream: stream::AGGREGATE_EVENTS,
+                        durable: durable.to_string(),
+                        control: handle.control,
+                        owner: Owner::Workflow(W::NAME),
+                    },
+                });
             }
             out
         });
@@ -358,30 +259,53 @@ impl RunnerNodeBuilder {
     pub fn effect<E: Effect>(mut self, effect: E) -> Self {
         let policy = effect.retry_policy();
         let effect = Arc::new(effect);
-        let worker: MakeWorker = Box::new(move |ctx: &Ctx| {
-            let policy = ConsumerPolicy {
-                durable: DurableName::runner_effect(&token(E::TYPE)),
-                filter_subjects: vec![filter::effect_commands(&token(E::TYPE))],
-                settings: ctx.settings.consumer,
+        let worker: MakeWorker = Arc::new(move |ctx: &Ctx, concurrency: u64, attempts: Arc<AtomicU32>| {
+            let durable = DurableName::runner_effect(&token(E::TYPE));
+            let settings = ConsumerSettings {
+                max_in_flight: concurrency.max(1),
+                ..ctx.settings.consumer
             };
-            let lanes = (ctx.settings.consumer.max_in_flight as usize).clamp(1, MAX_LANES);
-            let (effect, ledger, js, io) = (
+            let policy = ConsumerPolicy {
+                durable: durable.clone(),
+                filter_subjects: vec![filter::effect_commands(&token(E::TYPE))],
+                settings,
+            };
+            let lanes = (concurrency as usize).clamp(1, MAX_LANES);
+            let (effect, ledger, js, io, retry_now) = (
                 effect.clone(),
                 ctx.ledger.clone(),
                 ctx.js.clone(),
                 ctx.settings.io_timeout,
+                ctx.retry_now.clone(),
             );
-            let (tree, handle) = consumer::supervised_lanes(
-                format!("effect-{}", E::TYPE),
+            let child = format!("effect-{}", E::TYPE);
+            let (tree, handle) = consumer::supervised_with(
+                child.clone(),
                 ctx.js.clone(),
                 stream::WORKFLOW_COMMANDS,
                 policy,
-                None,
-                lanes,
-                Some(Arc::new(|c: &EffectCommand| hash(&c.command_id))),
-                move || EffectWorker::new(effect.clone(), ledger.clone(), js.clone(), io),
+                SubtreeOptions {
+                    lanes,
+                    partition: Some(Arc::new(|c: &EffectCommand| hash(&c.command_id))),
+                    intake: Some(ctx.intake.clone()),
+                    ..Default::default()
+                },
+                move || {
+                    EffectWorker::new(effect.clone(), ledger.clone(), js.clone(), io)
+                        .with_attempts(attempts.clone())
+                        .with_retry_now(retry_now.clone())
+                },
             );
-            (ChildSpec::supervisor(tree), handle.control)
+            ConsumerSpec {
+                spec: ChildSpec::supervisor(tree),
+                entry: ConsumerEntry {
+                    child,
+                    stream: stream::WORKFLOW_COMMANDS,
+                    durable: durable.to_string(),
+                    control: handle.control,
+                    owner: Owner::Effect(E::TYPE),
+                },
+            }
         });
         self.effects.push(EffectRegistration {
             effect_type: E::TYPE,
@@ -395,6 +319,27 @@ impl RunnerNodeBuilder {
     /// the environment.
     pub fn fault(mut self, fault: Option<Fault>) -> Self {
         self.fault = fault;
+        self
+    }
+
+    /// The live settings to start with (default: every workflow enabled, every effect type at
+    /// `runner.max_in_flight`, the effects' own retry policies).
+    pub fn live(mut self, live: LiveSettings) -> Self {
+        self.live = Some(live);
+        self
+    }
+
+    /// Reads the live settings to start with from `src` once every workflow and effect is
+    /// registered (names in them are checked against the registrations).
+    pub fn live_from(mut self, src: ConfigSource) -> Self {
+        self.live_from = Some(src);
+        self
+    }
+
+    /// Where `RunnerAdmin/Reload` re-reads the configuration (without it, Reload answers
+    /// `FAILED_PRECONDITION`).
+    pub fn reload_from(mut self, source: ReloadSource) -> Self {
+        self.reload = Some(source);
         self
     }
 
@@ -449,15 +394,19 @@ impl RunnerNodeBuilder {
 
     /// Ensures the streams and buckets, starts the supervision tree (relay, consumers) and the
     /// outbox sweep.
-    pub async fn build(self) -> Result<RunnerNode, RunnerNodeError> {
+    pub async fn build(mut self) -> Result<RunnerNode, RunnerNodeError> {
         self.validate()?;
+        if let Some(src) = self.live_from.take() {
+            let workflows: Vec<&str> = self.workflows.iter().map(|w| w.name).collect();
+            let effects: Vec<&str> = self.effects.iter().map(|e| e.effect_type).collect();
+            self.live = Some(
+                LiveSettings::load(&src, &workflows, &effects)
+                    .map_err(|e| RunnerNodeError::Registration(e.to_string()))?,
+            );
+        }
         register_metrics(
             &self.workflows.iter().map(|w| w.name).collect::<Vec<_>>(),
-            &self
-                .effects
-                .iter()
-                .map(|e| e.effect_type)
-                .collect::<Vec<_>>(),
+            &self.effects.iter().map(|e| e.effect_type).collect::<Vec<_>>(),
         );
         let nats = |e: &dyn std::fmt::Display| RunnerNodeError::Nats(e.to_string());
         let mut streams = vec![stream::workflow_commands(), stream::workflow_events()];
@@ -478,6 +427,9 @@ impl RunnerNodeBuilder {
         let ledger = buckets::ensure_bucket(&self.js, &buckets::effects())
             .await
             .map_err(|e| nats(&e))?;
+        let audit = cloudlysis_runtime::audit::open(&self.js)
+            .await
+            .map_err(|e| nats(&e))?;
         let index_stream = self
             .js
             .get_stream(buckets::outbox_stream())
@@ -493,12 +445,12 @@ impl RunnerNodeBuilder {
             fault: self.fault,
             fault_fired: Arc::new(AtomicBool::new(false)),
         };
-        // Instances are temporary dynamic children of the root; only a storm of restarts of
-        // the permanent children (relay, consumers) escalates.
         let first: BoundedRef<RelayMsg> = BoundedRef::new(outbox::KIND, 64);
         let mut lanes = vec![first.clone()];
         lanes.extend((1..settings.relay_lanes.max(1)).map(|_| first.sibling()));
         let relay = Relay::new(lanes, settings.io_timeout * 3);
+        // Instances are temporary dynamic children of the root; only a storm of restarts of
+        // the permanent children (relay, consumers) escalates.
         let mut root = SupervisorConfig::new("runner-node")
             .intensity(100, Duration::from_secs(10))
             .backoff(Backoff::default());
@@ -511,42 +463,71 @@ impl RunnerNodeBuilder {
             ));
         }
         let root = SupervisorRef::start(root, None).await?;
+        let (intake_tx, intake_rx) = watch::channel(false);
+        let retry_now = Arc::new(RetryNow::default());
         let ctx = Ctx {
             js: self.js.clone(),
-            ledger,
+            ledger: ledger.clone(),
             settings,
+            intake: intake_rx,
+            retry_now: retry_now.clone(),
         };
-        let mut hosts: HashMap<&'static str, Arc<dyn WorkflowHost>> = HashMap::new();
-        let mut controls = Vec::new();
+        let live = self.live.unwrap_or_else(|| LiveSettings {
+            default_concurrency: settings.consumer.max_in_flight,
+            ..Default::default()
+        });
+        let mut consumers = Vec::new();
         let mut workflows = Vec::new();
+        let mut hosts: HashMap<&'static str, Arc<dyn WorkflowHost>> = HashMap::new();
         for w in self.workflows {
             let host = (w.host)(
                 relay_ctx.clone(),
                 relay.clone(),
                 root.clone(),
                 settings.instances,
+                ledger.clone(),
             );
-            for (spec, control) in (w.inputs)(&ctx, host.clone()) {
-                root.start_child(spec).await?;
-                controls.push(control);
+            let enabled = live.enabled(w.name);
+            if enabled {
+                for c in (w.inputs)(&ctx, host.clone()) {
+                    root.start_child(c.spec).await?;
+                    consumers.push(c.entry);
+                }
             }
-            hosts.insert(w.name, host);
-            workflows.push(w.name);
+            hosts.insert(w.name, host.clone());
+            workflows.push(WorkflowSlot {
+                name: w.name,
+                host,
+                inputs: w.inputs,
+                enabled: AtomicBool::new(enabled),
+            });
         }
         let mut effects = Vec::new();
-        for e in &self.effects {
-            let (spec, control) = (e.worker)(&ctx);
-            root.start_child(spec).await?;
-            controls.push(control);
-            effects.push(e.effect_type);
+        for e in self.effects {
+            let concurrency = live.concurrency(e.effect_type);
+            let attempts = Arc::new(AtomicU32::new(
+                live.effect_max_attempts.get(e.effect_type).copied().unwrap_or(0),
+            ));
+            let c = (e.worker)(&ctx, concurrency, attempts.clone());
+            root.start_child(c.spec).await?;
+            consumers.push(c.entry);
+            effects.push(EffectSlot {
+                effect_type: e.effect_type,
+                policy: e.policy,
+                worker: e.worker,
+                concurrency: AtomicU64::new(concurrency),
+                max_attempts: attempts,
+            });
         }
+        workflows.sort_by_key(|w| w.name);
+        effects.sort_by_key(|e| e.effect_type);
         // Timers: held on the server until due; a deferral is not a failure.
         let timer_settings = ConsumerSettings {
             max_deliver: 1_000_000,
             server_max_ack_pending: Some(settings.max_armed_timers),
             ..settings.consumer
         };
-        let (tree, handle) = consumer::supervised_lanes(
+        let (tree, handle) = consumer::supervised_with(
             "timers",
             self.js.clone(),
             stream::WORKFLOW_COMMANDS,
@@ -555,16 +536,24 @@ impl RunnerNodeBuilder {
                 filter_subjects: vec![filter::effect_commands(&token(wire::TIMER_EFFECT))],
                 settings: timer_settings,
             },
-            None,
-            4,
-            None,
+            SubtreeOptions {
+                lanes: 4,
+                intake: Some(ctx.intake.clone()),
+                ..Default::default()
+            },
             {
                 let (js, io) = (self.js.clone(), settings.io_timeout);
                 move || TimerWorker::new(js.clone(), io)
             },
         );
         root.start_child(ChildSpec::supervisor(tree)).await?;
-        controls.push(handle.control);
+        consumers.push(ConsumerEntry {
+            child: "timers".into(),
+            stream: stream::WORKFLOW_COMMANDS,
+            durable: DurableName::runner_timers().to_string(),
+            control: handle.control,
+            owner: Owner::Timers,
+        });
         // The sweep: everything pending at start, then what an instance actor left behind.
         let sweep_relay = relay.clone();
         let interval = settings.sweep_interval;
@@ -578,18 +567,40 @@ impl RunnerNodeBuilder {
                 sweep_relay.sweep(grace);
             }
         });
-        workflows.sort_unstable();
-        effects.sort_unstable();
+        // Retry-now requests from any node wake the attempts waiting here.
+        let client = self.js.client();
+        let waiters = retry_now.clone();
+        let listener = tokio::spawn(async move {
+            let Ok(mut sub) = client.subscribe(subject::RUNNER_RETRY_NOW).await else {
+                tracing::warn!("retry-now requests cannot be received on this node");
+                return;
+            };
+            while let Some(msg) = sub.next().await {
+                if let Ok(id) = std::str::from_utf8(&msg.payload) {
+                    waiters.wake(id);
+                }
+            }
+        });
         Ok(RunnerNode {
             inner: Arc::new(Inner {
                 hosts,
                 workflows,
                 effects,
+                ctx,
                 root,
-                controls,
-                draining: AtomicBool::new(false),
+                consumers: tokio::sync::Mutex::new(consumers),
+                intake: intake_tx,
+                drain: Drainer::default(),
+                live: std::sync::Mutex::new(live),
+                reload: self.reload,
+                reload_lock: tokio::sync::Mutex::new(()),
+                health: OnceLock::new(),
+                relay,
+                relay_ctx,
+                audit,
                 node_id: uuid::Uuid::new_v4().to_string(),
-                _sweeper: AbortOnDrop(sweeper),
+                started: std::time::Instant::now(),
+                _tasks: vec![AbortOnDrop(sweeper), AbortOnDrop(listener)],
             }),
         })
     }
@@ -606,7 +617,7 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
             metrics::counter!(names::WORKFLOW_INSTANCES_FINISHED, "workflow" => w, "status" => status)
                 .increment(0);
         }
-        for input in ["start", "result", "timer", "event"] {
+        for input in ["start", "result", "timer", "event", "cancel"] {
             for outcome in ["applied", "duplicate", "stale", "ignored", "failed"] {
                 metrics::counter!(names::WORKFLOW_INPUTS, "workflow" => w, "input" => input, "outcome" => outcome)
                     .increment(0);
@@ -617,9 +628,8 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     }
     for e in effects {
         let e = *e;
-        for outcome in ["ok", "failed", "replayed", "deferred"] {
-            metrics::counter!(names::EFFECTS, "effect_type" => e, "outcome" => outcome)
-                .increment(0);
+        for outcome in ["ok", "failed", "replayed", "deferred", "cancelled"] {
+            metrics::counter!(names::EFFECTS, "effect_type" => e, "outcome" => outcome).increment(0);
         }
         for outcome in ["ok", "permanent", "retryable", "unknown", "timeout"] {
             metrics::counter!(names::EFFECT_ATTEMPTS, "effect_type" => e, "outcome" => outcome)
@@ -630,19 +640,17 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     for kind in ["command", "event"] {
         metrics::counter!(names::OUTBOX_PUBLISHED, "kind" => kind).increment(0);
     }
-    for counter in [
-        names::OUTBOX_DUPLICATES,
-        names::OUTBOX_FAILURES,
-        names::OUTBOX_SWEPT,
-    ] {
+    for counter in [names::OUTBOX_DUPLICATES, names::OUTBOX_FAILURES, names::OUTBOX_SWEPT] {
         metrics::counter!(counter).increment(0);
     }
+    metrics::gauge!(names::OUTBOX_DEPTH).set(0.0);
+    metrics::gauge!(names::RUNNER_DRAIN_STATE).set(0.0);
     let _ = metrics::histogram!(names::TIMER_LATENESS);
     cloudlysis_runtime::mailbox::register_kind(super::instance::INSTANCE_KIND);
 }
 
 /// Aborts a task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
+pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
 
 impl Drop for AbortOnDrop {
     fn drop(&mut self) {
@@ -658,13 +666,25 @@ pub struct RunnerNode {
 
 pub(crate) struct Inner {
     pub(crate) hosts: HashMap<&'static str, Arc<dyn WorkflowHost>>,
-    pub(crate) workflows: Vec<&'static str>,
-    pub(crate) effects: Vec<&'static str>,
+    pub(crate) workflows: Vec<WorkflowSlot>,
+    pub(crate) effects: Vec<EffectSlot>,
+    pub(crate) ctx: Ctx,
     pub(crate) root: SupervisorRef,
-    pub(crate) controls: Vec<BoundedRef<ConsumerMsg>>,
-    pub(crate) draining: AtomicBool,
+    pub(crate) consumers: tokio::sync::Mutex<Vec<ConsumerEntry>>,
+    /// `true`: every consumer stops fetching (a drain).
+    pub(crate) intake: watch::Sender<bool>,
+    pub(crate) drain: Drainer,
+    pub(crate) live: std::sync::Mutex<LiveSettings>,
+    pub(crate) reload: Option<ReloadSource>,
+    /// One reload at a time.
+    pub(crate) reload_lock: tokio::sync::Mutex<()>,
+    pub(crate) health: OnceLock<tonic_health::server::HealthReporter>,
+    pub(crate) relay: Relay,
+    pub(crate) relay_ctx: RelayCtx,
+    pub(crate) audit: jetstream::kv::Store,
     pub(crate) node_id: String,
-    _sweeper: AbortOnDrop,
+    pub(crate) started: std::time::Instant,
+    _tasks: Vec<AbortOnDrop>,
 }
 
 impl RunnerNode {
@@ -676,6 +696,9 @@ impl RunnerNode {
             workflows: Vec::new(),
             effects: Vec::new(),
             fault: None,
+            live: None,
+            live_from: None,
+            reload: None,
         }
     }
 
@@ -686,17 +709,100 @@ impl RunnerNode {
 
     /// Workflows registered on this node, sorted.
     pub fn workflows(&self) -> Vec<&'static str> {
-        self.inner.workflows.clone()
+        self.inner.workflows.iter().map(|w| w.name).collect()
+    }
+
+    /// Workflows that take inputs and starts here now, sorted.
+    pub fn enabled_workflows(&self) -> Vec<&'static str> {
+        self.inner
+            .workflows
+            .iter()
+            .filter(|w| w.enabled.load(Ordering::SeqCst))
+            .map(|w| w.name)
+            .collect()
     }
 
     /// Effect types executed on this node, sorted.
     pub fn effect_types(&self) -> Vec<&'static str> {
-        self.inner.effects.clone()
+        self.inner.effects.iter().map(|e| e.effect_type).collect()
     }
 
-    /// True once a drain was requested.
-    pub fn draining(&self) -> bool {
-        self.inner.draining.load(Ordering::SeqCst)
+    /// The node id (also `NodeAdmin/Describe`'s).
+    pub fn node_id(&self) -> &str {
+        &self.inner.node_id
+    }
+
+    /// Starts a consumer subtree and tracks it.
+    pub(crate) async fn start_consumer(&self, c: ConsumerSpec) -> Result<(), String> {
+        self.inner
+            .root
+            .start_child(c.spec)
+            .await
+            .map_err(|e| e.to_string())?;
+        self.inner.consumers.lock().await.push(c.entry);
+        Ok(())
+    }
+
+    /// Drains a consumer subtree (in-flight messages finish, up to the ack wait) and stops it.
+    pub(crate) async fn stop_consumer(&self, child: &str) -> Result<(), String> {
+        let entry = {
+            let mut all = self.inner.consumers.lock().await;
+            let Some(i) = all.iter().position(|c| c.child == child) else {
+                return Ok(());
+            };
+            all.remove(i)
+        };
+        let wait = self.inner.ctx.settings.consumer.ack_wait + Duration::from_secs(1);
+        let _ = entry.control.ask(ConsumerMsg::Drain, wait).await;
+        match self.inner.root.stop_child(child).await {
+            Ok(()) | Err(cloudlysis_supervision::SupervisorError::NoSuchChild { .. }) => Ok(()),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// Restarts effect `slot`'s consumer with `concurrency` commands at once, draining the old
+    /// one first so nothing in flight is dropped.
+    pub(crate) async fn replace_effect_consumer(
+        &self,
+        slot: &EffectSlot,
+        concurrency: u64,
+    ) -> Result<(), String> {
+        self.stop_consumer(&format!("effect-{}", slot.effect_type))
+            .await?;
+        let c = (slot.worker)(&self.inner.ctx, concurrency, slot.max_attempts.clone());
+        self.start_consumer(c).await?;
+        slot.concurrency.store(concurrency, Ordering::SeqCst);
+        Ok(())
+    }
+
+    /// Starts (`true`) or stops a workflow's input consumers.
+    pub(crate) async fn set_workflow_enabled(
+        &self,
+        slot: &WorkflowSlot,
+        enabled: bool,
+    ) -> Result<(), String> {
+        if slot.enabled.swap(enabled, Ordering::SeqCst) == enabled {
+            return Ok(());
+        }
+        if enabled {
+            for c in (slot.inputs)(&self.inner.ctx, slot.host.clone()) {
+                self.start_consumer(c).await?;
+            }
+        } else {
+            let children: Vec<String> = self
+                .inner
+                .consumers
+                .lock()
+                .await
+                .iter()
+                .filter(|c| c.owner == Owner::Workflow(slot.name))
+                .map(|c| c.child.clone())
+                .collect();
+            for child in children {
+                self.stop_consumer(&child).await?;
+            }
+        }
+        Ok(())
     }
 
     /// Serves `WorkflowService`, `RunnerAdmin`, `NodeAdmin`, gRPC health and reflection on
@@ -707,10 +813,13 @@ impl RunnerNode {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<WorkflowServiceServer<RunnerNode>>()
-            .await;
+        if self.draining() {
+            health.set_not_serving::<WorkflowServiceServer<RunnerNode>>().await;
+        } else {
+            health.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
+        }
         health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
+        let _ = self.inner.health.set(health);
         let admin = NodeAdminService::new(
             "runner",
             self.inner.node_id.clone(),
@@ -732,5 +841,16 @@ impl RunnerNode {
             .await;
         let _ = root.shutdown(Duration::from_secs(30)).await;
         result
+    }
+
+    /// Sets the gRPC health of `WorkflowService` (serving unless draining).
+    pub(crate) async fn set_health(&self, serving: bool) {
+        if let Some(h) = self.inner.health.get() {
+            if serving {
+                h.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
+            } else {
+                h.set_not_serving::<WorkflowServiceServer<RunnerNode>>().await;
+            }
+        }
     }
 }

@@ -79,6 +79,8 @@ pub enum RelayMsg {
         /// Entries younger than this are left to the instance actor that wrote them.
         grace: Duration,
     },
+    /// A sweep of every entry, answered when done (a drain's last step).
+    SweepNow(RpcReplyPort<()>),
 }
 
 /// What relay lanes and sweeps share.
@@ -128,6 +130,10 @@ impl BoundedActor for RelayActor {
                 let _ = reply.send(result);
             }
             RelayMsg::Sweep { grace } => sweep(&self.0, grace).await,
+            RelayMsg::SweepNow(reply) => {
+                sweep(&self.0, Duration::ZERO).await;
+                let _ = reply.send(());
+            }
         }
         Ok(())
     }
@@ -185,6 +191,19 @@ impl Relay {
             Ok(result) => result,
             Err(e) => Err(format!("outbox relay: {e}")),
         }
+    }
+
+    /// Messages queued or being handled on all lanes.
+    pub fn depth(&self) -> usize {
+        self.lanes.iter().map(|l| l.depth()).sum::<usize>().min(self.lanes[0].capacity())
+    }
+
+    /// Sweeps every index entry now and waits for it (bounded by `timeout`).
+    pub async fn sweep_now(&self, timeout: Duration) -> Result<(), String> {
+        self.lanes[0]
+            .ask(RelayMsg::SweepNow, timeout)
+            .await
+            .map_err(|e| format!("outbox sweep: {e}"))
     }
 
     /// Asks lane 0 for a sweep (dropped when its mailbox is full: the next one comes soon).
@@ -380,6 +399,7 @@ async fn sweep(ctx: &RelayCtx, grace: Duration) {
                 }
                 unmark(ctx, &index_key).await;
             }
+            Err(e) if e == PAUSED => {}
             Err(e) => {
                 tracing::warn!(instance = %entry.instance_key, error = %e, "outbox sweep; will retry")
             }
@@ -387,13 +407,33 @@ async fn sweep(ctx: &RelayCtx, grace: Duration) {
     }
 }
 
-/// Publishes and clears whatever an instance's outbox holds; returns how many entries.
+/// Entries of the outbox index (counted up to [`MAX_SWEEP`] × 100).
+pub async fn index_depth(ctx: &RelayCtx) -> u64 {
+    let count = async {
+        let keys = ctx.index.keys().await.ok()?;
+        Some(keys.take(MAX_SWEEP * 100).count().await as u64)
+    };
+    tokio::time::timeout(ctx.io_timeout * 2, count)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(0)
+}
+
+/// Why [`flush_instance`] left an outbox alone.
+pub const PAUSED: &str = "paused";
+
+/// Publishes and clears whatever an instance's outbox holds; returns how many entries. A paused
+/// instance's outbox is held: `Err(PAUSED)`, and its index entry stays.
 pub async fn flush_instance(ctx: &RelayCtx, key: &str) -> Result<usize, String> {
     let Some((record, revision)) = read(ctx, key).await? else {
         return Ok(0);
     };
     if record.outbox.is_empty() {
         return Ok(0);
+    }
+    if record.paused {
+        return Err(PAUSED.into());
     }
     let entries = record.outbox.clone();
     publish_all(ctx, &entries).await?;

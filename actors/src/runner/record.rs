@@ -141,6 +141,12 @@ pub struct InstanceRecord {
     /// Why the instance failed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failure: Option<String>,
+    /// True while paused: steps commit, their outbox waits until resumed.
+    #[serde(default)]
+    pub paused: bool,
+    /// True once cancelled (the workflow's compensation runs).
+    #[serde(default)]
+    pub cancel_requested: bool,
     /// Started at (Unix ms).
     pub created_at_ms: u64,
     /// Last changed at (Unix ms).
@@ -193,6 +199,8 @@ impl InstanceRecord {
             applied_events: Vec::new(),
             outbox: Vec::new(),
             failure: None,
+            paused: false,
+            cancel_requested: false,
             created_at_ms: now_ms,
             updated_at_ms: now_ms,
             correlation_id,

@@ -1,27 +1,42 @@
-//! The runner node's gRPC services: `runner.gateway.v1.WorkflowService` (start and read
-//! instances; the tenant comes from gRPC metadata only and is part of every instance key, so no
-//! call reaches another tenant's instances) and `runner.admin.v1.RunnerAdmin` (drain, status).
+//! The runner node's gRPC services: `runner.gateway.v1.WorkflowService` (start, read, list and
+//! operate instances; the tenant comes from gRPC metadata only and is part of every instance
+//! key, so no call reaches another tenant's instances) and `runner.admin.v1.RunnerAdmin`
+//! (drain, undrain, status, reload).
 
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
+use async_nats::jetstream::kv;
 use cloudlysis_proto::runner::runner_admin_server::RunnerAdmin;
 use cloudlysis_proto::runner::{
-    DrainRequest, DrainResponse, ReloadRequest, ReloadResponse, StatusRequest, StatusResponse,
+    self as admin, DrainRequest, DrainResponse, ReloadRequest, ReloadResponse, StatusRequest,
+    StatusResponse, UndrainRequest,
 };
 use cloudlysis_proto::workflows::workflow_service_server::WorkflowService;
-use cloudlysis_proto::workflows::{self as pb, GetRequest, StartRequest};
+use cloudlysis_proto::workflows::{
+    self as pb, GetRequest, ListRequest, ListResponse, OperateRequest, StartRequest,
+};
 use cloudlysis_runtime::SubjectToken;
-use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::context::{RequestContext, headers};
+use cloudlysis_runtime::kv as buckets;
 use tonic::{Request, Response, Status};
 
+use super::drain::DrainProgress;
 use super::error::RunnerError;
+use super::instance::Verb;
 use super::node::RunnerNode;
-use super::record::InstanceRecord;
-use crate::consumer::{ConsumerMsg, ConsumerStatus, DrainReport};
+use super::record::{InstanceRecord, InstanceStatus};
+use super::worker::LedgerRecord;
+use crate::consumer::ConsumerMsg;
 
-/// How long `Drain` waits for in-flight work.
+/// How long `Drain` waits for in-flight work when the request names no grace.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+/// Most instances of one workflow and tenant a `List` reads.
+pub const MAX_LIST_SCAN: u64 = 10_000;
+/// Largest page of a `List`.
+pub const MAX_PAGE_SIZE: u32 = 500;
+/// Page size when the request names none.
+pub const DEFAULT_PAGE_SIZE: u32 = 50;
 
 /// The wire form of an instance.
 pub fn to_proto(r: &InstanceRecord) -> pb::Instance {
@@ -39,6 +54,7 @@ pub fn to_proto(r: &InstanceRecord) -> pb::Instance {
                 effect_type: p.effect_type.clone(),
                 label: p.label.clone(),
                 issued_at_ms: p.issued_at_ms,
+                ..Default::default()
             })
             .collect(),
         timers: r
@@ -53,6 +69,27 @@ pub fn to_proto(r: &InstanceRecord) -> pb::Instance {
         created_at_ms: r.created_at_ms,
         updated_at_ms: r.updated_at_ms,
         state_version: r.state_version,
+        paused: r.paused,
+        cancel_requested: r.cancel_requested,
+        applied_events: r
+            .applied_events
+            .iter()
+            .map(|(seq, index)| pb::AppliedEvent {
+                stream_sequence: *seq,
+                index: *index,
+            })
+            .collect(),
+    }
+}
+
+fn drain_proto(p: &DrainProgress) -> DrainResponse {
+    DrainResponse {
+        drained: p.drained,
+        in_flight: p.in_flight,
+        state: p.state.as_str().to_string(),
+        pending_outbox: p.pending_outbox,
+        unacked: p.in_flight,
+        detail: p.detail.clone(),
     }
 }
 
@@ -70,43 +107,23 @@ impl RunnerNode {
         self.inner.hosts.get(workflow).ok_or_else(|| {
             RunnerError::UnknownWorkflow(format!(
                 "{workflow}` (this runner runs: `{}",
-                self.inner.workflows.join("`, `")
+                self.workflows().join("`, `")
             ))
             .to_status()
         })
     }
 
-    /// Stops every consumer fetching, waits for in-flight work (bounded by `timeout`), and turns
-    /// readiness false. Idempotent.
-    pub async fn drain(&self, timeout: Duration) -> DrainReport {
-        self.inner.draining.store(true, Ordering::SeqCst);
-        let asks = self
-            .inner
-            .controls
-            .iter()
-            .map(|c| c.ask(ConsumerMsg::Drain, timeout));
-        let reports = futures::future::join_all(asks).await;
-        let mut total = DrainReport {
-            drained: true,
-            in_flight: 0,
-        };
-        for r in reports {
-            match r {
-                Ok(r) => {
-                    total.drained &= r.drained;
-                    total.in_flight += r.in_flight;
-                }
-                Err(_) => total.drained = false,
-            }
-        }
-        total
-    }
-
     /// The state of every consumer of this node.
-    pub async fn consumer_status(&self) -> Vec<ConsumerStatus> {
-        let asks = self
+    pub async fn consumer_status(&self) -> Vec<crate::consumer::ConsumerStatus> {
+        let controls: Vec<_> = self
             .inner
-            .controls
+            .consumers
+            .lock()
+            .await
+            .iter()
+            .map(|c| c.control.clone())
+            .collect();
+        let asks = controls
             .iter()
             .map(|c| c.ask(ConsumerMsg::Status, Duration::from_secs(2)));
         futures::future::join_all(asks)
@@ -115,22 +132,62 @@ impl RunnerNode {
             .filter_map(Result::ok)
             .collect()
     }
+
+    /// The ledger's view of a pending command: attempts, status, last error.
+    async fn ledger_of(&self, effect_type: &str, tenant: &str, command_id: &str) -> Option<LedgerRecord> {
+        let key = buckets::effect_ledger_key(effect_type, tenant, command_id);
+        let entry = tokio::time::timeout(
+            self.inner.ctx.settings.io_timeout,
+            self.inner.ctx.ledger.entry(key),
+        )
+        .await
+        .ok()?
+        .ok()??;
+        (entry.operation == kv::Operation::Put)
+            .then(|| serde_json::from_slice(&entry.value).ok())
+            .flatten()
+    }
+
+    /// Writes an audit record (a failure to write is logged: the verb itself happened).
+    async fn audit(&self, actor: &str, tenant: &str, action: &str, target: &str, outcome: Result<String, String>) {
+        let record = cloudlysis_runtime::audit::AuditRecord::new(actor, tenant, action, target, outcome);
+        if let Err(e) =
+            cloudlysis_runtime::audit::write(&self.inner.audit, &record, self.inner.ctx.settings.io_timeout).await
+        {
+            tracing::warn!(action, target, error = %e, "audit record not written");
+        }
+    }
+}
+
+fn actor_of<T>(request: &Request<T>) -> String {
+    request
+        .metadata()
+        .get(headers::ACTOR)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("unknown")
+        .to_string()
 }
 
 #[tonic::async_trait]
 impl WorkflowService for RunnerNode {
-    async fn start(
-        &self,
-        request: Request<StartRequest>,
-    ) -> Result<Response<pb::Instance>, Status> {
+    async fn start(&self, request: Request<StartRequest>) -> Result<Response<pb::Instance>, Status> {
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
         let instance = tokens(&req.workflow, &req.instance)?;
-        if self.draining() {
-            return Err(Status::unavailable("this runner node is draining"));
-        }
         let host = self.host(&req.workflow)?;
+        if self.draining() {
+            return Err(Status::unavailable(
+                "this runner node is draining: nothing was started; start it on another runner",
+            ));
+        }
+        if !self.enabled_workflows().contains(&req.workflow.as_str()) {
+            return Err(Status::unavailable(format!(
+                "workflow `{}` is disabled on this runner (runner.enabled_workflows): nothing was \
+                 started",
+                req.workflow
+            )));
+        }
         let record = host
             .start(ctx.tenant.clone(), instance, req.input_json.into(), ctx)
             .await
@@ -144,49 +201,235 @@ impl WorkflowService for RunnerNode {
         let req = request.into_inner();
         let instance = tokens(&req.workflow, &req.instance)?;
         let host = self.host(&req.workflow)?;
-        match host
+        let Some(record) = host
             .get(ctx.tenant.clone(), instance)
             .await
             .map_err(|e| e.to_status())?
-        {
-            Some(record) => Ok(Response::new(to_proto(&record))),
-            None => Err(Status::not_found(format!(
+        else {
+            return Err(Status::not_found(format!(
                 "no instance `{}` of workflow `{}`",
                 req.instance, req.workflow
-            ))),
+            )));
+        };
+        let mut out = to_proto(&record);
+        for p in &mut out.pending {
+            if let Some(l) = self
+                .ledger_of(&p.effect_type, ctx.tenant.as_str(), &p.command_id)
+                .await
+            {
+                p.attempts = l.attempts;
+                p.ledger_status = serde_json::to_value(l.status)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_string))
+                    .unwrap_or_default();
+                p.last_error = l.last_error.unwrap_or_default();
+            }
         }
+        Ok(Response::new(out))
+    }
+
+    async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        let ctx = RequestContext::extract(request.metadata())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let req = request.into_inner();
+        cloudlysis_runtime::subject::validate_token(&req.workflow)
+            .map_err(|e| Status::invalid_argument(format!("workflow: {e}")))?;
+        self.host(&req.workflow)?;
+        if !req.cursor.is_empty() {
+            cloudlysis_runtime::subject::validate_token(&req.cursor)
+                .map_err(|e| Status::invalid_argument(format!("cursor: {e}")))?;
+        }
+        let status = match req.status.as_str() {
+            "" => None,
+            "running" => Some(InstanceStatus::Running),
+            "completed" => Some(InstanceStatus::Completed),
+            "failed" => Some(InstanceStatus::Failed),
+            other => {
+                return Err(Status::invalid_argument(format!(
+                    "status `{other}`: expected running, completed or failed"
+                )));
+            }
+        };
+        let page = match req.page_size {
+            0 => DEFAULT_PAGE_SIZE,
+            n => n.min(MAX_PAGE_SIZE),
+        } as usize;
+        let prefix = format!("{}.{}.", req.workflow, ctx.tenant);
+        let scan = tokio::time::timeout(
+            Duration::from_secs(10),
+            crate::kv_scan::latest_under(&self.inner.ctx.js, buckets::WORKFLOWS_BUCKET, &prefix, MAX_LIST_SCAN),
+        )
+        .await
+        .map_err(|_| Status::deadline_exceeded("listing instances timed out"))?
+        .map_err(|e| match e {
+            crate::kv_scan::ScanError::TooMany { found, max } => Status::failed_precondition(format!(
+                "{found} instances of `{}` for this tenant; a list reads at most {max}",
+                req.workflow
+            )),
+            crate::kv_scan::ScanError::Nats(e) => Status::unavailable(e),
+        })?;
+        let now = cloudlysis_runtime::workflow::now_ms();
+        let mut found: Vec<InstanceRecord> = scan
+            .into_iter()
+            .filter(|(id, _)| req.cursor.is_empty() || *id > req.cursor)
+            .filter_map(|(_, bytes)| serde_json::from_slice::<InstanceRecord>(&bytes).ok())
+            .filter(|r| status.is_none_or(|s| r.status == s))
+            .filter(|r| now.saturating_sub(r.updated_at_ms) >= req.idle_for_ms)
+            .collect();
+        found.sort_by(|a, b| a.instance.cmp(&b.instance));
+        let more = found.len() > page;
+        found.truncate(page);
+        let next_cursor = if more {
+            found.last().map(|r| r.instance.clone()).unwrap_or_default()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(ListResponse {
+            instances: found.iter().map(to_proto).collect(),
+            next_cursor,
+        }))
+    }
+
+    async fn operate(&self, request: Request<OperateRequest>) -> Result<Response<pb::Instance>, Status> {
+        let ctx = RequestContext::extract(request.metadata())
+            .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let actor = actor_of(&request);
+        let req = request.into_inner();
+        let instance = tokens(&req.workflow, &req.instance)?;
+        let host = self.host(&req.workflow)?;
+        let verb = Verb::parse(&req.verb, &req.reason).map_err(|e| e.to_status())?;
+        let target = format!("{}/{}", req.workflow, req.instance);
+        let result = host.operate(ctx.tenant.clone(), instance, verb.clone()).await;
+        let outcome = match &result {
+            Ok((_, detail)) => Ok(detail.clone()),
+            Err(e) => Err(e.to_string()),
+        };
+        self.audit(&actor, ctx.tenant.as_str(), verb.action(), &target, outcome).await;
+        let (record, _) = result.map_err(|e| e.to_status())?;
+        Ok(Response::new(to_proto(&record)))
     }
 }
 
 #[tonic::async_trait]
 impl RunnerAdmin for RunnerNode {
-    async fn drain(&self, _: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
-        let report = RunnerNode::drain(self, DRAIN_TIMEOUT).await;
-        Ok(Response::new(DrainResponse {
-            drained: report.drained,
-            in_flight: report.in_flight,
-        }))
+    async fn drain(&self, request: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
+        let actor = actor_of(&request);
+        let req = request.into_inner();
+        let grace = req
+            .grace_ms
+            .map(Duration::from_millis)
+            .unwrap_or(self.inner.ctx.settings.drain_grace);
+        let progress = RunnerNode::drain(self, grace, req.wait).await;
+        self.audit(&actor, "", "runner.drain", &self.inner.node_id, Ok(progress.state.as_str().into()))
+            .await;
+        Ok(Response::new(drain_proto(&progress)))
+    }
+
+    async fn undrain(&self, request: Request<UndrainRequest>) -> Result<Response<DrainResponse>, Status> {
+        let actor = actor_of(&request);
+        let progress = RunnerNode::undrain(self).await;
+        self.audit(&actor, "", "runner.undrain", &self.inner.node_id, Ok("serving".into()))
+            .await;
+        Ok(Response::new(drain_proto(&progress)))
     }
 
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
-        let in_flight = self
-            .consumer_status()
-            .await
+        let statuses = self.consumer_status().await;
+        let entries = self.inner.consumers.lock().await.clone();
+        let mut consumers = Vec::new();
+        for e in &entries {
+            let mine = statuses
+                .iter()
+                .find(|s| s.durable == e.durable && s.stream == e.stream);
+            let info = async {
+                let stream = self.inner.ctx.js.get_stream(e.stream).await.ok()?;
+                stream.consumer_info(&e.durable).await.ok()
+            };
+            let info = tokio::time::timeout(self.inner.ctx.settings.io_timeout, info)
+                .await
+                .ok()
+                .flatten();
+            consumers.push(admin::ConsumerStatus {
+                stream: e.stream.to_string(),
+                durable: e.durable.clone(),
+                pending: info.as_ref().map_or(0, |i| i.num_pending),
+                ack_pending: info.as_ref().map_or(0, |i| i.num_ack_pending as u64),
+                redelivered: info.as_ref().map_or(0, |i| i.num_redelivered as u64),
+                in_flight: mine.map_or(0, |s| s.in_flight),
+                fetching: mine.is_some_and(|s| s.fetching),
+            });
+        }
+        let effects = self
+            .inner
+            .effects
             .iter()
-            .map(|s| s.in_flight)
-            .sum();
+            .map(|slot| {
+                let durable = cloudlysis_runtime::consumer::DurableName::runner_effect(
+                    &SubjectToken::new(slot.effect_type).unwrap_or_else(|_| unreachable!("validated")),
+                )
+                .to_string();
+                admin::EffectStatus {
+                    effect_type: slot.effect_type.to_string(),
+                    in_flight: statuses
+                        .iter()
+                        .filter(|s| s.durable == durable)
+                        .map(|s| s.in_flight)
+                        .sum(),
+                    concurrency: slot.concurrency.load(Ordering::SeqCst),
+                    max_attempts: match slot.max_attempts.load(Ordering::SeqCst) {
+                        0 => slot.policy.max_attempts,
+                        n => n,
+                    },
+                }
+            })
+            .collect();
         Ok(Response::new(StatusResponse {
             draining: self.draining(),
-            in_flight,
-            enabled_workflows: self.workflows().iter().map(|s| s.to_string()).collect(),
+            in_flight: statuses.iter().map(|s| s.in_flight).sum(),
+            enabled_workflows: self.enabled_workflows().iter().map(|s| s.to_string()).collect(),
             effect_types: self.effect_types().iter().map(|s| s.to_string()).collect(),
+            node_id: self.inner.node_id.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            uptime_seconds: self.inner.started.elapsed().as_secs(),
+            drain_state: self.drain_progress().state.as_str().to_string(),
+            effects,
+            outbox_depth: self.outbox_depth().await,
+            consumers,
         }))
     }
 
-    async fn reload(&self, _: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
-        Err(Status::unimplemented(
-            "Reload is not available in this version: restart the runner node to apply a \
-             changed configuration",
-        ))
+    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+        let actor = actor_of(&request);
+        let result = self.reload().await;
+        let outcome = match &result {
+            Ok(changes) => Ok(changes.join("; ")),
+            Err(e) => Err(e.message().to_string()),
+        };
+        self.audit(&actor, "", "runner.reload", &self.inner.node_id, outcome).await;
+        let changes = result?;
+        Ok(Response::new(ReloadResponse {
+            enabled_workflows: self.enabled_workflows().iter().map(|s| s.to_string()).collect(),
+            max_in_flight: self
+                .inner
+                .live
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .default_concurrency as u32,
+            effects: self
+                .inner
+                .effects
+                .iter()
+                .map(|slot| admin::EffectStatus {
+                    effect_type: slot.effect_type.to_string(),
+                    in_flight: 0,
+                    concurrency: slot.concurrency.load(Ordering::SeqCst),
+                    max_attempts: match slot.max_attempts.load(Ordering::SeqCst) {
+                        0 => slot.policy.max_attempts,
+                        n => n,
+                    },
+                })
+                .collect(),
+            changes,
+        }))
     }
 }

@@ -76,12 +76,40 @@ pub struct LedgerRecord {
     pub result: Option<EffectResult>,
 }
 
+/// The attempts of this node waiting in backoff, by command id, so `retry-now` can wake them.
+#[derive(Default)]
+pub struct RetryNow {
+    waiting: dashmap::DashMap<String, Arc<tokio::sync::Notify>>,
+}
+
+impl RetryNow {
+    /// Wakes the attempt of `command_id` waiting here, if any.
+    pub fn wake(&self, command_id: &str) {
+        if let Some(n) = self.waiting.get(command_id) {
+            n.notify_one();
+        }
+    }
+
+    fn register(&self, command_id: &str) -> Arc<tokio::sync::Notify> {
+        self.waiting
+            .entry(command_id.to_string())
+            .or_default()
+            .clone()
+    }
+
+    fn done(&self, command_id: &str) {
+        self.waiting.remove(command_id);
+    }
+}
+
 /// The handler of an effect type's consumer.
 pub struct EffectWorker<E> {
     effect: Arc<E>,
     ledger: kv::Store,
     js: jetstream::Context,
     io_timeout: Duration,
+    max_attempts: Arc<std::sync::atomic::AtomicU32>,
+    retry_now: Arc<RetryNow>,
     _effect: PhantomData<fn() -> E>,
 }
 
@@ -98,8 +126,23 @@ impl<E> EffectWorker<E> {
             ledger,
             js,
             io_timeout,
+            max_attempts: Arc::default(),
+            retry_now: Arc::default(),
             _effect: PhantomData,
         }
+    }
+
+    /// Attempts per command from `attempts` when it is not 0 (`runner.effect_max_attempts`,
+    /// changed live on a reload); otherwise the effect's retry policy.
+    pub fn with_attempts(mut self, attempts: Arc<std::sync::atomic::AtomicU32>) -> Self {
+        self.max_attempts = attempts;
+        self
+    }
+
+    /// Registers backoffs with `retry_now`, so an operator can cut them short.
+    pub fn with_retry_now(mut self, retry_now: Arc<RetryNow>) -> Self {
+        self.retry_now = retry_now;
+        self
     }
 }
 
@@ -141,7 +184,11 @@ impl<E: Effect> EffectWorker<E> {
     /// The command's outcome: recorded before, or found now by executing it.
     async fn outcome(&self, cmd: &EffectCommand) -> Result<EffectResult, HandlerError> {
         let key = buckets::effect_ledger_key(E::TYPE, &cmd.tenant_id, &cmd.command_id);
-        let policy = self.effect.retry_policy();
+        let mut policy = self.effect.retry_policy();
+        match self.max_attempts.load(std::sync::atomic::Ordering::SeqCst) {
+            0 => {}
+            n => policy.max_attempts = n,
+        }
         'reread: for _ in 0..10 {
             let (record, mut revision) = self.read(&key).await.map_err(HandlerError::new)?;
             let now = wire::now_ms();
@@ -285,7 +332,10 @@ impl<E: Effect> EffectWorker<E> {
                     Err(LedgerWrite::Conflict) => continue 'reread,
                     Err(LedgerWrite::Failed(e)) => return Err(HandlerError::new(e)),
                 };
-                tokio::time::sleep(delay).await;
+                // An operator's retry-now cuts the backoff short.
+                let wake = self.retry_now.register(&cmd.command_id);
+                let _ = tokio::time::timeout(delay, wake.notified()).await;
+                self.retry_now.done(&cmd.command_id);
             };
             let result = EffectResult {
                 schema_version: wire::SCHEMA_VERSION,
@@ -374,6 +424,132 @@ impl<E: Effect> EffectWorker<E> {
             ))),
         }
     }
+}
+
+/// What an operator's cancel did to one pending command.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Cancelled {
+    /// No further attempt runs; its `failed` result ("cancelled") was published.
+    Stopped,
+    /// An attempt is running; its outcome decides.
+    Running,
+    /// It had finished already.
+    Finished,
+}
+
+/// Cancels a pending command: records a `failed` outcome ("cancelled") in its ledger unless an
+/// attempt runs right now or it finished, and publishes that result to the instance.
+pub(crate) async fn cancel_command(
+    ledger: &kv::Store,
+    js: &jetstream::Context,
+    cmd: &EffectCommand,
+    reason: &str,
+    io_timeout: Duration,
+) -> Result<Cancelled, String> {
+    let key = buckets::effect_ledger_key(&cmd.effect_type, &cmd.tenant_id, &cmd.command_id);
+    for _ in 0..10 {
+        let entry = tokio::time::timeout(io_timeout, ledger.entry(key.clone()))
+            .await
+            .map_err(|_| format!("reading the ledger {key} timed out"))?
+            .map_err(|e| format!("reading the ledger {key}: {e}"))?;
+        let (record, revision) = match entry {
+            Some(e) if e.operation == kv::Operation::Put => (
+                Some(
+                    serde_json::from_slice::<LedgerRecord>(&e.value)
+                        .map_err(|err| format!("ledger {key} does not decode: {err}"))?,
+                ),
+                Some(e.revision),
+            ),
+            Some(e) => (None, Some(e.revision)),
+            None => (None, None),
+        };
+        let now = wire::now_ms();
+        if let Some(r) = &record {
+            if r.status == LedgerStatus::Done {
+                return Ok(Cancelled::Finished);
+            }
+            if r.status == LedgerStatus::Running && r.until_ms > now {
+                return Ok(Cancelled::Running);
+            }
+        }
+        let attempts = record.as_ref().map_or(0, |r| r.attempts);
+        let unknown = record.as_ref().is_some_and(|r| r.outcome_unknown);
+        let result = EffectResult {
+            schema_version: wire::SCHEMA_VERSION,
+            command_id: cmd.command_id.clone(),
+            tenant_id: cmd.tenant_id.clone(),
+            effect_type: cmd.effect_type.clone(),
+            workflow: cmd.workflow.clone(),
+            instance: cmd.instance.clone(),
+            label: cmd.label.clone(),
+            completed_at_ms: now,
+            attempts,
+            outcome: EffectOutcome::Failed {
+                error: format!("cancelled after {attempts} attempts: {reason}"),
+                outcome_unknown: unknown,
+            },
+            correlation_id: cmd.correlation_id.clone(),
+            traceparent: cmd.traceparent.clone(),
+        };
+        let done = LedgerRecord {
+            schema_version: LEDGER_SCHEMA_VERSION,
+            status: LedgerStatus::Done,
+            attempts,
+            until_ms: 0,
+            outcome_unknown: unknown,
+            last_error: Some(format!("cancelled: {reason}")),
+            result: Some(result.clone()),
+        };
+        let bytes = Bytes::from(serde_json::to_vec(&done).map_err(|e| e.to_string())?);
+        let written = match revision {
+            None => ledger.create(&key, bytes).await.map(|_| ()).map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            Some(rev) => ledger.update(&key, bytes, rev).await.map(|_| ()).map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+        };
+        match written {
+            Ok(()) => {
+                metrics::counter!(names::EFFECTS, "effect_type" => cmd.effect_type.clone(), "outcome" => "cancelled").increment(1);
+                publish_result(js, cmd, &result, io_timeout).await?;
+                return Ok(Cancelled::Stopped);
+            }
+            Err(true) => continue,
+            Err(false) => return Err(format!("writing the ledger {key} failed")),
+        }
+    }
+    Err(format!("ledger {key}: too many concurrent writers"))
+}
+
+/// Cuts a pending command's backoff short: its `waiting` claim ends now (so any worker may run
+/// the next attempt) and the runner holding it is woken. Returns true when it was waiting.
+pub(crate) async fn retry_command_now(
+    ledger: &kv::Store,
+    client: &async_nats::Client,
+    effect_type: &str,
+    tenant: &str,
+    command_id: &str,
+    io_timeout: Duration,
+) -> Result<bool, String> {
+    let key = buckets::effect_ledger_key(effect_type, tenant, command_id);
+    let entry = tokio::time::timeout(io_timeout, ledger.entry(key.clone()))
+        .await
+        .map_err(|_| format!("reading the ledger {key} timed out"))?
+        .map_err(|e| format!("reading the ledger {key}: {e}"))?;
+    let Some(entry) = entry.filter(|e| e.operation == kv::Operation::Put) else {
+        return Ok(false);
+    };
+    let mut record: LedgerRecord = serde_json::from_slice(&entry.value)
+        .map_err(|err| format!("ledger {key} does not decode: {err}"))?;
+    if record.status != LedgerStatus::Waiting {
+        return Ok(false);
+    }
+    record.until_ms = wire::now_ms();
+    let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
+    // A lost race means the worker moved on by itself: nothing to cut short.
+    let _ = ledger.update(&key, bytes, entry.revision).await;
+    client
+        .publish(subject::RUNNER_RETRY_NOW, Bytes::from(command_id.to_string()))
+        .await
+        .map_err(|e| format!("asking the runners to retry now: {e}"))?;
+    Ok(true)
 }
 
 /// The request context a command's effect runs and publishes under.

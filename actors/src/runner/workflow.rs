@@ -30,6 +30,7 @@
 //!             Input::Result(r) if r.is_ok() => Ok(Decision::new(WelcomeState { sent: true }).cancel("give-up").complete()),
 //!             Input::Result(r) => Ok(Decision::new(s.clone()).fail(format!("mail failed: {}", r.error().unwrap_or("")))),
 //!             Input::Timer(_) => Ok(Decision::new(s.clone()).fail("no answer within a day")),
+//!             Input::Cancel(why) => Ok(Decision::new(s.clone()).cancel("give-up").fail(why)),
 //!             Input::Event(_) => Ok(Decision::new(s.clone())),
 //!         }
 //!     }
@@ -108,6 +109,9 @@ pub enum Input<'a, S> {
     Result(&'a EffectResult),
     /// A timer of this instance fired (its name).
     Timer(&'a str),
+    /// An operator cancelled the instance (the reason): decide its compensation — typically
+    /// [`Decision::abort`] the commands still pending, then compensate when their results come.
+    Cancel(&'a str),
 }
 
 /// Typed access to an effect's result, for `react`.
@@ -196,6 +200,8 @@ pub struct Decision<S> {
     pub cancel: Vec<String>,
     /// Set when the instance ends with this step.
     pub outcome: Option<Outcome>,
+    /// Labels of pending commands to abort (`*`: all of them).
+    pub abort: Vec<String>,
     /// A typed command that did not serialise (refused when the decision is committed).
     pub(crate) invalid: Option<String>,
 }
@@ -209,6 +215,7 @@ impl<S> Decision<S> {
             arm: Vec::new(),
             cancel: Vec::new(),
             outcome: None,
+            abort: Vec::new(),
             invalid: None,
         }
     }
@@ -270,6 +277,14 @@ impl<S> Decision<S> {
     /// Cancels apply before arms: arming a name again replaces its timer anyway.
     pub fn cancel(mut self, name: &str) -> Self {
         self.cancel.push(name.to_string());
+        self
+    }
+
+    /// Aborts the pending commands labelled `label` (`*`: all): no further attempt of them
+    /// starts, and each answers with a `failed` result ("cancelled …") — unless an attempt is
+    /// running right now, whose outcome then decides. Commands that finished are not affected.
+    pub fn abort(mut self, label: &str) -> Self {
+        self.abort.push(label.to_string());
         self
     }
 

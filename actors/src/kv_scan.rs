@@ -1,0 +1,103 @@
+//! Bounded reads of the latest values under a key prefix of a KV bucket: an ephemeral pull
+//! consumer on the bucket's stream, filtered to the prefix, last value per key, reading exactly
+//! as many messages as it had pending when created, deleted afterwards. Used by view `List`s and
+//! workflow instance lists; its cost grows with the keys under the prefix, never with the rest
+//! of the bucket.
+
+use std::time::Duration;
+
+use async_nats::jetstream::{self, consumer::PullConsumer};
+use bytes::Bytes;
+use futures::StreamExt;
+
+/// Why a scan did not complete.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ScanError {
+    /// More keys under the prefix than the caller allows.
+    #[error("{found} keys under the prefix; at most {max} are read")]
+    TooMany {
+        /// Keys found.
+        found: u64,
+        /// The bound.
+        max: u64,
+    },
+    /// NATS failed or stopped delivering.
+    #[error("{0}")]
+    Nats(String),
+}
+
+/// The latest value of every key of `bucket` under `prefix` (a key prefix ending in `.`), as
+/// `(key without the prefix, value)`; deleted keys are left out. Refuses more than `max` keys.
+pub async fn latest_under(
+    js: &jetstream::Context,
+    bucket: &str,
+    prefix: &str,
+    max: u64,
+) -> Result<Vec<(String, Bytes)>, ScanError> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let nats = |e: &dyn std::fmt::Display| ScanError::Nats(e.to_string());
+    let stream = js
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .map_err(|e| nats(&e))?;
+    let subject_prefix = format!("$KV.{bucket}.{prefix}");
+    let consumer: PullConsumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("{subject_prefix}>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ack_policy: AckPolicy::None,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let mut pending = consumer.cached_info().num_pending;
+    let result = async {
+        if pending > max {
+            return Err(ScanError::TooMany {
+                found: pending,
+                max,
+            });
+        }
+        let mut out = Vec::with_capacity(pending as usize);
+        while pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(pending.min(1000) as usize)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| nats(&e))?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| nats(&e))?;
+                got += 1;
+                pending -= 1;
+                let removed = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                if let Some(key) = m.subject.strip_prefix(subject_prefix.as_str())
+                    && !removed
+                {
+                    out.push((key.to_string(), m.payload.clone()));
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+            if got == 0 {
+                return Err(ScanError::Nats(format!(
+                    "the bucket {bucket} stopped delivering"
+                )));
+            }
+        }
+        Ok(out)
+    }
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.delete_consumer(&name)).await;
+    result
+}
