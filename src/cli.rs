@@ -264,7 +264,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projection(ProjectionCommand { action: None, run }) => {
             crate::roles::projection(&src, run).await
         }
-        Command::Runner(args) => crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await,
+        Command::Runner(args) => {
+            crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await
+        }
     }
 }
 

@@ -92,7 +92,8 @@ pub async fn runner(
     let reload: runner::ReloadSource = std::sync::Arc::new(move || {
         crate::cli::config_source(config_path.as_ref()).map_err(|e| format!("{e:#}"))
     });
-    let node = nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref(), Some(reload)).await?;
+    let node =
+        nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref(), Some(reload)).await?;
     let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
         let node = node.clone();
         r.register("intake", move || {
@@ -115,16 +116,11 @@ pub async fn runner(
     );
     let draining = node.clone();
     let grace = runner::RunnerSettings::load(src)?.drain_grace;
-    nodes::serve_until_signal_then(
-        http,
-        ops,
-        |stop| node.serve_grpc(grpc, stop),
-        async move {
-            eprintln!("draining the runner (grace {grace:?})");
-            let progress = draining.drain(grace, true).await;
-            eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
-        },
-    )
+    nodes::serve_until_signal_then(http, ops, |stop| node.serve_grpc(grpc, stop), async move {
+        eprintln!("draining the runner (grace {grace:?})");
+        let progress = draining.drain(grace, true).await;
+        eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
+    })
     .await
 }
 

@@ -36,26 +36,26 @@ pub mod record;
 pub mod workflow;
 
 mod drain;
-mod reload;
 mod inputs;
 mod instance;
 mod node;
+mod reload;
 mod service;
 pub mod settings;
 mod worker;
 
 pub use command_client::CommandClient;
+pub use drain::{DrainProgress, DrainState};
 pub use effect::{Effect, EffectContext, EffectError, EffectErrorKind, RetryPolicy};
 pub use error::RunnerError;
-pub use drain::{DrainProgress, DrainState};
 pub use instance::{INSTANCE_KIND, InputOutcome, InstanceSettings, Verb};
 pub use node::{ReloadSource, RunnerNode, RunnerNodeBuilder, RunnerNodeError};
+pub use service::{DRAIN_TIMEOUT, to_proto};
 pub use settings::{
     AGGREGATE_ADDR, DRAIN_GRACE_MS, EFFECT_CONCURRENCY, EFFECT_MAX_ATTEMPTS, ENABLED_WORKFLOWS,
     GRPC_ADDR, INSTANCE_IDLE_TIMEOUT_MS, INSTANCE_MAILBOX, LANES, LiveSettings, MAX_ARMED_TIMERS,
     MAX_INSTANCES, OUTBOX_SWEEP_MS, RELAY_LANES, RunnerSettings, SETTINGS,
 };
-pub use service::{DRAIN_TIMEOUT, to_proto};
 pub use worker::{LEASE_MARGIN, LedgerRecord, LedgerStatus};
 pub use workflow::{
     Correlation, Decision, EffectResultExt, Input, ReactContext, Workflow, WorkflowError,

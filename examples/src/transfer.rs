@@ -215,7 +215,11 @@ impl Workflow for Transfer {
             // compensation (nothing to undo after a withdrawal that did not happen, a refund
             // after one that did). A refund in progress is never aborted.
             Input::Cancel(reason) if matches!(s.stage, Stage::Withdrawing | Stage::Depositing) => {
-                let outstanding = if s.stage == Stage::Withdrawing { "withdraw" } else { "deposit" };
+                let outstanding = if s.stage == Stage::Withdrawing {
+                    "withdraw"
+                } else {
+                    "deposit"
+                };
                 Ok(Decision::new(TransferState {
                     cancelled: true,
                     reason: Some(format!("cancelled: {reason}")),
@@ -281,7 +285,10 @@ fn on_result(s: &TransferState, r: &EffectResult) -> Decision<TransferState> {
     let why = |what: &str| {
         let error = r.error().unwrap_or_default();
         if s.cancelled {
-            format!("{what} did not happen: {}", s.reason.clone().unwrap_or_default())
+            format!(
+                "{what} did not happen: {}",
+                s.reason.clone().unwrap_or_default()
+            )
         } else if s.timed_out {
             format!("timed out: {what} did not happen in time ({error})")
         } else {

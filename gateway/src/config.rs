@@ -143,7 +143,13 @@ impl GatewaySettings {
             .split(',')
             .map(str::trim)
             .filter(|a| !a.is_empty())
-            .map(|a| if a.contains("://") { a.to_string() } else { format!("http://{a}") })
+            .map(|a| {
+                if a.contains("://") {
+                    a.to_string()
+                } else {
+                    format!("http://{a}")
+                }
+            })
             .collect::<Vec<_>>()
             .join(",");
         let aggregate_addr: String = src.get_or(

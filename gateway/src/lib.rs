@@ -149,7 +149,10 @@ impl Gateway {
                 post(workflows::start).get(workflows::get),
             )
             .route("/v1/workflows/{name}/{id}/{verb}", post(workflows::operate))
-            .route("/admin/runner/nodes", axum::routing::get(runner_admin::list))
+            .route(
+                "/admin/runner/nodes",
+                axum::routing::get(runner_admin::list),
+            )
             .route(
                 "/admin/runner/nodes/{node}",
                 axum::routing::get(runner_admin::status),

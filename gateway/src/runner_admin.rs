@@ -43,20 +43,25 @@ fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
 
 /// Each runner's node id (or why it is unknown), in address order.
 async fn nodes(gw: &Gateway) -> Vec<(usize, Result<String, String>)> {
-    let asks = gw.inner.runners.iter().enumerate().map(|(i, (_, channel))| {
-        let channel = channel.clone();
-        async move {
-            let mut client = NodeAdminClient::new(channel);
-            let mut req = tonic::Request::new(DescribeRequest {});
-            req.set_timeout(ADMIN_TIMEOUT);
-            let id = match tokio::time::timeout(ADMIN_TIMEOUT, client.describe(req)).await {
-                Ok(Ok(r)) => Ok(r.into_inner().node_id),
-                Ok(Err(s)) => Err(s.message().to_string()),
-                Err(_) => Err("no answer within the deadline".into()),
-            };
-            (i, id)
-        }
-    });
+    let asks = gw
+        .inner
+        .runners
+        .iter()
+        .enumerate()
+        .map(|(i, (_, channel))| {
+            let channel = channel.clone();
+            async move {
+                let mut client = NodeAdminClient::new(channel);
+                let mut req = tonic::Request::new(DescribeRequest {});
+                req.set_timeout(ADMIN_TIMEOUT);
+                let id = match tokio::time::timeout(ADMIN_TIMEOUT, client.describe(req)).await {
+                    Ok(Ok(r)) => Ok(r.into_inner().node_id),
+                    Ok(Err(s)) => Err(s.message().to_string()),
+                    Err(_) => Err("no answer within the deadline".into()),
+                };
+                (i, id)
+            }
+        });
     futures::future::join_all(asks).await
 }
 
@@ -237,7 +242,11 @@ pub(crate) async fn list(State(gw): State<Gateway>, headers: HeaderMap) -> Respo
                 Err(e) => serde_json::json!({"address": address, "error": e}),
             });
         }
-        Ok((StatusCode::OK, axum::Json(serde_json::json!({ "nodes": out }))).into_response())
+        Ok((
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "nodes": out })),
+        )
+            .into_response())
     }
     .await;
     finish(result, "admin_runner", started, &correlation)
@@ -302,7 +311,11 @@ pub(crate) async fn all_verb(
                 Err(e) => serde_json::json!({"address": address, "error": e}),
             });
         }
-        Ok((StatusCode::OK, axum::Json(serde_json::json!({ "nodes": out }))).into_response())
+        Ok((
+            StatusCode::OK,
+            axum::Json(serde_json::json!({ "nodes": out })),
+        )
+            .into_response())
     }
     .await;
     finish(result, "admin_runner", started, &correlation)

@@ -39,7 +39,9 @@ use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient;
-use cloudlysis_proto::workflows::{GetRequest, Instance, ListRequest, OperateRequest, StartRequest};
+use cloudlysis_proto::workflows::{
+    GetRequest, Instance, ListRequest, OperateRequest, StartRequest,
+};
 use cloudlysis_runtime::context::{
     RequestContext, headers as h, incoming_trace, normalize_correlation_id,
 };
@@ -99,7 +101,9 @@ fn admit(
     let (claims, tenant) = authenticate(gw, headers)?;
     validate_token(name).map_err(|e| Problem::bad_request(format!("workflow: {e}")))?;
     if !allows(&claims.rights, "workflows", right) {
-        return Err(Problem::forbidden(format!("missing right `workflows:{right}`")));
+        return Err(Problem::forbidden(format!(
+            "missing right `workflows:{right}`"
+        )));
     }
     let (traceparent, tracestate) = incoming_trace(headers);
     Ok((
@@ -142,7 +146,8 @@ where
     let mut last = None;
     for i in 0..runners.len() {
         let (_, channel) = &runners[(first + i) % runners.len()];
-        match tokio::time::timeout(timeout, call(WorkflowServiceClient::new(channel.clone()))).await {
+        match tokio::time::timeout(timeout, call(WorkflowServiceClient::new(channel.clone()))).await
+        {
             Err(_) => {
                 return Err(Problem::new(
                     StatusCode::GATEWAY_TIMEOUT,
@@ -157,12 +162,24 @@ where
         }
     }
     Err(last.map_or_else(
-        || Problem::new(StatusCode::SERVICE_UNAVAILABLE, "unavailable", "no runner node").retry_after(1),
+        || {
+            Problem::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "no runner node",
+            )
+            .retry_after(1)
+        },
         |s| node_status_problem(&s, "runner"),
     ))
 }
 
-fn request<T>(ctx: &RequestContext, actor: &str, timeout: std::time::Duration, msg: T) -> tonic::Request<T> {
+fn request<T>(
+    ctx: &RequestContext,
+    actor: &str,
+    timeout: std::time::Duration,
+    msg: T,
+) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     ctx.inject(r.metadata_mut());
     if let Ok(v) = actor.parse() {
@@ -332,7 +349,13 @@ pub(crate) async fn operate(
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        let (ctx, actor) = admit(&gw, &headers, &name, &format!("{name}:operate"), &correlation)?;
+        let (ctx, actor) = admit(
+            &gw,
+            &headers,
+            &name,
+            &format!("{name}:operate"),
+            &correlation,
+        )?;
         validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
         let verb = match verb.as_str() {
             "pause" | "resume" | "cancel" => verb.clone(),

@@ -111,7 +111,12 @@ impl RunnerNode {
     /// `wait`, answers once it finished.
     pub async fn drain(&self, grace: Duration, wait: bool) -> DrainProgress {
         {
-            let mut task = self.inner.drain.task.lock().unwrap_or_else(|p| p.into_inner());
+            let mut task = self
+                .inner
+                .drain
+                .task
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
             if task.is_none() {
                 // Intake stops at once, before this call returns.
                 self.inner.intake.send_replace(true);
@@ -220,7 +225,11 @@ impl RunnerNode {
         while self.inner.relay.depth() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let swept = self.inner.relay.sweep_now(self.inner.ctx.settings.io_timeout * 6).await;
+        let swept = self
+            .inner
+            .relay
+            .sweep_now(self.inner.ctx.settings.io_timeout * 6)
+            .await;
         let pending_outbox = self.outbox_depth().await;
         set(
             self,
@@ -230,7 +239,9 @@ impl RunnerNode {
                 pending_outbox,
                 detail: match swept {
                     Ok(()) => format!("outbox flushed; {pending_outbox} steps pending"),
-                    Err(e) => format!("outbox sweep failed ({e}); {pending_outbox} steps pending for the other runners' sweeps"),
+                    Err(e) => format!(
+                        "outbox sweep failed ({e}); {pending_outbox} steps pending for the other runners' sweeps"
+                    ),
                 },
                 ..Default::default()
             },

@@ -550,7 +550,13 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
                 let input = verb.input();
                 let result = self.operate(verb, state).await;
                 if input == "cancel" {
-                    self.count(input, &result.as_ref().map(|_| InputOutcome::Applied).map_err(Clone::clone));
+                    self.count(
+                        input,
+                        &result
+                            .as_ref()
+                            .map(|_| InputOutcome::Applied)
+                            .map_err(Clone::clone),
+                    );
                 }
                 let _ = reply.send(result);
             }
@@ -738,7 +744,8 @@ impl<W: Workflow> InstanceActor<W> {
                     }
                     self.flush(next, rev, state).await;
                     if !aborting.is_empty() {
-                        self.abort_pending(&record, &aborting, "aborted by the workflow").await;
+                        self.abort_pending(&record, &aborting, "aborted by the workflow")
+                            .await;
                     }
                     return Ok(InputOutcome::Applied);
                 }
@@ -832,7 +839,8 @@ impl<W: Workflow> InstanceActor<W> {
                     self.finished_metric(!record.finished(), &next);
                     self.flush(next, rev, state).await;
                     if !aborting.is_empty() {
-                        self.abort_pending(&record, &aborting, "aborted by the workflow").await;
+                        self.abort_pending(&record, &aborting, "aborted by the workflow")
+                            .await;
                     }
                     return Ok(InputOutcome::Applied);
                 }

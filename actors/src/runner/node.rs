@@ -84,7 +84,13 @@ pub(crate) struct Ctx {
 }
 
 type MakeHost = Box<
-    dyn FnOnce(RelayCtx, Relay, SupervisorRef, super::instance::InstanceSettings, jetstream::kv::Store) -> Arc<dyn WorkflowHost>
+    dyn FnOnce(
+            RelayCtx,
+            Relay,
+            SupervisorRef,
+            super::instance::InstanceSettings,
+            jetstream::kv::Store,
+        ) -> Arc<dyn WorkflowHost>
         + Send,
 >;
 type MakeInputs = Arc<dyn Fn(&Ctx, Arc<dyn WorkflowHost>) -> Vec<ConsumerSpec> + Send + Sync>;
@@ -154,7 +160,8 @@ impl RunnerNodeBuilder {
     /// Registers a workflow: its instances run here and its inputs are consumed here.
     pub fn workflow<W: Workflow>(mut self) -> Self {
         let host: MakeHost = Box::new(|relay_ctx, relay, sup, settings, ledger| {
-            Arc::new(Host::<W>::new(relay_ctx, relay, sup, settings, ledger)) as Arc<dyn WorkflowHost>
+            Arc::new(Host::<W>::new(relay_ctx, relay, sup, settings, ledger))
+                as Arc<dyn WorkflowHost>
         });
         let inputs: MakeInputs = Arc::new(|ctx: &Ctx, host: Arc<dyn WorkflowHost>| {
             let name = token(W::NAME);
@@ -259,54 +266,56 @@ impl RunnerNodeBuilder {
     pub fn effect<E: Effect>(mut self, effect: E) -> Self {
         let policy = effect.retry_policy();
         let effect = Arc::new(effect);
-        let worker: MakeWorker = Arc::new(move |ctx: &Ctx, concurrency: u64, attempts: Arc<AtomicU32>| {
-            let durable = DurableName::runner_effect(&token(E::TYPE));
-            let settings = ConsumerSettings {
-                max_in_flight: concurrency.max(1),
-                ..ctx.settings.consumer
-            };
-            let policy = ConsumerPolicy {
-                durable: durable.clone(),
-                filter_subjects: vec![filter::effect_commands(&token(E::TYPE))],
-                settings,
-            };
-            let lanes = (concurrency as usize).clamp(1, MAX_LANES);
-            let (effect, ledger, js, io, retry_now) = (
-                effect.clone(),
-                ctx.ledger.clone(),
-                ctx.js.clone(),
-                ctx.settings.io_timeout,
-                ctx.retry_now.clone(),
-            );
-            let child = format!("effect-{}", E::TYPE);
-            let (tree, handle) = consumer::supervised_with(
-                child.clone(),
-                ctx.js.clone(),
-                stream::WORKFLOW_COMMANDS,
-                policy,
-                SubtreeOptions {
-                    lanes,
-                    partition: Some(Arc::new(|c: &EffectCommand| hash(&c.command_id))),
-                    intake: Some(ctx.intake.clone()),
-                    ..Default::default()
-                },
-                move || {
-                    EffectWorker::new(effect.clone(), ledger.clone(), js.clone(), io)
-                        .with_attempts(attempts.clone())
-                        .with_retry_now(retry_now.clone())
-                },
-            );
-            ConsumerSpec {
-                spec: ChildSpec::supervisor(tree),
-                entry: ConsumerEntry {
-                    child,
-                    stream: stream::WORKFLOW_COMMANDS,
-                    durable: durable.to_string(),
-                    control: handle.control,
-                    owner: Owner::Effect(E::TYPE),
-                },
-            }
-        });
+        let worker: MakeWorker = Arc::new(
+            move |ctx: &Ctx, concurrency: u64, attempts: Arc<AtomicU32>| {
+                let durable = DurableName::runner_effect(&token(E::TYPE));
+                let settings = ConsumerSettings {
+                    max_in_flight: concurrency.max(1),
+                    ..ctx.settings.consumer
+                };
+                let policy = ConsumerPolicy {
+                    durable: durable.clone(),
+                    filter_subjects: vec![filter::effect_commands(&token(E::TYPE))],
+                    settings,
+                };
+                let lanes = (concurrency as usize).clamp(1, MAX_LANES);
+                let (effect, ledger, js, io, retry_now) = (
+                    effect.clone(),
+                    ctx.ledger.clone(),
+                    ctx.js.clone(),
+                    ctx.settings.io_timeout,
+                    ctx.retry_now.clone(),
+                );
+                let child = format!("effect-{}", E::TYPE);
+                let (tree, handle) = consumer::supervised_with(
+                    child.clone(),
+                    ctx.js.clone(),
+                    stream::WORKFLOW_COMMANDS,
+                    policy,
+                    SubtreeOptions {
+                        lanes,
+                        partition: Some(Arc::new(|c: &EffectCommand| hash(&c.command_id))),
+                        intake: Some(ctx.intake.clone()),
+                        ..Default::default()
+                    },
+                    move || {
+                        EffectWorker::new(effect.clone(), ledger.clone(), js.clone(), io)
+                            .with_attempts(attempts.clone())
+                            .with_retry_now(retry_now.clone())
+                    },
+                );
+                ConsumerSpec {
+                    spec: ChildSpec::supervisor(tree),
+                    entry: ConsumerEntry {
+                        child,
+                        stream: stream::WORKFLOW_COMMANDS,
+                        durable: durable.to_string(),
+                        control: handle.control,
+                        owner: Owner::Effect(E::TYPE),
+                    },
+                }
+            },
+        );
         self.effects.push(EffectRegistration {
             effect_type: E::TYPE,
             policy,
@@ -406,7 +415,11 @@ impl RunnerNodeBuilder {
         }
         register_metrics(
             &self.workflows.iter().map(|w| w.name).collect::<Vec<_>>(),
-            &self.effects.iter().map(|e| e.effect_type).collect::<Vec<_>>(),
+            &self
+                .effects
+                .iter()
+                .map(|e| e.effect_type)
+                .collect::<Vec<_>>(),
         );
         let nats = |e: &dyn std::fmt::Display| RunnerNodeError::Nats(e.to_string());
         let mut streams = vec![stream::workflow_commands(), stream::workflow_events()];
@@ -506,7 +519,10 @@ impl RunnerNodeBuilder {
         for e in self.effects {
             let concurrency = live.concurrency(e.effect_type);
             let attempts = Arc::new(AtomicU32::new(
-                live.effect_max_attempts.get(e.effect_type).copied().unwrap_or(0),
+                live.effect_max_attempts
+                    .get(e.effect_type)
+                    .copied()
+                    .unwrap_or(0),
             ));
             let c = (e.worker)(&ctx, concurrency, attempts.clone());
             root.start_child(c.spec).await?;
@@ -629,7 +645,8 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     for e in effects {
         let e = *e;
         for outcome in ["ok", "failed", "replayed", "deferred", "cancelled"] {
-            metrics::counter!(names::EFFECTS, "effect_type" => e, "outcome" => outcome).increment(0);
+            metrics::counter!(names::EFFECTS, "effect_type" => e, "outcome" => outcome)
+                .increment(0);
         }
         for outcome in ["ok", "permanent", "retryable", "unknown", "timeout"] {
             metrics::counter!(names::EFFECT_ATTEMPTS, "effect_type" => e, "outcome" => outcome)
@@ -640,7 +657,11 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     for kind in ["command", "event"] {
         metrics::counter!(names::OUTBOX_PUBLISHED, "kind" => kind).increment(0);
     }
-    for counter in [names::OUTBOX_DUPLICATES, names::OUTBOX_FAILURES, names::OUTBOX_SWEPT] {
+    for counter in [
+        names::OUTBOX_DUPLICATES,
+        names::OUTBOX_FAILURES,
+        names::OUTBOX_SWEPT,
+    ] {
         metrics::counter!(counter).increment(0);
     }
     metrics::gauge!(names::OUTBOX_DEPTH).set(0.0);
@@ -814,9 +835,13 @@ impl RunnerNode {
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
         if self.draining() {
-            health.set_not_serving::<WorkflowServiceServer<RunnerNode>>().await;
+            health
+                .set_not_serving::<WorkflowServiceServer<RunnerNode>>()
+                .await;
         } else {
-            health.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
+            health
+                .set_serving::<WorkflowServiceServer<RunnerNode>>()
+                .await;
         }
         health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
         let _ = self.inner.health.set(health);
@@ -849,7 +874,8 @@ impl RunnerNode {
             if serving {
                 h.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
             } else {
-                h.set_not_serving::<WorkflowServiceServer<RunnerNode>>().await;
+                h.set_not_serving::<WorkflowServiceServer<RunnerNode>>()
+                    .await;
             }
         }
     }

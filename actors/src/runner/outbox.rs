@@ -195,7 +195,11 @@ impl Relay {
 
     /// Messages queued or being handled on all lanes.
     pub fn depth(&self) -> usize {
-        self.lanes.iter().map(|l| l.depth()).sum::<usize>().min(self.lanes[0].capacity())
+        self.lanes
+            .iter()
+            .map(|l| l.depth())
+            .sum::<usize>()
+            .min(self.lanes[0].capacity())
     }
 
     /// Sweeps every index entry now and waits for it (bounded by `timeout`).

@@ -21,8 +21,10 @@ impl RunnerNode {
         };
         let _one_at_a_time = self.inner.reload_lock.lock().await;
         let src = source().map_err(Status::invalid_argument)?;
-        let next = LiveSettings::load(&src, &self.workflows(), &self.effect_types())
-            .map_err(|e| Status::invalid_argument(format!("configuration refused, nothing changed: {e}")))?;
+        let next =
+            LiveSettings::load(&src, &self.workflows(), &self.effect_types()).map_err(|e| {
+                Status::invalid_argument(format!("configuration refused, nothing changed: {e}"))
+            })?;
         let mut changes = Vec::new();
         for slot in &self.inner.effects {
             let want = next.concurrency(slot.effect_type);
@@ -30,13 +32,28 @@ impl RunnerNode {
             if want != have {
                 self.replace_effect_consumer(slot, want)
                     .await
-                    .map_err(|e| Status::unavailable(format!("effect `{}`: {e}", slot.effect_type)))?;
-                changes.push(format!("effect `{}`: concurrency {have} -> {want}", slot.effect_type));
+                    .map_err(|e| {
+                        Status::unavailable(format!("effect `{}`: {e}", slot.effect_type))
+                    })?;
+                changes.push(format!(
+                    "effect `{}`: concurrency {have} -> {want}",
+                    slot.effect_type
+                ));
             }
-            let attempts = next.effect_max_attempts.get(slot.effect_type).copied().unwrap_or(0);
+            let attempts = next
+                .effect_max_attempts
+                .get(slot.effect_type)
+                .copied()
+                .unwrap_or(0);
             let before = slot.max_attempts.swap(attempts, Ordering::SeqCst);
             if before != attempts {
-                let shown = |n: u32| if n == 0 { format!("{} (its policy)", slot.policy.max_attempts) } else { n.to_string() };
+                let shown = |n: u32| {
+                    if n == 0 {
+                        format!("{} (its policy)", slot.policy.max_attempts)
+                    } else {
+                        n.to_string()
+                    }
+                };
                 changes.push(format!(
                     "effect `{}`: attempts {} -> {}",
                     slot.effect_type,

@@ -134,7 +134,12 @@ impl RunnerNode {
     }
 
     /// The ledger's view of a pending command: attempts, status, last error.
-    async fn ledger_of(&self, effect_type: &str, tenant: &str, command_id: &str) -> Option<LedgerRecord> {
+    async fn ledger_of(
+        &self,
+        effect_type: &str,
+        tenant: &str,
+        command_id: &str,
+    ) -> Option<LedgerRecord> {
         let key = buckets::effect_ledger_key(effect_type, tenant, command_id);
         let entry = tokio::time::timeout(
             self.inner.ctx.settings.io_timeout,
@@ -149,10 +154,22 @@ impl RunnerNode {
     }
 
     /// Writes an audit record (a failure to write is logged: the verb itself happened).
-    async fn audit(&self, actor: &str, tenant: &str, action: &str, target: &str, outcome: Result<String, String>) {
-        let record = cloudlysis_runtime::audit::AuditRecord::new(actor, tenant, action, target, outcome);
-        if let Err(e) =
-            cloudlysis_runtime::audit::write(&self.inner.audit, &record, self.inner.ctx.settings.io_timeout).await
+    async fn audit(
+        &self,
+        actor: &str,
+        tenant: &str,
+        action: &str,
+        target: &str,
+        outcome: Result<String, String>,
+    ) {
+        let record =
+            cloudlysis_runtime::audit::AuditRecord::new(actor, tenant, action, target, outcome);
+        if let Err(e) = cloudlysis_runtime::audit::write(
+            &self.inner.audit,
+            &record,
+            self.inner.ctx.settings.io_timeout,
+        )
+        .await
         {
             tracing::warn!(action, target, error = %e, "audit record not written");
         }
@@ -170,7 +187,10 @@ fn actor_of<T>(request: &Request<T>) -> String {
 
 #[tonic::async_trait]
 impl WorkflowService for RunnerNode {
-    async fn start(&self, request: Request<StartRequest>) -> Result<Response<pb::Instance>, Status> {
+    async fn start(
+        &self,
+        request: Request<StartRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -257,15 +277,22 @@ impl WorkflowService for RunnerNode {
         let prefix = format!("{}.{}.", req.workflow, ctx.tenant);
         let scan = tokio::time::timeout(
             Duration::from_secs(10),
-            crate::kv_scan::latest_under(&self.inner.ctx.js, buckets::WORKFLOWS_BUCKET, &prefix, MAX_LIST_SCAN),
+            crate::kv_scan::latest_under(
+                &self.inner.ctx.js,
+                buckets::WORKFLOWS_BUCKET,
+                &prefix,
+                MAX_LIST_SCAN,
+            ),
         )
         .await
         .map_err(|_| Status::deadline_exceeded("listing instances timed out"))?
         .map_err(|e| match e {
-            crate::kv_scan::ScanError::TooMany { found, max } => Status::failed_precondition(format!(
-                "{found} instances of `{}` for this tenant; a list reads at most {max}",
-                req.workflow
-            )),
+            crate::kv_scan::ScanError::TooMany { found, max } => {
+                Status::failed_precondition(format!(
+                    "{found} instances of `{}` for this tenant; a list reads at most {max}",
+                    req.workflow
+                ))
+            }
             crate::kv_scan::ScanError::Nats(e) => Status::unavailable(e),
         })?;
         let now = cloudlysis_runtime::workflow::now_ms();
@@ -290,7 +317,10 @@ impl WorkflowService for RunnerNode {
         }))
     }
 
-    async fn operate(&self, request: Request<OperateRequest>) -> Result<Response<pb::Instance>, Status> {
+    async fn operate(
+        &self,
+        request: Request<OperateRequest>,
+    ) -> Result<Response<pb::Instance>, Status> {
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actor = actor_of(&request);
@@ -299,12 +329,15 @@ impl WorkflowService for RunnerNode {
         let host = self.host(&req.workflow)?;
         let verb = Verb::parse(&req.verb, &req.reason).map_err(|e| e.to_status())?;
         let target = format!("{}/{}", req.workflow, req.instance);
-        let result = host.operate(ctx.tenant.clone(), instance, verb.clone()).await;
+        let result = host
+            .operate(ctx.tenant.clone(), instance, verb.clone())
+            .await;
         let outcome = match &result {
             Ok((_, detail)) => Ok(detail.clone()),
             Err(e) => Err(e.to_string()),
         };
-        self.audit(&actor, ctx.tenant.as_str(), verb.action(), &target, outcome).await;
+        self.audit(&actor, ctx.tenant.as_str(), verb.action(), &target, outcome)
+            .await;
         let (record, _) = result.map_err(|e| e.to_status())?;
         Ok(Response::new(to_proto(&record)))
     }
@@ -312,7 +345,10 @@ impl WorkflowService for RunnerNode {
 
 #[tonic::async_trait]
 impl RunnerAdmin for RunnerNode {
-    async fn drain(&self, request: Request<DrainRequest>) -> Result<Response<DrainResponse>, Status> {
+    async fn drain(
+        &self,
+        request: Request<DrainRequest>,
+    ) -> Result<Response<DrainResponse>, Status> {
         let actor = actor_of(&request);
         let req = request.into_inner();
         let grace = req
@@ -320,16 +356,31 @@ impl RunnerAdmin for RunnerNode {
             .map(Duration::from_millis)
             .unwrap_or(self.inner.ctx.settings.drain_grace);
         let progress = RunnerNode::drain(self, grace, req.wait).await;
-        self.audit(&actor, "", "runner.drain", &self.inner.node_id, Ok(progress.state.as_str().into()))
-            .await;
+        self.audit(
+            &actor,
+            "",
+            "runner.drain",
+            &self.inner.node_id,
+            Ok(progress.state.as_str().into()),
+        )
+        .await;
         Ok(Response::new(drain_proto(&progress)))
     }
 
-    async fn undrain(&self, request: Request<UndrainRequest>) -> Result<Response<DrainResponse>, Status> {
+    async fn undrain(
+        &self,
+        request: Request<UndrainRequest>,
+    ) -> Result<Response<DrainResponse>, Status> {
         let actor = actor_of(&request);
         let progress = RunnerNode::undrain(self).await;
-        self.audit(&actor, "", "runner.undrain", &self.inner.node_id, Ok("serving".into()))
-            .await;
+        self.audit(
+            &actor,
+            "",
+            "runner.undrain",
+            &self.inner.node_id,
+            Ok("serving".into()),
+        )
+        .await;
         Ok(Response::new(drain_proto(&progress)))
     }
 
@@ -365,7 +416,8 @@ impl RunnerAdmin for RunnerNode {
             .iter()
             .map(|slot| {
                 let durable = cloudlysis_runtime::consumer::DurableName::runner_effect(
-                    &SubjectToken::new(slot.effect_type).unwrap_or_else(|_| unreachable!("validated")),
+                    &SubjectToken::new(slot.effect_type)
+                        .unwrap_or_else(|_| unreachable!("validated")),
                 )
                 .to_string();
                 admin::EffectStatus {
@@ -386,7 +438,11 @@ impl RunnerAdmin for RunnerNode {
         Ok(Response::new(StatusResponse {
             draining: self.draining(),
             in_flight: statuses.iter().map(|s| s.in_flight).sum(),
-            enabled_workflows: self.enabled_workflows().iter().map(|s| s.to_string()).collect(),
+            enabled_workflows: self
+                .enabled_workflows()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             effect_types: self.effect_types().iter().map(|s| s.to_string()).collect(),
             node_id: self.inner.node_id.clone(),
             version: env!("CARGO_PKG_VERSION").to_string(),
@@ -398,17 +454,25 @@ impl RunnerAdmin for RunnerNode {
         }))
     }
 
-    async fn reload(&self, request: Request<ReloadRequest>) -> Result<Response<ReloadResponse>, Status> {
+    async fn reload(
+        &self,
+        request: Request<ReloadRequest>,
+    ) -> Result<Response<ReloadResponse>, Status> {
         let actor = actor_of(&request);
         let result = self.reload().await;
         let outcome = match &result {
             Ok(changes) => Ok(changes.join("; ")),
             Err(e) => Err(e.message().to_string()),
         };
-        self.audit(&actor, "", "runner.reload", &self.inner.node_id, outcome).await;
+        self.audit(&actor, "", "runner.reload", &self.inner.node_id, outcome)
+            .await;
         let changes = result?;
         Ok(Response::new(ReloadResponse {
-            enabled_workflows: self.enabled_workflows().iter().map(|s| s.to_string()).collect(),
+            enabled_workflows: self
+                .enabled_workflows()
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
             max_in_flight: self
                 .inner
                 .live

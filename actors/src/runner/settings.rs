@@ -91,7 +91,6 @@ setting!(
     "gRPC address of the aggregate node that effects send commands to [default: http://127.0.0.1:50051]"
 );
 
-
 setting!(
     DRAIN_GRACE_MS,
     "runner.drain_grace_ms",
@@ -283,21 +282,34 @@ impl LiveSettings {
             let mut out = BTreeMap::new();
             for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
                 let (name, n) = part.split_once('=').ok_or_else(|| {
-                    invalid(setting, raw.clone(), format!("`{part}` is not `<effect type>=<number>`"))
+                    invalid(
+                        setting,
+                        raw.clone(),
+                        format!("`{part}` is not `<effect type>=<number>`"),
+                    )
                 })?;
                 let (name, n) = (name.trim(), n.trim());
                 if !effects.contains(&name) {
                     return Err(invalid(
                         setting,
                         raw.clone(),
-                        format!("`{name}` is not an effect type of this runner (it runs: {})", effects.join(", ")),
+                        format!(
+                            "`{name}` is not an effect type of this runner (it runs: {})",
+                            effects.join(", ")
+                        ),
                     ));
                 }
                 let n: u64 = n
                     .parse()
                     .ok()
                     .filter(|n| (1..=max).contains(n))
-                    .ok_or_else(|| invalid(setting, raw.clone(), format!("`{n}` is not a number in 1..={max}")))?;
+                    .ok_or_else(|| {
+                        invalid(
+                            setting,
+                            raw.clone(),
+                            format!("`{n}` is not a number in 1..={max}"),
+                        )
+                    })?;
                 out.insert(name.to_string(), n);
             }
             Ok(out)
@@ -317,7 +329,10 @@ impl LiveSettings {
                         return Err(invalid(
                             &ENABLED_WORKFLOWS,
                             raw.clone(),
-                            format!("`{name}` is not a workflow of this runner (it runs: {})", workflows.join(", ")),
+                            format!(
+                                "`{name}` is not a workflow of this runner (it runs: {})",
+                                workflows.join(", ")
+                            ),
                         ));
                     }
                     set.insert(name.to_string());
@@ -361,7 +376,10 @@ mod tests {
     fn live_settings_read_their_lists_and_name_what_is_wrong() {
         let s = LiveSettings::load(
             &src(&[
-                ("CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY", "withdraw=4, deposit=8"),
+                (
+                    "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
+                    "withdraw=4, deposit=8",
+                ),
                 ("CLOUDLYSIS_RUNNER_ENABLED_WORKFLOWS", "transfer"),
                 ("CLOUDLYSIS_RUNNER_EFFECT_MAX_ATTEMPTS", "deposit=3"),
                 ("RUNNER_MAX_IN_FLIGHT", "16"),
@@ -375,14 +393,38 @@ mod tests {
         assert!(s.enabled("transfer") && !s.enabled("other"));
         assert_eq!(s.effect_max_attempts["deposit"], 3);
         for (env, value, named) in [
-            ("CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY", "nope=4", "runner.effect_concurrency"),
-            ("CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY", "withdraw=0", "runner.effect_concurrency"),
-            ("CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY", "withdraw", "runner.effect_concurrency"),
-            ("CLOUDLYSIS_RUNNER_ENABLED_WORKFLOWS", "ghost", "runner.enabled_workflows"),
-            ("CLOUDLYSIS_RUNNER_EFFECT_MAX_ATTEMPTS", "deposit=x", "runner.effect_max_attempts"),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
+                "nope=4",
+                "runner.effect_concurrency",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
+                "withdraw=0",
+                "runner.effect_concurrency",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
+                "withdraw",
+                "runner.effect_concurrency",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_ENABLED_WORKFLOWS",
+                "ghost",
+                "runner.enabled_workflows",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_MAX_ATTEMPTS",
+                "deposit=x",
+                "runner.effect_max_attempts",
+            ),
         ] {
-            let e = LiveSettings::load(&src(&[(env, value)]), &["transfer"], &["withdraw", "deposit"])
-                .unwrap_err();
+            let e = LiveSettings::load(
+                &src(&[(env, value)]),
+                &["transfer"],
+                &["withdraw", "deposit"],
+            )
+            .unwrap_err();
             assert!(e.to_string().contains(named), "{e}");
         }
         let all = LiveSettings::load(&src(&[]), &["transfer"], &["withdraw"]).unwrap();

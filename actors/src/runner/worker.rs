@@ -502,8 +502,16 @@ pub(crate) async fn cancel_command(
         };
         let bytes = Bytes::from(serde_json::to_vec(&done).map_err(|e| e.to_string())?);
         let written = match revision {
-            None => ledger.create(&key, bytes).await.map(|_| ()).map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
-            Some(rev) => ledger.update(&key, bytes, rev).await.map(|_| ()).map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
+            None => ledger
+                .create(&key, bytes)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.kind() == kv::CreateErrorKind::AlreadyExists),
+            Some(rev) => ledger
+                .update(&key, bytes, rev)
+                .await
+                .map(|_| ())
+                .map_err(|e| e.kind() == kv::UpdateErrorKind::WrongLastRevision),
         };
         match written {
             Ok(()) => {
@@ -546,7 +554,10 @@ pub(crate) async fn retry_command_now(
     // A lost race means the worker moved on by itself: nothing to cut short.
     let _ = ledger.update(&key, bytes, entry.revision).await;
     client
-        .publish(subject::RUNNER_RETRY_NOW, Bytes::from(command_id.to_string()))
+        .publish(
+            subject::RUNNER_RETRY_NOW,
+            Bytes::from(command_id.to_string()),
+        )
         .await
         .map_err(|e| format!("asking the runners to retry now: {e}"))?;
     Ok(true)

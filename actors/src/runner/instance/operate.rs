@@ -146,7 +146,10 @@ impl<W: Workflow> InstanceActor<W> {
                     let committed = self.flush(next, rev, state).await;
                     let detail = match &verb {
                         Verb::Cancel(reason) => {
-                            format!("cancelled; {}", self.abort_pending(&record, &aborting, reason).await)
+                            format!(
+                                "cancelled; {}",
+                                self.abort_pending(&record, &aborting, reason).await
+                            )
                         }
                         _ => detail,
                     };
@@ -192,8 +195,14 @@ impl<W: Workflow> InstanceActor<W> {
                 traceparent: record.traceparent.clone(),
             };
             let io = self.shared.relay_ctx.io_timeout;
-            match cancel_command(&self.shared.ledger, &self.shared.relay_ctx.js, &cmd, reason, io)
-                .await
+            match cancel_command(
+                &self.shared.ledger,
+                &self.shared.relay_ctx.js,
+                &cmd,
+                reason,
+                io,
+            )
+            .await
             {
                 Ok(Cancelled::Stopped) => stopped += 1,
                 Ok(Cancelled::Running) => running += 1,
