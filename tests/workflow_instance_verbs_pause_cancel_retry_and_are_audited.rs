@@ -323,7 +323,9 @@ async fn refused_verbs_are_problems_and_change_nothing() {
         "globex",
         &["workflows:transfer", "workflows:transfer:operate"],
     );
-    let cases: Vec<(Option<&str>, Vec<(&str, &str)>, &str, u16)> = vec![
+    // (bearer, extra headers, path, expected status)
+    type Case<'a> = (Option<&'a str>, Vec<(&'a str, &'a str)>, &'a str, u16);
+    let cases: Vec<Case> = vec![
         (None, vec![], "/v1/workflows/transfer/t-x/pause", 401),
         (
             Some(&read_only),
