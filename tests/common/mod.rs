@@ -99,6 +99,21 @@ impl Platform {
         node
     }
 
+    /// Routes the Gateway's workflow and runner-admin calls to the runner nodes at `grpc`
+    /// (host:port each, as a `cloudlysis runner` prints them), in that order.
+    pub fn route_runners(&mut self, grpc: &[&str]) {
+        let list = grpc
+            .iter()
+            .map(|a| format!("http://{a}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        self.gateway = Gateway::new(GatewaySettings {
+            runner_addr: list,
+            ..gateway_settings(self.grpc_addr, self.projection_addr, None)
+        })
+        .unwrap();
+    }
+
     /// A client of the aggregate node, for effects.
     pub fn command_client(&self) -> CommandClient {
         CommandClient::lazy(&format!("http://{}", self.grpc_addr)).unwrap()
@@ -375,7 +390,15 @@ fn gateway_for(
     projection: std::net::SocketAddr,
     runner: Option<std::net::SocketAddr>,
 ) -> Gateway {
-    Gateway::new(GatewaySettings {
+    Gateway::new(gateway_settings(addr, projection, runner)).unwrap()
+}
+
+fn gateway_settings(
+    addr: std::net::SocketAddr,
+    projection: std::net::SocketAddr,
+    runner: Option<std::net::SocketAddr>,
+) -> GatewaySettings {
+    GatewaySettings {
         aggregate_addr: format!("http://{addr}"),
         projection_addr: format!("http://{projection}"),
         runner_addr: runner.map_or("http://127.0.0.1:1".into(), |r| format!("http://{r}")),
@@ -383,8 +406,7 @@ fn gateway_for(
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,
         max_in_flight: 1024,
-    })
-    .unwrap()
+    }
 }
 
 /// Runner settings for tests: quick nak backoff, short sweep.
@@ -407,6 +429,7 @@ pub fn runner_settings() -> RunnerSettings {
 pub struct RunnerProcess {
     pub child: tokio::process::Child,
     pub grpc: String,
+    /// `http://host:port`.
     pub http: String,
     pub lines: tokio::sync::mpsc::UnboundedReceiver<String>,
 }

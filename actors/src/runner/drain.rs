@@ -110,7 +110,7 @@ impl RunnerNode {
     /// Starts a drain (or joins the one in progress) with `grace` for in-flight work; with
     /// `wait`, answers once it finished.
     pub async fn drain(&self, grace: Duration, wait: bool) -> DrainProgress {
-        {
+        let started = {
             let mut task = self
                 .inner
                 .drain
@@ -130,10 +130,17 @@ impl RunnerNode {
                 );
                 let node = self.clone();
                 *task = Some(AbortOnDrop(tokio::spawn(async move {
-                    node.set_health(false).await;
                     node.run_drain(grace).await;
                 })));
+                true
+            } else {
+                false
             }
+        };
+        if started {
+            // gRPC health follows before this call returns (as `/ready` does, from the intake
+            // switch); an undrain that raced this call wins.
+            self.set_health(!self.draining()).await;
         }
         if wait {
             let mut rx = self.inner.drain.sender().subscribe();

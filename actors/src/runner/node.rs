@@ -834,17 +834,9 @@ impl RunnerNode {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
-        if self.draining() {
-            health
-                .set_not_serving::<WorkflowServiceServer<RunnerNode>>()
-                .await;
-        } else {
-            health
-                .set_serving::<WorkflowServiceServer<RunnerNode>>()
-                .await;
-        }
         health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
         let _ = self.inner.health.set(health);
+        self.set_health(!self.draining()).await;
         let admin = NodeAdminService::new(
             "runner",
             self.inner.node_id.clone(),
@@ -868,9 +860,18 @@ impl RunnerNode {
         result
     }
 
-    /// Sets the gRPC health of `WorkflowService` (serving unless draining).
+    /// Sets the gRPC health of `WorkflowService` and of the whole server (the empty service
+    /// name that load balancers and probes ask for): serving unless draining. `RunnerAdmin`
+    /// stays serving, so a draining node can still be watched and undrained.
     pub(crate) async fn set_health(&self, serving: bool) {
+        use tonic_health::ServingStatus;
         if let Some(h) = self.inner.health.get() {
+            let status = if serving {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            h.set_service_status("", status).await;
             if serving {
                 h.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
             } else {
