@@ -10,34 +10,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use cloudlysis_test_support::{eventually, http_get};
-use common::{Platform, RunnerProcess, body_json, spawn_runner};
+use common::{Platform, RunnerProcess, gateway_call, spawn_runner};
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
-use tower::ServiceExt;
 
 const PAIRS: usize = 4;
 const WORKFLOW_SERVICE: &str = "runner.gateway.v1.WorkflowService";
-
-async fn call(
-    gw: &cloudlysis_gateway::Gateway,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = gw.router().oneshot(req).await.unwrap();
-    (resp.status().as_u16(), body_json(resp).await)
-}
 
 async fn health(grpc: &str, service: &str) -> ServingStatus {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
@@ -58,7 +37,7 @@ async fn health(grpc: &str, service: &str) -> ServingStatus {
 
 /// The node id the Gateway lists for the runner at `grpc`.
 async fn node_id(p: &Platform, token: &str, grpc: &str) -> String {
-    let (st, body) = call(&p.gateway, "GET", "/admin/runner/nodes", token, "").await;
+    let (st, body) = gateway_call(&p.gateway, "GET", "/admin/runner/nodes", token, "").await;
     assert_eq!(st, 200, "{body}");
     body["nodes"]
         .as_array()
@@ -71,7 +50,7 @@ async fn node_id(p: &Platform, token: &str, grpc: &str) -> String {
 }
 
 async fn drain_state(p: &Platform, token: &str, node: &str) -> serde_json::Value {
-    let (st, body) = call(
+    let (st, body) = gateway_call(
         &p.gateway,
         "GET",
         &format!("/admin/runner/nodes/{node}"),
@@ -137,7 +116,7 @@ async fn draining_one_of_two_runners_under_load_fails_no_start_and_loses_no_effe
             let mut k = 0usize;
             while !stop.load(Ordering::SeqCst) {
                 let j = k % PAIRS;
-                let (st, body) = call(
+                let (st, body) = gateway_call(
                     &gw,
                     "POST",
                     &format!("/v1/workflows/transfer/t-{k}"),
@@ -168,7 +147,7 @@ async fn draining_one_of_two_runners_under_load_fails_no_start_and_loses_no_effe
 
     // Drain runner A through the Gateway, without waiting.
     let node = node_id(&p, &token, &a.grpc).await;
-    let (st, body) = call(
+    let (st, body) = gateway_call(
         &p.gateway,
         "POST",
         &format!("/admin/runner/nodes/{node}/drain"),
@@ -211,7 +190,7 @@ async fn draining_one_of_two_runners_under_load_fails_no_start_and_loses_no_effe
     assert_eq!(last["in_flight"], 0, "{last}");
 
     // A second drain reports the same state and starts nothing new.
-    let (st, again) = call(
+    let (st, again) = gateway_call(
         &p.gateway,
         "POST",
         &format!("/admin/runner/nodes/{node}/drain"),
@@ -272,7 +251,7 @@ async fn drain_is_idempotent_and_undrain_serves_again_without_a_restart() {
     let verb = |v: &'static str, query: &'static str| {
         let (p, token, node) = (&p, &token, &node);
         async move {
-            call(
+            gateway_call(
                 &p.gateway,
                 "POST",
                 &format!("/admin/runner/nodes/{node}/{v}{query}"),

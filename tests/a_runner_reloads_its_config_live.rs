@@ -7,29 +7,8 @@ mod common;
 
 use std::time::Duration;
 
-use axum::body::Body;
-use axum::http::Request;
 use cloudlysis_test_support::http_get;
-use common::{Platform, body_json, spawn_runner};
-use tower::ServiceExt;
-
-async fn call(
-    p: &Platform,
-    method: &str,
-    path: &str,
-    token: &str,
-    body: &str,
-) -> (u16, serde_json::Value) {
-    let req = Request::builder()
-        .method(method)
-        .uri(path)
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(Body::from(body.to_string()))
-        .unwrap();
-    let resp = p.gateway.router().oneshot(req).await.unwrap();
-    (resp.status().as_u16(), body_json(resp).await)
-}
+use common::{Platform, spawn_runner};
 
 /// The concurrency Status reports for each effect type.
 fn concurrency(status: &serde_json::Value, effect: &str) -> u64 {
@@ -86,24 +65,18 @@ async fn a_lower_concurrency_applies_live_and_an_invalid_file_changes_nothing() 
     .await;
     p.route_runners(&[&runner.grpc]);
     let token = p.token("acme", &["commands:*", "workflows:*", "runner:admin"]);
-    let (st, nodes) = call(&p, "GET", "/admin/runner/nodes", &token, "").await;
+    let (st, nodes) = p.call("GET", "/admin/runner/nodes", &token, "").await;
     assert_eq!(st, 200, "{nodes}");
     let node = nodes["nodes"][0]["node_id"].as_str().unwrap().to_string();
     let status = || async {
-        let (st, s) = call(
-            &p,
-            "GET",
-            &format!("/admin/runner/nodes/{node}"),
-            &token,
-            "",
-        )
-        .await;
+        let (st, s) = p
+            .call("GET", &format!("/admin/runner/nodes/{node}"), &token, "")
+            .await;
         assert_eq!(st, 200, "{s}");
         s
     };
     let reload = || async {
-        call(
-            &p,
+        p.call(
             "POST",
             &format!("/admin/runner/nodes/{node}/reload"),
             &token,
@@ -132,8 +105,7 @@ async fn a_lower_concurrency_applies_live_and_an_invalid_file_changes_nothing() 
         let p = &p;
         let token = &token;
         async move {
-            call(
-                p,
+            p.call(
                 "POST",
                 &format!("/v1/workflows/transfer/{id}"),
                 token,

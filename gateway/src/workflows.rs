@@ -120,8 +120,13 @@ fn admit(
 }
 
 /// True when a runner refused at its door: nothing happened there, the next runner may try.
+/// That includes a request the client dropped before the runner processed it (hyper's
+/// "operation was canceled": e.g. sent as a drained runner closed its connections on exit).
 fn refused_at_the_door(status: &tonic::Status) -> bool {
     let m = status.message();
+    if status.code() == tonic::Code::Cancelled && m == "operation was canceled" {
+        return true;
+    }
     status.code() == tonic::Code::Unavailable
         && (m.contains("draining")
             || m.contains("is disabled on this runner")

@@ -114,6 +114,18 @@ impl Platform {
         .unwrap();
     }
 
+    /// Sends `method path` with a bearer token and a JSON body through the Gateway; the status
+    /// and the JSON answer.
+    pub async fn call(
+        &self,
+        method: &str,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (u16, serde_json::Value) {
+        gateway_call(&self.gateway, method, path, token, body).await
+    }
+
     /// A client of the aggregate node, for effects.
     pub fn command_client(&self) -> CommandClient {
         CommandClient::lazy(&format!("http://{}", self.grpc_addr)).unwrap()
@@ -302,6 +314,25 @@ impl Platform {
         let mut stream = self.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
         stream.info().await.unwrap().state.messages
     }
+}
+
+/// [`Platform::call`] on a Gateway handle (e.g. one moved into a load task).
+pub async fn gateway_call(
+    gw: &Gateway,
+    method: &str,
+    path: &str,
+    token: &str,
+    body: &str,
+) -> (u16, serde_json::Value) {
+    let req = Request::builder()
+        .method(method)
+        .uri(path)
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_string()))
+        .unwrap();
+    let resp = gw.router().oneshot(req).await.unwrap();
+    (resp.status().as_u16(), body_json(resp).await)
 }
 
 pub async fn body_json(resp: Response<Body>) -> serde_json::Value {
