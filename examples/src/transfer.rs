@@ -14,7 +14,7 @@
 //! | depositing | deposit ok | completed |
 //! | depositing | deposit failed (refused, retries exhausted, deadline passed) | refunding: deposit the amount back to A |
 //! | refunding | refund ok | failed, "…; refunded" |
-//! | any open stage | the `timeout` timer | marked timed out: the outstanding effect starts no attempt after the deadline, so its result arrives and decides |
+//! | withdrawing, depositing | the `timeout` timer | marked timed out and the outstanding effect aborted: a waiting one fails at once, a running one's outcome decides (a withdrawal that went through is refunded) |
 //! | withdrawing, depositing | an operator's cancel | the outstanding effect is aborted; its `failed` result leads to the usual compensation (a withdrawal that went through anyway is refunded) |
 //!
 //! A failure whose outcome is unknown (the command may have committed although no success was
@@ -36,6 +36,10 @@ pub struct Transfer;
 pub const DEFAULT_TIMEOUT_MS: u64 = 30_000;
 /// Longest timeout a transfer may ask for.
 pub const MAX_TIMEOUT_MS: u64 = 24 * 3600 * 1000;
+/// How long after the transfer's deadline its effects may still start an attempt. The `timeout`
+/// timer decides a timeout (it aborts the outstanding effect); the effects' own deadline is a
+/// backstop for a timer that fires late, and lies after it so that the two never race.
+pub const EFFECT_DEADLINE_GRACE_MS: u64 = 5_000;
 
 /// What starts a transfer.
 #[derive(Debug, Clone, Deserialize)]
@@ -204,31 +208,36 @@ impl Workflow for Transfer {
             Input::Timer("timeout")
                 if matches!(s.stage, Stage::Withdrawing | Stage::Depositing) =>
             {
-                // The outstanding effect starts no attempt after the deadline: its result
-                // arrives soon and decides between completing and refunding.
+                // Abort what is outstanding: a command waiting for its next attempt fails at
+                // once, a running attempt's outcome decides between completing and refunding.
                 Ok(Decision::new(TransferState {
                     timed_out: true,
                     ..s.clone()
-                }))
+                })
+                .abort(outstanding(s.stage)))
             }
             // Cancelled: abort what is outstanding; its `failed` result then leads to the usual
             // compensation (nothing to undo after a withdrawal that did not happen, a refund
             // after one that did). A refund in progress is never aborted.
             Input::Cancel(reason) if matches!(s.stage, Stage::Withdrawing | Stage::Depositing) => {
-                let outstanding = if s.stage == Stage::Withdrawing {
-                    "withdraw"
-                } else {
-                    "deposit"
-                };
                 Ok(Decision::new(TransferState {
                     cancelled: true,
                     reason: Some(format!("cancelled: {reason}")),
                     ..s.clone()
                 })
-                .abort(outstanding))
+                .abort(outstanding(s.stage)))
             }
             Input::Timer(_) | Input::Event(_) | Input::Cancel(_) => Ok(Decision::new(s.clone())),
         }
+    }
+}
+
+/// The label of the effect a transfer waits for in `stage`.
+fn outstanding(stage: Stage) -> &'static str {
+    if stage == Stage::Withdrawing {
+        "withdraw"
+    } else {
+        "deposit"
     }
 }
 
@@ -271,7 +280,7 @@ fn begin(
                 account: start.from,
                 amount: start.amount,
             },
-            Some(deadline_ms),
+            Some(deadline_ms + EFFECT_DEADLINE_GRACE_MS),
         )
         .arm_at("timeout", deadline_ms))
 }
@@ -296,9 +305,13 @@ fn on_result(s: &TransferState, r: &EffectResult) -> Decision<TransferState> {
         }
     };
     match (s.stage, r.label.as_str(), r.is_ok()) {
-        // Cancelled while the withdrawal ran, and it went through: give the money back.
-        (Stage::Withdrawing, "withdraw", true) if s.cancelled => {
-            Decision::new(with(Stage::Refunding, s.reason.clone()))
+        // Cancelled or timed out while the withdrawal ran, and it went through: give the money
+        // back.
+        (Stage::Withdrawing, "withdraw", true) if s.cancelled || s.timed_out => {
+            let reason = s.reason.clone().or_else(|| {
+                Some("timed out: the withdrawal went through after the deadline".to_string())
+            });
+            Decision::new(with(Stage::Refunding, reason))
                 .cancel("timeout")
                 .issue_effect::<DepositEffect>(
                     "refund",
@@ -315,7 +328,7 @@ fn on_result(s: &TransferState, r: &EffectResult) -> Decision<TransferState> {
                 account: s.to.clone(),
                 amount: s.amount,
             },
-            Some(s.deadline_ms),
+            Some(s.deadline_ms + EFFECT_DEADLINE_GRACE_MS),
         ),
         (Stage::Withdrawing, "withdraw", false) if r.outcome_unknown() => {
             let reason = format!(
