@@ -59,6 +59,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cloudlysis_runtime::SubjectToken;
 use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::outcome::ErrorKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -138,9 +139,12 @@ pub enum CommandError {
     /// NATS or the entity failed.
     #[error("{0}")]
     Unavailable(String),
-    /// No answer within the command timeout; nothing was committed.
+    /// The deadline passed before any publish started: nothing was committed.
     #[error("the command did not complete within {0:?}; nothing was committed")]
     Timeout(Duration),
+    /// The idempotency key was used before with a different command (type, id or payload).
+    #[error("{0}")]
+    IdempotencyKeyReused(String),
     /// The commit was sent but not acknowledged: it may or may not have landed. Retry only with
     /// an idempotency key.
     #[error(
@@ -158,10 +162,21 @@ impl CommandError {
             CommandError::UnknownAggregate(_) => tonic::Status::not_found(msg),
             CommandError::Rejected(_) => tonic::Status::failed_precondition(msg),
             CommandError::Conflict(_) => tonic::Status::aborted(msg),
-            CommandError::Busy(_) => tonic::Status::resource_exhausted(msg),
-            CommandError::Unavailable(_) => tonic::Status::unavailable(msg),
-            CommandError::Timeout(_) | CommandError::OutcomeUnknown(_) => {
-                tonic::Status::deadline_exceeded(msg)
+            // Refused before anything was published.
+            CommandError::Busy(_) => {
+                ErrorKind::NotCommitted.mark(tonic::Status::resource_exhausted(msg))
+            }
+            CommandError::Unavailable(_) => {
+                ErrorKind::NotCommitted.mark(tonic::Status::unavailable(msg))
+            }
+            CommandError::Timeout(_) => {
+                ErrorKind::NotCommitted.mark(tonic::Status::deadline_exceeded(msg))
+            }
+            CommandError::OutcomeUnknown(_) => {
+                ErrorKind::OutcomeUnknown.mark(tonic::Status::deadline_exceeded(msg))
+            }
+            CommandError::IdempotencyKeyReused(_) => {
+                ErrorKind::IdempotencyKeyReused.mark(tonic::Status::failed_precondition(msg))
             }
         }
     }

@@ -1,10 +1,12 @@
-//! The `account` aggregate. Amounts are integers in minor units (cents).
+//! The `account` aggregate. Amounts are integers in minor units (cents), at most
+//! [`MAX_AMOUNT`] (2^53 − 1), and so is a balance: every amount and balance is exact as an `i64`
+//! (the `balances` view) and as a JSON number in any client.
 //!
 //! | command | payload | rejected when |
 //! |---|---|---|
 //! | `Open` | `{"owner": string}` | already open or closed; owner empty |
-//! | `Deposit` | `{"amount": integer > 0}` | not open; amount 0; balance would overflow |
-//! | `Withdraw` | `{"amount": integer > 0}` | not open; amount 0; insufficient funds |
+//! | `Deposit` | `{"amount": integer in 1..=MAX_AMOUNT}` | not open; amount 0 or above the limit; balance would pass the limit |
+//! | `Withdraw` | `{"amount": integer in 1..=MAX_AMOUNT}` | not open; amount 0 or above the limit; insufficient funds |
 //! | `Close` | — | not open; balance not zero |
 
 use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection};
@@ -12,6 +14,10 @@ use serde::{Deserialize, Serialize};
 
 /// The account aggregate.
 pub struct Account;
+
+/// Largest amount and largest balance, minor units: 2^53 − 1, the largest integer every JSON
+/// client reads exactly.
+pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
 
 /// Account state.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -93,10 +99,14 @@ impl Aggregate for Account {
             }
         };
         let positive = |amount: u64| {
-            if amount > 0 {
-                Ok(())
-            } else {
+            if amount == 0 {
                 Err(Rejection::new("amount must be greater than 0"))
+            } else if amount > MAX_AMOUNT {
+                Err(Rejection::new(format!(
+                    "amount must be at most {MAX_AMOUNT}"
+                )))
+            } else {
+                Ok(())
             }
         };
         match command {
@@ -112,8 +122,11 @@ impl Aggregate for Account {
             Deposit { amount } => {
                 must_be_open()?;
                 positive(amount)?;
-                if s.balance.checked_add(amount).is_none() {
-                    return Err(Rejection::new("balance would overflow"));
+                if s.balance + amount > MAX_AMOUNT {
+                    return Err(Rejection::new(format!(
+                        "the balance must stay at most {MAX_AMOUNT}: it is {}",
+                        s.balance
+                    )));
                 }
                 Ok(vec![AccountEvent::Deposited { amount }])
             }

@@ -1,7 +1,10 @@
 //! The `balances` view: one document per account, keyed by account id.
 //!
 //! Document: `{"owner": string, "balance": integer, "open": bool}`. Deposits and withdrawals
-//! add and subtract, so the fold does not depend on their order.
+//! add and subtract, so the fold does not depend on their order. Amounts are at most
+//! [`MAX_AMOUNT`](crate::account::MAX_AMOUNT) (the account refuses more), so an `i64` balance
+//! holds any fold, even one that briefly applies a withdrawal before its deposit; an amount
+//! beyond it is refused as the event's failure, never wrapped.
 
 use cloudlysis_actors::projection::view::View;
 use cloudlysis_runtime::envelope::EventEnvelope;
@@ -37,9 +40,18 @@ impl View for Balances {
     fn apply(doc: &mut Balance, event: &EventEnvelope) -> Result<(), String> {
         let amount = || {
             event.payload["amount"]
-                .as_i64()
-                .ok_or_else(|| format!("{} without an integer amount", event.event_type))
+                .as_u64()
+                .filter(|a| *a <= crate::account::MAX_AMOUNT)
+                .map(|a| a as i64)
+                .ok_or_else(|| {
+                    format!(
+                        "{} without an amount in 0..={}",
+                        event.event_type,
+                        crate::account::MAX_AMOUNT
+                    )
+                })
         };
+        let overflow = || format!("balance of {} out of range", event.aggregate_id);
         match event.event_type.as_str() {
             "Opened" => {
                 doc.owner = event.payload["owner"]
@@ -48,8 +60,8 @@ impl View for Balances {
                     .to_string();
                 doc.open = true;
             }
-            "Deposited" => doc.balance += amount()?,
-            "Withdrew" => doc.balance -= amount()?,
+            "Deposited" => doc.balance = doc.balance.checked_add(amount()?).ok_or_else(overflow)?,
+            "Withdrew" => doc.balance = doc.balance.checked_sub(amount()?).ok_or_else(overflow)?,
             "Closed" => doc.open = false,
             _ => {}
         }

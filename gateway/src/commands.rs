@@ -17,9 +17,12 @@
 //! | version conflict | 409 |
 //! | body over the limit | 413 |
 //! | domain rejection | 422 |
+//! | idempotency key reused with a different command | 422 `idempotency-key-reused` |
 //! | entity mailbox full | 429 + `Retry-After` |
-//! | node unavailable | 503 + `Retry-After` |
-//! | deadline exceeded (the detail says whether the command may have committed) | 504 |
+//! | node unavailable, or no connection to it (nothing was sent) | 503 + `Retry-After` |
+//! | deadline passed before the commit was published (nothing was committed) | 504 `timeout` + `Retry-After` |
+//! | deadline passed after a publish started, or no answer in time | 504 `outcome-unknown` (retry with the same `Idempotency-Key`, or read the aggregate) |
+//! | the connection to the node failed after the command was sent | 502 `outcome-unknown` |
 //! | body not received within 10 s | 408 |
 
 use std::time::Instant;
@@ -34,6 +37,7 @@ use cloudlysis_runtime::context::{
     RequestContext, TenantId, headers as h, incoming_trace, normalize_correlation_id,
 };
 use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::outcome::{ErrorKind, never_sent};
 use cloudlysis_runtime::subject::validate_token;
 use serde::Deserialize;
 
@@ -212,14 +216,14 @@ async fn handle(
     // No retry: only the client can make a command retry safe (Idempotency-Key).
     let call = tokio::time::timeout(gw.inner.settings.command_timeout, client.execute(request));
     let reply = match call.await {
+        // The request was sent: the node may have committed it.
         Err(_) => {
-            return Err(Problem::new(
+            return Err(outcome_unknown(
                 StatusCode::GATEWAY_TIMEOUT,
-                "timeout",
                 "the aggregate node did not answer in time",
             ));
         }
-        Ok(Err(status)) => return Err(status_problem(&status)),
+        Ok(Err(status)) => return Err(command_status_problem(&status)),
         Ok(Ok(r)) => r.into_inner(),
     };
     let body = serde_json::json!({
@@ -262,9 +266,61 @@ pub(crate) fn authenticate(
     Ok((claims, tenant))
 }
 
-/// Maps an aggregate node's gRPC status to a problem.
-pub(crate) fn status_problem(status: &tonic::Status) -> Problem {
-    node_status_problem(status, "aggregate")
+/// The answer when a command may or may not have committed: never a blind retry.
+fn outcome_unknown(status: StatusCode, what: &str) -> Problem {
+    Problem::new(
+        status,
+        "outcome-unknown",
+        format!(
+            "{what}; the command may or may not have been committed: retry it with the same \
+             Idempotency-Key (a committed command is then answered, not run again), or read \
+             the aggregate before sending it again"
+        ),
+    )
+}
+
+/// Maps a failed command call to a problem. What the node marked ([`ErrorKind`]) decides
+/// whether anything may have committed; without a mark, only a call that never left the
+/// Gateway (no connection) is known not to have committed.
+pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
+    use tonic::Code;
+    match ErrorKind::of(status) {
+        Some(ErrorKind::IdempotencyKeyReused) => {
+            return Problem::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency-key-reused",
+                status.message(),
+            );
+        }
+        Some(ErrorKind::OutcomeUnknown) => {
+            return outcome_unknown(StatusCode::GATEWAY_TIMEOUT, status.message());
+        }
+        Some(ErrorKind::NotCommitted) if status.code() == Code::DeadlineExceeded => {
+            return Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", status.message())
+                .retry_after(1);
+        }
+        Some(ErrorKind::NotCommitted) => return node_status_problem(status, "aggregate"),
+        None => {}
+    }
+    match status.code() {
+        Code::Unavailable if never_sent(status) => node_status_problem(status, "aggregate"),
+        // Sent, then the call failed: the node may have acted on it.
+        Code::Unavailable | Code::Unknown | Code::Internal => outcome_unknown(
+            StatusCode::BAD_GATEWAY,
+            &format!(
+                "the call to the aggregate node failed: {}",
+                status.message()
+            ),
+        ),
+        Code::DeadlineExceeded | Code::Cancelled => outcome_unknown(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "the aggregate node did not answer in time ({})",
+                status.message()
+            ),
+        ),
+        _ => node_status_problem(status, "aggregate"),
+    }
 }
 
 /// Maps a node's gRPC status to a problem (done once, here at the edge); `role` names the node

@@ -23,7 +23,7 @@ use serde::Deserialize;
 
 use crate::Gateway;
 use crate::auth::allows;
-use crate::commands::{authenticate, header_str, status_problem};
+use crate::commands::{authenticate, header_str, node_status_problem};
 use crate::problem::Problem;
 
 /// Attempts of a read on `UNAVAILABLE` (reads are safe to retry).
@@ -60,7 +60,7 @@ pub(crate) async fn get(
             let r = client
                 .get(req)
                 .await
-                .map_err(|s| status_problem(&s))?
+                .map_err(|s| node_status_problem(&s, "projection"))?
                 .into_inner();
             let document: serde_json::Value =
                 serde_json::from_slice(&r.document_json).unwrap_or(serde_json::Value::Null);
@@ -99,7 +99,7 @@ pub(crate) async fn list(
             });
             ctx.inject(req.metadata_mut());
             req.set_timeout(Duration::from_secs(10));
-            let r = client.list(req).await.map_err(|s| status_problem(&s))?.into_inner();
+            let r = client.list(req).await.map_err(|s| node_status_problem(&s, "projection"))?.into_inner();
             let documents: Vec<serde_json::Value> = r
                 .documents
                 .into_iter()

@@ -62,6 +62,10 @@ pub mod headers {
     pub const NATS_MSG_ID: &str = "Nats-Msg-Id";
     /// JetStream optimistic concurrency check on the last sequence of the subject.
     pub const NATS_EXPECTED_LAST_SUBJECT_SEQUENCE: &str = "Nats-Expected-Last-Subject-Sequence";
+    /// On a commit made with an idempotency key: the fingerprint of the command that made it
+    /// (hex SHA-256 of aggregate type, id, command type and canonical payload), so a replay of
+    /// the key with a different command is recognised even when only the stream remembers it.
+    pub const NATS_REQUEST_FINGERPRINT: &str = "Cloudlysis-Request-Fingerprint";
 }
 
 /// Longest accepted correlation id, in bytes.

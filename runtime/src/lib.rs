@@ -22,6 +22,8 @@
 //! - [`nats`] — bounded connect with reconnect, publishing with every required header.
 //! - [`nats_server`] — finding (≥ 2.10) and launching a local `nats-server`.
 //! - [`kv`] — KV bucket policies and `ensure_bucket` (create or validate).
+//! - [`outcome`] — whether a failed command may have committed: the error-kind mark on gRPC
+//!   statuses and the "never sent" test for transport failures.
 //! - [`poison`] — the poison record contract (bucket, key, fields).
 //! - [`audit`] — the audit trail of operator actions (bucket, key, fields).
 //! - [`time`] — RFC 3339 formatting.
@@ -40,6 +42,7 @@ pub mod mailbox;
 pub mod metrics;
 pub mod nats;
 pub mod nats_server;
+pub mod outcome;
 pub mod poison;
 pub mod service;
 pub mod stream;

@@ -13,7 +13,8 @@
 //! ```
 //!
 //! Layout:
-//! - [`NatsServer`] — start, stop, kill -9 and restart a server; cleans up on drop.
+//! - [`NatsServer`] — start, stop, kill -9, pause (SIGSTOP) and restart a server; cleans up on
+//!   drop.
 //! - [`eventually`] — poll an async condition until it holds or a deadline passes.
 
 use std::future::Future;
@@ -140,6 +141,28 @@ impl NatsServer {
     pub async fn restart(&mut self) -> Result<(), HarnessError> {
         self.kill9().await?;
         self.launch().await
+    }
+
+    /// Freezes the server (SIGSTOP): connections stay open, nothing is read or answered —
+    /// a server (or a network) that is slow, not down. [`resume`](Self::resume) thaws it.
+    pub fn pause(&self) -> Result<(), HarnessError> {
+        self.signal(rustix::process::Signal::STOP)
+    }
+
+    /// Thaws a [`pause`](Self::pause)d server (SIGCONT): it goes on with what was sent to it.
+    pub fn resume(&self) -> Result<(), HarnessError> {
+        self.signal(rustix::process::Signal::CONT)
+    }
+
+    fn signal(&self, signal: rustix::process::Signal) -> Result<(), HarnessError> {
+        let pid = self
+            .child
+            .as_ref()
+            .and_then(|c| c.id())
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+            .ok_or_else(|| std::io::Error::other("the server is not running"))?;
+        rustix::process::kill_process(pid, signal).map_err(std::io::Error::from)?;
+        Ok(())
     }
 
     /// True while the server process runs.

@@ -126,6 +126,13 @@ impl Platform {
         gateway_call(&self.gateway, method, path, token, body).await
     }
 
+    /// Another Gateway on this platform's nodes, with its settings changed by `change`.
+    pub fn gateway_with(&self, change: impl FnOnce(&mut GatewaySettings)) -> Gateway {
+        let mut settings = gateway_settings(self.grpc_addr, self.projection_addr, self.runner_addr);
+        change(&mut settings);
+        Gateway::new(settings).unwrap()
+    }
+
     /// A client of the aggregate node, for effects.
     pub fn command_client(&self) -> CommandClient {
         CommandClient::lazy(&format!("http://{}", self.grpc_addr)).unwrap()
@@ -280,6 +287,23 @@ impl Platform {
         (resp.status().as_u16(), resp)
     }
 
+    /// POSTs a command through another Gateway (see [`Platform::gateway_with`]).
+    pub async fn command_via(
+        &self,
+        gw: &Gateway,
+        path: &str,
+        token: &str,
+        body: &str,
+    ) -> (u16, Response<Body>) {
+        let req = Request::post(path)
+            .header("content-type", "application/json")
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let resp = gw.router().oneshot(req).await.unwrap();
+        (resp.status().as_u16(), resp)
+    }
+
     /// POSTs a command to `account` (aggregate type `account`) that must succeed; returns its
     /// stream sequence.
     pub async fn account_command(&self, token: &str, account: &str, body: &str) -> u64 {
@@ -424,7 +448,7 @@ fn gateway_for(
     Gateway::new(gateway_settings(addr, projection, runner)).unwrap()
 }
 
-fn gateway_settings(
+pub fn gateway_settings(
     addr: std::net::SocketAddr,
     projection: std::net::SocketAddr,
     runner: Option<std::net::SocketAddr>,

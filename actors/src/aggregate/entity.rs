@@ -25,9 +25,58 @@ pub const ENTITY_KIND: &str = "entity";
 pub(crate) enum EntityMsg {
     Execute(
         Box<CommandRequest>,
+        Arc<Claim>,
         RpcReplyPort<Result<ExecuteReply, CommandError>>,
     ),
     CheckIdle,
+}
+
+/// Who decides what a command's deadline means: the host, which answers the caller when the
+/// deadline passes, or the entity, which may have started publishing the commit. Exactly one
+/// of them wins, so "nothing was committed" is said only when no publish can start any more.
+#[derive(Debug, Default)]
+pub(crate) struct Claim(std::sync::atomic::AtomicU8);
+
+impl Claim {
+    const WAITING: u8 = 0;
+    const PUBLISHING: u8 = 1;
+    const ABANDONED: u8 = 2;
+
+    /// The entity is about to publish: false when the host already gave the command up.
+    pub(crate) fn start_publish(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self
+            .0
+            .compare_exchange(Self::WAITING, Self::PUBLISHING, SeqCst, SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == Self::PUBLISHING,
+        }
+    }
+
+    /// The host gives the command up at its deadline: true when no publish had started (and
+    /// none will), false when one may have landed.
+    pub(crate) fn abandon(&self) -> bool {
+        use std::sync::atomic::Ordering::SeqCst;
+        match self
+            .0
+            .compare_exchange(Self::WAITING, Self::ABANDONED, SeqCst, SeqCst)
+        {
+            Ok(_) => true,
+            Err(now) => now == Self::ABANDONED,
+        }
+    }
+}
+
+/// What the idempotency store keeps per key: the first result and the fingerprint of the
+/// command that produced it.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct IdempotencyRecord {
+    #[serde(flatten)]
+    pub(crate) reply: ExecuteReply,
+    /// Absent in records written before fingerprints existed (then any command matches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) fingerprint: Option<String>,
 }
 
 pub(crate) struct Entity<A> {
@@ -57,7 +106,7 @@ impl Drop for AbortOnDrop {
 pub(crate) const MAX_REMEMBERED_KEYS: usize = 1024;
 
 impl<S> Loaded<S> {
-    fn remember(&mut self, msg_id: String, reply: ExecuteReply) {
+    fn remember(&mut self, msg_id: String, reply: IdempotencyRecord) {
         // Bounded: the KV store is the durable record; this map only covers lost KV writes.
         if self.commits_by_msg_id.len() >= MAX_REMEMBERED_KEYS {
             self.commits_by_msg_id.clear();
@@ -72,7 +121,7 @@ pub(crate) struct Loaded<S> {
     pub(crate) last_seq: u64,
     /// Results of this entity's commits by their `Nats-Msg-Id`, for replays whose KV record is
     /// missing.
-    pub(crate) commits_by_msg_id: std::collections::HashMap<String, ExecuteReply>,
+    pub(crate) commits_by_msg_id: std::collections::HashMap<String, IdempotencyRecord>,
 }
 
 impl<A: Aggregate> BoundedActor for Entity<A> {
@@ -115,7 +164,7 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            EntityMsg::Execute(req, reply) => {
+            EntityMsg::Execute(req, claim, reply) => {
                 state.last_active = tokio::time::Instant::now();
                 // The caller gave up (deadline passed, connection gone): do not commit for it.
                 if reply.is_closed()
@@ -125,7 +174,7 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
                 {
                     return Ok(());
                 }
-                let result = self.execute(*req, &mut state.loaded).await;
+                let result = self.execute(*req, &claim, &mut state.loaded).await;
                 let _ = reply.send(result);
             }
             EntityMsg::CheckIdle => {
@@ -157,19 +206,20 @@ impl<A: Aggregate> Entity<A> {
     async fn execute(
         &self,
         req: CommandRequest,
+        claim: &Claim,
         loaded: &mut Option<Loaded<A::State>>,
     ) -> Result<ExecuteReply, CommandError> {
         let idem_key =
             req.ctx.idempotency_key.as_ref().map(|k| {
                 buckets::idempotency_key(self.tenant.as_str(), A::TYPE, self.id.as_str(), k)
             });
+        let fingerprint = idem_key
+            .as_ref()
+            .map(|_| fingerprint(A::TYPE, self.id.as_str(), &req.command_type, &req.payload));
         if let Some(key) = &idem_key
             && let Some(previous) = self.recall(key).await?
         {
-            return Ok(ExecuteReply {
-                replayed: true,
-                ..previous
-            });
+            return self.replay(&req, previous, fingerprint.as_deref());
         }
         let deadline = req.deadline;
         let timeout = self.shared.settings.command_timeout;
@@ -194,10 +244,7 @@ impl<A: Aggregate> Entity<A> {
             if let Some(key) = &idem_key
                 && let Some(previous) = current.commits_by_msg_id.get(key)
             {
-                return Ok(ExecuteReply {
-                    replayed: true,
-                    ..previous.clone()
-                });
+                return self.replay(&req, previous.clone(), fingerprint.as_deref());
             }
             let events = match self.decide(&req, current) {
                 Ok(events) if !events.is_empty() => events,
@@ -214,7 +261,9 @@ impl<A: Aggregate> Entity<A> {
                 }
                 Err(e) => return Err(e),
             };
-            if past_deadline() {
+            // From here on a commit may land: once the claim is ours the host answers "outcome
+            // unknown" at the deadline, never "nothing was committed".
+            if past_deadline() || !claim.start_publish() {
                 return Err(CommandError::Timeout(timeout));
             }
             let commit = self.commit_of(&req.ctx, current.version, &events)?;
@@ -222,28 +271,39 @@ impl<A: Aggregate> Entity<A> {
             // whose stored result was lost is still dropped by JetStream within its duplicate
             // window, and recognised from the stream after it.
             let msg_id = idem_key.clone().unwrap_or_else(|| commit.commit_id.clone());
+            // The publish gets what is left of the caller's deadline (at most the I/O timeout).
+            let publish_timeout = deadline.map_or(self.shared.settings.io_timeout, |d| {
+                d.saturating_duration_since(tokio::time::Instant::now())
+                    .min(self.shared.settings.io_timeout)
+            });
             match self
-                .publish(&req.ctx, &commit, &msg_id, current.last_seq)
+                .publish(
+                    &req.ctx,
+                    &commit,
+                    &msg_id,
+                    fingerprint.as_deref(),
+                    current.last_seq,
+                    publish_timeout,
+                )
                 .await
             {
                 Ok(ack) if ack.duplicate => {
                     // Committed before by an earlier attempt: answer with that commit.
                     *loaded = None;
-                    let original = self.read_commit(ack.sequence).await?;
-                    let reply = ExecuteReply {
-                        version: original.events.last().map_or(0, |e| e.sequence),
-                        event_ids: original.events.iter().map(|e| e.event_id.clone()).collect(),
-                        stream_sequence: ack.sequence,
-                        replayed: true,
+                    let (original, original_fingerprint) = self.read_commit(ack.sequence).await?;
+                    let stored = IdempotencyRecord {
+                        reply: ExecuteReply {
+                            version: original.events.last().map_or(0, |e| e.sequence),
+                            event_ids: original.events.iter().map(|e| e.event_id.clone()).collect(),
+                            stream_sequence: ack.sequence,
+                            replayed: false,
+                        },
+                        fingerprint: original_fingerprint,
                     };
                     if let Some(key) = &idem_key {
-                        let stored = ExecuteReply {
-                            replayed: false,
-                            ..reply.clone()
-                        };
                         self.remember(key, &stored).await;
                     }
-                    return Ok(reply);
+                    return self.replay(&req, stored, fingerprint.as_deref());
                 }
                 Ok(ack) => {
                     for e in &events {
@@ -258,8 +318,12 @@ impl<A: Aggregate> Entity<A> {
                         replayed: false,
                     };
                     if let Some(key) = &idem_key {
-                        current.remember(key.clone(), reply.clone());
-                        self.remember(key, &reply).await;
+                        let stored = IdempotencyRecord {
+                            reply: reply.clone(),
+                            fingerprint: fingerprint.clone(),
+                        };
+                        current.remember(key.clone(), stored.clone());
+                        self.remember(key, &stored).await;
                     }
                     return Ok(reply);
                 }
@@ -279,6 +343,32 @@ impl<A: Aggregate> Entity<A> {
         Err(CommandError::Conflict(
             "version conflict: another writer committed concurrently; reload and retry".into(),
         ))
+    }
+
+    /// Answers a replayed idempotency key with its first result — unless the key was first used
+    /// with a different command, which is the client's bug, not a retry.
+    fn replay(
+        &self,
+        req: &CommandRequest,
+        previous: IdempotencyRecord,
+        fingerprint: Option<&str>,
+    ) -> Result<ExecuteReply, CommandError> {
+        if let (Some(first), Some(now)) = (previous.fingerprint.as_deref(), fingerprint)
+            && first != now
+        {
+            return Err(CommandError::IdempotencyKeyReused(format!(
+                "the idempotency key {:?} was used before with a different command for {}/{} \
+                 (stream sequence {}); use a new key for a new command",
+                req.ctx.idempotency_key.as_deref().unwrap_or_default(),
+                A::TYPE,
+                self.id,
+                previous.reply.stream_sequence
+            )));
+        }
+        Ok(ExecuteReply {
+            replayed: true,
+            ..previous.reply
+        })
     }
 
     /// Checks the expected version and runs `handle` on the current state.
@@ -320,22 +410,34 @@ impl<A: Aggregate> Entity<A> {
         }
     }
 
-    /// The commit stored at `sequence`.
-    async fn read_commit(&self, sequence: u64) -> Result<Commit, CommandError> {
+    /// The commit stored at `sequence`, with the fingerprint of the command that made it.
+    async fn read_commit(&self, sequence: u64) -> Result<(Commit, Option<String>), CommandError> {
         let get = self.shared.events.get_raw_message(sequence);
         let msg = tokio::time::timeout(self.shared.settings.io_timeout, get)
             .await
             .map_err(|_| CommandError::Unavailable("reading the earlier commit timed out".into()))?
             .map_err(|e| CommandError::Unavailable(format!("reading the earlier commit: {e}")))?;
-        serde_json::from_slice(&msg.payload)
-            .map_err(|e| CommandError::Unavailable(format!("earlier commit does not decode: {e}")))
+        let fingerprint = msg
+            .headers
+            .get(headers::NATS_REQUEST_FINGERPRINT)
+            .map(|v| v.as_str().to_string());
+        let commit = serde_json::from_slice(&msg.payload).map_err(|e| {
+            CommandError::Unavailable(format!("earlier commit does not decode: {e}"))
+        })?;
+        Ok((commit, fingerprint))
     }
 
-    /// The stored result of an earlier command with the same idempotency key.
-    async fn recall(&self, key: &str) -> Result<Option<ExecuteReply>, CommandError> {
+    /// The stored result of an earlier command with the same idempotency key. A record that
+    /// does not decode is an error, never "absent": treating it as absent would run the command
+    /// a second time.
+    async fn recall(&self, key: &str) -> Result<Option<IdempotencyRecord>, CommandError> {
         let get = self.shared.idempotency.get(key);
         match tokio::time::timeout(self.shared.settings.io_timeout, get).await {
-            Ok(Ok(Some(bytes))) => Ok(serde_json::from_slice(&bytes).ok()),
+            Ok(Ok(Some(bytes))) => serde_json::from_slice(&bytes).map(Some).map_err(|e| {
+                CommandError::Unavailable(format!(
+                    "the idempotency record {key} is corrupt ({e}); the command was not run"
+                ))
+            }),
             Ok(Ok(None)) => Ok(None),
             Ok(Err(e)) => Err(CommandError::Unavailable(format!(
                 "idempotency lookup: {e}"
@@ -349,7 +451,7 @@ impl<A: Aggregate> Entity<A> {
     /// Stores a command's result under its idempotency key. A failure is logged, not returned:
     /// the commit stands, and a replay within the stream's duplicate window is still
     /// de-duplicated by its `Nats-Msg-Id` (derived from the key) and answered from the stream.
-    async fn remember(&self, key: &str, reply: &ExecuteReply) {
+    async fn remember(&self, key: &str, reply: &IdempotencyRecord) {
         let Ok(bytes) = serde_json::to_vec(reply) else {
             return;
         };
@@ -399,7 +501,9 @@ impl<A: Aggregate> Entity<A> {
         ctx: &RequestContext,
         commit: &Commit,
         msg_id: &str,
+        fingerprint: Option<&str>,
         last_seq: u64,
+        timeout: Duration,
     ) -> Result<jetstream::publish::PublishAck, NatsError> {
         let payload = serde_json::to_vec(commit).map_err(|e| NatsError::Publish {
             subject: self.subject(),
@@ -410,6 +514,9 @@ impl<A: Aggregate> Entity<A> {
             headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
             last_seq.to_string().as_str(),
         );
+        if let Some(f) = fingerprint {
+            extra.insert(headers::NATS_REQUEST_FINGERPRINT, f);
+        }
         nats::publish(
             &self.shared.js,
             self.subject(),
@@ -417,7 +524,7 @@ impl<A: Aggregate> Entity<A> {
             msg_id,
             Some(&extra),
             Bytes::from(payload),
-            self.shared.settings.io_timeout,
+            timeout,
         )
         .await
     }
@@ -480,7 +587,7 @@ impl<A: Aggregate> Entity<A> {
     ) -> Result<Loaded<A::State>, String> {
         let mut state = A::State::default();
         let (mut version, mut seen) = (0u64, 0u64);
-        let mut loaded_keys: Vec<(String, ExecuteReply)> = Vec::new();
+        let mut loaded_keys: Vec<(String, IdempotencyRecord)> = Vec::new();
         let deadline = tokio::time::Instant::now() + self.shared.settings.io_timeout * 6;
         while seen < last {
             if tokio::time::Instant::now() > deadline {
@@ -502,13 +609,25 @@ impl<A: Aggregate> Entity<A> {
                 if let Some(id) = m.headers.as_ref().and_then(|h| h.get(headers::NATS_MSG_ID))
                     && id.as_str() != commit.commit_id
                 {
+                    let fingerprint = m
+                        .headers
+                        .as_ref()
+                        .and_then(|h| h.get(headers::NATS_REQUEST_FINGERPRINT))
+                        .map(|v| v.as_str().to_string());
                     loaded_keys.push((
                         id.as_str().to_string(),
-                        ExecuteReply {
-                            version: commit.events.last().map_or(0, |e| e.sequence),
-                            event_ids: commit.events.iter().map(|e| e.event_id.clone()).collect(),
-                            stream_sequence: seq,
-                            replayed: false,
+                        IdempotencyRecord {
+                            reply: ExecuteReply {
+                                version: commit.events.last().map_or(0, |e| e.sequence),
+                                event_ids: commit
+                                    .events
+                                    .iter()
+                                    .map(|e| e.event_id.clone())
+                                    .collect(),
+                                stream_sequence: seq,
+                                replayed: false,
+                            },
+                            fingerprint,
                         },
                     ));
                 }
@@ -544,6 +663,57 @@ pub(crate) fn token(s: &str) -> SubjectToken {
     // Aggregate types are checked when registered; see `AggregateNode::register`.
     SubjectToken::new(s)
         .unwrap_or_else(|_| unreachable!("aggregate type validated at registration"))
+}
+
+/// The fingerprint of a command: hex SHA-256 over the aggregate type, id, command type and the
+/// payload in canonical form (object keys sorted, no insignificant whitespace), so the same
+/// command sent again with its keys reordered still matches.
+pub(crate) fn fingerprint(
+    aggregate_type: &str,
+    id: &str,
+    command_type: &str,
+    payload: &[u8],
+) -> String {
+    use sha2::Digest;
+    let canonical = match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(v) => canonical_json(&v),
+        Err(_) => String::from_utf8_lossy(payload).into_owned(),
+    };
+    let mut h = sha2::Sha256::new();
+    for part in [aggregate_type, id, command_type, canonical.as_str()] {
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part.as_bytes());
+    }
+    h.finalize()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<String>()
+}
+
+/// `value` as JSON with every object's keys sorted.
+fn canonical_json(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Object(map) => {
+            let mut entries: Vec<_> = map.iter().collect();
+            entries.sort_by(|a, b| a.0.cmp(b.0));
+            let inner: Vec<String> = entries
+                .into_iter()
+                .map(|(k, v)| {
+                    format!(
+                        "{}:{}",
+                        serde_json::Value::String(k.clone()),
+                        canonical_json(v)
+                    )
+                })
+                .collect();
+            format!("{{{}}}", inner.join(","))
+        }
+        serde_json::Value::Array(items) => {
+            let inner: Vec<String> = items.iter().map(canonical_json).collect();
+            format!("[{}]", inner.join(","))
+        }
+        other => other.to_string(),
+    }
 }
 
 /// Decodes `{"type": command_type, "payload": payload}` into the aggregate's command enum.

@@ -163,14 +163,30 @@ impl<A: Aggregate> Host for AggregateHost<A> {
                     )));
                 };
                 let (tx, rx) = ractor::concurrency::oneshot();
-                match reservation.send(EntityMsg::Execute(Box::new(req.clone()), tx.into())) {
+                let claim = Arc::new(Claim::default());
+                match reservation.send(EntityMsg::Execute(
+                    Box::new(req.clone()),
+                    claim.clone(),
+                    tx.into(),
+                )) {
                     Ok(()) => {
                         return match tokio::time::timeout(timeout, rx).await {
                             Ok(Ok(result)) => result,
-                            Ok(Err(_)) => Err(CommandError::Unavailable(
-                                "the entity stopped before answering".into(),
+                            // The entity stopped (panicked) mid-command: if it had started
+                            // publishing, the commit may have landed.
+                            Ok(Err(_)) if !claim.abandon() => Err(CommandError::OutcomeUnknown(
+                                "the entity stopped while publishing the commit".into(),
                             )),
-                            Err(_) => Err(CommandError::Timeout(timeout)),
+                            Ok(Err(_)) => Err(CommandError::Unavailable(
+                                "the entity stopped before answering; nothing was committed".into(),
+                            )),
+                            // The deadline passed. Nothing was committed only if no publish
+                            // had started — and, once abandoned, none will.
+                            Err(_) if claim.abandon() => Err(CommandError::Timeout(timeout)),
+                            Err(_) => Err(CommandError::OutcomeUnknown(format!(
+                                "the deadline ({timeout:?}) passed while the commit was being \
+                                 published"
+                            ))),
                         };
                     }
                     Err(_) => {

@@ -235,6 +235,7 @@ pub const COMMAND_OUTCOMES: &[&str] = &[
     "unavailable",
     "timeout",
     "outcome_unknown",
+    "idempotency_key_reused",
 ];
 
 /// Registers the series of aggregate type `ty` (at 0), so the node exports them from its start.
@@ -389,6 +390,7 @@ impl CommandService for AggregateNode {
             Err(CommandError::Unavailable(_)) => "unavailable",
             Err(CommandError::Timeout(_)) => "timeout",
             Err(CommandError::OutcomeUnknown(_)) => "outcome_unknown",
+            Err(CommandError::IdempotencyKeyReused(_)) => "idempotency_key_reused",
         };
         metrics::counter!(names::COMMANDS, "aggregate_type" => label, "outcome" => outcome)
             .increment(1);

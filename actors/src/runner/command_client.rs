@@ -8,12 +8,14 @@
 //! | `INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION` (rejected), `PERMISSION_DENIED`, `UNAUTHENTICATED`, `OUT_OF_RANGE` | permanent |
 //! | `ABORTED` (version conflict), `RESOURCE_EXHAUSTED` (busy) | retryable |
 //! | `UNAVAILABLE` because no connection could be made (connect refused, DNS) | retryable (never sent) |
+//! | any status the node marked `not-committed` ([`cloudlysis_runtime::outcome`]) | retryable |
 //! | other `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, others | unknown (the command may have committed; a retry with the same key tells) |
 
 use std::time::Duration;
 
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_proto::aggregate::{ExecuteRequest, ExecuteResponse};
+use cloudlysis_runtime::outcome::ErrorKind;
 use serde::Serialize;
 use tonic::Code;
 
@@ -87,30 +89,14 @@ pub fn classify(status: &tonic::Status) -> EffectError {
         | Code::Unauthenticated
         | Code::OutOfRange => EffectError::permanent(msg),
         Code::Aborted | Code::ResourceExhausted => EffectError::retryable(msg),
+        // The node knows nothing was committed (its deadline passed before a publish).
+        _ if ErrorKind::of(status) == Some(ErrorKind::NotCommitted) => EffectError::retryable(msg),
         // No connection could be made: the command was never sent.
-        Code::Unavailable if never_sent(status) => EffectError::retryable(msg),
+        Code::Unavailable if cloudlysis_runtime::outcome::never_sent(status) => {
+            EffectError::retryable(msg)
+        }
         _ => EffectError::unknown(msg),
     }
-}
-
-/// True when a transport failure happened before the request could be sent (connecting
-/// failed), so the command certainly did not reach the node.
-fn never_sent(status: &tonic::Status) -> bool {
-    let mut text = status.message().to_ascii_lowercase();
-    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
-    while let Some(e) = source {
-        text.push(' ');
-        text.push_str(&e.to_string().to_ascii_lowercase());
-        source = e.source();
-    }
-    [
-        "tcp connect error",
-        "connection refused",
-        "error trying to connect",
-        "dns error",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
 }
 
 #[cfg(test)]
