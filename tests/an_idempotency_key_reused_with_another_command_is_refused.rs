@@ -31,8 +31,17 @@ async fn the_same_key_with_another_command_is_422_and_commits_nothing() {
     let count = p.message_count().await;
 
     // The same command again (whitespace differs): replayed.
-    let (s, again) = deposit(&p, &token, r#"{ "payload": {"amount": 5}, "type": "Deposit" }"#).await;
-    assert_eq!((s, &again["replayed"]), (200, &serde_json::json!(true)), "{again}");
+    let (s, again) = deposit(
+        &p,
+        &token,
+        r#"{ "payload": {"amount": 5}, "type": "Deposit" }"#,
+    )
+    .await;
+    assert_eq!(
+        (s, &again["replayed"]),
+        (200, &serde_json::json!(true)),
+        "{again}"
+    );
 
     // Another amount, another command type: refused, named, nothing committed.
     for other in [
@@ -51,7 +60,10 @@ async fn the_same_key_with_another_command_is_422_and_commits_nothing() {
 
     // Only the stream remembers the key (its record lost, a fresh node): still refused, and
     // the same command still replays.
-    let idem = p.js.get_key_value(buckets::IDEMPOTENCY_BUCKET).await.unwrap();
+    let idem =
+        p.js.get_key_value(buckets::IDEMPOTENCY_BUCKET)
+            .await
+            .unwrap();
     idem.purge(buckets::idempotency_key("acme", "account", "acc", "pay-1"))
         .await
         .unwrap();
@@ -59,7 +71,11 @@ async fn the_same_key_with_another_command_is_422_and_commits_nothing() {
     let (s, body) = deposit(&p, &token, r#"{"type":"Deposit","payload":{"amount":6}}"#).await;
     assert_eq!(s, 422, "{body}");
     let (s, body) = deposit(&p, &token, r#"{"type":"Deposit","payload":{"amount":5}}"#).await;
-    assert_eq!((s, &body["replayed"]), (200, &serde_json::json!(true)), "{body}");
+    assert_eq!(
+        (s, &body["replayed"]),
+        (200, &serde_json::json!(true)),
+        "{body}"
+    );
     assert_eq!(body["event_ids"], first["event_ids"]);
     assert_eq!(p.message_count().await, count);
 }
@@ -70,7 +86,10 @@ async fn a_corrupt_idempotency_record_is_an_error_not_a_second_commit() {
     let token = p.token("acme", &["commands:account"]);
     p.account_command(&token, "acc", r#"{"type":"Open","payload":{"owner":"a"}}"#)
         .await;
-    let idem = p.js.get_key_value(buckets::IDEMPOTENCY_BUCKET).await.unwrap();
+    let idem =
+        p.js.get_key_value(buckets::IDEMPOTENCY_BUCKET)
+            .await
+            .unwrap();
     idem.put(
         buckets::idempotency_key("acme", "account", "acc", "pay-1"),
         "{not json".into(),
@@ -80,6 +99,9 @@ async fn a_corrupt_idempotency_record_is_an_error_not_a_second_commit() {
     let count = p.message_count().await;
     let (s, body) = deposit(&p, &token, r#"{"type":"Deposit","payload":{"amount":5}}"#).await;
     assert_eq!(s, 503, "{body}");
-    assert!(body["detail"].as_str().unwrap().contains("corrupt"), "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("corrupt"),
+        "{body}"
+    );
     assert_eq!(p.message_count().await, count, "nothing committed");
 }

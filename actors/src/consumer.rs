@@ -19,7 +19,9 @@
 //! does not redeliver a message that is still being worked on.
 //!
 //! A poison record is written before the term; when it cannot be written the message is nak'ed
-//! instead, so nothing is terminated without a record. Fetch errors (NATS down, consumer
+//! instead, so nothing is terminated without a record. A message the server stops redelivering
+//! by itself (every delivery expired, `max_deliver` times) gets its record from the server's
+//! `MAX_DELIVERIES` advisory (`consumer/advisory.rs`). Fetch errors (NATS down, consumer
 //! leader change) are retried with capped backoff, and the client reconnects by itself; acks are
 //! sent once per message. [`ConsumerHandle::drain`] stops fetching, waits for in-flight messages
 //! and reports.
@@ -43,6 +45,7 @@ use tokio::sync::{Notify, watch};
 
 use crate::handler::{Delivery, DeliveryMeta, EventHandler, HandlerActor};
 
+mod advisory;
 mod fetch;
 
 use fetch::fetch_loop;
@@ -172,12 +175,14 @@ pub struct ConsumerState {
     shared: Arc<Shared>,
     drain_tx: watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
+    advisories: tokio::task::JoinHandle<()>,
 }
 
 impl Drop for ConsumerState {
     fn drop(&mut self) {
-        // A failed or killed actor skips `post_stop`; its fetch loop must not outlive it.
+        // A failed or killed actor skips `post_stop`; its tasks must not outlive it.
         self.task.abort();
+        self.advisories.abort();
     }
 }
 
@@ -266,6 +271,13 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             drain_timeout: config.policy.settings.ack_wait,
         });
         let (drain_tx, drain_rx) = watch::channel(false);
+        // Independent of intake: a drained node still records what the server gave up on.
+        let advisories = tokio::spawn(advisory::watch(
+            config.js.clone(),
+            poison_kv.clone(),
+            shared.clone(),
+            config.ack_timeout,
+        ));
         let task = tokio::spawn(fetch_loop(
             config,
             consumer,
@@ -278,6 +290,7 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             shared,
             drain_tx,
             task,
+            advisories,
         })
     }
 
@@ -330,6 +343,7 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
     async fn post_stop(&self, state: &mut ConsumerState) -> Result<(), ActorProcessingErr> {
         let _ = state.drain_tx.send(true);
         state.task.abort();
+        state.advisories.abort();
         Ok(())
     }
 }

@@ -81,3 +81,35 @@ async fn a_redelivery_after_the_write_changes_nothing() {
     );
     assert_eq!(record["last_seq"], 12);
 }
+
+/// A copy delivered after another copy of the same message was applied, acked, and passed by
+/// the checkpoint — while a later event pruned the guard — is still recognised. Before the fix
+/// the pruned sequence was forgotten and the late copy applied a second time.
+#[tokio::test]
+async fn a_late_copy_after_the_checkpoint_passed_it_changes_nothing() {
+    let server = NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    let kv = buckets::ensure_bucket(&js, &buckets::views())
+        .await
+        .unwrap();
+    let checkpoint = Checkpoint::default();
+    let store = ViewStore::<Totals>::new(kv.clone(), checkpoint.clone(), Duration::from_secs(5));
+
+    // Copy one of sequence 5 applies and is acked; the checkpoint passes it.
+    store.apply(&commit(&[5]), 5).await.unwrap();
+    checkpoint.raise(10);
+    // A later event prunes the guard to what lies above the checkpoint.
+    store.apply(&commit(&[1]), 11).await.unwrap();
+    // Copy two of sequence 5 (redelivered while copy one was being applied) arrives now.
+    let late = store.apply(&commit(&[5]), 5).await.unwrap();
+    assert_eq!((late.written, late.already), (0, 1));
+    // So does one through a fresh store (another node, nothing cached).
+    let other = ViewStore::<Totals>::new(kv.clone(), checkpoint.clone(), Duration::from_secs(5));
+    let late = other.apply(&commit(&[5]), 5).await.unwrap();
+    assert_eq!((late.written, late.already), (0, 1));
+
+    let bytes = kv.get("totals.acme.acc").await.unwrap().unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(record["doc"]["sum"], 6, "5 once, 1 once: {record}");
+    assert_eq!(record["floor"], 10, "{record}");
+}

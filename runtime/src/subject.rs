@@ -200,6 +200,13 @@ pub mod filter {
     }
 }
 
+/// The JetStream advisory the server publishes when it gives up redelivering a message of
+/// `durable` on `stream` because `max_deliver` was reached without an ack or term (every
+/// delivery expired): `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<durable>`.
+pub fn max_deliveries_advisory(stream: &str, durable: &str) -> String {
+    format!("$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.{stream}.{durable}")
+}
+
 /// True when every subject matched by `pattern` is also matched by `covering` (NATS wildcard
 /// rules: `*` matches one token, a trailing `>` one or more).
 ///

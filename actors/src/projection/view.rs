@@ -79,7 +79,12 @@ pub struct DocumentRecord {
     pub schema_version: u32,
     /// Highest stream sequence applied to this document.
     pub last_seq: u64,
-    /// Stream sequences applied above the view's checkpoint (redelivery guard).
+    /// The view's checkpoint when `applied` was last pruned: every event at or below it was
+    /// applied (or settled) already, so a late copy of one is recognised even after it left
+    /// `applied`.
+    #[serde(default)]
+    pub floor: u64,
+    /// Stream sequences applied above `floor` (redelivery guard).
     #[serde(default)]
     pub applied: Vec<u64>,
     /// The document.
@@ -304,6 +309,7 @@ impl<V: View> ViewStore<V> {
                         DocumentRecord {
                             schema_version: V::SCHEMA_VERSION,
                             last_seq: 0,
+                            floor: 0,
                             applied: Vec::new(),
                             doc: serde_json::to_value(V::Document::default())
                                 .map_err(|e| e.to_string())?,
@@ -312,7 +318,9 @@ impl<V: View> ViewStore<V> {
                     ),
                 },
             };
-            if record.applied.contains(&seq) {
+            // Applied before: listed, or at or below the floor the set was pruned to (a copy
+            // redelivered after another one was applied and the checkpoint passed it).
+            if seq <= record.floor || record.applied.contains(&seq) {
                 if let Some(rev) = revision {
                     self.cache.put(kv_key, record, rev);
                 }
@@ -323,11 +331,17 @@ impl<V: View> ViewStore<V> {
             for e in events {
                 V::apply(&mut doc, e)?;
             }
-            let floor = self.checkpoint.get();
+            // The checkpoint only rises and everything at or below it is settled: the floor
+            // moves up to it and the set keeps what lies above.
+            record.floor = record.floor.max(self.checkpoint.get());
+            let floor = record.floor;
             record.applied.retain(|s| *s > floor);
             record.applied.push(seq);
             if record.applied.len() > MAX_APPLIED {
+                // A document applying more than MAX_APPLIED events above a stalled checkpoint
+                // forgets the lowest (the guard's bound; runtime-semantics.md says so).
                 let excess = record.applied.len() - MAX_APPLIED;
+                record.applied.sort_unstable();
                 record.applied.drain(..excess);
             }
             record.last_seq = record.last_seq.max(seq);
