@@ -98,7 +98,9 @@ async fn every_command_is_published_and_executed_exactly_once() {
     ids.dedup();
     assert_eq!(ids.len(), commands.len(), "no command twice on the stream");
 
-    // Each effect ran once: one attempt in the ledger, one commit on each account.
+    // Each effect took effect once: one commit on each account. The killed runner may have
+    // started an attempt of the withdrawal before it died (its claim then expires and the new
+    // runner makes attempt 2 with the same idempotency key), so a ledger shows one or two.
     let ledger = p.js.get_key_value("cloudlysis_effects").await.unwrap();
     for (_, c, _) in commands
         .iter()
@@ -112,7 +114,8 @@ async fn every_command_is_published_and_executed_exactly_once() {
         let entry: serde_json::Value =
             serde_json::from_slice(&ledger.get(&key).await.unwrap().unwrap()).unwrap();
         assert_eq!(entry["status"], "done", "{entry}");
-        assert_eq!(entry["attempts"], 1, "{entry}");
+        let attempts = entry["attempts"].as_u64().unwrap();
+        assert!((1..=2).contains(&attempts), "{entry}");
     }
     let withdrawals = p
         .commits()

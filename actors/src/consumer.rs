@@ -256,10 +256,10 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             .get_stream(&config.stream)
             .await
             .map_err(|e| format!("stream {}: {e}", config.stream))?;
-        let consumer: PullConsumer = stream
-            .create_consumer(config.policy.pull_config())
-            .await
-            .map_err(|e| format!("consumer {}: {e}", config.policy.durable))?;
+        // Create, or bind to an identical durable; a different one is refused, never rewritten.
+        let consumer: PullConsumer =
+            cloudlysis_runtime::consumer::ensure_consumer(&stream, &config.stream, &config.policy)
+                .await?;
         let durable = config.policy.durable.to_string();
         let shared = Arc::new(Shared {
             metrics: ConsumerMetrics::new(&config.stream, &durable),

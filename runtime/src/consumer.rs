@@ -1,6 +1,7 @@
 //! Consumer policy: durable pull consumers with explicit acks, `ack_wait`, `max_deliver`,
 //! `max_ack_pending = max_in_flight` and a nak backoff; durable names derived from the role so
-//! they are stable across replicas and never collide.
+//! they are stable across replicas and never collide. [`ensure_consumer`] creates a durable or
+//! validates an existing one — it never rewrites one in place.
 //!
 //! | setting | env (projection / runner) | default | bounds |
 //! |---|---|---|---|
@@ -26,6 +27,10 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy, ReplayPolicy, pu
 
 use crate::config::{ConfigError, ConfigSource, Setting};
 use crate::subject::SubjectToken;
+
+mod ensure;
+
+pub use ensure::{ConsumerError, ensure_consumer};
 
 /// Which role's settings to read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

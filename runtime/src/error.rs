@@ -2,6 +2,7 @@
 //! setting, stream, field, subject or header) and keeps its source.
 
 pub use crate::config::ConfigError;
+pub use crate::consumer::ConsumerError;
 pub use crate::context::{ContextError, InvalidCorrelationId, InvalidTraceId};
 pub use crate::metrics::MetricsError;
 pub use crate::nats::NatsError;

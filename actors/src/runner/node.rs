@@ -32,6 +32,11 @@ use super::workflow::Workflow;
 use crate::consumer::{self, ConsumerMsg, PartitionFn, SubtreeOptions};
 use crate::node_admin::NodeAdminService;
 
+/// `max_ack_pending` of every effect consumer: a ceiling for all runners together. Each node's
+/// effect concurrency (`runner.max_in_flight`, `runner.effect_concurrency`; reloadable, at most
+/// this) bounds what that node fetches.
+pub const EFFECT_ACK_PENDING_CEILING: u64 = 10_000;
+
 /// The runner node could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum RunnerNodeError {
@@ -262,15 +267,19 @@ impl RunnerNodeBuilder {
         self
     }
 
-    /// Registers an effect: its commands are executed here.
+    /// Registers an effect: its commands are executed here (see [`EFFECT_ACK_PENDING_CEILING`]).
     pub fn effect<E: Effect>(mut self, effect: E) -> Self {
         let policy = effect.retry_policy();
         let effect = Arc::new(effect);
         let worker: MakeWorker = Arc::new(
             move |ctx: &Ctx, concurrency: u64, attempts: Arc<AtomicU32>| {
                 let durable = DurableName::runner_effect(&token(E::TYPE));
+                // The durable's max_ack_pending is a fixed ceiling shared by every runner; each
+                // node's concurrency (reloadable) bounds what it fetches, so a reload never has
+                // to rewrite the durable.
                 let settings = ConsumerSettings {
                     max_in_flight: concurrency.max(1),
+                    server_max_ack_pending: Some(EFFECT_ACK_PENDING_CEILING),
                     ..ctx.settings.consumer
                 };
                 let policy = ConsumerPolicy {
