@@ -25,6 +25,10 @@ use crate::policy::{Backoff, Intensity, Restart, Strategy};
 use crate::snapshot::{ChildSnapshot, Status, SupervisorSnapshot, rfc3339};
 use crate::spec::{ChildSpec, MailboxProbe, Started};
 
+mod children;
+
+use children::{Children, Seq};
+
 /// How long calls on a [`SupervisorRef`] wait for the supervisor by default.
 pub const CALL_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -220,7 +224,7 @@ struct Child {
 /// The supervisor's state.
 pub struct SupervisorState {
     config: SupervisorConfig,
-    children: Vec<Child>,
+    children: Children,
     restart_times: VecDeque<Instant>,
     restarts: u64,
     /// Children being stopped on purpose; their exit events are not failures.
@@ -243,7 +247,7 @@ impl Actor for Supervisor {
         let specs = config.children.clone();
         let mut state = SupervisorState {
             config,
-            children: Vec::new(),
+            children: Children::default(),
             restart_times: VecDeque::new(),
             restarts: 0,
             stopping: HashSet::new(),
@@ -279,7 +283,7 @@ impl Actor for Supervisor {
     ) -> Result<(), ActorProcessingErr> {
         match msg {
             SupervisorMsg::StartChild(spec, reply) => {
-                let result = if state.children.iter().any(|c| c.spec.name == spec.name) {
+                let result = if state.children.contains(&spec.name) {
                     Err(SupervisorError::DuplicateChild {
                         supervisor: state.config.name.clone(),
                         child: spec.name,
@@ -301,9 +305,12 @@ impl Actor for Supervisor {
                 let _ = reply.send(result);
             }
             SupervisorMsg::StopChild(name, reply) => {
-                let result = match state.children.iter().position(|c| c.spec.name == name) {
-                    Some(i) => {
-                        let mut child = state.children.remove(i);
+                let result = match state
+                    .children
+                    .seq_of(&name)
+                    .and_then(|seq| state.children.remove(seq))
+                {
+                    Some(mut child) => {
                         stop_child(&mut state.stopping, &mut child).await;
                         Ok(())
                     }
@@ -324,17 +331,21 @@ impl Actor for Supervisor {
             }
             SupervisorMsg::Restart { children } => {
                 for (name, generation) in children {
-                    let Some(i) = state.children.iter().position(|c| c.spec.name == name) else {
+                    let Some(seq) = state.children.seq_of(&name) else {
                         continue;
                     };
-                    let child = &state.children[i];
+                    let Some(child) = state.children.get_mut(seq) else {
+                        continue;
+                    };
                     if child.status != Status::Restarting || child.restart_generation != generation
                     {
                         continue;
                     }
-                    if let Err(reason) = start(&myself, &mut state.children[i]).await {
+                    let started = start(&myself, child).await;
+                    state.children.started(seq);
+                    if let Err(reason) = started {
                         // A failed restart counts as another failure of the same child.
-                        on_child_down(&myself, state, i, Down::Failed(reason))?;
+                        on_child_down(&myself, state, seq, Down::Failed(reason))?;
                         break;
                     }
                 }
@@ -354,18 +365,20 @@ impl Actor for Supervisor {
             SupervisionEvent::ActorTerminated(cell, _, reason) => (cell, Down::Exited(reason)),
             _ => return Ok(()),
         };
+        let seq = state.children.actor_down(&cell.get_id());
         if state.stopping.remove(&cell.get_id()) {
             return Ok(());
         }
-        let Some(i) = state
-            .children
-            .iter()
-            .position(|c| c.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()))
-        else {
+        let Some(seq) = seq else {
             return Ok(());
         };
-        state.children[i].cell = None;
-        on_child_down(&myself, state, i, down)?;
+        match state.children.get_mut(seq) {
+            Some(c) if c.cell.as_ref().is_some_and(|c| c.get_id() == cell.get_id()) => {
+                c.cell = None;
+            }
+            _ => return Ok(()),
+        }
+        on_child_down(&myself, state, seq, down)?;
         // The failure may have escalated: children are stopped inside on_child_down; make the
         // ractor-level stop explicit so the parent sees a failure, not a hang.
         Ok(())
@@ -431,11 +444,13 @@ async fn start(myself: &ActorRef<SupervisorMsg>, child: &mut Child) -> Result<()
 fn on_child_down(
     myself: &ActorRef<SupervisorMsg>,
     state: &mut SupervisorState,
-    i: usize,
+    i: Seq,
     down: Down,
 ) -> Result<(), ActorProcessingErr> {
     let sup_name = state.config.name.clone();
-    let child = &mut state.children[i];
+    let Some(child) = state.children.get_mut(i) else {
+        return Ok(());
+    };
     // A failed restart attempt is not a stable run: only a child that was running may reset
     // its backoff.
     let was_running = child.status == Status::Running;
@@ -478,8 +493,8 @@ fn on_child_down(
     }
     if state.restart_times.len() as u64 > u64::from(state.config.intensity.max_restarts) {
         counter!(names::SUPERVISOR_ESCALATIONS, "supervisor" => sup_name.clone()).increment(1);
-        let failed = state.children[i].spec.name.clone();
-        for c in &mut state.children {
+        let failed = child.spec.name.clone();
+        for c in state.children.iter_mut() {
             c.status = Status::Failed;
         }
         // Children stop in reverse order; ractor kills whatever is left when we fail.
@@ -497,14 +512,14 @@ fn on_child_down(
         .into());
     }
 
-    counter!(names::ACTOR_RESTARTS, "supervisor" => sup_name.clone(), "child_kind" => state.children[i].spec.kind, "reason" => reason_label)
+    counter!(names::ACTOR_RESTARTS, "supervisor" => sup_name.clone(), "child_kind" => child.spec.kind, "reason" => reason_label)
         .increment(1);
 
     // Which children restart with it.
-    let group: Vec<usize> = match state.config.strategy {
+    let group: Vec<Seq> = match state.config.strategy {
         Strategy::OneForOne => vec![i],
-        Strategy::OneForAll => (0..state.children.len()).collect(),
-        Strategy::RestForOne => (i..state.children.len()).collect(),
+        Strategy::OneForAll => state.children.seqs(),
+        Strategy::RestForOne => state.children.seqs_from(i),
     };
     // Stop the others in reverse start order. We are inside the supervisor's event handler, so
     // the stops are not awaited here; a watchdog kills a sibling that has not stopped within
@@ -513,7 +528,9 @@ fn on_child_down(
         if j == i {
             continue;
         }
-        let c = &mut state.children[j];
+        let Some(c) = state.children.get_mut(j) else {
+            continue;
+        };
         if let Some(cell) = c.cell.take() {
             state.stopping.insert(cell.get_id());
             cell.stop(Some("sibling restart".into()));
@@ -535,7 +552,9 @@ fn on_child_down(
     let mut names = Vec::new();
     let mut remove = Vec::new();
     for &j in &group {
-        let c = &mut state.children[j];
+        let Some(c) = state.children.get_mut(j) else {
+            continue;
+        };
         if j != i && c.spec.restart == Restart::Temporary {
             remove.push(j);
             continue;
@@ -546,7 +565,9 @@ fn on_child_down(
         names.push((c.spec.name.clone(), generation));
     }
     state.restarts += 1;
-    let child = &mut state.children[i];
+    let Some(child) = state.children.get_mut(i) else {
+        return Ok(());
+    };
     let backoff = state.config.backoff;
     if was_running
         && child
@@ -598,7 +619,7 @@ fn snapshot(
 ) -> impl std::future::Future<Output = SupervisorSnapshot> + Send + 'static {
     let mut children = Vec::with_capacity(state.children.len());
     let mut nested = Vec::new();
-    for c in &state.children {
+    for c in state.children.iter() {
         if let (Some(sup), Status::Running) = (&c.supervisor, c.status) {
             nested.push(sup.clone());
         }

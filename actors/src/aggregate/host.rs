@@ -86,7 +86,9 @@ impl<A: Aggregate> AggregateHost<A> {
         let mailbox = BoundedRef::new(ENTITY_KIND, shared.settings.mailbox);
         let n = shared.incarnation.fetch_add(1, Ordering::Relaxed);
         let supervisor = shared.supervisor.clone();
-        let spec = ChildSpec::bounded(format!("{key}#{n}"), mailbox.clone(), move || {
+        // Unique under the node's one supervisor across every aggregate type and incarnation.
+        let name = format!("{}/{key}#{n}", A::TYPE);
+        let spec = ChildSpec::bounded(name.clone(), mailbox.clone(), move || {
             (
                 Entity::<A> {
                     key: key.clone(),
@@ -101,11 +103,19 @@ impl<A: Aggregate> AggregateHost<A> {
         // Temporary: a failed entity is not restarted by the supervisor (no intensity storm
         // from one bad aggregate); the next command for the key spawns a fresh one.
         .restart(Restart::Temporary);
-        supervisor
-            .start_child(spec)
-            .await
-            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
-        Ok(mailbox)
+        match supervisor.start_child(spec).await {
+            Ok(()) => Ok(mailbox),
+            Err(e) => {
+                // A start that timed out may still complete later (the request waits in the
+                // supervisor's mailbox): stop it, so no orphan entity outlives its slot.
+                if matches!(e, cloudlysis_supervision::SupervisorError::Timeout { .. }) {
+                    let _ = supervisor.stop_child(&name).await;
+                }
+                Err(CommandError::Unavailable(format!(
+                    "entity start failed: {e}"
+                )))
+            }
+        }
     }
 }
 
@@ -139,7 +149,7 @@ impl<A: Aggregate> Host for AggregateHost<A> {
                 }
                 let slot = self.shared.entities.entry(key.clone()).or_default().clone();
                 self.shared.update_live_gauge();
-                let mailbox = slot
+                let started = slot
                     .get_or_try_init(|| {
                         let spawn = Self::spawn(
                             self.shared.clone(),
@@ -153,8 +163,19 @@ impl<A: Aggregate> Host for AggregateHost<A> {
                             })?
                         }
                     })
-                    .await?
-                    .clone();
+                    .await;
+                let mailbox = match started {
+                    Ok(m) => m.clone(),
+                    Err(e) => {
+                        // No entity behind the slot: free it, or it would count against
+                        // `max_entities` until a command for this key came again.
+                        self.shared
+                            .entities
+                            .remove_if(&key, |_, v| Arc::ptr_eq(v, &slot) && v.get().is_none());
+                        self.shared.update_live_gauge();
+                        return Err(e);
+                    }
+                };
                 let Some(reservation) = mailbox.try_reserve() else {
                     return Err(CommandError::Busy(format!(
                         "{}/{}",
@@ -200,5 +221,90 @@ impl<A: Aggregate> Host for AggregateHost<A> {
                 "the entity could not be started".into(),
             ))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cloudlysis_runtime::kv as buckets;
+    use cloudlysis_runtime::{RequestContext, stream};
+    use cloudlysis_supervision::SupervisorConfig;
+    use cloudlysis_test_support::NatsServer;
+    use serde::{Deserialize, Serialize};
+
+    struct Counter;
+
+    #[derive(Deserialize)]
+    #[serde(tag = "type", content = "payload")]
+    enum Cmd {
+        Bump,
+    }
+
+    #[derive(Serialize, Deserialize)]
+    #[serde(tag = "type", content = "payload")]
+    enum Evt {
+        Bumped,
+    }
+
+    impl Aggregate for Counter {
+        const TYPE: &'static str = "counter";
+        const SCHEMA_VERSION: u32 = 1;
+        type State = u64;
+        type Command = Cmd;
+        type Event = Evt;
+        fn handle(_: &u64, _: Cmd, _: &CommandContext) -> Result<Vec<Evt>, Rejection> {
+            Ok(vec![Evt::Bumped])
+        }
+        fn apply(s: &mut u64, _: &Evt) {
+            *s += 1;
+        }
+    }
+
+    /// An entity whose start fails frees its registry slot: failures do not add up against
+    /// `max_entities` (before the fix, the slots stayed until a command for the same key came,
+    /// and after `max_entities` failed starts every new entity got "busy" for good).
+    #[tokio::test]
+    async fn a_failed_entity_start_leaves_no_slot_behind() {
+        let server = NatsServer::start().await.unwrap();
+        let js = server.jetstream().await;
+        stream::ensure_stream(&js, &stream::aggregate_events())
+            .await
+            .unwrap();
+        let events = js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+        let idempotency = buckets::ensure_bucket(&js, &buckets::idempotency())
+            .await
+            .unwrap();
+        // A supervisor that is gone: every entity start fails.
+        let supervisor = SupervisorRef::start(SupervisorConfig::new("gone"), None)
+            .await
+            .unwrap();
+        supervisor
+            .shutdown(std::time::Duration::from_secs(5))
+            .await
+            .unwrap();
+        let settings = AggregateSettings {
+            max_entities: 2,
+            ..AggregateSettings::default()
+        };
+        let host = AggregateHost::<Counter>::new(js, events, idempotency, supervisor, settings);
+        for i in 0..5 {
+            let err = host
+                .execute(CommandRequest {
+                    ctx: RequestContext::new(TenantId::new("acme").unwrap()),
+                    aggregate_id: SubjectToken::new(format!("c{i}")).unwrap(),
+                    command_type: "Bump".into(),
+                    payload: Default::default(),
+                    expected_version: None,
+                    deadline: None,
+                })
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(err, CommandError::Unavailable(ref m) if m.contains("entity start failed")),
+                "start {i}: {err:?}"
+            );
+        }
+        assert_eq!(host.shared.entities.len(), 0, "no slot left behind");
     }
 }
