@@ -2,7 +2,8 @@
 //! decoded, is recorded here and then terminated (`AckKind::Term`).
 //!
 //! Records live in the KV bucket [`POISON_BUCKET`] under [`key`]`(consumer, stream_sequence)`
-//! as JSON:
+//! (or [`view_key`]`(consumer, view, stream_sequence)` for one view of a consumer that feeds
+//! several, with the `view` field set) as JSON:
 //!
 //! ```json
 //! {"schema_version":1,"stream":"AGGREGATE_EVENTS","consumer":"cloudlysis-projection-all",
@@ -45,6 +46,10 @@ pub struct PoisonRecord {
     pub attempts: u64,
     /// When it was quarantined (RFC 3339 UTC).
     pub time: String,
+    /// The one view that failed it, when the consumer feeds several (Single mode): the other
+    /// views applied the message. Absent: the message failed for the consumer as a whole.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub view: Option<String>,
 }
 
 impl PoisonRecord {
@@ -80,6 +85,21 @@ impl PoisonRecord {
             error: error.into(),
             attempts,
             time: crate::time::rfc3339(SystemTime::now()),
+            view: None,
+        }
+    }
+
+    /// The same record, for the one view `view` of a consumer that feeds several.
+    pub fn for_view(mut self, view: &str) -> Self {
+        self.view = Some(view.to_string());
+        self
+    }
+
+    /// Its KV key.
+    pub fn key(&self) -> String {
+        match &self.view {
+            Some(view) => view_key(&self.consumer, view, self.sequence),
+            None => key(&self.consumer, self.sequence),
         }
     }
 }
@@ -87,6 +107,12 @@ impl PoisonRecord {
 /// The KV key of a record: `<consumer>.<stream_sequence>`.
 pub fn key(consumer: &str, sequence: u64) -> String {
     format!("{consumer}.{sequence}")
+}
+
+/// The KV key of one view's record on a consumer that feeds several:
+/// `<consumer>.<view>.<stream_sequence>`.
+pub fn view_key(consumer: &str, view: &str, sequence: u64) -> String {
+    format!("{consumer}.{view}.{sequence}")
 }
 
 #[cfg(test)]

@@ -151,9 +151,16 @@ pub(crate) async fn check_mode(
     Ok(())
 }
 
-/// Single mode's handler: applies each commit to every view. A view that fails fails the
-/// message; on redelivery the views that already applied it skip it (per-document guard).
-pub(crate) struct AllViews(pub(crate) Arc<Vec<(&'static str, ApplyFn)>>);
+/// Single mode's handler: applies each commit to every view, each on its own. A view that
+/// fails fails the message (the views that applied it skip it on redelivery: per-document
+/// guard); on the last attempt each view that still fails gets its own poison record and the
+/// message is acked — one broken view never keeps an event from the others.
+pub(crate) struct AllViews {
+    pub(crate) views: Arc<Vec<(&'static str, ApplyFn)>>,
+    pub(crate) poison: async_nats::jetstream::kv::Store,
+    pub(crate) max_deliver: u64,
+    pub(crate) io_timeout: std::time::Duration,
+}
 
 impl EventHandler for AllViews {
     type Event = Commit;
@@ -165,10 +172,52 @@ impl EventHandler for AllViews {
     }
 
     async fn handle(&self, d: &Delivery<Commit>, _: &mut ()) -> Result<(), HandlerError> {
-        for (view, apply) in self.0.iter() {
-            apply(d.event.clone(), d.meta.stream_sequence)
-                .await
-                .map_err(|e| HandlerError::new(format!("view `{view}`: {e}")))?;
+        let mut failed = Vec::new();
+        for (view, apply) in self.views.iter() {
+            if let Err(e) = apply(d.event.clone(), d.meta.stream_sequence).await {
+                failed.push((*view, e));
+            }
+        }
+        if failed.is_empty() {
+            return Ok(());
+        }
+        let summary = failed
+            .iter()
+            .map(|(v, e)| format!("view `{v}`: {e}"))
+            .collect::<Vec<_>>()
+            .join("; ");
+        // The consumer poisons a message that failed `max_deliver - 1` times: on that attempt,
+        // poison only the failing views and let the others keep what they applied.
+        if d.meta.delivered < self.max_deliver.saturating_sub(1) {
+            return Err(HandlerError::new(summary));
+        }
+        for (view, error) in &failed {
+            let record = cloudlysis_runtime::poison::PoisonRecord::new(
+                &d.meta.stream,
+                &d.meta.consumer,
+                d.meta.stream_sequence,
+                &d.meta.subject,
+                d.headers.as_ref(),
+                error.clone(),
+                d.meta.delivered,
+            )
+            .for_view(view);
+            let bytes = serde_json::to_vec(&record).unwrap_or_default();
+            let put = self.poison.put(record.key(), bytes.into());
+            match tokio::time::timeout(self.io_timeout, put).await {
+                Ok(Ok(_)) => {
+                    tracing::warn!(view, seq = d.meta.stream_sequence, %error, "event quarantined as poison for one view");
+                    metrics::counter!(
+                        cloudlysis_runtime::metrics::names::CONSUMER_POISON,
+                        "stream" => d.meta.stream.clone(),
+                        "consumer" => d.meta.consumer.clone()
+                    )
+                    .increment(1);
+                }
+                // Without its record the view must not drop the event: fail the whole message,
+                // which the consumer then quarantines as a whole.
+                _ => return Err(HandlerError::new(summary)),
+            }
         }
         Ok(())
     }
