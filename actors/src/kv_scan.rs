@@ -1,8 +1,12 @@
 //! Bounded reads of the latest values under a key prefix of a KV bucket: an ephemeral pull
 //! consumer on the bucket's stream, filtered to the prefix, last value per key, reading exactly
-//! as many messages as it had pending when created, deleted afterwards. Used by view `List`s and
-//! workflow instance lists; its cost grows with the keys under the prefix, never with the rest
-//! of the bucket.
+//! as many messages as it had pending when created, deleted afterwards. Its cost grows with the
+//! keys under the prefix, never with the rest of the bucket.
+//!
+//! - [`latest_under`] — every value (workflow instance lists; bounded by a key count).
+//! - [`page_under`] — one page of keys in key order (view `List`s): it reads headers only and
+//!   keeps the `limit + 1` smallest keys after the cursor, so its memory is bounded by the page
+//!   size however many keys there are; the caller reads the page's values.
 
 use std::time::Duration;
 
@@ -96,6 +100,102 @@ pub async fn latest_under(
             }
         }
         Ok(out)
+    }
+    .await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.delete_consumer(&name)).await;
+    result
+}
+
+/// One page of keys in key order.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KeyPage {
+    /// Keys (without the scanned prefix), ascending.
+    pub keys: Vec<String>,
+    /// True when more keys follow the last one.
+    pub more: bool,
+}
+
+/// The first `limit` keys of `bucket` under `prefix` (ending in `.`) that start with
+/// `key_prefix` and sort after `after` (empty: from the start), in key order; deleted keys are
+/// left out. Reads headers only and holds at most `limit + 1` keys at any time.
+pub async fn page_under(
+    js: &jetstream::Context,
+    bucket: &str,
+    prefix: &str,
+    key_prefix: &str,
+    after: &str,
+    limit: usize,
+) -> Result<KeyPage, ScanError> {
+    use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    let nats = |e: &dyn std::fmt::Display| ScanError::Nats(e.to_string());
+    let stream = js
+        .get_stream(format!("KV_{bucket}"))
+        .await
+        .map_err(|e| nats(&e))?;
+    let subject_prefix = format!("$KV.{bucket}.{prefix}");
+    let consumer: PullConsumer = stream
+        .create_consumer(pull::Config {
+            filter_subject: format!("{subject_prefix}>"),
+            deliver_policy: DeliverPolicy::LastPerSubject,
+            ack_policy: AckPolicy::None,
+            headers_only: true,
+            inactive_threshold: Duration::from_secs(30),
+            memory_storage: true,
+            ..Default::default()
+        })
+        .await
+        .map_err(|e| nats(&e))?;
+    let name = consumer.cached_info().name.clone();
+    let mut pending = consumer.cached_info().num_pending;
+    let result = async {
+        // A max-heap of the smallest keys seen: the largest is dropped when it grows past
+        // `limit + 1` (one more than the page tells whether more follow).
+        let mut smallest: std::collections::BinaryHeap<String> =
+            std::collections::BinaryHeap::with_capacity(limit + 2);
+        while pending > 0 {
+            let mut batch = consumer
+                .fetch()
+                .max_messages(pending.min(1000) as usize)
+                .expires(Duration::from_secs(2))
+                .messages()
+                .await
+                .map_err(|e| nats(&e))?;
+            let mut got = 0;
+            while let Some(m) = batch.next().await {
+                let m = m.map_err(|e| nats(&e))?;
+                got += 1;
+                pending -= 1;
+                let removed = m
+                    .headers
+                    .as_ref()
+                    .and_then(|h| h.get("KV-Operation"))
+                    .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
+                if let Some(key) = m.subject.strip_prefix(subject_prefix.as_str())
+                    && !removed
+                    && key.starts_with(key_prefix)
+                    && key > after
+                    && (smallest.len() <= limit
+                        || smallest.peek().is_some_and(|top| key < top.as_str()))
+                {
+                    smallest.push(key.to_string());
+                    if smallest.len() > limit + 1 {
+                        smallest.pop();
+                    }
+                }
+                if pending == 0 {
+                    break;
+                }
+            }
+            if got == 0 {
+                return Err(ScanError::Nats(format!(
+                    "the bucket {bucket} stopped delivering"
+                )));
+            }
+        }
+        let mut keys = smallest.into_sorted_vec();
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        Ok(KeyPage { keys, more })
     }
     .await;
     let _ = tokio::time::timeout(Duration::from_secs(5), stream.delete_consumer(&name)).await;

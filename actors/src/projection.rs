@@ -36,6 +36,6 @@ pub use node::{
     DEFAULT_LANES, GRPC_ADDR, LANES, MAX_LANES, NATS_TIMEOUT, ProjectionError, ProjectionNode,
     ProjectionNodeBuilder, view_child_name,
 };
-pub use query::{DEFAULT_PAGE_SIZE, LIST_TIMEOUT, MAX_LIST_SCAN, MAX_PAGE_SIZE};
+pub use query::{DEFAULT_PAGE_SIZE, LIST_TIMEOUT, MAX_CONCURRENT_LISTS, MAX_PAGE_SIZE};
 pub use tracker::{CHECKPOINT_INTERVAL, MIN_REFRESH, PERSIST_INTERVAL};
 pub use view::View;

@@ -88,6 +88,9 @@ pub mod names {
     /// Counter of document-cache lookups before a view write, labelled `view`, `outcome` (`hit`:
     /// the KV read was skipped; `miss`).
     pub const VIEW_CACHE: &str = "cloudlysis_view_document_cache_total";
+    /// `List` queries by view and outcome (`ok`, `busy`: refused by the node's admission,
+    /// `timeout`, `error`).
+    pub const VIEW_LISTS: &str = "cloudlysis_view_lists_total";
 
     /// Counter of started workflow instances, labelled `workflow`.
     pub const WORKFLOW_INSTANCES_STARTED: &str = "cloudlysis_workflow_instances_started_total";
@@ -159,6 +162,7 @@ pub mod names {
         VIEW_REBUILDING,
         VIEW_REBUILDS,
         VIEW_CACHE,
+        VIEW_LISTS,
         WORKFLOW_INSTANCES_STARTED,
         WORKFLOW_INSTANCES_FINISHED,
         WORKFLOW_INPUTS,
@@ -298,6 +302,10 @@ fn describe() {
     metrics::describe_counter!(
         names::VIEW_REBUILDS,
         "Completed view rebuilds (switches to a new generation)."
+    );
+    metrics::describe_counter!(
+        names::VIEW_LISTS,
+        "List queries by outcome (busy: refused by the node's admission bound)."
     );
     metrics::describe_counter!(
         names::WORKFLOW_INSTANCES_STARTED,

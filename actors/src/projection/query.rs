@@ -4,22 +4,28 @@
 
 use std::time::Duration;
 
-use async_nats::jetstream;
-use bytes::Bytes;
 use cloudlysis_proto::projection::query_service_server::QueryService;
 use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListRequest, ListResponse};
 use cloudlysis_runtime::context::RequestContext;
 use cloudlysis_runtime::kv as buckets;
+use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
+use futures::StreamExt;
 use tonic::{Request, Response, Status};
 
 use super::node::*;
 use super::view::DocumentRecord;
 
-/// Most documents one `List` reads for a tenant (it filters and pages in memory).
-pub const MAX_LIST_SCAN: u64 = 100_000;
-/// Deadline of one `List`'s read of the view.
+/// Longest one `List` may take (less when the caller's deadline is nearer): the scan of the
+/// tenant's keys is bounded by time, its memory by the page size.
 pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Most `List`s a node runs at once; more are refused with `RESOURCE_EXHAUSTED` (429 at the
+/// Gateway, with `Retry-After`).
+pub const MAX_CONCURRENT_LISTS: usize = 4;
+/// Values of `outcome` on `cloudlysis_view_lists_total`.
+pub const LIST_OUTCOMES: &[&str] = &["ok", "busy", "timeout", "error"];
+/// Documents of a page read at once.
+const PAGE_READS_IN_FLIGHT: usize = 16;
 /// Largest page a `List` returns.
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// Page size when the request names none.
@@ -62,28 +68,6 @@ impl ProjectionNode {
             }
         }
     }
-}
-
-/// Reads the current documents of one tenant in one view generation (see
-/// [`crate::kv_scan::latest_under`]). Refuses more than [`MAX_LIST_SCAN`] documents.
-pub(crate) async fn scan_documents(
-    js: &jetstream::Context,
-    space: &str,
-    tenant: &str,
-) -> Result<Vec<(String, Bytes)>, Status> {
-    crate::kv_scan::latest_under(
-        js,
-        buckets::VIEWS_BUCKET,
-        &format!("{space}.{tenant}."),
-        MAX_LIST_SCAN,
-    )
-    .await
-    .map_err(|e| match e {
-        crate::kv_scan::ScanError::TooMany { found, max } => Status::failed_precondition(format!(
-            "the view holds {found} documents for this tenant; List reads at most {max}"
-        )),
-        crate::kv_scan::ScanError::Nats(e) => Status::unavailable(e),
-    })
 }
 
 pub(crate) fn query_context<T>(
@@ -139,6 +123,21 @@ impl QueryService for ProjectionNode {
         if !req.cursor.is_empty() {
             token("cursor", &req.cursor)?;
         }
+        let count = |outcome: &'static str| {
+            let view = self
+                .inner
+                .views
+                .get_key_value(req.view.as_str())
+                .map_or("unknown", |(k, _)| *k);
+            metrics::counter!(names::VIEW_LISTS, "view" => view, "outcome" => outcome).increment(1);
+        };
+        // Admission first: a List never waits for room, it is refused (and retried later).
+        let Ok(_permit) = self.inner.lists.clone().try_acquire_owned() else {
+            count("busy");
+            return Err(Status::resource_exhausted(format!(
+                "{MAX_CONCURRENT_LISTS} lists are running on this projection node; retry shortly"
+            )));
+        };
         let (generation, checkpoint) = self
             .caught_up(&req.view, req.min_sequence, deadline)
             .await?;
@@ -147,37 +146,69 @@ impl QueryService for ProjectionNode {
             n => n.min(MAX_PAGE_SIZE),
         } as usize;
         let space = buckets::view_space(&req.view, generation);
-        let scan = tokio::time::timeout(
-            LIST_TIMEOUT,
-            scan_documents(&self.inner.js, &space, ctx.tenant.as_str()),
-        )
-        .await
-        .map_err(|_| Status::unavailable("listing the view timed out"))??;
-        let mut found: Vec<(String, Bytes)> = scan
-            .into_iter()
-            .filter(|(k, _)| {
-                k.starts_with(&req.prefix) && (req.cursor.is_empty() || *k > req.cursor)
-            })
-            .collect();
-        found.sort_unstable_by(|a, b| a.0.cmp(&b.0));
-        let more = found.len() > page;
-        found.truncate(page);
-        let next = if more {
-            found.last().map(|(k, _)| k.clone()).unwrap_or_default()
-        } else {
-            String::new()
+        let prefix = format!("{space}.{}.", ctx.tenant.as_str());
+        let until = deadline
+            .unwrap_or_else(|| tokio::time::Instant::now() + LIST_TIMEOUT)
+            .min(tokio::time::Instant::now() + LIST_TIMEOUT);
+        let read = async {
+            let keys = crate::kv_scan::page_under(
+                &self.inner.js,
+                buckets::VIEWS_BUCKET,
+                &prefix,
+                &req.prefix,
+                &req.cursor,
+                page,
+            )
+            .await
+            .map_err(|e| Status::unavailable(e.to_string()))?;
+            let kv = self.inner.kv.clone();
+            let reads = futures::stream::iter(keys.keys.iter().cloned().map(|key| {
+                let (kv, full) = (kv.clone(), format!("{prefix}{key}"));
+                async move { kv.get(&full).await.map(|v| (key, v)) }
+            }))
+            .buffered(PAGE_READS_IN_FLIGHT)
+            .collect::<Vec<_>>()
+            .await;
+            let mut documents = Vec::with_capacity(reads.len());
+            for read in reads {
+                // A document deleted since the scan is left out.
+                let (key, Some(bytes)) = read.map_err(|e| Status::unavailable(e.to_string()))?
+                else {
+                    continue;
+                };
+                let record: DocumentRecord = serde_json::from_slice(&bytes).map_err(|e| {
+                    Status::internal(format!("document {key} does not decode: {e}"))
+                })?;
+                documents.push(Document {
+                    key,
+                    document_json: serde_json::to_vec(&record.doc).unwrap_or_default(),
+                });
+            }
+            let next = if keys.more {
+                keys.keys.last().cloned().unwrap_or_default()
+            } else {
+                String::new()
+            };
+            Ok::<_, Status>((documents, next))
         };
-        let mut documents = Vec::with_capacity(found.len());
-        for (key, bytes) in found {
-            let record: DocumentRecord = serde_json::from_slice(&bytes)
-                .map_err(|e| Status::internal(format!("document {key} does not decode: {e}")))?;
-            documents.push(Document {
-                key,
-                document_json: serde_json::to_vec(&record.doc).unwrap_or_default(),
-            });
-        }
+        // Out of time is DEADLINE_EXCEEDED: retrying it would only add load.
+        let (documents, next_cursor) = match tokio::time::timeout_at(until, read).await {
+            Ok(Ok(page)) => page,
+            Ok(Err(e)) => {
+                count("error");
+                return Err(e);
+            }
+            Err(_) => {
+                count("timeout");
+                return Err(Status::deadline_exceeded(format!(
+                    "listing view `{}` did not finish in time",
+                    req.view
+                )));
+            }
+        };
+        count("ok");
         Ok(Response::new(ListResponse {
-            next_cursor: next,
+            next_cursor,
             documents,
             checkpoint,
         }))
