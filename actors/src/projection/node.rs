@@ -311,13 +311,22 @@ impl ProjectionNodeBuilder {
                     Box::pin(async move { applied })
                 });
                 let stores = Arc::new(stores);
+                let poison = buckets::ensure_bucket(&ctx.js, &buckets::poison())
+                    .await
+                    .map_err(|e| nats(&e))?;
+                let (max_deliver, io_timeout) = (ctx.settings.max_deliver, NATS_TIMEOUT);
                 let (tree, _handle) = consumer::supervised(
                     "views-all",
                     ctx.js.clone(),
                     stream::AGGREGATE_EVENTS,
                     policy,
                     Some(skip),
-                    move || AllViews(stores.clone()),
+                    move || AllViews {
+                        views: stores.clone(),
+                        poison: poison.clone(),
+                        max_deliver,
+                        io_timeout,
+                    },
                 );
                 root.start_child(ChildSpec::supervisor(tree)).await?;
                 let names: Vec<&'static str> = views.keys().copied().collect();
@@ -351,6 +360,7 @@ impl ProjectionNodeBuilder {
                 mode: self.mode,
                 root,
                 controllers: std::sync::Mutex::new(controllers),
+                lists: Arc::new(tokio::sync::Semaphore::new(super::MAX_CONCURRENT_LISTS)),
             }),
         })
     }
@@ -420,6 +430,9 @@ fn register_metrics(view: &'static str) {
         metrics::gauge!(gauge, "view" => view).set(0.0);
     }
     metrics::counter!(names::VIEW_REBUILDS, "view" => view).increment(0);
+    for outcome in super::query::LIST_OUTCOMES {
+        metrics::counter!(names::VIEW_LISTS, "view" => view, "outcome" => *outcome).increment(0);
+    }
     for outcome in ["hit", "miss"] {
         metrics::counter!(names::VIEW_CACHE, "view" => view, "outcome" => outcome).increment(0);
     }
@@ -438,6 +451,8 @@ pub(crate) struct Inner {
     pub(crate) js: jetstream::Context,
     pub(crate) root: SupervisorRef,
     pub(crate) controllers: std::sync::Mutex<Vec<AbortOnDrop>>,
+    /// Admission of `List`s: at most [`super::MAX_CONCURRENT_LISTS`] at once on this node.
+    pub(crate) lists: Arc<tokio::sync::Semaphore>,
 }
 
 impl ProjectionNode {
@@ -456,6 +471,11 @@ impl ProjectionNode {
     /// The root supervisor.
     pub fn supervisor(&self) -> &SupervisorRef {
         &self.inner.root
+    }
+
+    /// `List` queries running on this node now (at most [`super::MAX_CONCURRENT_LISTS`]).
+    pub fn lists_in_flight(&self) -> usize {
+        super::MAX_CONCURRENT_LISTS - self.inner.lists.available_permits()
     }
 
     /// The checkpoint of the view generation answering queries (`None` for an unknown view).
