@@ -165,6 +165,10 @@ pub struct DevArgs {
     pub http_addr: Option<String>,
     #[arg(long, value_name = "DIR", help = settings::DEV_DATA_DIR.help())]
     pub data_dir: Option<PathBuf>,
+    /// Start a 3-node NATS cluster on this machine instead of one server; streams and KV buckets
+    /// get 3 replicas (nats.replicas = 3)
+    #[arg(long)]
+    pub cluster: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,6 +205,7 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::NATS_URL,
     &settings::NATS_CONNECT_TIMEOUT_MS,
     &settings::NATS_REQUEST_TIMEOUT_MS,
+    &settings::NATS_REPLICAS,
     &settings::HTTP_ADDR,
     &settings::DEV_DATA_DIR,
     &consumer_settings::PROJECTION_ACK_TIMEOUT_MS,

@@ -55,12 +55,22 @@ pub async fn run(src: &ConfigSource, args: DevArgs) -> anyhow::Result<ExitCode> 
         );
     }
 
-    let mut nats_child = None;
+    let mut nats_children = Vec::new();
     let nats_url = match src.raw(&settings::NATS_URL, args.nats_url.as_deref()) {
+        Some(_) if args.cluster => {
+            anyhow::bail!(
+                "--cluster starts its own NATS cluster: drop --nats-url (setting nats.url)"
+            )
+        }
         Some((url, _)) => url,
+        None if args.cluster => {
+            let (children, urls) = start_nats_cluster(&data_dir).await?;
+            nats_children = children;
+            urls
+        }
         None => {
             let (child, url) = start_nats(&data_dir).await?;
-            nats_child = Some(child);
+            nats_children.push(child);
             url
         }
     };
@@ -70,14 +80,79 @@ pub async fn run(src: &ConfigSource, args: DevArgs) -> anyhow::Result<ExitCode> 
         listener,
         http_local,
         &data_dir,
-        nats_child.is_some(),
+        !nats_children.is_empty(),
+        args.cluster,
     )
     .await;
-    if let Some(mut child) = nats_child {
+    for mut child in nats_children {
         eprintln!("stopping nats-server");
         nats_server::stop_gracefully(&mut child, Duration::from_secs(15)).await?;
     }
     result
+}
+
+/// Starts a 3-node JetStream cluster on loopback (stores under `<data dir>/nats-cluster/<i>`)
+/// and waits until every member answers; returns the children and the members' URLs.
+async fn start_nats_cluster(
+    data_dir: &std::path::Path,
+) -> anyhow::Result<(Vec<tokio::process::Child>, String)> {
+    let binary = nats_server::find()?;
+    let free = || -> anyhow::Result<u16> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port())
+    };
+    let ports: Vec<(u16, u16)> = (0..3)
+        .map(|_| Ok((free()?, free()?)))
+        .collect::<anyhow::Result<_>>()?;
+    let routes: Vec<String> = ports
+        .iter()
+        .map(|(_, r)| format!("nats-route://127.0.0.1:{r}"))
+        .collect();
+    let mut children = Vec::new();
+    let mut urls = Vec::new();
+    for (i, (port, route_port)) in ports.iter().enumerate() {
+        let store = data_dir.join("nats-cluster").join(i.to_string());
+        std::fs::create_dir_all(&store).with_context(|| {
+            format!(
+                "cannot create {} (setting dev.data_dir / --data-dir)",
+                store.display()
+            )
+        })?;
+        let log = data_dir.join(format!("nats-server-{i}.log"));
+        let args = nats_server::ClusterArgs {
+            name: "cloudlysis-dev".into(),
+            port: *route_port,
+            routes: routes.clone(),
+        };
+        children.push(nats_server::spawn_clustered(
+            &binary,
+            "127.0.0.1",
+            *port,
+            &store,
+            &log,
+            &args,
+        )?);
+        urls.push(format!("nats://127.0.0.1:{port}"));
+    }
+    for url in &urls {
+        if let Err(e) = nats_server::wait_until_ready(url, NATS_START_DEADLINE).await {
+            for mut c in children {
+                let _ = c.kill().await;
+            }
+            anyhow::bail!(
+                "the NATS cluster did not become ready ({url}: {e}); see {}/nats-server-*.log",
+                data_dir.display()
+            );
+        }
+    }
+    eprintln!(
+        "started a 3-node nats-server {} cluster on {}, stores in {}",
+        binary.version,
+        urls.join(", "),
+        data_dir.join("nats-cluster").display()
+    );
+    Ok((children, urls.join(",")))
 }
 
 async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
@@ -119,9 +194,28 @@ async fn serve(
     http_local: std::net::SocketAddr,
     data_dir: &std::path::Path,
     own_nats: bool,
+    cluster: bool,
 ) -> anyhow::Result<ExitCode> {
     let nats = nodes::connect(src, Some(nats_url), "cloudlysis-dev").await?;
-    let (table, problems) = streams::apply(&nats.js, streams::Mode::Ensure).await?;
+    let (table, problems) = if cluster {
+        // Every stream and bucket replicated on the three members; the cluster may still be
+        // electing its meta leader, so the first creation is retried for a while.
+        cloudlysis_runtime::stream::set_replicas(3);
+        let mut tries = 0;
+        loop {
+            match streams::apply(&nats.js, streams::Mode::Ensure).await {
+                Ok(r) => break r,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    tracing::debug!(error = %e, "waiting for the NATS cluster");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    } else {
+        streams::apply(&nats.js, streams::Mode::Ensure).await?
+    };
     if !problems.is_empty() {
         print!("{table}");
         for p in &problems {
@@ -189,7 +283,12 @@ async fn serve(
     );
     println!(
         "  NATS       {nats_url}{}",
-        if own_nats {
+        if own_nats && cluster {
+            format!(
+                "  (3-node cluster, streams and buckets R3, stores in {})",
+                data_dir.join("nats-cluster").display()
+            )
+        } else if own_nats {
             format!("  (JetStream store in {})", data_dir.join("nats").display())
         } else {
             String::new()

@@ -69,6 +69,13 @@ pub mod settings {
         flag: "--nats-request-timeout-ms",
         doc: "deadline for NATS requests and JetStream publish acks, milliseconds [default: 5000]",
     };
+    /// Replicas of every stream and KV bucket Cloudlysis creates (and at least has).
+    pub const NATS_REPLICAS: Setting = Setting {
+        key: "nats.replicas",
+        env: "CLOUDLYSIS_NATS_REPLICAS",
+        flag: "",
+        doc: "replicas of the streams and KV buckets: 1 on one server, 3 on a cluster, at most 5 [default: 1]",
+    };
     /// Data directory of `cloudlysis dev` (NATS store, logs).
     pub const DEV_DATA_DIR: Setting = Setting {
         key: "dev.data_dir",

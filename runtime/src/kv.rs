@@ -224,6 +224,7 @@ pub async fn ensure_bucket(
         history: policy.history,
         max_age: policy.max_age,
         storage: StorageType::File,
+        num_replicas: crate::stream::replicas(),
         ..Default::default()
     };
     match js.create_key_value(config).await {

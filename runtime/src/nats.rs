@@ -30,6 +30,8 @@ pub struct NatsSettings {
     pub request_timeout: Duration,
     /// Client name shown by the server (`connz`).
     pub client_name: String,
+    /// Replicas of the streams and KV buckets this process creates (`nats.replicas`).
+    pub replicas: usize,
 }
 
 impl NatsSettings {
@@ -72,6 +74,7 @@ impl NatsSettings {
                 Duration::from_secs(300),
             )?,
             client_name: client_name.to_string(),
+            replicas: src.get_in_range(&settings::NATS_REPLICAS, None, 1, 1, 5)? as usize,
         })
     }
 
@@ -82,6 +85,7 @@ impl NatsSettings {
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
             client_name: "cloudlysis".into(),
+            replicas: crate::stream::replicas(),
         }
     }
 }
@@ -137,7 +141,11 @@ pub const CONNECTION_EVENTS: &[&str] = &[
 
 /// Connects with a bounded initial connect, then reconnects forever with capped backoff.
 /// Connection events are logged and counted in `cloudlysis_nats_connection_events_total{event}`.
+///
+/// Also sets the process's replication factor ([`crate::stream::set_replicas`]) from
+/// `settings.replicas`, so the streams and buckets it creates match the deployment.
 pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, NatsError> {
+    crate::stream::set_replicas(settings.replicas);
     // Every event label exists (at 0) from the start, so a rate or an alert has a baseline.
     for event in CONNECTION_EVENTS {
         metrics::counter!(names::NATS_CONNECTION_EVENTS, "event" => *event).increment(0);

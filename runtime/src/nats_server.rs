@@ -218,6 +218,17 @@ pub fn spawn(
     store_dir: &Path,
     log_file: &Path,
 ) -> Result<tokio::process::Child, NatsServerError> {
+    spawn_with(binary, host, port, store_dir, log_file, &[])
+}
+
+fn spawn_with(
+    binary: &NatsServerBinary,
+    host: &str,
+    port: u16,
+    store_dir: &Path,
+    log_file: &Path,
+    extra: &[String],
+) -> Result<tokio::process::Child, NatsServerError> {
     let spawn_err = |reason: String| NatsServerError::Spawn {
         path: binary.path.clone(),
         reason,
@@ -235,12 +246,52 @@ pub fn spawn(
         .arg("-sd")
         .arg(store_dir)
         .args(["--server_name", &format!("cloudlysis-{port}")])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(log)
         .stderr(log2)
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| spawn_err(e.to_string()))
+}
+
+/// How a server joins a cluster: its cluster name, the port it listens on for routes, and the
+/// route URLs of every member (`nats-route://127.0.0.1:<port>`, itself included is fine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterArgs {
+    /// Cluster name (every member uses the same).
+    pub name: String,
+    /// This member's route listen port.
+    pub port: u16,
+    /// Route URLs of the members.
+    pub routes: Vec<String>,
+}
+
+/// [`spawn`] as a member of a JetStream cluster: `--cluster_name`, `--cluster` and `--routes`
+/// added (server names stay unique per client port).
+pub fn spawn_clustered(
+    binary: &NatsServerBinary,
+    host: &str,
+    port: u16,
+    store_dir: &Path,
+    log_file: &Path,
+    cluster: &ClusterArgs,
+) -> Result<tokio::process::Child, NatsServerError> {
+    spawn_with(
+        binary,
+        host,
+        port,
+        store_dir,
+        log_file,
+        &[
+            "--cluster_name".into(),
+            cluster.name.clone(),
+            "--cluster".into(),
+            format!("nats://{host}:{}", cluster.port),
+            "--routes".into(),
+            cluster.routes.join(","),
+        ],
+    )
 }
 
 /// Polls `url` until the server accepts a connection and answers a JetStream account request,

@@ -10,8 +10,9 @@
 //! An existing stream is compatible when its subjects cover the required ones (a superset is
 //! fine), it is file-stored with limits retention, its limits (messages, bytes, age, message
 //! size) are unlimited or at least the minimums, its duplicate window is at least the minimum,
-//! and it accepts publishes (not sealed, not a mirror, acks on). `AGGREGATE_EVENTS` must keep
-//! every message: no max age, no per-subject limit.
+//! and it accepts publishes (not sealed, not a mirror, acks on), with at least the replicas the
+//! deployment asks for ([`set_replicas`], `nats.replicas`). `AGGREGATE_EVENTS` must keep every
+//! message: no max age, no per-subject limit.
 
 use std::fmt;
 use std::time::Duration;
@@ -30,6 +31,21 @@ pub const AGGREGATE_EVENTS: &str = "AGGREGATE_EVENTS";
 pub const WORKFLOW_COMMANDS: &str = "WORKFLOW_COMMANDS";
 /// Name of the effect result and workflow event stream.
 pub const WORKFLOW_EVENTS: &str = "WORKFLOW_EVENTS";
+
+/// Replicas of the streams and KV buckets this process creates: 1 until [`set_replicas`].
+static REPLICAS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(1);
+
+/// Sets the replicas (1..=5) of every stream and KV bucket this process creates, and the least
+/// an existing stream must have. A property of the deployment (1 on one server, 3 on a
+/// cluster): set once at start, from `nats.replicas` ([`crate::nats::connect`] does).
+pub fn set_replicas(n: usize) {
+    REPLICAS.store(n.clamp(1, 5), std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The replicas set with [`set_replicas`] (1 by default).
+pub fn replicas() -> usize {
+    REPLICAS.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// Smallest accepted per-message size limit of an existing stream (1 MiB).
 pub const MIN_MAX_MESSAGE_SIZE: i32 = 1024 * 1024;
@@ -168,7 +184,7 @@ impl StreamPolicy {
             max_messages_per_subject: -1,
             max_message_size: -1,
             duplicate_window: self.duplicate_window,
-            num_replicas: 1,
+            num_replicas: replicas(),
             allow_direct: true,
             ..Default::default()
         }
@@ -264,6 +280,16 @@ impl StreamPolicy {
                 format!(
                     "must be at least {:?} (Nats-Msg-Id de-duplication), found {:?}",
                     self.min_duplicate_window, existing.duplicate_window
+                ),
+            );
+        }
+        if existing.num_replicas < replicas() {
+            return fail(
+                "num_replicas",
+                format!(
+                    "must be at least {} (nats.replicas), found {}",
+                    replicas(),
+                    existing.num_replicas
                 ),
             );
         }

@@ -15,6 +15,7 @@
 //! Layout:
 //! - [`NatsServer`] — start, stop, kill -9, pause (SIGSTOP) and restart a server; cleans up on
 //!   drop.
+//! - [`NatsCluster`] — a 3-node JetStream cluster on loopback; kill -9 and restart any member.
 //! - [`eventually`] — poll an async condition until it holds or a deadline passes.
 
 use std::future::Future;
@@ -22,6 +23,10 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use cloudlysis_runtime::nats_server::{self, NatsServerBinary, NatsServerError};
+
+mod cluster;
+
+pub use cluster::NatsCluster;
 
 /// How long to wait for a started server to answer JetStream requests.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);

@@ -25,7 +25,8 @@ pub const PERSIST_INTERVAL: Duration = Duration::from_secs(1);
 pub(crate) type OnRaise = Arc<dyn Fn(u64) + Send + Sync>;
 
 /// Keeps a view generation's checkpoint at its durable consumer's contiguous ack floor — or at
-/// the stream's last sequence when nothing is pending (filtered-out messages count as done).
+/// the stream's last sequence when the stream leader has no followed message above that floor
+/// (filtered-out messages count as done).
 pub(crate) async fn track_checkpoint(
     js: jetstream::Context,
     durable: DurableName,
@@ -52,8 +53,12 @@ pub(crate) async fn track_checkpoint(
             let last = events.cached_info().state.last_sequence;
             let info = events.consumer_info(durable.as_str()).await.ok()?;
             let mut floor = info.ack_floor.stream_sequence;
-            if info.num_pending == 0 && info.num_ack_pending == 0 {
-                floor = floor.max(last);
+            if info.num_pending == 0
+                && info.num_ack_pending == 0
+                && last > floor
+                && settled_through(&js, &info.config, floor).await?
+            {
+                floor = last;
             }
             Some(floor)
         };
@@ -68,6 +73,63 @@ pub(crate) async fn track_checkpoint(
                 persisted = Some((now, tokio::time::Instant::now()));
             }
         }
+    }
+}
+
+/// True when no message the consumer follows lies above `ack_floor` — asked of the stream's
+/// leader after `last` was read, so every followed message up to `last` is acked and the
+/// checkpoint may move to `last` (the messages in between are filtered out: done for this
+/// view). The consumer's own "nothing pending" is not enough on a replicated stream: it is
+/// computed on the consumer leader's replica, which may lag the stream leader that gave `last`.
+async fn settled_through(
+    js: &jetstream::Context,
+    config: &jetstream::consumer::Config,
+    ack_floor: u64,
+) -> Option<bool> {
+    let mut filters = config.filter_subjects.clone();
+    if !config.filter_subject.is_empty() {
+        filters.push(config.filter_subject.clone());
+    }
+    if filters.is_empty() {
+        filters.push(">".into());
+    }
+    for filter in filters {
+        if last_matching(js, &filter).await? > ack_floor {
+            return Some(false);
+        }
+    }
+    Some(true)
+}
+
+/// Stream sequence of the last message on `subject` (wildcards allowed) in `AGGREGATE_EVENTS`,
+/// 0 when there is none — from the stream leader (the JetStream API, not a direct get, which a
+/// lagging replica may answer).
+async fn last_matching(js: &jetstream::Context, subject: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Reply {
+        message: Option<Stored>,
+        error: Option<ApiError>,
+    }
+    #[derive(serde::Deserialize)]
+    struct Stored {
+        seq: u64,
+    }
+    #[derive(serde::Deserialize)]
+    struct ApiError {
+        err_code: u64,
+    }
+    let reply: Reply = js
+        .request(
+            format!("STREAM.MSG.GET.{}", stream::AGGREGATE_EVENTS),
+            &serde_json::json!({ "last_by_subj": subject }),
+        )
+        .await
+        .ok()?;
+    match (reply.message, reply.error) {
+        (Some(m), _) => Some(m.seq),
+        // 10037: no message found.
+        (None, Some(e)) if e.err_code == 10037 => Some(0),
+        _ => None,
     }
 }
 
