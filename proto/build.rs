@@ -9,6 +9,7 @@ const PROTOS: &[&str] = &[
     "proto/runner_admin_v1.proto",
     "proto/runner_gateway_v1.proto",
     "proto/node_admin_v1.proto",
+    "proto/ops_admin_v1.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

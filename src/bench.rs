@@ -218,6 +218,7 @@ pub(crate) fn bench_gateway_with_runner(
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,
         max_in_flight: 4096,
+        ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
     })?;
     let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
     let token =

@@ -61,7 +61,7 @@ pub struct RunnerArgs {
     pub grpc_addr: Option<String>,
     #[arg(long, value_name = "URI", help = cloudlysis_actors::runner::AGGREGATE_ADDR.help())]
     pub aggregate_addr: Option<String>,
-    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8083] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    /// Listen address of /health /ready /metrics [default: 127.0.0.1:8083] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
 }
@@ -72,7 +72,7 @@ pub struct AggregateArgs {
     pub nats_url: Option<String>,
     #[arg(long, value_name = "ADDR", help = GRPC_ADDR.help())]
     pub grpc_addr: Option<String>,
-    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8081] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    /// Listen address of /health /ready /metrics [default: 127.0.0.1:8081] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
 }
@@ -121,7 +121,7 @@ pub struct ProjectionArgs {
     pub mode: Option<String>,
     #[arg(long, value_name = "N", help = cloudlysis_actors::projection::LANES.help())]
     pub lanes: Option<String>,
-    /// Listen address of /health /ready /metrics /admin/supervision [default: 127.0.0.1:8082] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    /// Listen address of /health /ready /metrics [default: 127.0.0.1:8082] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
 }

@@ -19,6 +19,17 @@ pub const DEV_JWT_SECRET: &str = "cloudlysis-dev-secret-do-not-use-in-production
 /// The tenant of the printed dev token.
 pub const DEV_TENANT: &str = "demo";
 
+/// Rights of the dev operator's Control UI token.
+pub const DEV_OPERATOR_RIGHTS: &[&str] = &[
+    "commands:*",
+    "queries:*",
+    "workflows:*",
+    "workflows:*:operate",
+    "runner:admin",
+    "admin:read",
+    "admin:operate",
+];
+
 /// Default HTTP listen address of `cloudlysis dev`.
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 /// How long the NATS child may take to answer JetStream requests.
@@ -269,12 +280,25 @@ async fn serve(
         ],
         Duration::from_secs(24 * 3600),
     )?;
+    // The dev operator signs in to the Control UI with every right, admin included.
+    let operator = gateway.authenticator().mint(
+        "dev-operator",
+        DEV_TENANT,
+        &DEV_OPERATOR_RIGHTS
+            .iter()
+            .map(|r| r.to_string())
+            .collect::<Vec<_>>(),
+        Duration::from_secs(24 * 3600),
+    )?;
     let app = gateway.router().merge(ops);
 
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
     println!(
-        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}, GET /v1/query/{{view}}/{{key}}, POST|GET /v1/workflows/{{name}}/{{id}}; /health /ready /metrics /admin/supervision)"
+        "  Gateway    {http}  (POST /v1/commands/{{type}}/{{id}}, GET /v1/query/{{view}}/{{key}}, POST|GET /v1/workflows/{{name}}/{{id}}; /admin/...; /health /ready /metrics)"
+    );
+    println!(
+        "  Console    {http}/ui/#token={operator}  (the Control UI, signed in as the dev operator)"
     );
     println!("  Aggregate  grpc://{grpc_addr}  (aggregates: {aggregate_types})");
     println!("  Projection grpc://{query_addr}  (views: balances)");

@@ -119,7 +119,9 @@ pub async fn runner_node(
     builder.build().await.context("runner node could not start")
 }
 
-/// The runtime endpoints plus `/admin/supervision` for `root`.
+/// The runtime endpoints (`/health`, `/ready` with a check that `root` runs, `/metrics`). A
+/// node's supervision tree is served over gRPC (`NodeAdmin/Describe`) and, to operators with
+/// the right, through the Gateway's `/admin/supervision` — never on this unauthenticated port.
 pub fn ops_router(
     client: &async_nats::Client,
     role: &'static str,
@@ -155,8 +157,7 @@ pub fn ops_router_with(
     Ok(service::router(ServiceEndpoints {
         readiness,
         metrics: handle,
-    })
-    .merge(cloudlysis_supervision::snapshot::router(root.clone())))
+    }))
 }
 
 /// Binds a TCP listener, naming the setting on failure.

@@ -7,7 +7,6 @@ mod common;
 
 use std::time::Duration;
 
-use cloudlysis_test_support::http_get;
 use common::{Platform, spawn_runner};
 
 /// The concurrency Status reports for each effect type.
@@ -21,33 +20,35 @@ fn concurrency(status: &serde_json::Value, effect: &str) -> u64 {
         .unwrap_or_else(|| panic!("no effect {effect} in {status}"))
 }
 
-/// The mailbox capacity of effect `effect`'s handler in the runner's supervision snapshot.
-async fn mailbox_capacity(http: &str, effect: &str) -> u64 {
-    let (st, body) = http_get(&format!("{http}/admin/supervision"))
+/// The mailbox capacity of effect `effect`'s handler in the runner's supervision tree
+/// (`NodeAdmin/Describe` on its gRPC address).
+async fn mailbox_capacity(grpc: &str, effect: &str) -> u64 {
+    use cloudlysis_proto::node::SupervisorNode;
+    use cloudlysis_proto::node::node_admin_client::NodeAdminClient;
+    let mut client = NodeAdminClient::connect(format!("http://{grpc}"))
         .await
         .unwrap();
-    assert_eq!(st, 200, "{body}");
-    let tree: serde_json::Value = serde_json::from_str(&body).unwrap();
-    fn find<'a>(node: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Value> {
-        if node["name"] == name {
+    let tree = client
+        .describe(cloudlysis_proto::node::DescribeRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .supervision
+        .unwrap();
+    fn find<'a>(node: &'a SupervisorNode, name: &str) -> Option<&'a SupervisorNode> {
+        if node.name == name {
             return Some(node);
         }
-        node["supervisors"]
-            .as_array()?
-            .iter()
-            .find_map(|s| find(s, name))
+        node.supervisors.iter().find_map(|s| find(s, name))
     }
-    let root = tree.get("supervision").unwrap_or(&tree);
-    let sub = find(root, &format!("effect-{effect}"))
-        .unwrap_or_else(|| panic!("no effect-{effect} supervisor in {tree}"));
-    sub["children"]
-        .as_array()
-        .unwrap()
+    let sub = find(&tree, &format!("effect-{effect}"))
+        .unwrap_or_else(|| panic!("no effect-{effect} supervisor in {tree:?}"));
+    sub.children
         .iter()
-        .filter(|c| c["kind"] == "effect_worker")
-        .filter_map(|c| c["mailbox"]["capacity"].as_u64())
+        .filter(|c| c.kind == "effect_worker")
+        .filter_map(|c| c.mailbox.as_ref().map(|m| m.capacity))
         .max()
-        .unwrap_or_else(|| panic!("no mailbox under effect-{effect}: {sub}"))
+        .unwrap_or_else(|| panic!("no mailbox under effect-{effect}: {sub:?}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +86,7 @@ async fn a_lower_concurrency_applies_live_and_an_invalid_file_changes_nothing() 
         .await
     };
     assert_eq!(concurrency(&status().await, "withdraw"), 8);
-    assert_eq!(mailbox_capacity(&runner.http, "withdraw").await, 8);
+    assert_eq!(mailbox_capacity(&runner.grpc, "withdraw").await, 8);
 
     for account in ["src", "dst"] {
         p.account_command(
@@ -128,8 +129,8 @@ async fn a_lower_concurrency_applies_live_and_an_invalid_file_changes_nothing() 
     let now = status().await;
     assert_eq!(concurrency(&now, "withdraw"), 2, "{now}");
     assert_eq!(concurrency(&now, "deposit"), 3, "{now}");
-    assert_eq!(mailbox_capacity(&runner.http, "withdraw").await, 2);
-    assert_eq!(mailbox_capacity(&runner.http, "deposit").await, 3);
+    assert_eq!(mailbox_capacity(&runner.grpc, "withdraw").await, 2);
+    assert_eq!(mailbox_capacity(&runner.grpc, "deposit").await, 3);
     for k in 16..24 {
         let (st, body) = start(format!("t-{k}")).await;
         assert_eq!(st, 201, "{body}");
@@ -179,7 +180,7 @@ async fn a_lower_concurrency_applies_live_and_an_invalid_file_changes_nothing() 
         assert!(detail.contains(named), "{text}: {body}");
         let now = status().await;
         assert_eq!(concurrency(&now, "withdraw"), 2, "{text}: {now}");
-        assert_eq!(mailbox_capacity(&runner.http, "withdraw").await, 2);
+        assert_eq!(mailbox_capacity(&runner.grpc, "withdraw").await, 2);
     }
 
     // A disabled workflow takes no new starts; enabled again, it does.

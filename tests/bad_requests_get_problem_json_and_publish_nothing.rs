@@ -265,6 +265,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         command_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
         max_in_flight: 1024,
+        ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
     })
     .unwrap();
     let (s, resp) = p

@@ -24,6 +24,7 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let mut http = None;
     let mut nats = None;
     let mut curls = Vec::new();
+    let mut operator = None;
     let read = async {
         while let Some(line) = lines.next_line().await.unwrap() {
             if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
@@ -31,6 +32,9 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
             }
             if let Some(url) = line.split_whitespace().find(|w| w.starts_with("nats://")) {
                 nats.get_or_insert(url.to_string());
+            }
+            if let Some((_, token)) = line.split_once("/ui/#token=") {
+                operator.get_or_insert(token.split_whitespace().next().unwrap().to_string());
             }
             if line.trim_start().starts_with("curl ") {
                 curls.push(line.trim().to_string());
@@ -53,11 +57,22 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     assert_eq!(status, 200);
     assert!(body.contains("cloudlysis_build_info"), "{body}");
 
-    let (status, body) = http_get(&format!("{http}/admin/supervision"))
+    // The nodes' supervision trees, through the Gateway, for the printed dev operator only.
+    let (status, _) = http_get(&format!("{http}/admin/supervision"))
         .await
         .unwrap();
-    assert_eq!(status, 200, "{body}");
+    assert_eq!(status, 401, "no token, no trees");
+    let operator = operator.expect("the console URL with the operator's token printed");
+    let out = tokio::process::Command::new("curl")
+        .args(["-s", "-H"])
+        .arg(format!("Authorization: Bearer {operator}"))
+        .arg(format!("{http}/admin/supervision"))
+        .output()
+        .await
+        .expect("curl runs");
+    let body = String::from_utf8_lossy(&out.stdout);
     assert!(body.contains(r#""name":"aggregate-node""#), "{body}");
+    assert!(body.contains(r#""role":"runner""#), "{body}");
 
     // The printed curl commands, run as a new user would paste them: a command, the query that
     // sees its result, then a transfer saga and the read of its state until it completed.

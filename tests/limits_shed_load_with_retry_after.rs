@@ -71,6 +71,7 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
         command_timeout: Duration::from_secs(3),
         max_body_bytes: 4096,
         max_in_flight: 1,
+        ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
     })
     .unwrap();
     let token = gateway

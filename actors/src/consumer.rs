@@ -501,3 +501,19 @@ where
     ));
     (sup, ConsumerHandle { control, handler })
 }
+
+/// Announces a new poison record on [`cloudlysis_runtime::subject::poison_notification`] (core
+/// NATS, at most once, bounded: a lost announcement never holds the consumer up — the record is
+/// in KV either way).
+pub(crate) async fn announce_poison(
+    js: &jetstream::Context,
+    record: &cloudlysis_runtime::poison::PoisonRecord,
+) {
+    let Ok(bytes) = serde_json::to_vec(record) else {
+        return;
+    };
+    let subject = cloudlysis_runtime::subject::poison_notification(&record.consumer);
+    let client = js.client();
+    let publish = client.publish(subject, bytes.into());
+    let _ = tokio::time::timeout(Duration::from_secs(1), publish).await;
+}

@@ -109,24 +109,36 @@ pub async fn latest_under(
 /// One page of keys in key order.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct KeyPage {
-    /// Keys (without the scanned prefix), ascending.
+    /// Keys (without the scanned prefix), in the page's order.
     pub keys: Vec<String>,
     /// True when more keys follow the last one.
     pub more: bool,
 }
 
-/// The first `limit` keys of `bucket` under `prefix` (ending in `.`) that start with
-/// `key_prefix` and sort after `after` (empty: from the start), in key order; deleted keys are
-/// left out. Reads headers only and holds at most `limit + 1` keys at any time.
+/// Which way a page runs from its cursor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction<'a> {
+    /// Ascending keys after this one (empty: from the first).
+    After(&'a str),
+    /// Descending keys before this one (empty: from the last) — newest first for time-keyed
+    /// buckets.
+    Before(&'a str),
+}
+
+/// The first `limit` keys of `bucket` under `prefix` (ending in `.`, or empty for the whole
+/// bucket) that `keep` accepts, running from the cursor in `direction`; deleted keys are left
+/// out. Reads headers only and holds at most `limit + 1` keys at any time.
 pub async fn page_under(
     js: &jetstream::Context,
     bucket: &str,
     prefix: &str,
-    key_prefix: &str,
-    after: &str,
+    direction: Direction<'_>,
     limit: usize,
+    keep: impl Fn(&str) -> bool,
 ) -> Result<KeyPage, ScanError> {
     use jetstream::consumer::{AckPolicy, DeliverPolicy, pull};
+    use std::cmp::Reverse;
+    use std::collections::BinaryHeap;
     let nats = |e: &dyn std::fmt::Display| ScanError::Nats(e.to_string());
     let stream = js
         .get_stream(format!("KV_{bucket}"))
@@ -148,10 +160,11 @@ pub async fn page_under(
     let name = consumer.cached_info().name.clone();
     let mut pending = consumer.cached_info().num_pending;
     let result = async {
-        // A max-heap of the smallest keys seen: the largest is dropped when it grows past
-        // `limit + 1` (one more than the page tells whether more follow).
-        let mut smallest: std::collections::BinaryHeap<String> =
-            std::collections::BinaryHeap::with_capacity(limit + 2);
+        // The page's best `limit + 1` keys so far (one more tells whether more follow): a
+        // max-heap of the smallest when ascending, a min-heap of the largest when descending;
+        // the worst is dropped as better ones arrive.
+        let mut ascending: BinaryHeap<String> = BinaryHeap::with_capacity(limit + 2);
+        let mut descending: BinaryHeap<Reverse<String>> = BinaryHeap::with_capacity(limit + 2);
         while pending > 0 {
             let mut batch = consumer
                 .fetch()
@@ -172,14 +185,30 @@ pub async fn page_under(
                     .is_some_and(|op| op.as_str() == "DEL" || op.as_str() == "PURGE");
                 if let Some(key) = m.subject.strip_prefix(subject_prefix.as_str())
                     && !removed
-                    && key.starts_with(key_prefix)
-                    && key > after
-                    && (smallest.len() <= limit
-                        || smallest.peek().is_some_and(|top| key < top.as_str()))
+                    && keep(key)
                 {
-                    smallest.push(key.to_string());
-                    if smallest.len() > limit + 1 {
-                        smallest.pop();
+                    match direction {
+                        Direction::After(after) if key > after => {
+                            if ascending.len() <= limit
+                                || ascending.peek().is_some_and(|top| key < top.as_str())
+                            {
+                                ascending.push(key.to_string());
+                                if ascending.len() > limit + 1 {
+                                    ascending.pop();
+                                }
+                            }
+                        }
+                        Direction::Before(before) if before.is_empty() || key < before => {
+                            if descending.len() <= limit
+                                || descending.peek().is_some_and(|top| key > top.0.as_str())
+                            {
+                                descending.push(Reverse(key.to_string()));
+                                if descending.len() > limit + 1 {
+                                    descending.pop();
+                                }
+                            }
+                        }
+                        _ => {}
                     }
                 }
                 if pending == 0 {
@@ -192,7 +221,14 @@ pub async fn page_under(
                 )));
             }
         }
-        let mut keys = smallest.into_sorted_vec();
+        let mut keys = match direction {
+            Direction::After(_) => ascending.into_sorted_vec(),
+            Direction::Before(_) => descending
+                .into_sorted_vec()
+                .into_iter()
+                .map(|Reverse(k)| k)
+                .collect(),
+        };
         let more = keys.len() > limit;
         keys.truncate(limit);
         Ok(KeyPage { keys, more })

@@ -12,6 +12,8 @@
 //! - [`consumer`] — the JetStream consumer actor (durable pull, bounded dispatch, ack / nak /
 //!   poison / skip, drain) and [`consumer::supervised`] to run it under a supervisor.
 //! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
+//! - [`ops`] — `ops.admin.v1.OpsAdmin`: poison records (list, inspect, redrive, purge) and the
+//!   audit trail.
 //! - [`kv_scan`] — bounded reads of the latest values under a KV key prefix.
 //! - [`grpc`] — gRPC plumbing every node shares (deadlines from `grpc-timeout`).
 
@@ -21,6 +23,7 @@ pub mod grpc;
 pub mod handler;
 pub mod kv_scan;
 pub mod node_admin;
+pub mod ops;
 pub mod projection;
 pub mod runner;
 

@@ -1,5 +1,5 @@
-//! `node.admin.v1.NodeAdmin`: describes a node — role, version, node id and its supervision
-//! tree with mailbox statistics.
+//! `node.admin.v1.NodeAdmin`: describes a node — role, version, node id, uptime, the behaviours
+//! it serves, whether it takes work, and its supervision tree with mailbox statistics.
 
 use std::time::Duration;
 
@@ -12,22 +12,43 @@ use tonic::{Request, Response, Status};
 /// How long `Describe` waits for the tree.
 pub const DESCRIBE_TIMEOUT: Duration = Duration::from_secs(2);
 
+/// Whether a node takes work now, and (runners) its drain state.
+pub type NodeStateFn = std::sync::Arc<dyn Fn() -> (bool, String) + Send + Sync>;
+
 /// The `NodeAdmin` service of one node.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub struct NodeAdminService {
     role: &'static str,
     node_id: String,
     root: SupervisorRef,
+    started: std::time::Instant,
+    behaviours: Vec<String>,
+    state: Option<NodeStateFn>,
 }
 
 impl NodeAdminService {
-    /// A service describing the node whose root supervisor is `root`.
+    /// A service describing the node whose root supervisor is `root` (started now, serving).
     pub fn new(role: &'static str, node_id: impl Into<String>, root: SupervisorRef) -> Self {
         Self {
             role,
             node_id: node_id.into(),
             root,
+            started: std::time::Instant::now(),
+            behaviours: Vec::new(),
+            state: None,
         }
+    }
+
+    /// Names what the node serves (aggregate types, views, workflows and effect types).
+    pub fn behaviours(mut self, behaviours: impl IntoIterator<Item = impl Into<String>>) -> Self {
+        self.behaviours = behaviours.into_iter().map(Into::into).collect();
+        self
+    }
+
+    /// Reports whether the node takes work, and its drain state, from `state`.
+    pub fn state(mut self, state: NodeStateFn) -> Self {
+        self.state = Some(state);
+        self
     }
 
     /// The tonic server wrapper.
@@ -47,11 +68,19 @@ impl NodeAdmin for NodeAdminService {
             .snapshot(DESCRIBE_TIMEOUT)
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;
+        let (serving, drain_state) = self
+            .state
+            .as_ref()
+            .map_or((true, String::new()), |state| state());
         Ok(Response::new(DescribeResponse {
             role: self.role.to_string(),
             version: env!("CARGO_PKG_VERSION").to_string(),
             node_id: self.node_id.clone(),
             supervision: Some(to_proto(&tree)),
+            uptime_seconds: self.started.elapsed().as_secs(),
+            behaviours: self.behaviours.clone(),
+            serving,
+            drain_state,
         }))
     }
 }

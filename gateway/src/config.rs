@@ -55,8 +55,20 @@ pub const MAX_IN_FLIGHT: Setting = Setting {
     doc: "most API requests handled at once; beyond it 503 with Retry-After [default: 1024]",
 };
 
+/// Where the built Control UI is.
+pub const UI_DIR: Setting = Setting {
+    key: "gateway.ui_dir",
+    env: "CLOUDLYSIS_UI_DIR",
+    flag: "",
+    doc: "directory of the built Control UI served at /ui (`npm run build` in control/ui) [default: control/ui/dist]",
+};
+
+/// Default of [`UI_DIR`] (relative to the working directory: the repository root for `./x dev`).
+pub const DEFAULT_UI_DIR: &str = "control/ui/dist";
+
 /// Every Gateway setting (for `--help`, docs and unknown-key checks).
 pub const ALL: &[&Setting] = &[
+    &UI_DIR,
     &AGGREGATE_ADDR,
     &PROJECTION_ADDR,
     &RUNNER_ADDR,
@@ -83,6 +95,8 @@ pub struct GatewaySettings {
     pub max_body_bytes: usize,
     /// Requests handled at once.
     pub max_in_flight: usize,
+    /// The built Control UI (`gateway.ui_dir`).
+    pub ui_dir: std::path::PathBuf,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -95,6 +109,7 @@ impl std::fmt::Debug for GatewaySettings {
             .field("command_timeout", &self.command_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_in_flight", &self.max_in_flight)
+            .field("ui_dir", &self.ui_dir)
             .finish()
     }
 }
@@ -212,6 +227,7 @@ impl GatewaySettings {
             max_body_bytes: src.get_in_range(&MAX_BODY_BYTES, None, 65_536, 256, 512 * 1024)?
                 as usize,
             max_in_flight: src.get_in_range(&MAX_IN_FLIGHT, None, 1024, 1, 1_000_000)? as usize,
+            ui_dir: src.get_or(&UI_DIR, None, std::path::PathBuf::from(DEFAULT_UI_DIR))?,
         })
     }
 }

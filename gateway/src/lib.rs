@@ -11,6 +11,11 @@
 //! - `queries` — `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`.
 //! - `workflows` — start, read, list and operate workflow instances (`/v1/workflows/...`).
 //! - `runner_admin` — runner node drain, undrain, status and reload (`/admin/runner/...`).
+//! - `admin` — the operator routes of the Control UI (`/admin/whoami`, nodes, supervision,
+//!   views, poison, audit; `docs/control-api.md`).
+//! - [`probe`] — the probe fan-out actor (bounded mailbox, concurrency limit, deadline, cache)
+//!   behind `/admin/nodes` and `/admin/supervision`.
+//! - `ui` — the Control UI's built files at `/ui` (`gateway.ui_dir`).
 //!
 //! Never depends on `cloudlysis-actors`: nodes are reached only through `cloudlysis-proto`.
 
@@ -22,11 +27,14 @@ use axum::routing::post;
 
 pub mod auth;
 pub mod config;
+pub mod probe;
 pub mod problem;
 
+mod admin;
 mod commands;
 mod queries;
 mod runner_admin;
+mod ui;
 mod workflows;
 
 pub use auth::{Authenticator, Claims};
@@ -58,6 +66,7 @@ pub const ROUTES: &[&str] = &[
     "workflows_list",
     "workflows_operate",
     "admin_runner",
+    "admin",
 ];
 
 /// Registers the Gateway's series whose labels are known before any request (request counts
@@ -68,6 +77,9 @@ fn register_metrics() {
         let _ = metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => *route);
     }
     metrics::gauge!(names::GATEWAY_IN_FLIGHT).set(0.0);
+    for result in ["fanout", "cached", "rejected"] {
+        metrics::counter!(names::GATEWAY_PROBES, "result" => result).increment(0);
+    }
 }
 
 /// A Gateway: settings, token verifier and node channels. Cheap to clone.
@@ -86,6 +98,15 @@ struct Inner {
     /// Admission: at most `max_in_flight` API requests at once.
     admission: Arc<tokio::sync::Semaphore>,
     in_flight: metrics::Gauge,
+    /// Every node the Gateway routes to, for the probe fan-out.
+    targets: Vec<probe::Target>,
+    /// Fan-outs the probe actor made.
+    fanouts: Arc<std::sync::atomic::AtomicU64>,
+    /// The Gateway's supervisor and its probe fan-out actor, started on first use.
+    probe: tokio::sync::OnceCell<(
+        cloudlysis_supervision::SupervisorRef,
+        cloudlysis_runtime::mailbox::BoundedRef<probe::ProbeMsg>,
+    )>,
 }
 
 impl Gateway {
@@ -111,12 +132,32 @@ impl Gateway {
             .into_iter()
             .map(|a| channel(&a).map(|c| (a, c)))
             .collect::<Result<Vec<_>, _>>()?;
+        let mut targets = vec![
+            probe::Target {
+                role: "aggregate",
+                address: settings.aggregate_addr.clone(),
+                channel: aggregate.clone(),
+            },
+            probe::Target {
+                role: "projection",
+                address: settings.projection_addr.clone(),
+                channel: projection.clone(),
+            },
+        ];
+        targets.extend(runners.iter().map(|(address, channel)| probe::Target {
+            role: "runner",
+            address: address.clone(),
+            channel: channel.clone(),
+        }));
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,
                 aggregate,
                 projection,
                 runners,
+                targets,
+                fanouts: Arc::default(),
+                probe: tokio::sync::OnceCell::new(),
                 admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
                 in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
@@ -127,6 +168,63 @@ impl Gateway {
     /// API requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.inner.settings.max_in_flight - self.inner.admission.available_permits()
+    }
+
+    /// The probe fan-out's mailbox, starting the Gateway's supervisor and the actor the first
+    /// time.
+    pub(crate) async fn probe(
+        &self,
+    ) -> Result<cloudlysis_runtime::mailbox::BoundedRef<probe::ProbeMsg>, problem::Problem> {
+        use cloudlysis_supervision::{ChildSpec, SupervisorConfig, SupervisorRef};
+        let started = self
+            .inner
+            .probe
+            .get_or_try_init(|| async {
+                let mailbox = cloudlysis_runtime::mailbox::BoundedRef::new(
+                    probe::PROBE_KIND,
+                    probe::PROBE_MAILBOX,
+                );
+                let targets = self.inner.targets.clone();
+                let fanouts = self.inner.fanouts.clone();
+                let config = SupervisorConfig::new("gateway").child(ChildSpec::bounded(
+                    "probe-fanout",
+                    mailbox.clone(),
+                    move || {
+                        (
+                            probe::ProbeActor {
+                                targets: targets.clone(),
+                                fanouts: fanouts.clone(),
+                            },
+                            (),
+                        )
+                    },
+                ));
+                SupervisorRef::start(config, None)
+                    .await
+                    .map(|sup| (sup, mailbox))
+            })
+            .await
+            .map_err(|e| {
+                problem::Problem::new(
+                    axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                    "unavailable",
+                    format!("the probe fan-out could not start: {e}"),
+                )
+                .retry_after(1)
+            })?;
+        Ok(started.1.clone())
+    }
+
+    /// Node-probe fan-outs made so far (each asked every node once).
+    pub fn probe_fanouts(&self) -> u64 {
+        self.inner
+            .fanouts
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// The Gateway's supervision tree (the probe fan-out), once it has started.
+    pub fn supervisor(&self) -> Option<cloudlysis_supervision::SupervisorRef> {
+        self.inner.probe.get().map(|(sup, _)| sup.clone())
     }
 
     /// The token authenticator (for minting dev tokens).
@@ -162,6 +260,23 @@ impl Gateway {
                 post(runner_admin::node_verb),
             )
             .route("/admin/runner/{verb}", post(runner_admin::all_verb))
+            .route("/admin/whoami", axum::routing::get(admin::whoami))
+            .route("/admin/nodes", axum::routing::get(admin::nodes))
+            .route("/admin/supervision", axum::routing::get(admin::supervision))
+            .route("/admin/views", axum::routing::get(admin::views))
+            .route("/admin/views/{view}/rebuild", post(admin::rebuild))
+            .route(
+                "/admin/views/{view}/rebuild/cancel",
+                post(admin::cancel_rebuild),
+            )
+            .route("/admin/poison", axum::routing::get(admin::poison_list))
+            .route(
+                "/admin/poison/{id}",
+                axum::routing::get(admin::poison_get).delete(admin::poison_purge),
+            )
+            .route("/admin/poison/{id}/redrive", post(admin::poison_redrive))
+            .route("/admin/audit", axum::routing::get(admin::audit))
+            .merge(ui::router(&self.inner.settings.ui_dir))
             .with_state(self.clone())
     }
 }

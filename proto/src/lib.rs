@@ -11,6 +11,7 @@
 //! - [`runner`] — `runner.admin.v1.RunnerAdmin` (operators → Runner node).
 //! - [`workflows`] — `runner.gateway.v1.WorkflowService` (Gateway → Runner node).
 //! - [`node`] — `node.admin.v1.NodeAdmin` (describe any node).
+//! - [`ops`] — `ops.admin.v1.OpsAdmin` (poison records and the audit trail).
 //! - [`FILE_DESCRIPTOR_SET`] — the encoded descriptors, for gRPC server reflection.
 
 /// `aggregate.gateway.v1`: the command service.
@@ -47,6 +48,12 @@ pub mod workflows {
 pub mod node {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("node.admin.v1");
+}
+
+/// `ops.admin.v1`: poison records (list, inspect, redrive, purge) and the audit trail.
+pub mod ops {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("ops.admin.v1");
 }
 
 /// Encoded `FileDescriptorSet` of every Cloudlysis service, for gRPC server reflection.

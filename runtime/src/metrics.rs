@@ -57,6 +57,8 @@ pub mod names {
     pub const GATEWAY_IN_FLIGHT: &str = "cloudlysis_gateway_in_flight";
     /// Histogram of Gateway request time, labelled `route`.
     pub const GATEWAY_REQUEST_DURATION: &str = "cloudlysis_gateway_request_duration_seconds";
+    /// Node probe requests of the Gateway by `result` (`fanout`, `cached`, `rejected`).
+    pub const GATEWAY_PROBES: &str = "cloudlysis_gateway_probes_total";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -151,6 +153,7 @@ pub mod names {
         GATEWAY_REQUESTS,
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
+        GATEWAY_PROBES,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -270,6 +273,10 @@ fn describe() {
         names::GATEWAY_REQUEST_DURATION,
         metrics::Unit::Seconds,
         "Gateway request handling time."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_PROBES,
+        "Gateway node-probe requests, by result (fanout, cached, rejected)."
     );
     metrics::describe_counter!(names::CONSUMER_MESSAGES, "Consumed messages, by outcome.");
     metrics::describe_counter!(names::CONSUMER_REDELIVERIES, "Redelivered messages.");

@@ -109,6 +109,43 @@ pub fn key(consumer: &str, sequence: u64) -> String {
     format!("{consumer}.{sequence}")
 }
 
+/// The parts of a record key: consumer, view (records of one view of a consumer that feeds
+/// several) and stream sequence. `None` for a key that is not a record key.
+pub fn parse_key(key: &str) -> Option<(&str, Option<&str>, u64)> {
+    let mut parts = key.split('.');
+    let consumer = parts.next()?;
+    let second = parts.next()?;
+    match parts.next() {
+        None => Some((consumer, None, second.parse().ok()?)),
+        Some(seq) if parts.next().is_none() => Some((consumer, Some(second), seq.parse().ok()?)),
+        Some(_) => None,
+    }
+}
+
+/// What a record belongs to, from its consumer (and view): `("view", <view>)`,
+/// `("effect", <effect type>)`, `("workflow", <name>)`, `("timers", "timers")`, or
+/// `("consumer", <consumer>)` for any other durable.
+pub fn source(consumer: &str, view: Option<&str>) -> (&'static str, String) {
+    if let Some(view) = view {
+        return ("view", view.to_string());
+    }
+    if let Some(rest) = consumer.strip_prefix("cloudlysis-projection-view-") {
+        // Generation n of a view is `<view>=g<n>`.
+        let name = rest.split('=').next().unwrap_or(rest);
+        return ("view", name.to_string());
+    }
+    if let Some(t) = consumer.strip_prefix("cloudlysis-runner-effect-") {
+        return ("effect", t.to_string());
+    }
+    if let Some(w) = consumer.strip_prefix("cloudlysis-runner-workflow-") {
+        return ("workflow", w.to_string());
+    }
+    if consumer == "cloudlysis-runner-timers" {
+        return ("timers", "timers".to_string());
+    }
+    ("consumer", consumer.to_string())
+}
+
 /// The KV key of one view's record on a consumer that feeds several:
 /// `<consumer>.<view>.<stream_sequence>`.
 pub fn view_key(consumer: &str, view: &str, sequence: u64) -> String {
@@ -118,6 +155,37 @@ pub fn view_key(consumer: &str, view: &str, sequence: u64) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keys_parse_back_and_name_their_source() {
+        assert_eq!(
+            parse_key("cloudlysis-projection-view-balances=g2.42"),
+            Some(("cloudlysis-projection-view-balances=g2", None, 42))
+        );
+        assert_eq!(
+            parse_key("cloudlysis-projection-all.balances.7"),
+            Some(("cloudlysis-projection-all", Some("balances"), 7))
+        );
+        assert_eq!(parse_key("nope"), None);
+        assert_eq!(parse_key("a.b.c.d"), None);
+        assert_eq!(
+            source("cloudlysis-projection-view-balances=g2", None),
+            ("view", "balances".to_string())
+        );
+        assert_eq!(
+            source("cloudlysis-projection-all", Some("balances")),
+            ("view", "balances".to_string())
+        );
+        assert_eq!(
+            source("cloudlysis-runner-effect-deposit", None),
+            ("effect", "deposit".to_string())
+        );
+        assert_eq!(
+            source("cloudlysis-runner-workflow-transfer", None),
+            ("workflow", "transfer".to_string())
+        );
+        assert_eq!(source("other", None), ("consumer", "other".to_string()));
+    }
 
     #[test]
     fn records_serialize_with_every_contract_field() {

@@ -200,6 +200,12 @@ pub mod filter {
     }
 }
 
+/// Where a new poison record is announced as it happens (core NATS, the record as JSON):
+/// `cloudlysis.poison.<consumer>` — subscribe to `cloudlysis.poison.>` for all of them.
+pub fn poison_notification(consumer: &str) -> String {
+    format!("cloudlysis.poison.{consumer}")
+}
+
 /// The JetStream advisory the server publishes when it gives up redelivering a message of
 /// `durable` on `stream` because `max_deliver` was reached without an ack or term (every
 /// delivery expired): `$JS.EVENT.ADVISORY.CONSUMER.MAX_DELIVERIES.<stream>.<durable>`.

@@ -461,6 +461,7 @@ pub fn gateway_settings(
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,
         max_in_flight: 1024,
+        ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
     }
 }
 

@@ -306,27 +306,18 @@ impl AggregateNode {
         health
             .set_serving::<CommandServiceServer<AggregateNode>>()
             .await;
-        let reflection = tonic_reflection::server::Builder::configure()
-            .register_encoded_file_descriptor_set(cloudlysis_proto::FILE_DESCRIPTOR_SET)
-            .build_v1()
-            .map_err(|e| {
-                tracing::error!(error = %e, "reflection service could not be built");
-                e
-            });
         let admin = NodeAdminService::new(
             "aggregate",
             uuid::Uuid::new_v4().to_string(),
             self.inner.root.clone(),
-        );
+        )
+        .behaviours(self.aggregate_types());
         let root = self.inner.root.clone();
-        let mut router = tonic::transport::Server::builder()
+        let router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(CommandServiceServer::new(self));
-        if let Ok(reflection) = reflection {
-            router = router.add_service(reflection);
-        }
-        let result = router
+        let result = crate::grpc::with_reflection(router)
             .serve_with_incoming_shutdown(
                 // No Nagle: small unary replies must not wait for a delayed ACK.
                 tonic::transport::server::TcpIncoming::from(listener)

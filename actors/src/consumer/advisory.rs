@@ -91,6 +91,7 @@ async fn record(
     match tokio::time::timeout(io_timeout, poison_kv.create(&key, bytes.into())).await {
         Ok(Ok(_)) => {
             tracing::warn!(consumer = %shared.durable, seq, "message expired max_deliver times; quarantined as poison");
+            super::announce_poison(js, &record).await;
             shared.metrics.poison.increment(1);
         }
         // Another node wrote it first, or the handler's own quarantine did.

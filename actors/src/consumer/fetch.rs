@@ -355,6 +355,7 @@ async fn quarantine<E>(
     match result {
         Ok(Ok(_)) => {
             tracing::warn!(consumer = %shared.durable, seq = meta.stream_sequence, subject = %meta.subject, %reason, "message quarantined as poison");
+            super::announce_poison(&config.js, &record).await;
             settle(config, msg, AckKind::Term).await;
             shared.metrics.term.increment(1);
             shared.metrics.poison.increment(1);

@@ -67,6 +67,7 @@ impl ProjectionNode {
                     checkpoint: serving.as_ref().map_or(0, |s| s.checkpoint.get()),
                     rebuilding: building.as_ref().map(|b| b.generation),
                     rebuild_checkpoint: building.as_ref().map(|b| b.checkpoint.get()),
+                    stream_last_sequence: 0,
                 }
             })
             .collect()
@@ -114,8 +115,22 @@ impl ProjectionAdmin for ProjectionNode {
         &self,
         _: Request<DescribeViewsRequest>,
     ) -> Result<Response<DescribeViewsResponse>, Status> {
-        Ok(Response::new(DescribeViewsResponse {
-            views: self.describe_views(),
-        }))
+        // The stream's last sequence, so a caller sees each view's lag.
+        let last = match tokio::time::timeout(
+            super::node::NATS_TIMEOUT,
+            self.inner
+                .js
+                .get_stream(cloudlysis_runtime::stream::AGGREGATE_EVENTS),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s.cached_info().state.last_sequence,
+            _ => 0,
+        };
+        let mut views = self.describe_views();
+        for v in &mut views {
+            v.stream_last_sequence = last;
+        }
+        Ok(Response::new(DescribeViewsResponse { views }))
     }
 }

@@ -158,6 +158,7 @@ pub(crate) async fn check_mode(
 pub(crate) struct AllViews {
     pub(crate) views: Arc<Vec<(&'static str, ApplyFn)>>,
     pub(crate) poison: async_nats::jetstream::kv::Store,
+    pub(crate) js: async_nats::jetstream::Context,
     pub(crate) max_deliver: u64,
     pub(crate) io_timeout: std::time::Duration,
 }
@@ -207,6 +208,7 @@ impl EventHandler for AllViews {
             match tokio::time::timeout(self.io_timeout, put).await {
                 Ok(Ok(_)) => {
                     tracing::warn!(view, seq = d.meta.stream_sequence, %error, "event quarantined as poison for one view");
+                    crate::consumer::announce_poison(&self.js, &record).await;
                     metrics::counter!(
                         cloudlysis_runtime::metrics::names::CONSUMER_POISON,
                         "stream" => d.meta.stream.clone(),

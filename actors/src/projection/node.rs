@@ -94,11 +94,16 @@ pub(crate) type ApplyFn = Arc<
 /// Builds a view's store for Single mode (generation 0, shared checkpoint).
 pub(crate) type MakeStore = Arc<dyn Fn(&Ctx, Checkpoint, Arc<AtomicU64>) -> ApplyFn + Send + Sync>;
 
+/// Builds the redrive of a view generation: applies a quarantined commit again
+/// ([`ViewStore::redrive`]).
+pub(crate) type MakeRedrive = Arc<dyn Fn(&Ctx, u32) -> ApplyFn + Send + Sync>;
+
 pub(crate) struct Registered {
     pub(crate) name: &'static str,
     pub(crate) aggregate_types: &'static [&'static str],
     pub(crate) start: StartGeneration,
     pub(crate) store: MakeStore,
+    pub(crate) redrive: MakeRedrive,
 }
 
 /// Handler lanes per view when none are configured.
@@ -186,11 +191,20 @@ impl ProjectionNodeBuilder {
                 })
             },
         );
+        let redrive: MakeRedrive = Arc::new(|ctx: &Ctx, generation: u32| -> ApplyFn {
+            let store = ViewStore::<V>::new(ctx.views.clone(), Checkpoint::default(), NATS_TIMEOUT)
+                .generation(generation);
+            Arc::new(move |commit: Commit, seq: u64| {
+                let store = store.clone();
+                Box::pin(async move { store.redrive(&commit, seq).await.map(|_| ()) })
+            })
+        });
         self.views.push(Registered {
             name: V::NAME,
             aggregate_types: V::aggregate_types(),
             start,
             store,
+            redrive,
         });
         self
     }
@@ -246,6 +260,11 @@ impl ProjectionNodeBuilder {
             lanes: self.lanes.clamp(1, MAX_LANES),
         });
         check_mode(&ctx, self.mode, &self.views).await?;
+        let redrivers: HashMap<&'static str, MakeRedrive> = self
+            .views
+            .iter()
+            .map(|r| (r.name, r.redrive.clone()))
+            .collect();
         for r in &self.views {
             register_metrics(r.name);
         }
@@ -314,7 +333,8 @@ impl ProjectionNodeBuilder {
                 let poison = buckets::ensure_bucket(&ctx.js, &buckets::poison())
                     .await
                     .map_err(|e| nats(&e))?;
-                let (max_deliver, io_timeout) = (ctx.settings.max_deliver, NATS_TIMEOUT);
+                let (max_deliver, io_timeout, js) =
+                    (ctx.settings.max_deliver, NATS_TIMEOUT, ctx.js.clone());
                 let (tree, _handle) = consumer::supervised(
                     "views-all",
                     ctx.js.clone(),
@@ -324,6 +344,7 @@ impl ProjectionNodeBuilder {
                     move || AllViews {
                         views: stores.clone(),
                         poison: poison.clone(),
+                        js: js.clone(),
                         max_deliver,
                         io_timeout,
                     },
@@ -361,6 +382,8 @@ impl ProjectionNodeBuilder {
                 root,
                 controllers: std::sync::Mutex::new(controllers),
                 lists: Arc::new(tokio::sync::Semaphore::new(super::MAX_CONCURRENT_LISTS)),
+                redrivers,
+                ctx,
             }),
         })
     }
@@ -453,6 +476,9 @@ pub(crate) struct Inner {
     pub(crate) controllers: std::sync::Mutex<Vec<AbortOnDrop>>,
     /// Admission of `List`s: at most [`super::MAX_CONCURRENT_LISTS`] at once on this node.
     pub(crate) lists: Arc<tokio::sync::Semaphore>,
+    /// Each view's redrive (poison records applied again).
+    pub(crate) redrivers: HashMap<&'static str, MakeRedrive>,
+    pub(crate) ctx: Arc<Ctx>,
 }
 
 impl ProjectionNode {
@@ -471,6 +497,39 @@ impl ProjectionNode {
     /// The root supervisor.
     pub fn supervisor(&self) -> &SupervisorRef {
         &self.inner.root
+    }
+
+    /// Applies a quarantined commit (stream sequence `seq`) again to generation `generation` of
+    /// `view` — the redrive of a poison record. Refused for a view or generation this node does
+    /// not run (a retired generation's documents are gone).
+    pub async fn redrive(
+        &self,
+        view: &str,
+        generation: u32,
+        commit: Commit,
+        seq: u64,
+    ) -> Result<(), String> {
+        let entry = self
+            .inner
+            .views
+            .get(view)
+            .ok_or_else(|| format!("view `{view}` does not run on this node"))?;
+        let running = [entry.serving(), entry.building()]
+            .into_iter()
+            .flatten()
+            .any(|g| g.generation == generation);
+        if !running {
+            return Err(format!(
+                "generation {generation} of view `{view}` does not run on this node (a \
+                 rebuild replaced it; the new generation read the event itself)"
+            ));
+        }
+        let redrive = self
+            .inner
+            .redrivers
+            .get(view)
+            .ok_or_else(|| format!("view `{view}` cannot be redriven"))?;
+        redrive(&self.inner.ctx, generation)(commit, seq).await
     }
 
     /// `List` queries running on this node now (at most [`super::MAX_CONCURRENT_LISTS`]).
@@ -522,18 +581,32 @@ impl ProjectionNode {
         health
             .set_serving::<QueryServiceServer<ProjectionNode>>()
             .await;
+        health
+            .set_serving::<ProjectionAdminServer<ProjectionNode>>()
+            .await;
         let views_admin = ProjectionAdminServer::new(self.clone());
+        let mut views: Vec<&str> = self.inner.views.keys().copied().collect();
+        views.sort_unstable();
         let admin = NodeAdminService::new(
             "projection",
             uuid::Uuid::new_v4().to_string(),
             self.inner.root.clone(),
-        );
+        )
+        .behaviours(views);
+        let ops = crate::ops::OpsService::new(self.inner.js.clone(), Some(self.clone())).await;
         let root = self.inner.root.clone();
-        let result = tonic::transport::Server::builder()
+        let mut router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(views_admin)
-            .add_service(QueryServiceServer::new(self.clone()))
+            .add_service(QueryServiceServer::new(self.clone()));
+        match ops {
+            Ok(ops) => router = router.add_service(ops.server()),
+            Err(e) => {
+                tracing::error!(error = %e, "OpsAdmin could not start; poison operations are not served")
+            }
+        }
+        let result = crate::grpc::with_reflection(router)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener)
                     .with_nodelay(Some(true))

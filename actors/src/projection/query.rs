@@ -155,9 +155,9 @@ impl QueryService for ProjectionNode {
                 &self.inner.js,
                 buckets::VIEWS_BUCKET,
                 &prefix,
-                &req.prefix,
-                &req.cursor,
+                crate::kv_scan::Direction::After(&req.cursor),
                 page,
+                |key| key.starts_with(req.prefix.as_str()),
             )
             .await
             .map_err(|e| Status::unavailable(e.to_string()))?;

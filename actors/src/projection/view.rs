@@ -71,6 +71,8 @@ pub trait View: Send + Sync + 'static {
 
 /// Most stream sequences a document remembers above the checkpoint.
 pub const MAX_APPLIED: usize = 10_000;
+/// Most redriven stream sequences a document remembers.
+pub const MAX_REDRIVEN: usize = 1_000;
 
 /// How a document is stored.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -87,6 +89,11 @@ pub struct DocumentRecord {
     /// Stream sequences applied above `floor` (redelivery guard).
     #[serde(default)]
     pub applied: Vec<u64>,
+    /// Stream sequences applied by an operator's redrive of a poison record (they lie at or
+    /// below `floor`, which passed them when they were quarantined); at most
+    /// [`MAX_REDRIVEN`].
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub redriven: Vec<u64>,
     /// The document.
     pub doc: serde_json::Value,
 }
@@ -246,6 +253,18 @@ impl<V: View> ViewStore<V> {
     /// check (a concurrent writer makes it retry). A document that already applied `seq` is
     /// left alone.
     pub async fn apply(&self, commit: &Commit, seq: u64) -> Result<Applied, String> {
+        self.apply_as(commit, seq, false).await
+    }
+
+    /// Applies a quarantined commit again (an operator's redrive of its poison record): like
+    /// [`apply`](Self::apply), except that the floor does not count — the checkpoint passed the
+    /// event when it was quarantined, not applied. A document that recorded `seq` (applied or
+    /// redriven before) is left alone, so a redrive is applied at most once per document.
+    pub async fn redrive(&self, commit: &Commit, seq: u64) -> Result<Applied, String> {
+        self.apply_as(commit, seq, true).await
+    }
+
+    async fn apply_as(&self, commit: &Commit, seq: u64, redrive: bool) -> Result<Applied, String> {
         let mut by_key: BTreeMap<String, Vec<&EventEnvelope>> = BTreeMap::new();
         for e in &commit.events {
             if !V::aggregate_types().contains(&e.aggregate_type.as_str()) {
@@ -262,7 +281,7 @@ impl<V: View> ViewStore<V> {
         }
         let mut applied = Applied::default();
         for (kv_key, events) in by_key {
-            if self.apply_to(&kv_key, &events, seq).await? {
+            if self.apply_to(&kv_key, &events, seq, redrive).await? {
                 applied.written += 1;
             } else {
                 applied.already += 1;
@@ -279,6 +298,7 @@ impl<V: View> ViewStore<V> {
         kv_key: &str,
         events: &[&EventEnvelope],
         seq: u64,
+        redrive: bool,
     ) -> Result<bool, String> {
         for attempt in 0..5 {
             // The cached record is current exactly when its revision is the key's last one;
@@ -311,6 +331,7 @@ impl<V: View> ViewStore<V> {
                             last_seq: 0,
                             floor: 0,
                             applied: Vec::new(),
+                            redriven: Vec::new(),
                             doc: serde_json::to_value(V::Document::default())
                                 .map_err(|e| e.to_string())?,
                         },
@@ -320,7 +341,12 @@ impl<V: View> ViewStore<V> {
             };
             // Applied before: listed, or at or below the floor the set was pruned to (a copy
             // redelivered after another one was applied and the checkpoint passed it).
-            if seq <= record.floor || record.applied.contains(&seq) {
+            let done = if redrive {
+                record.applied.contains(&seq) || record.redriven.contains(&seq)
+            } else {
+                seq <= record.floor || record.applied.contains(&seq)
+            };
+            if done {
                 if let Some(rev) = revision {
                     self.cache.put(kv_key, record, rev);
                 }
@@ -336,7 +362,14 @@ impl<V: View> ViewStore<V> {
             record.floor = record.floor.max(self.checkpoint.get());
             let floor = record.floor;
             record.applied.retain(|s| *s > floor);
-            record.applied.push(seq);
+            if redrive && seq <= floor {
+                record.redriven.push(seq);
+                if record.redriven.len() > MAX_REDRIVEN {
+                    record.redriven.remove(0);
+                }
+            } else {
+                record.applied.push(seq);
+            }
             if record.applied.len() > MAX_APPLIED {
                 // A document applying more than MAX_APPLIED events above a stalled checkpoint
                 // forgets the lowest (the guard's bound; runtime-semantics.md says so).

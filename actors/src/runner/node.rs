@@ -846,17 +846,38 @@ impl RunnerNode {
         health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
         let _ = self.inner.health.set(health);
         self.set_health(!self.draining()).await;
+        let behaviours: Vec<&str> = self
+            .workflows()
+            .into_iter()
+            .chain(self.effect_types())
+            .collect();
+        let me = self.clone();
         let admin = NodeAdminService::new(
             "runner",
             self.inner.node_id.clone(),
             self.inner.root.clone(),
-        );
+        )
+        .behaviours(behaviours)
+        .state(Arc::new(move || {
+            let state = me.drain_progress().state;
+            (
+                state == super::drain::DrainState::Serving,
+                state.as_str().to_string(),
+            )
+        }));
+        let ops = crate::ops::OpsService::new(self.inner.ctx.js.clone(), None).await;
         let root = self.inner.root.clone();
-        let router = tonic::transport::Server::builder()
+        let mut router = tonic::transport::Server::builder()
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(RunnerAdminServer::new(self.clone()))
             .add_service(WorkflowServiceServer::new(self.clone()));
+        match ops {
+            Ok(ops) => router = router.add_service(ops.server()),
+            Err(e) => {
+                tracing::error!(error = %e, "OpsAdmin could not start; poison operations are not served")
+            }
+        }
         let result = crate::grpc::with_reflection(router)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener)
