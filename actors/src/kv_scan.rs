@@ -188,24 +188,26 @@ pub async fn page_under(
                     && keep(key)
                 {
                     match direction {
-                        Direction::After(after) if key > after => {
-                            if ascending.len() <= limit
-                                || ascending.peek().is_some_and(|top| key < top.as_str())
-                            {
-                                ascending.push(key.to_string());
-                                if ascending.len() > limit + 1 {
-                                    ascending.pop();
-                                }
+                        Direction::After(after)
+                            if key > after
+                                && (ascending.len() <= limit
+                                    || ascending.peek().is_some_and(|top| key < top.as_str())) =>
+                        {
+                            ascending.push(key.to_string());
+                            if ascending.len() > limit + 1 {
+                                ascending.pop();
                             }
                         }
-                        Direction::Before(before) if before.is_empty() || key < before => {
-                            if descending.len() <= limit
-                                || descending.peek().is_some_and(|top| key > top.0.as_str())
-                            {
-                                descending.push(Reverse(key.to_string()));
-                                if descending.len() > limit + 1 {
-                                    descending.pop();
-                                }
+                        Direction::Before(before)
+                            if (before.is_empty() || key < before)
+                                && (descending.len() <= limit
+                                    || descending
+                                        .peek()
+                                        .is_some_and(|top| key > top.0.as_str())) =>
+                        {
+                            descending.push(Reverse(key.to_string()));
+                            if descending.len() > limit + 1 {
+                                descending.pop();
                             }
                         }
                         _ => {}

@@ -77,6 +77,9 @@ pub mod names {
     /// Gauge of a view's checkpoint (contiguous applied stream sequence) in the generation that
     /// answers queries, labelled `view`.
     pub const VIEW_CHECKPOINT: &str = "cloudlysis_view_checkpoint";
+    /// Last sequence of a stream, as a projection node last read it (`stream`): a view's lag
+    /// is this minus its checkpoint.
+    pub const STREAM_LAST_SEQUENCE: &str = "cloudlysis_stream_last_sequence";
     /// Gauge of the checkpoint of the generation a rebuild is building, labelled `view`
     /// (progress: compare with `cloudlysis_view_checkpoint`).
     pub const VIEW_REBUILD_CHECKPOINT: &str = "cloudlysis_view_rebuild_checkpoint";
@@ -160,6 +163,7 @@ pub mod names {
         CONSUMER_POISON,
         CONSUMER_IN_FLIGHT,
         VIEW_CHECKPOINT,
+        STREAM_LAST_SEQUENCE,
         VIEW_REBUILD_CHECKPOINT,
         VIEW_GENERATION,
         VIEW_REBUILDING,
@@ -298,6 +302,10 @@ fn describe() {
         "Generation of the view answering queries (0 until the first rebuild)."
     );
     metrics::describe_gauge!(names::VIEW_REBUILDING, "1 while the view is being rebuilt.");
+    metrics::describe_gauge!(
+        names::STREAM_LAST_SEQUENCE,
+        "Last sequence of the stream as a projection node last read it (view lag = this - checkpoint)."
+    );
     metrics::describe_gauge!(
         names::VIEW_REBUILD_CHECKPOINT,
         "Checkpoint of the generation a rebuild is building."

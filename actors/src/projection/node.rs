@@ -444,6 +444,7 @@ impl ViewEntry {
 /// Registers the series of view `view` (at their start values), so the node exports them from
 /// its start.
 fn register_metrics(view: &'static str) {
+    metrics::gauge!(names::STREAM_LAST_SEQUENCE, "stream" => stream::AGGREGATE_EVENTS).set(0.0);
     for gauge in [
         names::VIEW_CHECKPOINT,
         names::VIEW_REBUILD_CHECKPOINT,

@@ -51,6 +51,11 @@ pub(crate) async fn track_checkpoint(
             // Stream first: a message published after this read is not claimed below.
             let events = js.get_stream(stream::AGGREGATE_EVENTS).await.ok()?;
             let last = events.cached_info().state.last_sequence;
+            metrics::gauge!(
+                cloudlysis_runtime::metrics::names::STREAM_LAST_SEQUENCE,
+                "stream" => stream::AGGREGATE_EVENTS
+            )
+            .set(last as f64);
             let info = events.consumer_info(durable.as_str()).await.ok()?;
             let mut floor = info.ack_floor.stream_sequence;
             if info.num_pending == 0
