@@ -48,9 +48,18 @@ async fn grpcurl_lists_and_calls_every_node() {
     })
     .await;
     let nodes = [
-        (p.grpc_addr.to_string(), "aggregate.gateway.v1.CommandService"),
-        (p.projection_addr.to_string(), "projection.gateway.v1.QueryService"),
-        (p.runner_addr.unwrap().to_string(), "runner.admin.v1.RunnerAdmin"),
+        (
+            p.grpc_addr.to_string(),
+            "aggregate.gateway.v1.CommandService",
+        ),
+        (
+            p.projection_addr.to_string(),
+            "projection.gateway.v1.QueryService",
+        ),
+        (
+            p.runner_addr.unwrap().to_string(),
+            "runner.admin.v1.RunnerAdmin",
+        ),
     ];
     for (addr, service) in &nodes {
         let list = run(&["-plaintext", addr, "list"]).await;
