@@ -242,6 +242,16 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     let src = config_source(cli.config.as_ref())?;
     // Before any actor or consumer exists: metric handles made earlier would record nowhere.
     cloudlysis_runtime::metrics::install()?;
+    // Span export when the OTEL_* environment asks for it; flushed when this returns.
+    let role = match &cli.command {
+        Command::Dev(_) => "dev",
+        Command::Gateway(_) => "gateway",
+        Command::Aggregate(_) => "aggregate",
+        Command::Projection(_) => "projection",
+        Command::Runner(_) => "runner",
+        _ => "cli",
+    };
+    let _telemetry = cloudlysis_runtime::telemetry::init(role)?;
     match cli.command {
         Command::Streams { action } => match action {
             StreamsAction::Ensure(args) => {

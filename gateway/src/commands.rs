@@ -61,6 +61,7 @@ pub(crate) async fn post(
     body: Body,
 ) -> Response {
     let started = Instant::now();
+    let started_at = std::time::SystemTime::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let (traceparent, tracestate) = incoming_trace(&headers);
     // Load shedding: past `max_in_flight` requests, refuse at once instead of queueing.
@@ -104,6 +105,20 @@ pub(crate) async fn post(
         hs.insert(h::TRACEPARENT, v);
     }
     let status = resp.status().as_u16().to_string();
+    cloudlysis_runtime::telemetry::record(
+        format!("POST /v1/commands/{aggregate_type}"),
+        cloudlysis_runtime::telemetry::Kind::Server,
+        &traceparent,
+        started_at,
+        vec![
+            opentelemetry::KeyValue::new(
+                "http.route",
+                "/v1/commands/{aggregate_type}/{aggregate_id}",
+            ),
+            opentelemetry::KeyValue::new("http.response.status_code", status.clone()),
+            opentelemetry::KeyValue::new("cloudlysis.role", "gateway"),
+        ],
+    );
     metrics::counter!(names::GATEWAY_REQUESTS, "route" => "commands", "status" => status)
         .increment(1);
     metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => "commands")

@@ -28,6 +28,7 @@
 //! - [`audit`] — the audit trail of operator actions (bucket, key, fields).
 //! - [`time`] — RFC 3339 formatting.
 //! - [`metrics`] — the Prometheus recorder and every metric name.
+//! - [`telemetry`] — OTLP trace export (off by default; `OTEL_*` settings) and one span per hop.
 //! - [`service`] — `GET /health`, `GET /ready`, `GET /metrics`.
 //! - [`error`] — the crate's error types in one place.
 
@@ -47,6 +48,7 @@ pub mod poison;
 pub mod service;
 pub mod stream;
 pub mod subject;
+pub mod telemetry;
 pub mod time;
 pub mod trace;
 pub mod workflow;

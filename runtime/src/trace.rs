@@ -48,11 +48,30 @@ pub enum TraceParentError {
 ///
 /// Always rendered in version `00` form: a header of a higher version is understood by its first
 /// four fields and re-emitted as version `00`, as the spec asks of a version-00 implementation.
-#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy)]
 pub struct TraceParent {
     trace_id: [u8; 16],
     parent_id: [u8; 8],
     flags: u8,
+    /// The span id this hop continued from (the received `parent_id`), when it continued one:
+    /// the parent of this hop's span in exported traces. Not part of the header value.
+    remote_parent: Option<[u8; 8]>,
+}
+
+/// Equality and hashing are the header value's: where a hop came from is not part of it.
+impl PartialEq for TraceParent {
+    fn eq(&self, other: &Self) -> bool {
+        (self.trace_id, self.parent_id, self.flags)
+            == (other.trace_id, other.parent_id, other.flags)
+    }
+}
+
+impl Eq for TraceParent {}
+
+impl std::hash::Hash for TraceParent {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        (self.trace_id, self.parent_id, self.flags).hash(state);
+    }
 }
 
 impl TraceParent {
@@ -110,6 +129,7 @@ impl TraceParent {
             trace_id,
             parent_id,
             flags: flags[0],
+            remote_parent: None,
         })
     }
 
@@ -124,15 +144,34 @@ impl TraceParent {
             trace_id: trace_id.to_bytes(),
             parent_id: random_span_id(),
             flags: 0x01,
+            remote_parent: None,
         }
     }
 
-    /// The same trace with a new parent (span) id: what this hop sends to the next one.
+    /// The same trace with a new parent (span) id: what this hop sends to the next one. The
+    /// received span id is kept as [`parent_span`](Self::parent_span).
     pub fn next_hop(&self) -> Self {
         Self {
             parent_id: random_span_id(),
+            remote_parent: Some(self.parent_id),
             ..*self
         }
+    }
+
+    /// The span id this hop continued from, when it continued a trace (`None` for a trace it
+    /// started).
+    pub fn parent_span(&self) -> Option<[u8; 8]> {
+        self.remote_parent
+    }
+
+    /// This hop's span id (the `parent-id` it sends on).
+    pub fn span_bytes(&self) -> [u8; 8] {
+        self.parent_id
+    }
+
+    /// The trace id's bytes.
+    pub fn trace_id_bytes(&self) -> [u8; 16] {
+        self.trace_id
     }
 
     /// The trace id.

@@ -266,7 +266,12 @@ impl<A: Aggregate> Entity<A> {
             if past_deadline() || !claim.start_publish() {
                 return Err(CommandError::Timeout(timeout));
             }
-            let commit = self.commit_of(&req.ctx, current.version, &events)?;
+            // The publish is its own span, a child of this node's handling: the commit carries
+            // it, so consumers continue from the publish.
+            let mut publish_ctx = req.ctx.clone();
+            publish_ctx.traceparent = req.ctx.traceparent.next_hop();
+            let publish_started = std::time::SystemTime::now();
+            let commit = self.commit_of(&publish_ctx, current.version, &events)?;
             // With an idempotency key the de-duplication id is derived from it, so a replay
             // whose stored result was lost is still dropped by JetStream within its duplicate
             // window, and recognised from the stream after it.
@@ -276,17 +281,30 @@ impl<A: Aggregate> Entity<A> {
                 d.saturating_duration_since(tokio::time::Instant::now())
                     .min(self.shared.settings.io_timeout)
             });
-            match self
+            let published = self
                 .publish(
-                    &req.ctx,
+                    &publish_ctx,
                     &commit,
                     &msg_id,
                     fingerprint.as_deref(),
                     current.last_seq,
                     publish_timeout,
                 )
-                .await
-            {
+                .await;
+            cloudlysis_runtime::telemetry::record(
+                format!("publish {}", A::TYPE),
+                cloudlysis_runtime::telemetry::Kind::Producer,
+                &publish_ctx.traceparent,
+                publish_started,
+                vec![
+                    opentelemetry::KeyValue::new("messaging.system", "nats"),
+                    opentelemetry::KeyValue::new(
+                        "messaging.destination.name",
+                        cloudlysis_runtime::stream::AGGREGATE_EVENTS,
+                    ),
+                ],
+            );
+            match published {
                 Ok(ack) if ack.duplicate => {
                     // Committed before by an earlier attempt: answer with that commit.
                     *loaded = None;

@@ -338,6 +338,7 @@ impl CommandService for AggregateNode {
         request: Request<ExecuteRequest>,
     ) -> Result<Response<ExecuteResponse>, Status> {
         let started = std::time::Instant::now();
+        let started_at = std::time::SystemTime::now();
         // Decide within the caller's deadline (minus a margin to answer in time).
         let deadline = crate::grpc::deadline(request.metadata());
         let ctx = RequestContext::extract(request.metadata())
@@ -357,6 +358,7 @@ impl CommandService for AggregateNode {
             .hosts
             .get_key_value(ty.as_str())
             .map_or("unknown", |(k, _)| *k);
+        let traceparent = ctx.traceparent;
         let result = AggregateNode::execute(
             self,
             ty.as_str(),
@@ -387,6 +389,16 @@ impl CommandService for AggregateNode {
             .increment(1);
         metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => label)
             .record(started.elapsed().as_secs_f64());
+        cloudlysis_runtime::telemetry::record(
+            format!("CommandService/Execute {label}"),
+            cloudlysis_runtime::telemetry::Kind::Server,
+            &traceparent,
+            started_at,
+            vec![
+                opentelemetry::KeyValue::new("cloudlysis.role", "aggregate"),
+                opentelemetry::KeyValue::new("cloudlysis.outcome", outcome),
+            ],
+        );
         let reply = result.map_err(|e| e.to_status())?;
         Ok(Response::new(ExecuteResponse {
             version: reply.version,

@@ -198,6 +198,10 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         .headers
         .as_ref()
         .and_then(|h| RequestContext::extract_nats(h).ok());
+    // This delivery's span: from dispatch to settlement, a child of the publish.
+    let span = ctx
+        .as_ref()
+        .map(|c| (c.traceparent, std::time::SystemTime::now()));
     let lane = match &config.partition {
         Some(f) if !config.lanes.is_empty() => {
             (f(&event) % (config.lanes.len() as u64 + 1)) as usize
@@ -262,6 +266,29 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
                 settle(&config, &msg, AckKind::Nak(Some(delay))).await;
                 shared.metrics.nak.increment(1);
             }
+        }
+        if let Some((traceparent, started)) = span {
+            cloudlysis_runtime::telemetry::record(
+                format!("consume {}", shared.durable),
+                cloudlysis_runtime::telemetry::Kind::Consumer,
+                &traceparent,
+                started,
+                vec![
+                    opentelemetry::KeyValue::new("messaging.system", "nats"),
+                    opentelemetry::KeyValue::new(
+                        "messaging.destination.name",
+                        shared.stream.clone(),
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "messaging.consumer.group.name",
+                        shared.durable.clone(),
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "messaging.message.id",
+                        meta.stream_sequence.to_string(),
+                    ),
+                ],
+            );
         }
         drop(in_flight);
     });
