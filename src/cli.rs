@@ -45,6 +45,40 @@ pub enum Command {
         #[command(subcommand)]
         action: StreamsAction,
     },
+    /// Poison records: list, show (with the original message), redrive, purge — through a
+    /// projection node's OpsAdmin, audited with --actor
+    Poison(PoisonArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct PoisonArgs {
+    #[command(subcommand)]
+    pub action: PoisonAction,
+    /// gRPC address of a projection node [default: http://127.0.0.1:50052]
+    #[arg(long, value_name = "URI", global = true)]
+    pub node_addr: Option<String>,
+    /// Who acts, for the audit trail [default: $USER]
+    #[arg(long, value_name = "NAME", global = true)]
+    pub actor: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PoisonAction {
+    /// List records, oldest first (one JSON object a line)
+    List {
+        /// Only records of this view, effect type, workflow or consumer
+        #[arg(long)]
+        source: Option<String>,
+        /// Most records to print (at most 500)
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+    },
+    /// One record with its headers and original message (JSON)
+    Show { id: String },
+    /// Apply the message again through its handler; the record goes when it applies
+    Redrive { id: String },
+    /// Remove the record without applying the message
+    Purge { id: String },
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +316,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runner(args) => {
             crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await
         }
+        Command::Poison(args) => crate::poison::run(args).await,
     }
 }
 

@@ -9,6 +9,7 @@ mod bench_workflows;
 mod cli;
 mod dev;
 mod nodes;
+mod poison;
 mod roles;
 mod streams;
 
