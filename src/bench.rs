@@ -106,6 +106,8 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         "http://127.0.0.1:1",
         &["commands:account"],
     )?;
+    // One router for the run, cloned per request (as a server does).
+    let gateway = gateway.router();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
 
     // Accounts to deposit into.
@@ -219,6 +221,8 @@ pub(crate) fn bench_gateway_with_runner(
         max_body_bytes: 65_536,
         max_in_flight: 4096,
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
+        tenant_max_in_flight: None,
+        tenant_weights: Default::default(),
     })?;
     let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
     let token =
@@ -228,8 +232,10 @@ pub(crate) fn bench_gateway_with_runner(
     Ok((gateway, token))
 }
 
+/// POSTs a command through `gateway` (its router, built once and cloned per request as a
+/// server does — building a router per request would cost more than the request).
 pub(crate) async fn post(
-    gateway: &Gateway,
+    gateway: &axum::Router,
     token: &str,
     id: &str,
     body: &'static str,
@@ -239,7 +245,7 @@ pub(crate) async fn post(
         .header("content-type", "application/json")
         .body(axum::body::Body::from(body))
         .context("request")?;
-    let resp = gateway.router().oneshot(req).await.context("gateway")?;
+    let resp = gateway.clone().oneshot(req).await.context("gateway")?;
     Ok(resp.status().as_u16())
 }
 

@@ -26,7 +26,6 @@ use async_nats::jetstream::{self, consumer::pull};
 use clap::Args;
 use cloudlysis_actors::projection::view::DocumentRecord;
 use cloudlysis_examples::load::Deposits;
-use cloudlysis_gateway::Gateway;
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings};
 use cloudlysis_runtime::context::TenantId;
@@ -126,7 +125,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
         &format!("http://{query_addr}"),
         &["commands:account", "queries:balances"],
     )?;
-    let latency = command_to_view(&gateway, &token, &js, args).await?;
+    let latency = command_to_view(&gateway.router(), &token, &js, args).await?;
     let raw_latency = raw_latency(&js, args).await?;
     let _ = stop.send(true);
     let _ = tokio::time::timeout(nodes::DRAIN, agg_server).await;
@@ -256,7 +255,7 @@ struct CommandLatency {
 
 /// At a fixed rate: Deposit through the Gateway, then a query with `x-min-sequence`.
 async fn command_to_view(
-    gateway: &Gateway,
+    gateway: &axum::Router,
     token: &str,
     js: &jetstream::Context,
     args: &ViewBenchArgs,
@@ -305,7 +304,7 @@ async fn command_to_view(
                 .body(axum::body::Body::from(
                     r#"{"type":"Deposit","payload":{"amount":1}}"#,
                 ))?;
-            let resp = gateway.router().oneshot(req).await?;
+            let resp = gateway.clone().oneshot(req).await?;
             anyhow::ensure!(resp.status() == 200, "deposit returned {}", resp.status());
             let body = axum::body::to_bytes(resp.into_body(), 1 << 16).await?;
             let seq = serde_json::from_slice::<serde_json::Value>(&body)?["stream_sequence"]
@@ -315,7 +314,7 @@ async fn command_to_view(
                 .header("authorization", format!("Bearer {token}"))
                 .header("x-min-sequence", seq.to_string())
                 .body(axum::body::Body::empty())?;
-            let resp = gateway.router().oneshot(req).await?;
+            let resp = gateway.clone().oneshot(req).await?;
             anyhow::ensure!(resp.status() == 200, "query returned {}", resp.status());
             Ok::<_, anyhow::Error>((seq, t0, t0.elapsed()))
         }));

@@ -77,6 +77,8 @@ async fn bench(
         &runner_addr,
         &["commands:account", "workflows:transfer"],
     )?;
+    // One router for the run, cloned per request (as a server does).
+    let gateway = gateway.router();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     let per_worker = args.transfers / args.concurrency;
 
@@ -173,7 +175,7 @@ async fn bench(
                 .body(axum::body::Body::from(body))
                 .map_err(|e| e.to_string())?;
             let resp = gateway
-                .router()
+                .clone()
                 .oneshot(req)
                 .await
                 .map_err(|e| e.to_string())?;

@@ -213,6 +213,8 @@ pub enum BenchCommand {
     Views(crate::bench_views::ViewBenchArgs),
     /// Completed transfer sagas/s and start → completed latency vs the command path
     Workflows(crate::bench_workflows::WorkflowBenchArgs),
+    /// A steady tenant's rejections and latency while another floods the Gateway
+    Fairness(crate::bench_fairness::FairnessBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -305,6 +307,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Bench(BenchCommand::Views(args)) => crate::bench_views::run(&src, args).await,
         Command::Bench(BenchCommand::Workflows(args)) => {
             crate::bench_workflows::run(&src, args).await
+        }
+        Command::Bench(BenchCommand::Fairness(args)) => {
+            crate::bench_fairness::run(&src, args).await
         }
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),

@@ -4,6 +4,7 @@
 //! role is a subcommand of this one binary.
 
 mod bench;
+mod bench_fairness;
 mod bench_views;
 mod bench_workflows;
 mod cli;

@@ -266,6 +266,8 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         max_body_bytes: 4096,
         max_in_flight: 1024,
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
+        tenant_max_in_flight: None,
+        tenant_weights: Default::default(),
     })
     .unwrap();
     let (s, resp) = p

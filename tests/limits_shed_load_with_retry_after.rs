@@ -72,6 +72,8 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
         max_body_bytes: 4096,
         max_in_flight: 1,
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
+        tenant_max_in_flight: None,
+        tenant_weights: Default::default(),
     })
     .unwrap();
     let token = gateway

@@ -64,35 +64,17 @@ pub(crate) async fn post(
     let started_at = std::time::SystemTime::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let (traceparent, tracestate) = incoming_trace(&headers);
-    // Load shedding: past `max_in_flight` requests, refuse at once instead of queueing.
-    let admitted = gw.inner.admission.clone().try_acquire_owned().ok();
-    if admitted.is_some() {
-        gw.inner.in_flight.increment(1.0);
-    }
-    let result = match admitted {
-        None => Err(Problem::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "the gateway is at its request limit (gateway.max_in_flight)",
-        )
-        .retry_after(1)),
-        Some(_) => {
-            handle(
-                &gw,
-                &aggregate_type,
-                &aggregate_id,
-                &headers,
-                body,
-                &correlation,
-                (&traceparent, tracestate),
-            )
-            .await
-        }
-    };
-    if admitted.is_some() {
-        gw.inner.in_flight.decrement(1.0);
-    }
-    drop(admitted);
+    // Admission (per tenant, fair) ran before this handler: see `admission`.
+    let result = handle(
+        &gw,
+        &aggregate_type,
+        &aggregate_id,
+        &headers,
+        body,
+        &correlation,
+        (&traceparent, tracestate),
+    )
+    .await;
     let mut resp = match result {
         Ok(r) => r,
         Err(p) => p.with_correlation(correlation.as_str()).into_response(),

@@ -55,6 +55,22 @@ pub const MAX_IN_FLIGHT: Setting = Setting {
     doc: "most API requests handled at once; beyond it 503 with Retry-After [default: 1024]",
 };
 
+/// Most requests of one tenant at once.
+pub const TENANT_MAX_IN_FLIGHT: Setting = Setting {
+    key: "gateway.tenant_max_in_flight",
+    env: "CLOUDLYSIS_GATEWAY_TENANT_MAX_IN_FLIGHT",
+    flag: "",
+    doc: "most API requests of one tenant at once; beyond it 429 with Retry-After [default: gateway.max_in_flight]",
+};
+
+/// Weights of tenants in the fair sharing of the budget.
+pub const TENANT_WEIGHTS: Setting = Setting {
+    key: "gateway.tenant_weights",
+    env: "CLOUDLYSIS_GATEWAY_TENANT_WEIGHTS",
+    flag: "",
+    doc: "weights of tenants in the fair sharing of gateway.max_in_flight, e.g. `acme=3,beta=1` (others weigh 1) [default: none]",
+};
+
 /// Where the built Control UI is.
 pub const UI_DIR: Setting = Setting {
     key: "gateway.ui_dir",
@@ -76,6 +92,8 @@ pub const ALL: &[&Setting] = &[
     &COMMAND_TIMEOUT_MS,
     &MAX_BODY_BYTES,
     &MAX_IN_FLIGHT,
+    &TENANT_MAX_IN_FLIGHT,
+    &TENANT_WEIGHTS,
 ];
 
 /// Validated Gateway settings.
@@ -97,6 +115,10 @@ pub struct GatewaySettings {
     pub max_in_flight: usize,
     /// The built Control UI (`gateway.ui_dir`).
     pub ui_dir: std::path::PathBuf,
+    /// Requests of one tenant at once (`None`: `max_in_flight`).
+    pub tenant_max_in_flight: Option<usize>,
+    /// Tenant weights in the fair sharing of `max_in_flight` (others weigh 1).
+    pub tenant_weights: std::collections::BTreeMap<String, u32>,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -110,6 +132,8 @@ impl std::fmt::Debug for GatewaySettings {
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_in_flight", &self.max_in_flight)
             .field("ui_dir", &self.ui_dir)
+            .field("tenant_max_in_flight", &self.tenant_max_in_flight)
+            .field("tenant_weights", &self.tenant_weights)
             .finish()
     }
 }
@@ -228,6 +252,44 @@ impl GatewaySettings {
                 as usize,
             max_in_flight: src.get_in_range(&MAX_IN_FLIGHT, None, 1024, 1, 1_000_000)? as usize,
             ui_dir: src.get_or(&UI_DIR, None, std::path::PathBuf::from(DEFAULT_UI_DIR))?,
+            tenant_max_in_flight: match src.raw(&TENANT_MAX_IN_FLIGHT, None) {
+                None => None,
+                Some(_) => Some(
+                    src.get_in_range(&TENANT_MAX_IN_FLIGHT, None, 1024, 1, 1_000_000)? as usize,
+                ),
+            },
+            tenant_weights: tenant_weights(src)?,
         })
     }
+}
+
+/// Parses `gateway.tenant_weights` (`tenant=weight,…`, weights 1..=1000, tenants subject tokens).
+fn tenant_weights(
+    src: &ConfigSource,
+) -> Result<std::collections::BTreeMap<String, u32>, ConfigError> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some((raw, origin)) = src.raw(&TENANT_WEIGHTS, None) else {
+        return Ok(out);
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: TENANT_WEIGHTS.key,
+        origin: origin.clone(),
+        value: raw.clone(),
+        reason,
+    };
+    for part in raw.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (tenant, weight) = part
+            .split_once('=')
+            .ok_or_else(|| invalid(format!("`{part}` is not tenant=weight")))?;
+        cloudlysis_runtime::subject::validate_token(tenant.trim())
+            .map_err(|e| invalid(format!("tenant `{tenant}`: {e}")))?;
+        let weight: u32 = weight
+            .trim()
+            .parse()
+            .ok()
+            .filter(|w| (1..=1000).contains(w))
+            .ok_or_else(|| invalid(format!("weight of `{tenant}` must be 1..=1000")))?;
+        out.insert(tenant.trim().to_string(), weight);
+    }
+    Ok(out)
 }

@@ -4,6 +4,7 @@
 //! `application/problem+json`.
 //!
 //! Layout:
+//! - [`admission`] — per-tenant fair admission of API requests (429 / 503 with `Retry-After`).
 //! - [`auth`] — tokens, rights, TTL parsing.
 //! - [`config`] — settings.
 //! - [`problem`] — problem details.
@@ -25,6 +26,7 @@ use std::time::Duration;
 use axum::Router;
 use axum::routing::post;
 
+pub mod admission;
 pub mod auth;
 pub mod config;
 pub mod probe;
@@ -95,8 +97,8 @@ struct Inner {
     projection: tonic::transport::Channel,
     /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
     runners: Vec<(String, tonic::transport::Channel)>,
-    /// Admission: at most `max_in_flight` API requests at once.
-    admission: Arc<tokio::sync::Semaphore>,
+    /// Admission: at most `max_in_flight` API requests at once, shared fairly by tenants.
+    admission: Arc<admission::Admission>,
     in_flight: metrics::Gauge,
     /// Every node the Gateway routes to, for the probe fan-out.
     targets: Vec<probe::Target>,
@@ -158,7 +160,17 @@ impl Gateway {
                 targets,
                 fanouts: Arc::default(),
                 probe: tokio::sync::OnceCell::new(),
-                admission: Arc::new(tokio::sync::Semaphore::new(settings.max_in_flight)),
+                admission: admission::Admission::new(
+                    settings.max_in_flight,
+                    settings
+                        .tenant_max_in_flight
+                        .unwrap_or(settings.max_in_flight),
+                    settings
+                        .tenant_weights
+                        .iter()
+                        .map(|(k, v)| (k.clone(), *v))
+                        .collect(),
+                ),
                 in_flight: metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_IN_FLIGHT),
                 settings,
             }),
@@ -167,7 +179,7 @@ impl Gateway {
 
     /// API requests being handled now.
     pub fn in_flight(&self) -> usize {
-        self.inner.settings.max_in_flight - self.inner.admission.available_permits()
+        self.inner.admission.in_flight()
     }
 
     /// The probe fan-out's mailbox, starting the Gateway's supervisor and the actor the first
@@ -234,7 +246,8 @@ impl Gateway {
 
     /// The Gateway's routes (merge the runtime's service endpoints next to them).
     pub fn router(&self) -> Router {
-        Router::new()
+        // The API routes, behind the per-tenant admission.
+        let api = Router::new()
             .route(
                 "/v1/commands/{aggregate_type}/{aggregate_id}",
                 post(commands::post),
@@ -247,6 +260,12 @@ impl Gateway {
                 post(workflows::start).get(workflows::get),
             )
             .route("/v1/workflows/{name}/{id}/{verb}", post(workflows::operate))
+            .route_layer(axum::middleware::from_fn_with_state(
+                self.clone(),
+                admission::admit,
+            ));
+        Router::new()
+            .merge(api)
             .route(
                 "/admin/runner/nodes",
                 axum::routing::get(runner_admin::list),

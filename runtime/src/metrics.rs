@@ -57,6 +57,9 @@ pub mod names {
     pub const GATEWAY_IN_FLIGHT: &str = "cloudlysis_gateway_in_flight";
     /// Histogram of Gateway request time, labelled `route`.
     pub const GATEWAY_REQUEST_DURATION: &str = "cloudlysis_gateway_request_duration_seconds";
+    /// API requests the Gateway refused at admission, by `reason` (`full`, `tenant_share`,
+    /// `tenant_limit`).
+    pub const GATEWAY_ADMISSION_REJECTIONS: &str = "cloudlysis_gateway_admission_rejections_total";
     /// Node probe requests of the Gateway by `result` (`fanout`, `cached`, `rejected`).
     pub const GATEWAY_PROBES: &str = "cloudlysis_gateway_probes_total";
 
@@ -157,6 +160,7 @@ pub mod names {
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
+        GATEWAY_ADMISSION_REJECTIONS,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -277,6 +281,10 @@ fn describe() {
         names::GATEWAY_REQUEST_DURATION,
         metrics::Unit::Seconds,
         "Gateway request handling time."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_ADMISSION_REJECTIONS,
+        "Gateway API requests refused at admission, by reason (full, tenant_share, tenant_limit)."
     );
     metrics::describe_counter!(
         names::GATEWAY_PROBES,

@@ -462,6 +462,8 @@ pub fn gateway_settings(
         max_body_bytes: 4096,
         max_in_flight: 1024,
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
+        tenant_max_in_flight: None,
+        tenant_weights: Default::default(),
     }
 }
 
