@@ -40,6 +40,13 @@ pub struct BenchArgs {
 
 const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
 
+/// The node credentials of the benchmarks' in-process nodes (signed with [`SECRET`]).
+pub(crate) fn node_keys() -> anyhow::Result<cloudlysis_runtime::credential::NodeKeys> {
+    Ok(cloudlysis_runtime::credential::NodeKeys::new(
+        SECRET.as_bytes(),
+    )?)
+}
+
 /// Runs the benchmark and prints a report.
 pub async fn run(src: &ConfigSource, args: BenchArgs) -> anyhow::Result<ExitCode> {
     anyhow::ensure!(args.concurrency >= 1, "--concurrency must be at least 1");
@@ -100,7 +107,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let grpc = nodes::bind("127.0.0.1:0", "bench gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();
-    let server = tokio::spawn(node.serve_grpc(grpc, wait()));
+    let server = tokio::spawn(node.serve_grpc(grpc, node_keys()?, wait()));
     let (gateway, token) = bench_gateway(
         &format!("http://{grpc_addr}"),
         "http://127.0.0.1:1",
@@ -217,6 +224,7 @@ pub(crate) fn bench_gateway_with_runner(
         projection_addr: projection_addr.into(),
         runner_addr: runner_addr.into(),
         jwt_secret: SECRET.into(),
+        node_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,
         max_in_flight: 4096,

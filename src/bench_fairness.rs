@@ -114,12 +114,13 @@ async fn bench(
     let grpc = nodes::bind("127.0.0.1:0", "bench gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();
-    let server = tokio::spawn(node.serve_grpc(grpc, wait()));
+    let server = tokio::spawn(node.serve_grpc(grpc, crate::bench::node_keys()?, wait()));
     let gateway = Gateway::new(GatewaySettings {
         aggregate_addr: format!("http://{grpc_addr}"),
         projection_addr: "http://127.0.0.1:1".into(),
         runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
+        node_secret: SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 65_536,
         max_in_flight: args.max_in_flight,

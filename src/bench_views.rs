@@ -118,8 +118,13 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     );
     let (agg_addr, query_addr) = (agg_listener.local_addr()?, query_listener.local_addr()?);
     let (stop, wait) = nodes::shutdown_channel();
-    let agg_server = tokio::spawn(aggregate.serve_grpc(agg_listener, wait()));
-    let query_server = tokio::spawn(projection.clone().serve_grpc(query_listener, wait()));
+    let agg_server =
+        tokio::spawn(aggregate.serve_grpc(agg_listener, crate::bench::node_keys()?, wait()));
+    let query_server = tokio::spawn(projection.clone().serve_grpc(
+        query_listener,
+        crate::bench::node_keys()?,
+        wait(),
+    ));
     let (gateway, token) = bench_gateway(
         &format!("http://{agg_addr}"),
         &format!("http://{query_addr}"),

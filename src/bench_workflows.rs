@@ -66,11 +66,19 @@ async fn bench(
     let node = nodes::aggregate_node(src, &nats.js).await?;
     let grpc = nodes::bind("127.0.0.1:0", "bench aggregate gRPC").await?;
     let aggregate = format!("http://{}", grpc.local_addr()?);
-    let aggregate_server = tokio::spawn(node.serve_grpc(grpc, wait()));
-    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate), None).await?;
+    let aggregate_server = tokio::spawn(node.serve_grpc(grpc, crate::bench::node_keys()?, wait()));
+    let runner = nodes::runner_node(
+        src,
+        &nats.js,
+        Some(&aggregate),
+        None,
+        &crate::bench::node_keys()?,
+    )
+    .await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "bench runner gRPC").await?;
     let runner_addr = format!("http://{}", runner_grpc.local_addr()?);
-    let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, wait()));
+    let runner_server =
+        tokio::spawn(runner.serve_grpc(runner_grpc, crate::bench::node_keys()?, wait()));
     let (gateway, token) = bench_gateway_with_runner(
         &aggregate,
         "http://127.0.0.1:1",

@@ -40,6 +40,10 @@ pub enum Command {
     Bench(BenchCommand),
     /// Mint a bearer token for a tenant and rights (secret from CLOUDLYSIS_JWT_SECRET)
     Token(TokenArgs),
+    /// Sign a node credential (60 s) for calling a node's gRPC services directly, e.g. with
+    /// grpcurl -H "x-cloudlysis-credential: $(cloudlysis credential --rights admin:read)"
+    /// (secret from CLOUDLYSIS_NODE_SECRET)
+    Credential(CredentialArgs),
     /// Create or validate the JetStream streams
     Streams {
         #[command(subcommand)]
@@ -190,6 +194,19 @@ pub struct TokenArgs {
 }
 
 #[derive(Debug, Args)]
+pub struct CredentialArgs {
+    /// Tenant the credential acts for (admin calls act for none: the default)
+    #[arg(long, default_value = cloudlysis_runtime::credential::SYSTEM_TENANT)]
+    pub tenant: String,
+    /// Comma-separated rights, e.g. admin:read or commands:account
+    #[arg(long, default_value = "")]
+    pub rights: String,
+    /// Subject (who calls; nodes record it in audit records)
+    #[arg(long, default_value = "cli")]
+    pub subject: String,
+}
+
+#[derive(Debug, Args)]
 pub struct DevArgs {
     /// Use this NATS server instead of starting one [env: CLOUDLYSIS_NATS_URL] [file: nats.url]
     #[arg(long, value_name = "URL")]
@@ -244,6 +261,8 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::NATS_REPLICAS,
     &settings::HTTP_ADDR,
     &settings::DEV_DATA_DIR,
+    &cloudlysis_runtime::credential::NODE_SECRET,
+    &cloudlysis_runtime::credential::NODE_SECRET_PREVIOUS,
     &consumer_settings::PROJECTION_ACK_TIMEOUT_MS,
     &consumer_settings::PROJECTION_MAX_DELIVER,
     &consumer_settings::PROJECTION_MAX_IN_FLIGHT,
@@ -303,6 +322,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Gateway(args) => crate::roles::gateway(&src, args).await,
         Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
         Command::Token(args) => crate::roles::token(&src, args),
+        Command::Credential(args) => crate::roles::credential(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
         Command::Bench(BenchCommand::Views(args)) => crate::bench_views::run(&src, args).await,
         Command::Bench(BenchCommand::Workflows(args)) => {
@@ -321,7 +341,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Runner(args) => {
             crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await
         }
-        Command::Poison(args) => crate::poison::run(args).await,
+        Command::Poison(args) => crate::poison::run(&src, args).await,
     }
 }
 

@@ -16,6 +16,9 @@ use crate::{nodes, streams};
 
 /// The token secret of `cloudlysis dev` when `CLOUDLYSIS_JWT_SECRET` is not set. Dev only.
 pub const DEV_JWT_SECRET: &str = "cloudlysis-dev-secret-do-not-use-in-production";
+/// The node secret of `cloudlysis dev` when `CLOUDLYSIS_NODE_SECRET` is not set (its nodes
+/// listen on loopback only). Dev only.
+pub const DEV_NODE_SECRET: &str = "cloudlysis-dev-node-secret-do-not-use-in-production";
 /// The tenant of the printed dev token.
 pub const DEV_TENANT: &str = "demo";
 
@@ -235,6 +238,9 @@ async fn serve(
         return Ok(ExitCode::FAILURE);
     }
 
+    // The nodes take calls with credentials signed by the dev node secret (or the configured one).
+    let keys = cloudlysis_runtime::credential::NodeKeys::load(src, Some(DEV_NODE_SECRET))?;
+
     // The aggregate node, on an ephemeral gRPC port of this machine.
     let node = nodes::aggregate_node(src, &nats.js).await?;
     let grpc = nodes::bind("127.0.0.1:0", "the dev aggregate node").await?;
@@ -242,21 +248,21 @@ async fn serve(
     let (stop, wait) = nodes::shutdown_channel();
     let aggregate_types = node.aggregate_types().join(", ");
     let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
-    let grpc_server = tokio::spawn(node.serve_grpc(grpc, wait()));
+    let grpc_server = tokio::spawn(node.serve_grpc(grpc, keys.clone(), wait()));
 
     // The projection node with the demo views, on another ephemeral gRPC port.
     let projection = nodes::projection_node(src, &nats.js, None, None).await?;
     let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
     let query_addr = query_grpc.local_addr()?;
-    let query_server = tokio::spawn(projection.serve_grpc(query_grpc, wait()));
+    let query_server = tokio::spawn(projection.serve_grpc(query_grpc, keys.clone(), wait()));
 
     // The runner node with the demo saga; its effects send commands to the aggregate node.
     let aggregate_uri = format!("http://{grpc_addr}");
-    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri), None).await?;
+    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri), None, &keys).await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
     let runner_addr = runner_grpc.local_addr()?;
     let workflows = runner.workflows().join(", ");
-    let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, wait()));
+    let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, keys.clone(), wait()));
 
     // The Gateway, routing to all three. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is
     // set.
@@ -268,6 +274,7 @@ async fn serve(
         Some(&projection_uri),
         Some(&runner_uri),
         Some(DEV_JWT_SECRET),
+        Some(DEV_NODE_SECRET),
     )?;
     let gateway = Gateway::new(settings)?;
     let token = gateway.authenticator().mint(

@@ -80,13 +80,15 @@ pub async fn projection_node(
 }
 
 /// Builds the runner node with the demo `transfer` saga and its effects, which send commands to
-/// the aggregate node at `runner.aggregate_addr` (`aggregate_addr_flag` over env over file).
+/// the aggregate node at `runner.aggregate_addr` (`aggregate_addr_flag` over env over file),
+/// with credentials signed by `keys`.
 /// A test-only fault point is read from `CLOUDLYSIS_TEST_FAULT`.
 pub async fn runner_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
     aggregate_addr_flag: Option<&str>,
     reload: Option<cloudlysis_actors::runner::ReloadSource>,
+    keys: &cloudlysis_runtime::credential::NodeKeys,
 ) -> anyhow::Result<cloudlysis_actors::runner::RunnerNode> {
     use cloudlysis_actors::runner::{self, CommandClient, RunnerNode, RunnerSettings};
     use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
@@ -101,7 +103,7 @@ pub async fn runner_node(
     } else {
         format!("http://{addr}")
     };
-    let client = CommandClient::lazy(&addr)
+    let client = CommandClient::lazy(&addr, keys.clone())
         .map_err(|e| anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)"))?;
     let fault = runner::outbox::Fault::from_env();
     if let Some(f) = fault {
@@ -139,8 +141,16 @@ pub fn ops_router_with(
 ) -> anyhow::Result<axum::Router> {
     let handle = metrics::install()?;
     metrics::record_build_info(role);
+    cloudlysis_runtime::credential::register_metrics();
     let readiness = Readiness::new();
     readiness.nats(client.clone());
+    // Connected is not enough: JetStream must answer for the streams this role uses.
+    use cloudlysis_runtime::stream::{AGGREGATE_EVENTS, WORKFLOW_COMMANDS, WORKFLOW_EVENTS};
+    let streams: &'static [&'static str] = match role {
+        "aggregate" | "projection" => &[AGGREGATE_EVENTS],
+        _ => &[AGGREGATE_EVENTS, WORKFLOW_COMMANDS, WORKFLOW_EVENTS],
+    };
+    readiness.jetstream(async_nats::jetstream::new(client.clone()), streams);
     // A node whose supervision tree failed (escalated to the root) is not ready.
     let tree = root.clone();
     readiness.register("supervision", move || {

@@ -25,7 +25,12 @@ fn summary(s: &PoisonSummary) -> serde_json::Value {
 }
 
 /// Runs one poison verb; exit 1 when a redrive failed.
-pub async fn run(args: PoisonArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(
+    src: &cloudlysis_runtime::config::ConfigSource,
+    args: PoisonArgs,
+) -> anyhow::Result<ExitCode> {
+    // Each call carries a node credential signed with `node.secret`, naming the actor.
+    let keys = cloudlysis_runtime::credential::NodeKeys::load(src, None)?;
     let addr = args
         .node_addr
         .unwrap_or_else(|| "http://127.0.0.1:50052".into());
@@ -40,7 +45,22 @@ pub async fn run(args: PoisonArgs) -> anyhow::Result<ExitCode> {
         .connect()
         .await
         .with_context(|| format!("cannot reach the projection node at {addr} (--node-addr)"))?;
-    let mut client = OpsAdminClient::new(channel);
+    let rights = ["admin:read".to_string(), "admin:operate".to_string()];
+    let credential: tonic::metadata::MetadataValue<tonic::metadata::Ascii> = keys
+        .sign(
+            &actor,
+            cloudlysis_runtime::credential::SYSTEM_TENANT,
+            &rights,
+        )?
+        .parse()
+        .context("the node credential is not ASCII")?;
+    let mut client = OpsAdminClient::with_interceptor(channel, move |mut r: tonic::Request<()>| {
+        r.metadata_mut().insert(
+            cloudlysis_runtime::context::headers::NODE_CREDENTIAL,
+            credential.clone(),
+        );
+        Ok(r)
+    });
     fn request<T>(actor: &str, msg: T) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
         if let Ok(v) = actor.parse() {

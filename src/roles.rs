@@ -5,7 +5,8 @@ use std::process::ExitCode;
 use cloudlysis_actors::aggregate::node::GRPC_ADDR;
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::{ConfigSource, settings};
-use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
+use cloudlysis_runtime::credential::NodeKeys;
+use cloudlysis_runtime::service::{self, ServiceEndpoints};
 
 use crate::cli::{AggregateArgs, GatewayArgs};
 use crate::nodes;
@@ -22,6 +23,7 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         args.http_addr.as_deref(),
         "127.0.0.1:8081".into(),
     )?;
+    let keys = NodeKeys::load(src, None)?;
     let grpc = nodes::bind(&grpc_addr, "aggregate.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-aggregate").await?;
@@ -33,7 +35,7 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         node.aggregate_types().join(", "),
         http.local_addr()?
     );
-    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
+    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await
 }
 
 /// Runs a Gateway until Ctrl-C or SIGTERM.
@@ -49,13 +51,14 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         args.projection_addr.as_deref(),
         args.runner_addr.as_deref(),
         None,
+        None,
     )?;
     let gateway = Gateway::new(settings)?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let handle = cloudlysis_runtime::metrics::install()?;
     cloudlysis_runtime::metrics::record_build_info("gateway");
     let app = gateway.router().merge(service::router(ServiceEndpoints {
-        readiness: Readiness::new(),
+        readiness: gateway.readiness(),
         metrics: handle,
     }));
     eprintln!("gateway: HTTP on http://{}", http.local_addr()?);
@@ -75,6 +78,7 @@ pub async fn runner(
     use cloudlysis_actors::runner;
     // Validate the role's settings before anything is bound or connected.
     runner::RunnerSettings::load(src)?;
+    let keys = NodeKeys::load(src, None)?;
     let grpc_addr: String = src.get_or(
         &runner::GRPC_ADDR,
         args.grpc_addr.as_deref(),
@@ -92,8 +96,14 @@ pub async fn runner(
     let reload: runner::ReloadSource = std::sync::Arc::new(move || {
         crate::cli::config_source(config_path.as_ref()).map_err(|e| format!("{e:#}"))
     });
-    let node =
-        nodes::runner_node(src, &nats.js, args.aggregate_addr.as_deref(), Some(reload)).await?;
+    let node = nodes::runner_node(
+        src,
+        &nats.js,
+        args.aggregate_addr.as_deref(),
+        Some(reload),
+        &keys,
+    )
+    .await?;
     let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
         let node = node.clone();
         r.register("intake", move || {
@@ -116,11 +126,16 @@ pub async fn runner(
     );
     let draining = node.clone();
     let grace = runner::RunnerSettings::load(src)?.drain_grace;
-    nodes::serve_until_signal_then(http, ops, |stop| node.serve_grpc(grpc, stop), async move {
-        eprintln!("draining the runner (grace {grace:?})");
-        let progress = draining.drain(grace, true).await;
-        eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
-    })
+    nodes::serve_until_signal_then(
+        http,
+        ops,
+        |stop| node.serve_grpc(grpc, keys, stop),
+        async move {
+            eprintln!("draining the runner (grace {grace:?})");
+            let progress = draining.drain(grace, true).await;
+            eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
+        },
+    )
     .await
 }
 
@@ -156,6 +171,7 @@ pub async fn projection(
         args.http_addr.as_deref(),
         "127.0.0.1:8082".into(),
     )?;
+    let keys = NodeKeys::load(src, None)?;
     let grpc = nodes::bind(&grpc_addr, "projection.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-projection").await?;
@@ -168,7 +184,7 @@ pub async fn projection(
         http.local_addr()?,
         node.view_names().join(", ")
     );
-    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, stop)).await
+    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await
 }
 
 /// `cloudlysis projection rebuild <view>`: requests a rebuild and (unless `--no-wait`) waits
@@ -257,9 +273,35 @@ pub async fn rebuild(
     }
 }
 
+/// `cloudlysis token` needs only the token secret: a placeholder stands in for the node secret.
+const UNUSED_NODE_SECRET: &str = "cloudlysis-token-needs-no-node-secret!";
+
+/// `cloudlysis credential`: prints a node credential (for grpcurl and other gRPC tools) on
+/// stdout, signed with `node.secret`.
+pub fn credential(
+    src: &ConfigSource,
+    args: crate::cli::CredentialArgs,
+) -> anyhow::Result<ExitCode> {
+    let keys = NodeKeys::load(src, None)?;
+    let rights: Vec<String> = args
+        .rights
+        .split(',')
+        .map(str::trim)
+        .filter(|r| !r.is_empty())
+        .map(str::to_string)
+        .collect();
+    if let Some(bad) = rights.iter().find(|r| !r.contains(':')) {
+        anyhow::bail!("invalid --rights entry {bad:?}: expected scope:name, e.g. admin:read");
+    }
+    cloudlysis_runtime::subject::validate_token(&args.tenant)
+        .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
+    println!("{}", keys.sign(&args.subject, &args.tenant, &rights)?);
+    Ok(ExitCode::SUCCESS)
+}
+
 /// `cloudlysis token`: prints a signed token on stdout.
 pub fn token(src: &ConfigSource, args: crate::cli::TokenArgs) -> anyhow::Result<ExitCode> {
-    let settings = GatewaySettings::load(src, None, None, None, None)?;
+    let settings = GatewaySettings::load(src, None, None, None, None, Some(UNUSED_NODE_SECRET))?;
     let auth = cloudlysis_gateway::Authenticator::new(settings.jwt_secret.as_bytes())?;
     let ttl = cloudlysis_gateway::auth::parse_ttl(&args.ttl)
         .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;

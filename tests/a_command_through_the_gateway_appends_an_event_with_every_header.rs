@@ -127,11 +127,15 @@ async fn the_aggregate_node_serves_grpc_health_and_node_admin() {
     );
 
     let mut admin = cloudlysis_proto::node::node_admin_client::NodeAdminClient::new(channel);
-    let node = admin
+    // Without a node credential the node refuses; with an operator's it describes itself.
+    let refused = admin
         .describe(cloudlysis_proto::node::DescribeRequest {})
         .await
-        .unwrap()
-        .into_inner();
+        .unwrap_err();
+    assert_eq!(refused.code(), tonic::Code::Unauthenticated, "{refused}");
+    let mut req = tonic::Request::new(cloudlysis_proto::node::DescribeRequest {});
+    common::sign(&mut req, "_system", &["admin:read"]);
+    let node = admin.describe(req).await.unwrap().into_inner();
     assert_eq!(node.role, "aggregate");
     assert_eq!(node.supervision.unwrap().name, "aggregate-node");
 }

@@ -18,6 +18,10 @@ const ACCOUNTS: u64 = 20;
 
 async fn start_node(url: &str) -> (tokio::process::Child, String) {
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args([
             "projection",
             "--nats-url",
@@ -106,6 +110,12 @@ async fn the_view_equals_the_fold_after_a_crash() {
         min_sequence: Some(last),
     });
     RequestContext::new(load.tenant.clone()).inject(req.metadata_mut());
+    req.metadata_mut().insert(
+        "x-cloudlysis-credential",
+        cloudlysis_test_support::node_credential(load.tenant.as_str(), &["queries:balances"])
+            .parse()
+            .unwrap(),
+    );
     req.set_timeout(Duration::from_secs(60));
     let resp = client
         .get(req)

@@ -81,9 +81,10 @@ async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
     .await
     .unwrap();
 
-    let mut admin = ProjectionAdminClient::connect(format!("http://{}", p.projection_addr))
-        .await
-        .unwrap();
+    let mut admin = ProjectionAdminClient::with_interceptor(
+        common::node_channel(p.projection_addr).await,
+        common::operator_credential,
+    );
     let started = admin
         .rebuild_view(RebuildViewRequest {
             view: "balances".into(),
@@ -211,9 +212,10 @@ async fn a_rebuilt_view_equals_the_live_one_and_queries_never_stop() {
 #[tokio::test]
 async fn rebuild_refuses_unknown_views_and_a_second_concurrent_rebuild() {
     let p = Platform::start().await;
-    let mut admin = ProjectionAdminClient::connect(format!("http://{}", p.projection_addr))
-        .await
-        .unwrap();
+    let mut admin = ProjectionAdminClient::with_interceptor(
+        common::node_channel(p.projection_addr).await,
+        common::operator_credential,
+    );
     let err = admin
         .rebuild_view(RebuildViewRequest {
             view: "nosuchview".into(),

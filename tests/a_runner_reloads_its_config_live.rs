@@ -25,9 +25,10 @@ fn concurrency(status: &serde_json::Value, effect: &str) -> u64 {
 async fn mailbox_capacity(grpc: &str, effect: &str) -> u64 {
     use cloudlysis_proto::node::SupervisorNode;
     use cloudlysis_proto::node::node_admin_client::NodeAdminClient;
-    let mut client = NodeAdminClient::connect(format!("http://{grpc}"))
-        .await
-        .unwrap();
+    let mut client = NodeAdminClient::with_interceptor(
+        common::node_channel(grpc).await,
+        common::operator_credential,
+    );
     let tree = client
         .describe(cloudlysis_proto::node::DescribeRequest {})
         .await

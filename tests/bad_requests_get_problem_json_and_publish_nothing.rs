@@ -262,6 +262,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         projection_addr: "http://127.0.0.1:1".into(),
         runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
+        node_secret: cloudlysis_test_support::NODE_SECRET.into(),
         command_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
         max_in_flight: 1024,

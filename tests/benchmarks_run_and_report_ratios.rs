@@ -7,6 +7,10 @@ use std::process::Command;
 
 fn bench(args: &[&str]) -> String {
     let out = Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .env_remove("CLOUDLYSIS_NATS_URL")
         .env_remove("CLOUDLYSIS_CONFIG")
         .env("RUST_LOG", "warn")
@@ -65,6 +69,10 @@ fn bench_workflows_reports_both_phases_and_the_ratio() {
 #[test]
 fn bench_views_refuses_bad_settings() {
     let out = Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["bench", "views", "--rate", "0"])
         .output()
         .unwrap();

@@ -6,8 +6,52 @@ use std::process::Command;
 fn cloudlysis() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_cloudlysis"));
     c.env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG");
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        );
     c
+}
+
+#[test]
+fn every_role_refuses_to_start_without_a_node_secret() {
+    for role in ["aggregate", "projection", "runner", "gateway"] {
+        let mut c = cloudlysis();
+        c.env_remove("CLOUDLYSIS_NODE_SECRET")
+            .env(
+                "CLOUDLYSIS_JWT_SECRET",
+                "a-gateway-token-secret-of-32-bytes-or-more",
+            )
+            .args([role, "--http-addr", "127.0.0.1:0"]);
+        if role != "gateway" {
+            c.args([
+                "--nats-url",
+                "nats://127.0.0.1:1",
+                "--grpc-addr",
+                "127.0.0.1:0",
+            ]);
+        }
+        let out = c.output().unwrap();
+        assert!(!out.status.success(), "{role}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(stderr.contains("node.secret"), "{role}: {stderr}");
+        assert!(
+            stderr.contains("CLOUDLYSIS_NODE_SECRET"),
+            "{role}: {stderr}"
+        );
+    }
+    // A short one is refused as well.
+    let out = cloudlysis()
+        .env("CLOUDLYSIS_NODE_SECRET", "short")
+        .args(["aggregate", "--nats-url", "nats://127.0.0.1:1"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("node.secret") && stderr.contains("32"),
+        "{stderr}"
+    );
 }
 
 #[test]

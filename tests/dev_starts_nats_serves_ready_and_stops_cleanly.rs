@@ -11,6 +11,10 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("CLOUDLYSIS_NATS_URL")

@@ -90,6 +90,10 @@ async fn every_panel_query_is_valid_and_returns_data() {
 
     // cloudlysis dev, with a little traffic: the printed examples.
     let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env_remove("CLOUDLYSIS_NATS_URL")

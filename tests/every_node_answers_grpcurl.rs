@@ -1,7 +1,8 @@
 //! Common gRPC clients can list and call every node: grpcurl 1.8 (which speaks only server
 //! reflection v1alpha) lists each role's services and calls `grpc.health.v1.Health/Check`.
 //! Before the fix only the runner served reflection (and the aggregate node only v1: grpcurl
-//! said "server does not support the reflection API"). Needs grpcurl (`./x test` installs the
+//! said "server does not support the reflection API"). Describe needs a node credential, which
+//! `cloudlysis credential` signs for grpcurl's `-H`. Needs grpcurl (`./x test` installs the
 //! pinned one into `.tools/grpcurl`, or set `GRPCURL_BIN`).
 
 mod common;
@@ -22,12 +23,16 @@ fn grpcurl() -> String {
     "grpcurl".into()
 }
 
-async fn run(args: &[&str]) -> String {
-    let out = tokio::process::Command::new(grpcurl())
+async fn output(args: &[&str]) -> std::process::Output {
+    tokio::process::Command::new(grpcurl())
         .args(args)
         .output()
         .await
-        .expect("grpcurl (scripts/install-grpcurl; ./x test runs it) or GRPCURL_BIN");
+        .expect("grpcurl (scripts/install-grpcurl; ./x test runs it) or GRPCURL_BIN")
+}
+
+async fn run(args: &[&str]) -> String {
+    let out = output(args).await;
     assert!(
         out.status.success(),
         "grpcurl {args:?}: {}{}",
@@ -61,6 +66,21 @@ async fn grpcurl_lists_and_calls_every_node() {
             "runner.admin.v1.RunnerAdmin",
         ),
     ];
+    // What an operator does: sign a credential with the CLI and hand it to grpcurl.
+    let credential = std::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
+        .args(["credential", "--rights", "admin:read", "--subject", "ops"])
+        .output()
+        .unwrap();
+    assert!(credential.status.success(), "{credential:?}");
+    let header = format!(
+        "x-cloudlysis-credential: {}",
+        String::from_utf8_lossy(&credential.stdout).trim()
+    );
     for (addr, service) in &nodes {
         let list = run(&["-plaintext", addr, "list"]).await;
         for expected in [
@@ -73,7 +93,20 @@ async fn grpcurl_lists_and_calls_every_node() {
         }
         let health = run(&["-plaintext", addr, "grpc.health.v1.Health/Check"]).await;
         assert!(health.contains("SERVING"), "{addr}: {health}");
-        let described = run(&["-plaintext", addr, "node.admin.v1.NodeAdmin/Describe"]).await;
+        let refused = output(&["-plaintext", addr, "node.admin.v1.NodeAdmin/Describe"]).await;
+        let text = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            !refused.status.success() && text.contains("Unauthenticated"),
+            "{addr}: {text}"
+        );
+        let described = run(&[
+            "-plaintext",
+            "-H",
+            &header,
+            addr,
+            "node.admin.v1.NodeAdmin/Describe",
+        ])
+        .await;
         assert!(described.contains("\"role\""), "{addr}: {described}");
     }
 }

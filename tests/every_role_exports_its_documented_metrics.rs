@@ -151,6 +151,10 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> Role {
     cmd.args(args)
         .env_remove("CLOUDLYSIS_CONFIG")
         .env("CLOUDLYSIS_JWT_SECRET", SECRET)
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .kill_on_drop(true);
@@ -213,6 +217,12 @@ async fn open_account(grpc: &str, id: &str) {
         expected_version: None,
     });
     RequestContext::new(TenantId::new("acme").unwrap()).inject(req.metadata_mut());
+    req.metadata_mut().insert(
+        "x-cloudlysis-credential",
+        cloudlysis_test_support::node_credential("acme", &["commands:account"])
+            .parse()
+            .unwrap(),
+    );
     client.execute(req).await.unwrap();
 }
 

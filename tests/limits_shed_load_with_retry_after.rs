@@ -68,6 +68,7 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
         projection_addr: "http://127.0.0.1:1".into(),
         runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
+        node_secret: cloudlysis_test_support::NODE_SECRET.into(),
         command_timeout: Duration::from_secs(3),
         max_body_bytes: 4096,
         max_in_flight: 1,

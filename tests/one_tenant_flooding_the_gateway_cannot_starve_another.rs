@@ -28,6 +28,7 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         projection_addr: "http://127.0.0.1:1".into(),
         runner_addr: "http://127.0.0.1:1".into(),
         jwt_secret: SECRET.into(),
+        node_secret: cloudlysis_test_support::NODE_SECRET.into(),
         command_timeout: Duration::from_secs(5),
         max_body_bytes: 4096,
         max_in_flight: 10,

@@ -58,6 +58,10 @@ async fn a_commands_trace_has_every_hop_and_no_orphan() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))

@@ -83,7 +83,11 @@ async fn a_poisoned_event_is_inspected_redriven_after_the_fix_and_purged() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(picky.clone().serve_grpc(listener, std::future::pending()));
+    tokio::spawn(picky.clone().serve_grpc(
+        listener,
+        cloudlysis_test_support::node_keys(),
+        std::future::pending(),
+    ));
     let gw = p.gateway_with(|s| s.projection_addr = format!("http://{addr}"));
     let mut announced = p
         .server

@@ -11,6 +11,10 @@ use cloudlysis_test_support::NatsServer;
 
 fn rebuild(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .env_remove("CLOUDLYSIS_NATS_URL")
         .env_remove("CLOUDLYSIS_CONFIG")
         .args(["projection", "rebuild"])

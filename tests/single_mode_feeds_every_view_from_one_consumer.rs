@@ -191,6 +191,10 @@ async fn single_mode_over_views_that_ran_per_view_is_refused() {
 #[test]
 fn a_bad_mode_names_the_setting() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .env_remove("CLOUDLYSIS_CONFIG")
         .args([
             "projection",

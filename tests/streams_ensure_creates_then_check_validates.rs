@@ -7,6 +7,10 @@ use cloudlysis_test_support::NatsServer;
 
 fn cloudlysis(args: &[&str]) -> std::process::Output {
     Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(args)
         .env_remove("CLOUDLYSIS_NATS_URL")
         .env_remove("CLOUDLYSIS_CONFIG")

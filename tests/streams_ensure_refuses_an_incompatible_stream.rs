@@ -16,6 +16,10 @@ async fn an_incompatible_stream_fails_with_a_one_line_reason() {
     js.create_stream(cfg).await.unwrap();
 
     let out = Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["streams", "ensure", "--nats-url", &server.url()])
         .env_remove("CLOUDLYSIS_CONFIG")
         .output()

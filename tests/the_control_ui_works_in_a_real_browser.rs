@@ -120,6 +120,10 @@ async fn run_e2e(url: &str, token: &str, expect_poison: bool) {
 async fn against_dev() {
     let dir = tempfile::tempdir().unwrap();
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
         .arg(dir.path().join("data"))
         .env("CLOUDLYSIS_UI_DIR", ui_dir().join("dist"))
@@ -179,7 +183,11 @@ async fn against_a_poisoned_view() {
         .unwrap();
     let grpc = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let node_addr = grpc.local_addr().unwrap();
-    tokio::spawn(node.serve_grpc(grpc, std::future::pending()));
+    tokio::spawn(node.serve_grpc(
+        grpc,
+        cloudlysis_test_support::node_keys(),
+        std::future::pending(),
+    ));
     let gw = p.gateway_with(|s| {
         s.projection_addr = format!("http://{node_addr}");
         s.ui_dir = ui_dir().join("dist");

@@ -34,6 +34,10 @@ impl View for Thirteen {
 
 async fn cli(args: &[&str]) -> (bool, String) {
     let out = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
         .args(args)
         .output()
         .await
@@ -63,7 +67,11 @@ async fn the_cli_lists_shows_redrives_and_purges_poison() {
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = format!("http://{}", listener.local_addr().unwrap());
-    tokio::spawn(node.serve_grpc(listener, std::future::pending()));
+    tokio::spawn(node.serve_grpc(
+        listener,
+        cloudlysis_test_support::node_keys(),
+        std::future::pending(),
+    ));
     let writer = p.token("acme", &["commands:account"]);
     p.account_command(&writer, "a", r#"{"type":"Open","payload":{"owner":"o"}}"#)
         .await;

@@ -46,6 +46,7 @@ pub const ADMIN_CALL_TIMEOUT: Duration = Duration::from_secs(5);
 struct Operator {
     subject: String,
     ctx: RequestContext,
+    credential: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
 }
 
 /// Authenticates and checks `admin:<right>`.
@@ -57,6 +58,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap, right: &str) -> Result<Operator, Pro
     let mut ctx = RequestContext::new(tenant);
     ctx.correlation_id = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
     Ok(Operator {
+        credential: gw.credential(&claims)?,
         subject: claims.sub,
         ctx,
     })
@@ -66,6 +68,8 @@ fn admit(gw: &Gateway, headers: &HeaderMap, right: &str) -> Result<Operator, Pro
 fn request<T>(op: &Operator, msg: T) -> tonic::Request<T> {
     let mut r = tonic::Request::new(msg);
     op.ctx.inject(r.metadata_mut());
+    r.metadata_mut()
+        .insert(h::NODE_CREDENTIAL, op.credential.clone());
     if let Ok(v) = op.subject.parse() {
         r.metadata_mut().insert(h::ACTOR, v);
     }
@@ -136,15 +140,25 @@ async fn probe(gw: &Gateway, op: &Operator) -> Result<Vec<Probed>, Problem> {
         .retry_after(1));
     };
     let (tx, rx) = ractor::concurrency::oneshot();
-    slot.send(ProbeMsg::Probe(op.ctx.clone(), tx.into()))
-        .map_err(|_| {
-            Problem::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "the probe fan-out is not running",
-            )
-            .retry_after(1)
-        })?;
+    // The probe is the Gateway's own call, shared by every operator through its cache: it acts
+    // for no tenant, with the right to describe nodes only.
+    let mut ctx = op.ctx.clone();
+    ctx.tenant = cloudlysis_runtime::TenantId::new(cloudlysis_runtime::credential::SYSTEM_TENANT)
+        .map_err(|e| {
+        Problem::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", e.to_string())
+    })?;
+    let call = crate::NodeCall {
+        ctx,
+        credential: gw.service_credential(&["admin:read".into()])?,
+    };
+    slot.send(ProbeMsg::Probe(call, tx.into())).map_err(|_| {
+        Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            "the probe fan-out is not running",
+        )
+        .retry_after(1)
+    })?;
     // Waiting requests are served in turn: a fan-out (bounded by its deadline) each at worst.
     let wait = crate::probe::PROBE_DEADLINE * 4;
     match tokio::time::timeout(wait, rx).await {

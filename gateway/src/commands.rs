@@ -208,6 +208,9 @@ async fn handle(
         expected_version,
     });
     ctx.inject(request.metadata_mut());
+    request
+        .metadata_mut()
+        .insert(h::NODE_CREDENTIAL, gw.credential(&claims)?);
     request.set_timeout(gw.inner.settings.command_timeout);
     let mut client = CommandServiceClient::new(gw.inner.aggregate.clone());
     // No retry: only the client can make a command retry safe (Idempotency-Key).
@@ -344,7 +347,16 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
         }
         Code::OutOfRange => Problem::new(StatusCode::PAYLOAD_TOO_LARGE, "payload-too-large", msg),
-        Code::Unauthenticated => Problem::unauthorized(msg),
+        // The caller's token was verified here: a node refusing the Gateway's credential is a
+        // deployment fault (`node.secret` differs, clocks apart), not the client's.
+        Code::Unauthenticated => Problem::new(
+            StatusCode::BAD_GATEWAY,
+            "node-error",
+            format!(
+                "the {role} node refused the Gateway's node credential ({msg}); nothing was done \
+                 there — check that both use the same node.secret"
+            ),
+        ),
         Code::PermissionDenied => Problem::forbidden(msg),
         _ => Problem::new(StatusCode::BAD_GATEWAY, "node-error", msg),
     }

@@ -107,6 +107,8 @@ pub struct GatewaySettings {
     pub runner_addr: String,
     /// Token secret.
     pub jwt_secret: String,
+    /// The node secret (`node.secret`) node credentials are signed with.
+    pub node_secret: String,
     /// Command deadline.
     pub command_timeout: Duration,
     /// Body limit.
@@ -128,6 +130,7 @@ impl std::fmt::Debug for GatewaySettings {
             .field("projection_addr", &self.projection_addr)
             .field("runner_addr", &self.runner_addr)
             .field("jwt_secret", &"<redacted>")
+            .field("node_secret", &"<redacted>")
             .field("command_timeout", &self.command_timeout)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("max_in_flight", &self.max_in_flight)
@@ -155,14 +158,23 @@ impl GatewaySettings {
         }
     }
 
-    /// Loads the settings; `jwt_secret_default` is used when no secret is configured (dev only).
+    /// Loads the settings; `jwt_secret_default` and `node_secret_default` are used when no
+    /// secret is configured (dev only).
     pub fn load(
         src: &ConfigSource,
         aggregate_addr_flag: Option<&str>,
         projection_addr_flag: Option<&str>,
         runner_addr_flag: Option<&str>,
         jwt_secret_default: Option<&str>,
+        node_secret_default: Option<&str>,
     ) -> Result<Self, ConfigError> {
+        // Validated like every node validates it; the Gateway only signs.
+        cloudlysis_runtime::credential::NodeKeys::load(src, node_secret_default)?;
+        let node_secret = src
+            .raw(&cloudlysis_runtime::credential::NODE_SECRET, None)
+            .map(|(s, _)| s)
+            .or_else(|| node_secret_default.map(str::to_string))
+            .unwrap_or_default();
         let projection_addr: String = src.get_or(
             &PROJECTION_ADDR,
             projection_addr_flag,
@@ -240,6 +252,7 @@ impl GatewaySettings {
             projection_addr,
             runner_addr,
             jwt_secret,
+            node_secret,
             command_timeout: src.get_millis(
                 &COMMAND_TIMEOUT_MS,
                 None,

@@ -31,6 +31,7 @@ pub mod auth;
 pub mod config;
 pub mod probe;
 pub mod problem;
+pub mod readiness;
 
 mod admin;
 mod commands;
@@ -48,6 +49,9 @@ pub enum GatewayError {
     /// The token secret is unusable.
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
+    /// The node secret is unusable.
+    #[error(transparent)]
+    Credential(#[from] cloudlysis_runtime::credential::CredentialError),
     /// A node address is not a valid endpoint.
     #[error("invalid node address {addr}: {reason}")]
     Endpoint {
@@ -84,6 +88,29 @@ fn register_metrics() {
     }
 }
 
+/// The subject of the Gateway's own node credentials (probes).
+pub const SERVICE_SUBJECT: &str = "cloudlysis-gateway";
+
+/// What a call to a node carries: the request context and the caller's node credential.
+#[derive(Clone, Debug)]
+pub struct NodeCall {
+    /// Tenant, correlation, trace, idempotency key.
+    pub ctx: cloudlysis_runtime::context::RequestContext,
+    /// The signed node credential.
+    pub credential: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+impl NodeCall {
+    /// Puts the context and the credential into a request's metadata.
+    pub fn inject(&self, metadata: &mut tonic::metadata::MetadataMap) {
+        self.ctx.inject(metadata);
+        metadata.insert(
+            cloudlysis_runtime::context::headers::NODE_CREDENTIAL,
+            self.credential.clone(),
+        );
+    }
+}
+
 /// A Gateway: settings, token verifier and node channels. Cheap to clone.
 #[derive(Clone)]
 pub struct Gateway {
@@ -93,6 +120,8 @@ pub struct Gateway {
 struct Inner {
     settings: GatewaySettings,
     auth: Authenticator,
+    /// Signs the node credential of every call to a node.
+    keys: cloudlysis_runtime::credential::NodeKeys,
     aggregate: tonic::transport::Channel,
     projection: tonic::transport::Channel,
     /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
@@ -115,6 +144,7 @@ impl Gateway {
     /// Builds a Gateway. Node channels connect lazily and reconnect by themselves.
     pub fn new(settings: GatewaySettings) -> Result<Self, GatewayError> {
         let auth = Authenticator::new(settings.jwt_secret.as_bytes())?;
+        let keys = cloudlysis_runtime::credential::NodeKeys::new(settings.node_secret.as_bytes())?;
         let channel = |addr: &str| -> Result<tonic::transport::Channel, GatewayError> {
             Ok(tonic::transport::Endpoint::from_shared(addr.to_string())
                 .map_err(|e| GatewayError::Endpoint {
@@ -154,6 +184,7 @@ impl Gateway {
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,
+                keys,
                 aggregate,
                 projection,
                 runners,
@@ -175,6 +206,47 @@ impl Gateway {
                 settings,
             }),
         })
+    }
+
+    /// A node credential for the caller of `claims`: its subject, tenant and rights, signed
+    /// for [`cloudlysis_runtime::credential::DEFAULT_TTL`].
+    pub(crate) fn credential(
+        &self,
+        claims: &auth::Claims,
+    ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, problem::Problem> {
+        self.sign(&claims.sub, &claims.tenant, &claims.rights)
+    }
+
+    /// The Gateway's own credential for calls made for no tenant (probes), with `rights`.
+    pub(crate) fn service_credential(
+        &self,
+        rights: &[String],
+    ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, problem::Problem> {
+        self.sign(
+            SERVICE_SUBJECT,
+            cloudlysis_runtime::credential::SYSTEM_TENANT,
+            rights,
+        )
+    }
+
+    fn sign(
+        &self,
+        subject: &str,
+        tenant: &str,
+        rights: &[String],
+    ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, problem::Problem> {
+        self.inner
+            .keys
+            .sign(subject, tenant, rights)
+            .ok()
+            .and_then(|t| t.parse().ok())
+            .ok_or_else(|| {
+                problem::Problem::new(
+                    axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "the node credential could not be signed",
+                )
+            })
     }
 
     /// API requests being handled now.

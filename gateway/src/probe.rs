@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use cloudlysis_proto::node::node_admin_client::NodeAdminClient;
 use cloudlysis_proto::node::{DescribeRequest, DescribeResponse};
-use cloudlysis_runtime::RequestContext;
 use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::metrics::names;
 use futures::StreamExt;
@@ -56,9 +55,10 @@ pub struct Probed {
 
 /// Messages of the probe actor.
 pub enum ProbeMsg {
-    /// Every node's answer, fresh within the TTL; the request's context travels with the calls
-    /// of a fan-out it starts.
-    Probe(RequestContext, RpcReplyPort<Vec<Probed>>),
+    /// Every node's answer, fresh within the TTL; the context (the Gateway's own tenant-less
+    /// credential, the request's correlation and trace) travels with the calls of a fan-out it
+    /// starts.
+    Probe(crate::NodeCall, RpcReplyPort<Vec<Probed>>),
 }
 
 /// The probe fan-out actor.
@@ -113,7 +113,7 @@ impl BoundedActor for ProbeActor {
 }
 
 /// Asks every target, [`PROBE_CONCURRENCY`] at a time, each within [`PROBE_DEADLINE`].
-async fn fan_out(targets: &[Target], ctx: &RequestContext) -> Vec<Probed> {
+async fn fan_out(targets: &[Target], ctx: &crate::NodeCall) -> Vec<Probed> {
     futures::stream::iter(targets.iter().cloned().map(|t| {
         let ctx = ctx.clone();
         async move {

@@ -136,7 +136,7 @@ async fn respond<F, Fut>(
     call: F,
 ) -> Response
 where
-    F: Fn(RequestContext, Option<u64>, QueryServiceClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(crate::NodeCall, Option<u64>, QueryServiceClient<tonic::transport::Channel>) -> Fut,
     Fut: std::future::Future<Output = Result<(u64, serde_json::Value), Problem>>,
 {
     let started = Instant::now();
@@ -170,7 +170,8 @@ where
             request_id: None,
             idempotency_key: None,
         };
-        Ok::<_, Problem>((ctx, min))
+        let credential = gw.credential(&claims)?;
+        Ok::<_, Problem>((crate::NodeCall { ctx, credential }, min))
     }
     .await;
     let (ctx, min) = match result {

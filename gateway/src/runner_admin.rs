@@ -33,16 +33,28 @@ use crate::workflows::finish;
 /// Deadline of one admin call to a node (a drain with `wait` gets its grace on top).
 pub const ADMIN_TIMEOUT: Duration = Duration::from_secs(5);
 
-fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<String, Problem> {
+/// An authenticated operator with `runner:admin`: its name and node credential.
+struct Admin {
+    subject: String,
+    credential: tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+}
+
+fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<Admin, Problem> {
     let (claims, _) = authenticate(gw, headers)?;
     if !allows(&claims.rights, "runner", "admin") {
         return Err(Problem::forbidden("missing right `runner:admin`"));
     }
-    Ok(claims.sub)
+    Ok(Admin {
+        credential: gw.credential(&claims)?,
+        subject: claims.sub,
+    })
 }
 
 /// Each runner's node id (or why it is unknown), in address order.
 async fn nodes(gw: &Gateway) -> Vec<(usize, Result<String, String>)> {
+    // Mapping addresses to node ids is the Gateway's own business (the operator's right is
+    // `runner:admin`, not `admin:read`).
+    let credential = gw.service_credential(&["admin:read".into()]).ok();
     let asks = gw
         .inner
         .runners
@@ -50,9 +62,13 @@ async fn nodes(gw: &Gateway) -> Vec<(usize, Result<String, String>)> {
         .enumerate()
         .map(|(i, (_, channel))| {
             let channel = channel.clone();
+            let credential = credential.clone();
             async move {
                 let mut client = NodeAdminClient::new(channel);
                 let mut req = tonic::Request::new(DescribeRequest {});
+                if let Some(c) = credential {
+                    req.metadata_mut().insert(h::NODE_CREDENTIAL, c);
+                }
                 req.set_timeout(ADMIN_TIMEOUT);
                 let id = match tokio::time::timeout(ADMIN_TIMEOUT, client.describe(req)).await {
                     Ok(Ok(r)) => Ok(r.into_inner().node_id),
@@ -120,10 +136,12 @@ fn drain_json(node: &str, d: &DrainResponse) -> serde_json::Value {
     })
 }
 
-async fn status_of(gw: &Gateway, i: usize) -> Result<serde_json::Value, Problem> {
+async fn status_of(gw: &Gateway, i: usize, admin: &Admin) -> Result<serde_json::Value, Problem> {
     let (address, channel) = &gw.inner.runners[i];
     let mut client = RunnerAdminClient::new(channel.clone());
     let mut req = tonic::Request::new(StatusRequest {});
+    req.metadata_mut()
+        .insert(h::NODE_CREDENTIAL, admin.credential.clone());
     req.set_timeout(ADMIN_TIMEOUT);
     match tokio::time::timeout(ADMIN_TIMEOUT, client.status(req)).await {
         Ok(Ok(r)) => Ok(status_json(address, &r.into_inner())),
@@ -150,7 +168,7 @@ async fn verb_on(
     i: usize,
     node: &str,
     verb: &str,
-    actor: &str,
+    actor: &Admin,
     params: &VerbParams,
 ) -> Result<serde_json::Value, Problem> {
     let (_, channel) = &gw.inner.runners[i];
@@ -161,9 +179,11 @@ async fn verb_on(
         } else {
             Duration::ZERO
         };
-    fn with<T>(msg: T, actor: &str, timeout: Duration) -> tonic::Request<T> {
+    fn with<T>(msg: T, actor: &Admin, timeout: Duration) -> tonic::Request<T> {
         let mut r = tonic::Request::new(msg);
-        if let Ok(v) = actor.parse() {
+        r.metadata_mut()
+            .insert(h::NODE_CREDENTIAL, actor.credential.clone());
+        if let Ok(v) = actor.subject.parse() {
             r.metadata_mut().insert(h::ACTOR, v);
         }
         r.set_timeout(timeout);
@@ -231,12 +251,12 @@ pub(crate) async fn list(State(gw): State<Gateway>, headers: HeaderMap) -> Respo
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        admit(&gw, &headers)?;
+        let admin = admit(&gw, &headers)?;
         let mut out = Vec::new();
         for (i, id) in nodes(&gw).await {
             let address = &gw.inner.runners[i].0;
             out.push(match id {
-                Ok(_) => status_of(&gw, i)
+                Ok(_) => status_of(&gw, i, &admin)
                     .await
                     .unwrap_or_else(|p| serde_json::json!({"address": address, "error": p.detail})),
                 Err(e) => serde_json::json!({"address": address, "error": e}),
@@ -261,9 +281,9 @@ pub(crate) async fn status(
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        admit(&gw, &headers)?;
+        let admin = admit(&gw, &headers)?;
         let i = find(&gw, &node).await?;
-        Ok((StatusCode::OK, axum::Json(status_of(&gw, i).await?)).into_response())
+        Ok((StatusCode::OK, axum::Json(status_of(&gw, i, &admin).await?)).into_response())
     }
     .await;
     finish(result, "admin_runner", started, &correlation)

@@ -97,7 +97,7 @@ fn admit(
     name: &str,
     right: &str,
     correlation: &cloudlysis_runtime::CorrelationId,
-) -> Result<(RequestContext, String), Problem> {
+) -> Result<(crate::NodeCall, String), Problem> {
     let (claims, tenant) = authenticate(gw, headers)?;
     validate_token(name).map_err(|e| Problem::bad_request(format!("workflow: {e}")))?;
     if !allows(&claims.rights, "workflows", right) {
@@ -107,13 +107,16 @@ fn admit(
     }
     let (traceparent, tracestate) = incoming_trace(headers);
     Ok((
-        RequestContext {
-            tenant,
-            correlation_id: correlation.clone(),
-            traceparent,
-            tracestate,
-            request_id: None,
-            idempotency_key: None,
+        crate::NodeCall {
+            ctx: RequestContext {
+                tenant,
+                correlation_id: correlation.clone(),
+                traceparent,
+                tracestate,
+                request_id: None,
+                idempotency_key: None,
+            },
+            credential: gw.credential(&claims)?,
         },
         claims.sub,
     ))
@@ -180,7 +183,7 @@ where
 }
 
 fn request<T>(
-    ctx: &RequestContext,
+    ctx: &crate::NodeCall,
     actor: &str,
     timeout: std::time::Duration,
     msg: T,

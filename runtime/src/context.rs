@@ -51,6 +51,8 @@ pub mod headers {
     /// Who asked (the authenticated subject of the token), for audit records: gRPC metadata
     /// only, set by the Gateway.
     pub const ACTOR: &str = "x-actor";
+    /// The node credential (a signed JWT; see [`crate::credential`]) on every call to a node.
+    pub const NODE_CREDENTIAL: &str = "x-cloudlysis-credential";
 
     /// Tenant id on NATS messages.
     pub const NATS_TENANT_ID: &str = "tenant-id";

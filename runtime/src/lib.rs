@@ -36,6 +36,7 @@ pub mod audit;
 pub mod config;
 pub mod consumer;
 pub mod context;
+pub mod credential;
 pub mod envelope;
 pub mod error;
 pub mod kv;

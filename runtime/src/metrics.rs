@@ -62,6 +62,9 @@ pub mod names {
     pub const GATEWAY_ADMISSION_REJECTIONS: &str = "cloudlysis_gateway_admission_rejections_total";
     /// Node probe requests of the Gateway by `result` (`fanout`, `cached`, `rejected`).
     pub const GATEWAY_PROBES: &str = "cloudlysis_gateway_probes_total";
+    /// gRPC calls a node refused for their node credential, by `reason` (`missing`,
+    /// `expired`, `invalid`, `tenant_mismatch`, `forbidden`).
+    pub const NODE_CALL_REJECTIONS: &str = "cloudlysis_node_call_rejections_total";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -161,6 +164,7 @@ pub mod names {
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
         GATEWAY_ADMISSION_REJECTIONS,
+        NODE_CALL_REJECTIONS,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -285,6 +289,10 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_ADMISSION_REJECTIONS,
         "Gateway API requests refused at admission, by reason (full, tenant_share, tenant_limit)."
+    );
+    metrics::describe_counter!(
+        names::NODE_CALL_REJECTIONS,
+        "gRPC calls a node refused for their node credential, by reason (missing, expired, invalid, tenant_mismatch, forbidden)."
     );
     metrics::describe_counter!(
         names::GATEWAY_PROBES,

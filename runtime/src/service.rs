@@ -118,6 +118,24 @@ impl Readiness {
         });
     }
 
+    /// Registers "JetStream answers": an info request to each of `streams` (answered by the
+    /// stream's leader), so a node whose server is frozen, restarting or without a stream
+    /// leader is not ready even while its TCP connection is up — and is ready again only once
+    /// it can append and consume.
+    pub fn jetstream(&self, js: async_nats::jetstream::Context, streams: &'static [&'static str]) {
+        self.register("jetstream", move || {
+            let js = js.clone();
+            async move {
+                for name in streams {
+                    js.get_stream(*name)
+                        .await
+                        .map_err(|e| format!("stream {name}: {e}"))?;
+                }
+                Ok(())
+            }
+        });
+    }
+
     /// Runs every check concurrently, each under its deadline.
     pub async fn evaluate(&self) -> ReadinessReport {
         let checks: Vec<_> = self.read().clone();

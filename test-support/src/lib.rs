@@ -28,6 +28,24 @@ mod cluster;
 
 pub use cluster::NatsCluster;
 
+/// The node secret of test deployments (`CLOUDLYSIS_NODE_SECRET` of the processes tests start).
+pub const NODE_SECRET: &str = "test-node-secret-test-node-secret-0123";
+
+/// Node keys for [`NODE_SECRET`]: what in-process nodes verify and test clients sign with.
+pub fn node_keys() -> cloudlysis_runtime::credential::NodeKeys {
+    cloudlysis_runtime::credential::NodeKeys::new(NODE_SECRET.as_bytes())
+        .expect("the test node secret is long enough")
+}
+
+/// A node credential signed with [`NODE_SECRET`] for `tenant` with `rights` (subject `test`),
+/// for the `x-cloudlysis-credential` metadata of a direct gRPC call to a node.
+pub fn node_credential(tenant: &str, rights: &[&str]) -> String {
+    let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
+    node_keys()
+        .sign("test", tenant, &rights)
+        .expect("a test credential signs")
+}
+
 /// How long to wait for a started server to answer JetStream requests.
 pub const START_DEADLINE: Duration = Duration::from_secs(20);
 

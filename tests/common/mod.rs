@@ -56,6 +56,12 @@ impl Platform {
         }
     }
 
+    /// Stops the aggregate node (its gRPC server and supervision tree).
+    pub async fn stop_node(&mut self) {
+        let _ = self.stop.send(true);
+        let _ = (&mut self.grpc).await;
+    }
+
     /// Stops the aggregate node and starts a fresh one (new process state) on a new port.
     pub async fn restart_node(&mut self, settings: AggregateSettings) {
         let _ = self.stop.send(true);
@@ -91,9 +97,13 @@ impl Platform {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let mut stop = self.stop.subscribe();
-        tokio::spawn(node.clone().serve_grpc(listener, async move {
-            let _ = stop.wait_for(|s| *s).await;
-        }));
+        tokio::spawn(node.clone().serve_grpc(
+            listener,
+            cloudlysis_test_support::node_keys(),
+            async move {
+                let _ = stop.wait_for(|s| *s).await;
+            },
+        ));
         self.runner_addr = Some(addr);
         self.gateway = gateway_for(self.grpc_addr, self.projection_addr, Some(addr));
         node
@@ -135,7 +145,11 @@ impl Platform {
 
     /// A client of the aggregate node, for effects.
     pub fn command_client(&self) -> CommandClient {
-        CommandClient::lazy(&format!("http://{}", self.grpc_addr)).unwrap()
+        CommandClient::lazy(
+            &format!("http://{}", self.grpc_addr),
+            cloudlysis_test_support::node_keys(),
+        )
+        .unwrap()
     }
 
     /// An account's balance folded from its commits on the stream (the authoritative record).
@@ -384,9 +398,13 @@ async fn serve_node(
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
     let (stop, mut rx) = tokio::sync::watch::channel(false);
-    let grpc = tokio::spawn(node.clone().serve_grpc(listener, async move {
-        let _ = rx.wait_for(|s| *s).await;
-    }));
+    let grpc = tokio::spawn(node.clone().serve_grpc(
+        listener,
+        cloudlysis_test_support::node_keys(),
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
     (node, addr, stop, grpc)
 }
 
@@ -413,9 +431,13 @@ async fn serve_projection(
         .unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    tokio::spawn(node.clone().serve_grpc(listener, async move {
-        let _ = stop.wait_for(|s| *s).await;
-    }));
+    tokio::spawn(node.clone().serve_grpc(
+        listener,
+        cloudlysis_test_support::node_keys(),
+        async move {
+            let _ = stop.wait_for(|s| *s).await;
+        },
+    ));
     (node, addr)
 }
 
@@ -458,6 +480,7 @@ pub fn gateway_settings(
         projection_addr: format!("http://{projection}"),
         runner_addr: runner.map_or("http://127.0.0.1:1".into(), |r| format!("http://{r}")),
         jwt_secret: SECRET.into(),
+        node_secret: cloudlysis_test_support::NODE_SECRET.into(),
         command_timeout: Duration::from_secs(10),
         max_body_bytes: 4096,
         max_in_flight: 1024,
@@ -514,6 +537,10 @@ pub async fn spawn_runner(
     ])
     .env_remove("CLOUDLYSIS_CONFIG")
     .env_remove("CLOUDLYSIS_TEST_FAULT")
+    .env(
+        "CLOUDLYSIS_NODE_SECRET",
+        cloudlysis_test_support::NODE_SECRET,
+    )
     .stderr(std::process::Stdio::piped())
     .stdout(std::process::Stdio::null())
     .kill_on_drop(true);
@@ -598,6 +625,7 @@ impl RunnerProcess {
                 instance,
                 input_json: serde_json::to_vec(&input).unwrap(),
             });
+            sign(&mut req, &tenant, &["workflows:*"]);
             cloudlysis_runtime::context::RequestContext::new(
                 cloudlysis_runtime::TenantId::new(tenant).unwrap(),
             )
@@ -620,4 +648,32 @@ pub async fn instance_record(
         .await
         .ok()??;
     serde_json::from_slice(&bytes).ok()
+}
+
+/// A test operator's node credential (every admin right, no tenant) on each call: an
+/// interceptor for test gRPC clients of a node's admin services.
+pub fn operator_credential(mut r: tonic::Request<()>) -> Result<tonic::Request<()>, tonic::Status> {
+    let c = cloudlysis_test_support::node_credential(
+        cloudlysis_runtime::credential::SYSTEM_TENANT,
+        &["admin:read", "admin:operate", "runner:admin"],
+    );
+    r.metadata_mut()
+        .insert("x-cloudlysis-credential", c.parse().unwrap());
+    Ok(r)
+}
+
+/// A connected channel to a node at `addr` (`host:port`).
+pub async fn node_channel(addr: impl std::fmt::Display) -> tonic::transport::Channel {
+    tonic::transport::Endpoint::from_shared(format!("http://{addr}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap()
+}
+
+/// Puts a node credential for `tenant` with `rights` into a request to a node.
+pub fn sign<T>(req: &mut tonic::Request<T>, tenant: &str, rights: &[&str]) {
+    let c = cloudlysis_test_support::node_credential(tenant, rights);
+    req.metadata_mut()
+        .insert("x-cloudlysis-credential", c.parse().unwrap());
 }

@@ -16,7 +16,9 @@
 //!     .build()
 //!     .await?;
 //! let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-//! node.serve_grpc(listener, std::future::pending()).await?;
+//! // Callers need a credential signed with the deployment's node secret (`node.secret`).
+//! let keys = cloudlysis_runtime::credential::NodeKeys::new(b"0123456789abcdef0123456789abcdef")?;
+//! node.serve_grpc(listener, keys, std::future::pending()).await?;
 //! # Ok(()) }
 //! ```
 
@@ -296,10 +298,12 @@ impl AggregateNode {
     }
 
     /// Serves `CommandService`, `NodeAdmin`, gRPC health and reflection on `listener` until
-    /// `shutdown` resolves; then stops the supervision tree.
+    /// `shutdown` resolves; then stops the supervision tree. Calls need a node credential
+    /// verified by `credentials` (see [`cloudlysis_runtime::credential`]).
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
+        credentials: cloudlysis_runtime::credential::NodeKeys,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -314,6 +318,8 @@ impl AggregateNode {
         .behaviours(self.aggregate_types());
         let root = self.inner.root.clone();
         let router = tonic::transport::Server::builder()
+            // Every call but health and reflection needs a node credential.
+            .layer(credentials.layer())
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(CommandServiceServer::new(self));
@@ -341,6 +347,8 @@ impl CommandService for AggregateNode {
         let started_at = std::time::SystemTime::now();
         // Decide within the caller's deadline (minus a margin to answer in time).
         let deadline = crate::grpc::deadline(request.metadata());
+        cloudlysis_runtime::credential::Caller::of(&request)?
+            .require("commands", &request.get_ref().aggregate_type)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();

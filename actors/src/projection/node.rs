@@ -576,6 +576,7 @@ impl ProjectionNode {
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
+        credentials: cloudlysis_runtime::credential::NodeKeys,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -597,6 +598,8 @@ impl ProjectionNode {
         let ops = crate::ops::OpsService::new(self.inner.js.clone(), Some(self.clone())).await;
         let root = self.inner.root.clone();
         let mut router = tonic::transport::Server::builder()
+            // Every call but health and reflection needs a node credential.
+            .layer(credentials.layer())
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(views_admin)

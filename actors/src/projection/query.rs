@@ -1,7 +1,9 @@
 //! `projection.gateway.v1.QueryService`: Get and List of one tenant's documents, waiting for
-//! `min_sequence` (read-your-writes). The tenant comes from gRPC metadata only and every key is
+//! `min_sequence` (read-your-writes). The tenant is the verified node credential's (see
+//! `cloudlysis_runtime::credential`), and every key is
 //! read under `<space>.<tenant>.`, so no query reaches another tenant's documents.
 
+use cloudlysis_runtime::credential::Caller;
 use std::time::Duration;
 
 use cloudlysis_proto::projection::query_service_server::QueryService;
@@ -86,6 +88,7 @@ pub(crate) fn token(what: &str, v: &str) -> Result<(), Status> {
 #[tonic::async_trait]
 impl QueryService for ProjectionNode {
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<GetResponse>, Status> {
+        Caller::of(&request)?.require("queries", &request.get_ref().view)?;
         let (ctx, deadline) = query_context(&request)?;
         let req = request.into_inner();
         token("view", &req.view)?;
@@ -114,6 +117,7 @@ impl QueryService for ProjectionNode {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        Caller::of(&request)?.require("queries", &request.get_ref().view)?;
         let (ctx, deadline) = query_context(&request)?;
         let req = request.into_inner();
         token("view", &req.view)?;

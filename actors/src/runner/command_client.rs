@@ -1,12 +1,15 @@
 //! A client for effects that send commands to aggregates (`CommandService`): the effect's
-//! tenant, correlation and trace travel in metadata, its `command_id` is the command's
+//! tenant travels in a node credential the client signs (subject `runner`, the one right
+//! `commands:<aggregate type>`; see [`cloudlysis_runtime::credential`]), its correlation and
+//! trace in metadata, its `command_id` is the command's
 //! `Idempotency-Key` (so a retried attempt never commits twice), its deadline is the call's,
 //! and every gRPC status is classified as permanent, retryable or unknown.
 //!
 //! | status | effect error |
 //! |---|---|
-//! | `INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION` (rejected), `PERMISSION_DENIED`, `UNAUTHENTICATED`, `OUT_OF_RANGE` | permanent |
+//! | `INVALID_ARGUMENT`, `NOT_FOUND`, `FAILED_PRECONDITION` (rejected), `PERMISSION_DENIED`, `OUT_OF_RANGE` | permanent |
 //! | `ABORTED` (version conflict), `RESOURCE_EXHAUSTED` (busy) | retryable |
+//! | `UNAUTHENTICATED` (the node refused the credential before any handler ran: a secret being rotated, clock skew) | retryable |
 //! | `UNAVAILABLE` because no connection could be made (connect refused, DNS) | retryable (never sent) |
 //! | any status the node marked `not-committed` ([`cloudlysis_runtime::outcome`]) | retryable |
 //! | other `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, others | unknown (the command may have committed; a retry with the same key tells) |
@@ -25,18 +28,23 @@ use super::effect::{EffectContext, EffectError};
 #[derive(Clone, Debug)]
 pub struct CommandClient {
     channel: tonic::transport::Channel,
+    keys: cloudlysis_runtime::credential::NodeKeys,
 }
 
 impl CommandClient {
     /// A client of the `CommandService` at `addr` (`http://host:port`), connecting lazily and
-    /// reconnecting by itself.
-    pub fn lazy(addr: &str) -> Result<Self, String> {
+    /// reconnecting by itself; calls carry credentials signed with `keys`.
+    pub fn lazy(
+        addr: &str,
+        keys: cloudlysis_runtime::credential::NodeKeys,
+    ) -> Result<Self, String> {
         let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
             .map_err(|e| format!("invalid aggregate address {addr}: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         Ok(Self {
             channel: endpoint.connect_lazy(),
+            keys,
         })
     }
 
@@ -62,6 +70,14 @@ impl CommandClient {
         let mut rctx = ctx.request.clone();
         rctx.idempotency_key = Some(ctx.command_id.clone());
         rctx.inject(request.metadata_mut());
+        self.keys
+            .stamp(
+                request.metadata_mut(),
+                "runner",
+                rctx.tenant.as_str(),
+                &[format!("commands:{aggregate_type}")],
+            )
+            .map_err(|e| EffectError::permanent(format!("no node credential: {e}")))?;
         let remaining = ctx.remaining();
         if remaining.is_zero() {
             return Err(EffectError::retryable("no time left before the deadline"));
@@ -86,9 +102,11 @@ pub fn classify(status: &tonic::Status) -> EffectError {
         | Code::NotFound
         | Code::FailedPrecondition
         | Code::PermissionDenied
-        | Code::Unauthenticated
         | Code::OutOfRange => EffectError::permanent(msg),
-        Code::Aborted | Code::ResourceExhausted => EffectError::retryable(msg),
+        // Refused before any handler ran: nothing was done, and a fixed secret or clock heals it.
+        Code::Aborted | Code::ResourceExhausted | Code::Unauthenticated => {
+            EffectError::retryable(msg)
+        }
         // The node knows nothing was committed (its deadline passed before a publish).
         _ if ErrorKind::of(status) == Some(ErrorKind::NotCommitted) => EffectError::retryable(msg),
         // No connection could be made: the command was never sent.

@@ -840,6 +840,7 @@ impl RunnerNode {
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
+        credentials: cloudlysis_runtime::credential::NodeKeys,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let (health, health_service) = tonic_health::server::health_reporter();
@@ -868,6 +869,8 @@ impl RunnerNode {
         let ops = crate::ops::OpsService::new(self.inner.ctx.js.clone(), None).await;
         let root = self.inner.root.clone();
         let mut router = tonic::transport::Server::builder()
+            // Every call but health and reflection needs a node credential.
+            .layer(credentials.layer())
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(RunnerAdminServer::new(self.clone()))

@@ -3,6 +3,7 @@
 //! key, so no call reaches another tenant's instances) and `runner.admin.v1.RunnerAdmin`
 //! (drain, undrain, status, reload).
 
+use cloudlysis_runtime::credential::Caller;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -191,6 +192,7 @@ impl WorkflowService for RunnerNode {
         &self,
         request: Request<StartRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
+        Caller::of(&request)?.require("workflows", &request.get_ref().workflow)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -216,6 +218,7 @@ impl WorkflowService for RunnerNode {
     }
 
     async fn get(&self, request: Request<GetRequest>) -> Result<Response<pb::Instance>, Status> {
+        Caller::of(&request)?.require("workflows", &request.get_ref().workflow)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -249,6 +252,7 @@ impl WorkflowService for RunnerNode {
     }
 
     async fn list(&self, request: Request<ListRequest>) -> Result<Response<ListResponse>, Status> {
+        Caller::of(&request)?.require("workflows", &request.get_ref().workflow)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let req = request.into_inner();
@@ -321,6 +325,10 @@ impl WorkflowService for RunnerNode {
         &self,
         request: Request<OperateRequest>,
     ) -> Result<Response<pb::Instance>, Status> {
+        Caller::of(&request)?.require(
+            "workflows",
+            &format!("{}:operate", request.get_ref().workflow),
+        )?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actor = actor_of(&request);

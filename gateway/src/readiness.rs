@@ -1,0 +1,74 @@
+//! The Gateway's readiness: it can serve while a node of every role it routes to answers. One
+//! check per role (`aggregate`, `projection`, `runner`), each a gRPC health check (`""`, the
+//! node as a whole: a draining runner is `NOT_SERVING`) within [`NODE_CHECK_DEADLINE`]; the
+//! runner check passes when any runner serves.
+
+use std::time::Duration;
+
+use cloudlysis_runtime::service::Readiness;
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+use crate::Gateway;
+
+/// Deadline of one node's health check (below the readiness check's own 2 s).
+pub const NODE_CHECK_DEADLINE: Duration = Duration::from_millis(1500);
+
+/// Whether the node at `address` serves, or why not.
+async fn serving(address: &str, channel: tonic::transport::Channel) -> Result<(), String> {
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.set_timeout(NODE_CHECK_DEADLINE);
+    let mut client = HealthClient::new(channel);
+    match tokio::time::timeout(NODE_CHECK_DEADLINE, client.check(req)).await {
+        Ok(Ok(r)) if r.get_ref().status == ServingStatus::Serving as i32 => Ok(()),
+        Ok(Ok(r)) => Err(format!(
+            "{address} is {:?}",
+            ServingStatus::try_from(r.get_ref().status).unwrap_or(ServingStatus::Unknown)
+        )),
+        Ok(Err(s)) => Err(format!("{address}: {:?}: {}", s.code(), s.message())),
+        Err(_) => Err(format!(
+            "{address}: no answer within {NODE_CHECK_DEADLINE:?}"
+        )),
+    }
+}
+
+impl Gateway {
+    /// Readiness checks of this Gateway (see the module docs), for its `/ready`.
+    pub fn readiness(&self) -> Readiness {
+        let readiness = Readiness::new();
+        let s = &self.inner.settings;
+        let aggregate = vec![(s.aggregate_addr.clone(), self.inner.aggregate.clone())];
+        let projection = vec![(s.projection_addr.clone(), self.inner.projection.clone())];
+        register(&readiness, "aggregate", aggregate);
+        register(&readiness, "projection", projection);
+        register(&readiness, "runner", self.inner.runners.clone());
+        readiness
+    }
+}
+
+/// Registers the check `name`: passes when any of `targets` serves.
+fn register(
+    readiness: &Readiness,
+    name: &'static str,
+    targets: Vec<(String, tonic::transport::Channel)>,
+) {
+    readiness.register(name, move || {
+        let targets = targets.clone();
+        async move {
+            let answers =
+                futures::future::join_all(targets.iter().map(|(a, c)| serving(a, c.clone()))).await;
+            if answers.iter().any(Result::is_ok) {
+                Ok(())
+            } else {
+                Err(answers
+                    .into_iter()
+                    .filter_map(Result::err)
+                    .collect::<Vec<_>>()
+                    .join("; "))
+            }
+        }
+    });
+}

@@ -1,0 +1,165 @@
+//! `/ready` says whether a process can serve. A node whose NATS server stops answering (frozen
+//! here with SIGSTOP: the TCP connection stays up) is not ready, and is ready again only once
+//! JetStream answers — then a command succeeds at once. Before, `/ready` looked only at the
+//! connection state and stayed 200 while every command timed out. The Gateway is ready only
+//! while a node of every role it routes to answers its health check; before, it checked nothing.
+
+mod common;
+
+use std::process::Stdio;
+use std::time::Duration;
+
+use cloudlysis_proto::aggregate::ExecuteRequest;
+use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
+use cloudlysis_runtime::{RequestContext, TenantId};
+use cloudlysis_test_support::{NatsServer, eventually, http_get};
+use common::Platform;
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+/// `cloudlysis aggregate` against `nats_url`: the process, its gRPC and HTTP addresses.
+async fn aggregate_node(nats_url: &str) -> (tokio::process::Child, String, String) {
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .args([
+            "aggregate",
+            "--nats-url",
+            nats_url,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let (Some(grpc), Some(http)) =
+                (line.split("gRPC on ").nth(1), line.split("HTTP on ").nth(1))
+            {
+                let grpc = grpc.split([' ', ',']).next().unwrap().to_string();
+                let http = http.split_whitespace().next().unwrap().to_string();
+                return Some((grpc, http));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the aggregate node did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, found.0, found.1)
+}
+
+async fn ready(http: &str) -> (u16, String) {
+    http_get(&format!("{http}/ready"))
+        .await
+        .unwrap_or((0, "no answer".into()))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_is_not_ready_while_jetstream_does_not_answer_and_serves_once_it_is() {
+    let server = NatsServer::start().await.unwrap();
+    let (_child, grpc, http) = aggregate_node(&server.url()).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ready(&http).await.0 == 200
+        })
+        .await,
+        "never ready: {:?}",
+        ready(&http).await
+    );
+
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new((0, String::new()));
+    let unready = eventually(Duration::from_secs(20), || async {
+        let answer = ready(&http).await;
+        let done = answer.0 == 503 && answer.1.contains("jetstream");
+        *last.lock().unwrap() = answer;
+        done
+    })
+    .await;
+    server.resume().unwrap();
+    assert!(
+        unready,
+        "still ready with NATS frozen: {:?}",
+        last.lock().unwrap()
+    );
+
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            ready(&http).await.0 == 200
+        })
+        .await,
+        "not ready again: {:?}",
+        ready(&http).await
+    );
+    // Ready means it serves: a command right now succeeds.
+    let mut client = CommandServiceClient::new(common::node_channel(&grpc).await);
+    let mut req = tonic::Request::new(ExecuteRequest {
+        aggregate_type: "account".into(),
+        aggregate_id: "a-1".into(),
+        command_type: "Open".into(),
+        payload_json: br#"{"owner":"o"}"#.to_vec(),
+        expected_version: None,
+    });
+    RequestContext::new(TenantId::new("acme").unwrap()).inject(req.metadata_mut());
+    common::sign(&mut req, "acme", &["commands:account"]);
+    req.set_timeout(Duration::from_secs(10));
+    let reply = client.execute(req).await.unwrap().into_inner();
+    assert_eq!(reply.version, 1);
+}
+
+#[tokio::test]
+async fn the_gateway_is_ready_only_while_every_role_it_routes_to_answers() {
+    let mut p = Platform::start().await;
+    // No runner yet: the Gateway cannot start workflows.
+    let report = p.gateway.readiness().evaluate().await;
+    let failing: Vec<_> = report
+        .checks
+        .iter()
+        .filter(|c| !c.ok)
+        .map(|c| c.name)
+        .collect();
+    assert!(!report.ready);
+    assert_eq!(failing, ["runner"], "{report:?}");
+
+    let client = p.command_client();
+    p.start_runner(move |b| {
+        b.workflow::<cloudlysis_examples::transfer::Transfer>()
+            .effect(cloudlysis_examples::transfer::WithdrawEffect(
+                client.clone(),
+            ))
+            .effect(cloudlysis_examples::transfer::DepositEffect(client))
+    })
+    .await;
+    let report = p.gateway.readiness().evaluate().await;
+    assert!(report.ready, "{report:?}");
+
+    // The aggregate node goes away: not ready, naming it.
+    p.stop_node().await;
+    let report = p.gateway.readiness().evaluate().await;
+    assert!(!report.ready);
+    let aggregate = report
+        .checks
+        .iter()
+        .find(|c| c.name == "aggregate")
+        .unwrap();
+    assert!(!aggregate.ok, "{report:?}");
+    assert!(
+        aggregate
+            .error
+            .as_deref()
+            .unwrap_or("")
+            .contains("127.0.0.1"),
+        "{report:?}"
+    );
+}
