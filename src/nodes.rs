@@ -142,6 +142,7 @@ pub fn ops_router_with(
     let handle = metrics::install()?;
     metrics::record_build_info(role);
     cloudlysis_runtime::credential::register_metrics();
+    cloudlysis_runtime::abandon::register_metrics();
     let readiness = Readiness::new();
     readiness.nats(client.clone());
     // Connected is not enough: JetStream must answer for the streams this role uses.

@@ -29,23 +29,7 @@ pub fn with_reflection<L>(
 /// Margin kept from the caller's deadline so an answer still reaches it in time.
 pub const DEADLINE_MARGIN: Duration = Duration::from_millis(50);
 
-/// Parses a `grpc-timeout` header value (`<digits><unit>`, unit one of H M S m u n).
-pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
-    if v.len() < 2 || v.len() > 9 {
-        return None;
-    }
-    let (digits, unit) = v.split_at(v.len() - 1);
-    let n: u64 = digits.parse().ok()?;
-    Some(match unit {
-        "H" => Duration::from_secs(n.saturating_mul(3600)),
-        "M" => Duration::from_secs(n.saturating_mul(60)),
-        "S" => Duration::from_secs(n),
-        "m" => Duration::from_millis(n),
-        "u" => Duration::from_micros(n),
-        "n" => Duration::from_nanos(n),
-        _ => return None,
-    })
-}
+pub use cloudlysis_runtime::abandon::parse_grpc_timeout;
 
 /// The instant by which the caller of a request wants its answer (its `grpc-timeout` minus
 /// [`DEADLINE_MARGIN`]), or `None` when it set no deadline.

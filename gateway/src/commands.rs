@@ -44,6 +44,8 @@ use serde::Deserialize;
 use crate::Gateway;
 use crate::auth::{AuthError, allows};
 use crate::problem::Problem;
+use crate::upstream::deadline::Deadline;
+use crate::upstream::retry;
 
 #[derive(Deserialize)]
 struct CommandBody {
@@ -130,6 +132,8 @@ async fn handle(
             "missing right `commands:{aggregate_type}`"
         )));
     }
+    // The request's deadline runs from here: the node call gets what is left of it.
+    let deadline = Deadline::from_headers(headers, gw.inner.settings.command_timeout)?;
     let limit = gw.inner.settings.max_body_bytes;
     // A slow client may not hold a request open forever.
     let bytes =
@@ -200,31 +204,54 @@ async fn handle(
         idempotency_key,
     };
 
-    let mut request = tonic::Request::new(ExecuteRequest {
-        aggregate_type: aggregate_type.to_string(),
-        aggregate_id: aggregate_id.to_string(),
-        command_type: cmd.command_type,
-        payload_json: serde_json::to_vec(&cmd.payload).unwrap_or_default(),
-        expected_version,
-    });
-    ctx.inject(request.metadata_mut());
-    request
-        .metadata_mut()
-        .insert(h::NODE_CREDENTIAL, gw.credential(&claims)?);
-    request.set_timeout(gw.inner.settings.command_timeout);
+    let payload_json = serde_json::to_vec(&cmd.payload).unwrap_or_default();
+    let credential = gw.credential(&claims)?;
     let mut client = CommandServiceClient::new(gw.inner.aggregate.clone());
-    // No retry: only the client can make a command retry safe (Idempotency-Key).
-    let call = tokio::time::timeout(gw.inner.settings.command_timeout, client.execute(request));
-    let reply = match call.await {
-        // The request was sent: the node may have committed it.
-        Err(_) => {
-            return Err(outcome_unknown(
-                StatusCode::GATEWAY_TIMEOUT,
-                "the aggregate node did not answer in time",
-            ));
+    let throttle = &gw.inner.throttle;
+    let mut attempt = 0;
+    let reply = loop {
+        attempt += 1;
+        let remaining = deadline.remaining();
+        let mut request = tonic::Request::new(ExecuteRequest {
+            aggregate_type: aggregate_type.to_string(),
+            aggregate_id: aggregate_id.to_string(),
+            command_type: cmd.command_type.clone(),
+            payload_json: payload_json.clone(),
+            expected_version,
+        });
+        ctx.inject(request.metadata_mut());
+        request
+            .metadata_mut()
+            .insert(h::NODE_CREDENTIAL, credential.clone());
+        request.set_timeout(remaining);
+        match tokio::time::timeout(remaining, client.execute(request)).await {
+            // The request was sent: the node may have committed it.
+            Err(_) => {
+                return Err(outcome_unknown(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "the aggregate node did not answer in time",
+                ));
+            }
+            Ok(Ok(r)) => {
+                throttle.on_success();
+                break r.into_inner();
+            }
+            // Only the client can make a command safe to repeat (Idempotency-Key), and only a
+            // call that never reached the node is repeated here.
+            Ok(Err(status)) if ctx.idempotency_key.is_some() && never_sent(&status) => {
+                match retry::decide(
+                    &retry::COMMAND,
+                    throttle,
+                    &status,
+                    attempt,
+                    deadline.remaining(),
+                ) {
+                    retry::Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                    retry::Next::GiveUp => return Err(command_status_problem(&status)),
+                }
+            }
+            Ok(Err(status)) => return Err(command_status_problem(&status)),
         }
-        Ok(Err(status)) => return Err(command_status_problem(&status)),
-        Ok(Ok(r)) => r.into_inner(),
     };
     let body = serde_json::json!({
         "version": reply.version,

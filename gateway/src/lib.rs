@@ -32,6 +32,7 @@ pub mod config;
 pub mod probe;
 pub mod problem;
 pub mod readiness;
+pub mod upstream;
 
 mod admin;
 mod commands;
@@ -83,6 +84,7 @@ fn register_metrics() {
         let _ = metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => *route);
     }
     metrics::gauge!(names::GATEWAY_IN_FLIGHT).set(0.0);
+    upstream::retry::register_metrics();
     for result in ["fanout", "cached", "rejected"] {
         metrics::counter!(names::GATEWAY_PROBES, "result" => result).increment(0);
     }
@@ -122,6 +124,8 @@ struct Inner {
     auth: Authenticator,
     /// Signs the node credential of every call to a node.
     keys: cloudlysis_runtime::credential::NodeKeys,
+    /// The retry throttle of every call to a node.
+    throttle: upstream::retry::RetryThrottle,
     aggregate: tonic::transport::Channel,
     projection: tonic::transport::Channel,
     /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
@@ -185,6 +189,7 @@ impl Gateway {
             inner: Arc::new(Inner {
                 auth,
                 keys,
+                throttle: upstream::retry::RetryThrottle::default(),
                 aggregate,
                 projection,
                 runners,

@@ -1,6 +1,8 @@
 //! `GET /v1/query/{view}/{key}` and `GET /v1/query/{view}?prefix=&limit=&cursor=`: read-only,
 //! authorized by `queries:<view>` (or `queries:*`), tenant from the token, routed to the
-//! projection node over gRPC with a deadline and bounded retries (with jitter) on `UNAVAILABLE`.
+//! projection node over gRPC within the request's deadline (see [`crate::upstream`]: 5 s for a
+//! `Get`, 10 s for a `List`, less on the client's `x-request-timeout-ms`), retried on
+//! `UNAVAILABLE` under the `read` retry profile.
 //! `x-min-sequence: <n>` waits until the view has applied stream sequence `n` (read-your-writes
 //! after a command, whose response carries `stream_sequence`).
 //!
@@ -25,9 +27,32 @@ use crate::Gateway;
 use crate::auth::allows;
 use crate::commands::{authenticate, header_str, node_status_problem};
 use crate::problem::Problem;
+use crate::upstream::deadline::Deadline;
+use crate::upstream::retry;
 
-/// Attempts of a read on `UNAVAILABLE` (reads are safe to retry).
-pub const QUERY_ATTEMPTS: u32 = 3;
+/// Default deadline of a `Get` (a client may ask for less with `x-request-timeout-ms`).
+pub const GET_DEADLINE: Duration = Duration::from_secs(5);
+/// Default deadline of a `List`.
+pub const LIST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How one attempt of a query failed: a problem of the request itself, or the node's status
+/// (which the `read` retry profile judges).
+pub(crate) enum CallError {
+    Problem(Problem),
+    Status(tonic::Status),
+}
+
+impl From<Problem> for CallError {
+    fn from(p: Problem) -> Self {
+        Self::Problem(p)
+    }
+}
+
+impl From<tonic::Status> for CallError {
+    fn from(s: tonic::Status) -> Self {
+        Self::Status(s)
+    }
+}
 
 /// List parameters.
 #[derive(Debug, Deserialize)]
@@ -45,7 +70,7 @@ pub(crate) async fn get(
     Path((view, key)): Path<(String, String)>,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, &headers, &view, "query_get", |ctx, min, mut client| {
+    respond(&gw, &headers, &view, "query_get", |ctx, min, mut client, timeout| {
         let (view, key) = (view.clone(), key.clone());
         async move {
             token("view", &view)?;
@@ -56,12 +81,8 @@ pub(crate) async fn get(
                 min_sequence: min,
             });
             ctx.inject(req.metadata_mut());
-            req.set_timeout(Duration::from_secs(5));
-            let r = client
-                .get(req)
-                .await
-                .map_err(|s| node_status_problem(&s, "projection"))?
-                .into_inner();
+            req.set_timeout(timeout);
+            let r = client.get(req).await?.into_inner();
             let document: serde_json::Value =
                 serde_json::from_slice(&r.document_json).unwrap_or(serde_json::Value::Null);
             Ok((
@@ -79,7 +100,7 @@ pub(crate) async fn list(
     Query(params): Query<ListParams>,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, &headers, &view, "query_list", |ctx, min, mut client| {
+    respond(&gw, &headers, &view, "query_list", |ctx, min, mut client, timeout| {
         let view = view.clone();
         let (prefix, cursor, limit) = (params.prefix.clone(), params.cursor.clone(), params.limit);
         async move {
@@ -98,8 +119,8 @@ pub(crate) async fn list(
                 min_sequence: min,
             });
             ctx.inject(req.metadata_mut());
-            req.set_timeout(Duration::from_secs(10));
-            let r = client.list(req).await.map_err(|s| node_status_problem(&s, "projection"))?.into_inner();
+            req.set_timeout(timeout);
+            let r = client.list(req).await?.into_inner();
             let documents: Vec<serde_json::Value> = r
                 .documents
                 .into_iter()
@@ -136,8 +157,13 @@ async fn respond<F, Fut>(
     call: F,
 ) -> Response
 where
-    F: Fn(crate::NodeCall, Option<u64>, QueryServiceClient<tonic::transport::Channel>) -> Fut,
-    Fut: std::future::Future<Output = Result<(u64, serde_json::Value), Problem>>,
+    F: Fn(
+        crate::NodeCall,
+        Option<u64>,
+        QueryServiceClient<tonic::transport::Channel>,
+        Duration,
+    ) -> Fut,
+    Fut: std::future::Future<Output = Result<(u64, serde_json::Value), CallError>>,
 {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
@@ -171,10 +197,16 @@ where
             idempotency_key: None,
         };
         let credential = gw.credential(&claims)?;
-        Ok::<_, Problem>((crate::NodeCall { ctx, credential }, min))
+        let default = if route == "query_list" {
+            LIST_DEADLINE
+        } else {
+            GET_DEADLINE
+        };
+        let deadline = Deadline::from_headers(headers, default)?;
+        Ok::<_, Problem>((crate::NodeCall { ctx, credential }, min, deadline))
     }
     .await;
-    let (ctx, min) = match result {
+    let (ctx, min, deadline) = match result {
         Ok(v) => v,
         Err(p) => {
             return finish(
@@ -186,32 +218,48 @@ where
         }
     };
     let client = QueryServiceClient::new(gw.inner.projection.clone());
-    let mut last = None;
-    for attempt in 0..QUERY_ATTEMPTS {
-        match call(ctx.clone(), min, client.clone()).await {
-            Ok((checkpoint, body)) => {
+    let throttle = &gw.inner.throttle;
+    let mut attempt = 0;
+    let p = loop {
+        attempt += 1;
+        let remaining = deadline.remaining();
+        let answer =
+            tokio::time::timeout(remaining, call(ctx.clone(), min, client.clone(), remaining))
+                .await;
+        match answer {
+            Ok(Ok((checkpoint, body))) => {
+                throttle.on_success();
                 let mut resp = (StatusCode::OK, axum::Json(body)).into_response();
                 if let Ok(v) = HeaderValue::from_str(&checkpoint.to_string()) {
                     resp.headers_mut().insert("x-view-checkpoint", v);
                 }
                 return finish(resp, route, started, &correlation);
             }
-            Err(p)
-                if p.status == StatusCode::SERVICE_UNAVAILABLE && attempt + 1 < QUERY_ATTEMPTS =>
-            {
-                // Jittered pause: 20–60 ms, growing with the attempt.
-                let jitter = 20 + (uuid::Uuid::new_v4().as_u128() % 40) as u64;
-                tokio::time::sleep(Duration::from_millis(jitter * u64::from(attempt + 1))).await;
-                last = Some(p);
+            Ok(Err(CallError::Problem(p))) => break p,
+            Ok(Err(CallError::Status(status))) => {
+                match retry::decide(
+                    &retry::READ,
+                    throttle,
+                    &status,
+                    attempt,
+                    deadline.remaining(),
+                ) {
+                    retry::Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
+                    retry::Next::GiveUp => break node_status_problem(&status, "projection"),
+                }
             }
-            Err(p) => {
-                last = Some(p);
-                break;
+            Err(_) => {
+                break Problem::new(
+                    StatusCode::GATEWAY_TIMEOUT,
+                    "timeout",
+                    format!(
+                        "the projection node did not answer within the request's deadline ({} ms)",
+                        deadline.budget().as_millis()
+                    ),
+                );
             }
         }
-    }
-    let p =
-        last.unwrap_or_else(|| Problem::new(StatusCode::BAD_GATEWAY, "node-error", "no answer"));
+    };
     finish(
         p.with_correlation(correlation.as_str()).into_response(),
         route,

@@ -53,6 +53,8 @@ pub mod headers {
     pub const ACTOR: &str = "x-actor";
     /// The node credential (a signed JWT; see [`crate::credential`]) on every call to a node.
     pub const NODE_CREDENTIAL: &str = "x-cloudlysis-credential";
+    /// A client's shorter deadline for an API request, in milliseconds (HTTP only).
+    pub const REQUEST_TIMEOUT_MS: &str = "x-request-timeout-ms";
 
     /// Tenant id on NATS messages.
     pub const NATS_TENANT_ID: &str = "tenant-id";

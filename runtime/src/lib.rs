@@ -32,6 +32,7 @@
 //! - [`service`] — `GET /health`, `GET /ready`, `GET /metrics`.
 //! - [`error`] — the crate's error types in one place.
 
+pub mod abandon;
 pub mod audit;
 pub mod config;
 pub mod consumer;

@@ -65,6 +65,14 @@ pub mod names {
     /// gRPC calls a node refused for their node credential, by `reason` (`missing`,
     /// `expired`, `invalid`, `tenant_mismatch`, `forbidden`).
     pub const NODE_CALL_REJECTIONS: &str = "cloudlysis_node_call_rejections_total";
+    /// gRPC calls a node stopped because the caller's deadline passed or the caller cancelled,
+    /// by `reason` (`deadline`, `cancelled`).
+    pub const NODE_CALLS_ABANDONED: &str = "cloudlysis_node_calls_abandoned_total";
+    /// The Gateway's retry decisions, by `profile` and `outcome` (`retried`, `exhausted`,
+    /// `throttled`, `pushback`, `deadline`).
+    pub const GATEWAY_RETRIES: &str = "cloudlysis_gateway_retries_total";
+    /// Tokens in the Gateway's retry throttle.
+    pub const GATEWAY_RETRY_TOKENS: &str = "cloudlysis_gateway_retry_tokens";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -165,6 +173,9 @@ pub mod names {
         GATEWAY_PROBES,
         GATEWAY_ADMISSION_REJECTIONS,
         NODE_CALL_REJECTIONS,
+        NODE_CALLS_ABANDONED,
+        GATEWAY_RETRIES,
+        GATEWAY_RETRY_TOKENS,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -289,6 +300,18 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_ADMISSION_REJECTIONS,
         "Gateway API requests refused at admission, by reason (full, tenant_share, tenant_limit)."
+    );
+    metrics::describe_counter!(
+        names::NODE_CALLS_ABANDONED,
+        "gRPC calls a node stopped because the caller's deadline passed or the caller cancelled, by reason."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_RETRIES,
+        "The Gateway's retry decisions after a retryable failure, by profile and outcome (retried, exhausted, throttled, pushback, deadline)."
+    );
+    metrics::describe_gauge!(
+        names::GATEWAY_RETRY_TOKENS,
+        "Tokens in the Gateway's retry throttle (retries only while more than half are left)."
     );
     metrics::describe_counter!(
         names::NODE_CALL_REJECTIONS,

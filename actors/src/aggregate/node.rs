@@ -318,7 +318,9 @@ impl AggregateNode {
         .behaviours(self.aggregate_types());
         let root = self.inner.root.clone();
         let router = tonic::transport::Server::builder()
-            // Every call but health and reflection needs a node credential.
+            // Work whose caller has gone is counted; every call but health and reflection needs
+            // a node credential.
+            .layer(cloudlysis_runtime::abandon::AbandonLayer)
             .layer(credentials.layer())
             .add_service(health_service)
             .add_service(admin.into_server())

@@ -598,7 +598,9 @@ impl ProjectionNode {
         let ops = crate::ops::OpsService::new(self.inner.js.clone(), Some(self.clone())).await;
         let root = self.inner.root.clone();
         let mut router = tonic::transport::Server::builder()
-            // Every call but health and reflection needs a node credential.
+            // Work whose caller has gone is counted; every call but health and reflection needs
+            // a node credential.
+            .layer(cloudlysis_runtime::abandon::AbandonLayer)
             .layer(credentials.layer())
             .add_service(health_service)
             .add_service(admin.into_server())
