@@ -231,6 +231,7 @@ pub(crate) fn bench_gateway_with_runner(
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     })?;
     let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
     let token =

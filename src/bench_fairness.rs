@@ -127,6 +127,7 @@ async fn bench(
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     })?;
     let token = |tenant: &str| {
         gateway.authenticator().mint(

@@ -269,6 +269,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     })
     .unwrap();
     let (s, resp) = p

@@ -75,6 +75,7 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     })
     .unwrap();
     let token = gateway

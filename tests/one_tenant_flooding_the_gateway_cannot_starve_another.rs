@@ -35,6 +35,7 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     })
     .unwrap();
     let token = |tenant: &str| {

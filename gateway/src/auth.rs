@@ -1,4 +1,5 @@
-//! Authentication (HS256 bearer tokens) and deny-by-default authorization.
+//! Authentication (HS256 bearer tokens; RS256 / ES256 tokens of an identity provider through
+//! [`crate::oidc`]) and deny-by-default authorization.
 //!
 //! Claims: `sub` (who), `tenant` (whose data), `rights` (what), `exp` (until when, Unix
 //! seconds). A route needs one right; nothing is allowed without one:
@@ -53,6 +54,7 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    oidc: Option<std::sync::Arc<crate::oidc::Oidc>>,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -74,7 +76,17 @@ impl Authenticator {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            oidc: None,
         })
+    }
+
+    /// Also accepts RS256 / ES256 tokens of the identity provider of `settings` (when its
+    /// `jwks_file` is set).
+    pub fn with_oidc(mut self, settings: crate::oidc::OidcSettings) -> Result<Self, AuthError> {
+        if settings.jwks_file.is_some() {
+            self.oidc = Some(std::sync::Arc::new(crate::oidc::Oidc::new(settings)?));
+        }
+        Ok(self)
     }
 
     /// Mints a token for `tenant` with `rights`, valid for `ttl`.
@@ -108,6 +120,25 @@ impl Authenticator {
             })
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
+        match (header.alg, &self.oidc) {
+            (Algorithm::HS256, _) => {}
+            (Algorithm::RS256 | Algorithm::ES256, Some(oidc)) => {
+                return oidc.verify(token, &header);
+            }
+            (Algorithm::RS256 | Algorithm::ES256, None) => {
+                return Err(AuthError::Invalid(format!(
+                    "{:?} tokens need an identity provider's keys (gateway.jwks_file)",
+                    header.alg
+                )));
+            }
+            (other, _) => {
+                return Err(AuthError::Invalid(format!(
+                    "{other:?} tokens are not accepted (HS256, RS256, ES256 are)"
+                )));
+            }
+        }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
             .map_err(|e| match e.kind() {

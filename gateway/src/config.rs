@@ -71,6 +71,46 @@ pub const TENANT_WEIGHTS: Setting = Setting {
     doc: "weights of tenants in the fair sharing of gateway.max_in_flight, e.g. `acme=3,beta=1` (others weigh 1) [default: none]",
 };
 
+/// The identity provider's JWK set.
+pub const JWKS_FILE: Setting = Setting {
+    key: "gateway.jwks_file",
+    env: "CLOUDLYSIS_JWKS_FILE",
+    flag: "",
+    doc: "JWK set (JSON file) of an identity provider whose RS256 / ES256 tokens are accepted besides HS256; re-read when it changes [default: none]",
+};
+
+/// The issuer identity-provider tokens must name.
+pub const JWT_ISSUER: Setting = Setting {
+    key: "gateway.jwt_issuer",
+    env: "CLOUDLYSIS_JWT_ISSUER",
+    flag: "",
+    doc: "the `iss` identity-provider tokens must carry (required with gateway.jwks_file)",
+};
+
+/// The audience identity-provider tokens must name.
+pub const JWT_AUDIENCE: Setting = Setting {
+    key: "gateway.jwt_audience",
+    env: "CLOUDLYSIS_JWT_AUDIENCE",
+    flag: "",
+    doc: "an `aud` identity-provider tokens must carry (required with gateway.jwks_file)",
+};
+
+/// The claim holding the tenant.
+pub const TENANT_CLAIM: Setting = Setting {
+    key: "gateway.tenant_claim",
+    env: "CLOUDLYSIS_TENANT_CLAIM",
+    flag: "",
+    doc: "the claim of identity-provider tokens that holds the tenant [default: tenant]",
+};
+
+/// The claim holding the rights.
+pub const RIGHTS_CLAIM: Setting = Setting {
+    key: "gateway.rights_claim",
+    env: "CLOUDLYSIS_RIGHTS_CLAIM",
+    flag: "",
+    doc: "the claim of identity-provider tokens that holds the rights: an array, or a space-separated string like `scope` [default: rights]",
+};
+
 /// Where the built Control UI is.
 pub const UI_DIR: Setting = Setting {
     key: "gateway.ui_dir",
@@ -94,6 +134,11 @@ pub const ALL: &[&Setting] = &[
     &MAX_IN_FLIGHT,
     &TENANT_MAX_IN_FLIGHT,
     &TENANT_WEIGHTS,
+    &JWKS_FILE,
+    &JWT_ISSUER,
+    &JWT_AUDIENCE,
+    &TENANT_CLAIM,
+    &RIGHTS_CLAIM,
 ];
 
 /// Validated Gateway settings.
@@ -121,6 +166,8 @@ pub struct GatewaySettings {
     pub tenant_max_in_flight: Option<usize>,
     /// Tenant weights in the fair sharing of `max_in_flight` (others weigh 1).
     pub tenant_weights: std::collections::BTreeMap<String, u32>,
+    /// Tokens of an identity provider (`gateway.jwks_file` and friends).
+    pub oidc: crate::oidc::OidcSettings,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -137,6 +184,7 @@ impl std::fmt::Debug for GatewaySettings {
             .field("ui_dir", &self.ui_dir)
             .field("tenant_max_in_flight", &self.tenant_max_in_flight)
             .field("tenant_weights", &self.tenant_weights)
+            .field("oidc", &self.oidc)
             .finish()
     }
 }
@@ -272,8 +320,47 @@ impl GatewaySettings {
                 ),
             },
             tenant_weights: tenant_weights(src)?,
+            oidc: oidc(src)?,
         })
     }
+}
+
+/// Loads the identity-provider settings and the JWK set they name (a bad one names the setting).
+fn oidc(src: &ConfigSource) -> Result<crate::oidc::OidcSettings, ConfigError> {
+    let mut o = crate::oidc::OidcSettings::default();
+    if let Some((v, _)) = src.raw(&TENANT_CLAIM, None) {
+        o.tenant_claim = v;
+    }
+    if let Some((v, _)) = src.raw(&RIGHTS_CLAIM, None) {
+        o.rights_claim = v;
+    }
+    let Some((file, origin)) = src.raw(&JWKS_FILE, None) else {
+        return Ok(o);
+    };
+    for (setting, slot) in [
+        (&JWT_ISSUER, &mut o.issuer),
+        (&JWT_AUDIENCE, &mut o.audience),
+    ] {
+        match src.raw(setting, None) {
+            Some((v, _)) if !v.trim().is_empty() => *slot = v,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    setting: setting.key,
+                    origin: Origin::Env(setting.env),
+                    value: String::new(),
+                    reason: format!("required with {} (set {})", JWKS_FILE.key, setting.env),
+                });
+            }
+        }
+    }
+    o.jwks_file = Some(file.clone().into());
+    crate::oidc::Oidc::new(o.clone()).map_err(|e| ConfigError::Invalid {
+        setting: JWKS_FILE.key,
+        origin,
+        value: file,
+        reason: e.to_string(),
+    })?;
+    Ok(o)
 }
 
 /// Parses `gateway.tenant_weights` (`tenant=weight,…`, weights 1..=1000, tenants subject tokens).

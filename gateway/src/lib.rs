@@ -29,6 +29,7 @@ use axum::routing::post;
 pub mod admission;
 pub mod auth;
 pub mod config;
+pub mod oidc;
 pub mod probe;
 pub mod problem;
 pub mod readiness;
@@ -147,7 +148,8 @@ struct Inner {
 impl Gateway {
     /// Builds a Gateway. Node channels connect lazily and reconnect by themselves.
     pub fn new(settings: GatewaySettings) -> Result<Self, GatewayError> {
-        let auth = Authenticator::new(settings.jwt_secret.as_bytes())?;
+        let auth =
+            Authenticator::new(settings.jwt_secret.as_bytes())?.with_oidc(settings.oidc.clone())?;
         let keys = cloudlysis_runtime::credential::NodeKeys::new(settings.node_secret.as_bytes())?;
         let channel = |addr: &str| -> Result<tonic::transport::Channel, GatewayError> {
             Ok(tonic::transport::Endpoint::from_shared(addr.to_string())

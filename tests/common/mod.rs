@@ -487,6 +487,7 @@ pub fn gateway_settings(
         ui_dir: cloudlysis_gateway::config::DEFAULT_UI_DIR.into(),
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
+        oidc: Default::default(),
     }
 }
 
