@@ -171,6 +171,41 @@ pub fn ops_router_with(
     }))
 }
 
+/// Registers a node in the node registry (`cloudlysis_nodes`) at the address Gateways reach
+/// its gRPC listener (`node.advertise_addr`, else the bound address), refreshed every heartbeat
+/// with `draining()`; deregister it when the node stops.
+pub async fn register(
+    src: &ConfigSource,
+    js: &async_nats::jetstream::Context,
+    role: &'static str,
+    grpc: &tokio::net::TcpListener,
+    behaviours: Vec<String>,
+    draining: impl Fn() -> bool + Send + Sync + 'static,
+) -> anyhow::Result<cloudlysis_runtime::registry::Registration> {
+    use cloudlysis_runtime::registry::{self, ADVERTISE_ADDR, NodeEntry};
+    let local = grpc.local_addr()?;
+    let addr = match src.raw(&ADVERTISE_ADDR, None) {
+        Some((v, _)) if v.contains("://") => v,
+        Some((v, _)) => format!("http://{v}"),
+        None if local.ip().is_unspecified() => anyhow::bail!(
+            "gRPC listens on {local}, which other processes cannot dial: set {} ({}) to the \
+             address Gateways reach this node at",
+            ADVERTISE_ADDR.key,
+            ADVERTISE_ADDR.env
+        ),
+        None => format!("http://{local}"),
+    };
+    let id = format!("{role}-{}", uuid::Uuid::new_v4().simple());
+    registry::register(js, move || {
+        let mut e = NodeEntry::new(role, &id, &addr);
+        e.behaviours = behaviours.clone();
+        e.draining = draining();
+        e
+    })
+    .await
+    .context("the node could not register in the node registry")
+}
+
 /// Binds a TCP listener, naming the setting on failure.
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)

@@ -35,7 +35,15 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         node.aggregate_types().join(", "),
         http.local_addr()?
     );
-    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await
+    let types = node
+        .aggregate_types()
+        .iter()
+        .map(|t| t.to_string())
+        .collect();
+    let registration = nodes::register(src, &nats.js, "aggregate", &grpc, types, || false).await?;
+    let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
+    registration.deregister().await;
+    code
 }
 
 /// Runs a Gateway until Ctrl-C or SIGTERM.
@@ -54,6 +62,21 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         None,
     )?;
     let gateway = Gateway::new(settings)?;
+    let placement: String = src.get_or(
+        &cloudlysis_gateway::config::PLACEMENT,
+        None,
+        "static".into(),
+    )?;
+    match placement.as_str() {
+        "static" => {}
+        "registry" => {
+            let nats = nodes::connect(src, None, "cloudlysis-gateway").await?;
+            gateway.use_registry(nats.js).await?;
+        }
+        other => anyhow::bail!(
+            "invalid gateway.placement {other:?} (CLOUDLYSIS_GATEWAY_PLACEMENT): use static or registry"
+        ),
+    }
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let handle = cloudlysis_runtime::metrics::install()?;
     cloudlysis_runtime::metrics::record_build_info("gateway");
@@ -124,9 +147,20 @@ pub async fn runner(
         node.workflows().join(", "),
         node.effect_types().join(", ")
     );
+    let behaviours = node
+        .workflows()
+        .into_iter()
+        .chain(node.effect_types())
+        .map(str::to_string)
+        .collect();
+    let heartbeat = node.clone();
+    let registration = nodes::register(src, &nats.js, "runner", &grpc, behaviours, move || {
+        heartbeat.draining()
+    })
+    .await?;
     let draining = node.clone();
     let grace = runner::RunnerSettings::load(src)?.drain_grace;
-    nodes::serve_until_signal_then(
+    let code = nodes::serve_until_signal_then(
         http,
         ops,
         |stop| node.serve_grpc(grpc, keys, stop),
@@ -136,7 +170,9 @@ pub async fn runner(
             eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
         },
     )
-    .await
+    .await;
+    registration.deregister().await;
+    code
 }
 
 /// Runs a projection node until Ctrl-C or SIGTERM.
@@ -184,7 +220,11 @@ pub async fn projection(
         http.local_addr()?,
         node.view_names().join(", ")
     );
-    nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await
+    let views = node.view_names().iter().map(|v| v.to_string()).collect();
+    let registration = nodes::register(src, &nats.js, "projection", &grpc, views, || false).await?;
+    let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
+    registration.deregister().await;
+    code
 }
 
 /// `cloudlysis projection rebuild <view>`: requests a rebuild and (unless `--no-wait`) waits

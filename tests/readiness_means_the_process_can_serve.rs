@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use cloudlysis_proto::aggregate::ExecuteRequest;
@@ -14,50 +13,6 @@ use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_runtime::{RequestContext, TenantId};
 use cloudlysis_test_support::{NatsServer, eventually, http_get};
 use common::Platform;
-use tokio::io::{AsyncBufReadExt, BufReader};
-
-/// `cloudlysis aggregate` against `nats_url`: the process, its gRPC and HTTP addresses.
-async fn aggregate_node(nats_url: &str) -> (tokio::process::Child, String, String) {
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .args([
-            "aggregate",
-            "--nats-url",
-            nats_url,
-            "--grpc-addr",
-            "127.0.0.1:0",
-            "--http-addr",
-            "127.0.0.1:0",
-        ])
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
-    let found = tokio::time::timeout(Duration::from_secs(60), async {
-        while let Ok(Some(line)) = lines.next_line().await {
-            if let (Some(grpc), Some(http)) =
-                (line.split("gRPC on ").nth(1), line.split("HTTP on ").nth(1))
-            {
-                let grpc = grpc.split([' ', ',']).next().unwrap().to_string();
-                let http = http.split_whitespace().next().unwrap().to_string();
-                return Some((grpc, http));
-            }
-        }
-        None
-    })
-    .await
-    .ok()
-    .flatten()
-    .expect("the aggregate node did not start");
-    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
-    (child, found.0, found.1)
-}
 
 async fn ready(http: &str) -> (u16, String) {
     http_get(&format!("{http}/ready"))
@@ -68,7 +23,7 @@ async fn ready(http: &str) -> (u16, String) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_not_ready_while_jetstream_does_not_answer_and_serves_once_it_is() {
     let server = NatsServer::start().await.unwrap();
-    let (_child, grpc, http) = aggregate_node(&server.url()).await;
+    let (_child, grpc, http) = common::spawn_aggregate(&server.url(), &[]).await;
     assert!(
         eventually(Duration::from_secs(20), || async {
             ready(&http).await.0 == 200

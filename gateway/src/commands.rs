@@ -206,7 +206,11 @@ async fn handle(
 
     let payload_json = serde_json::to_vec(&cmd.payload).unwrap_or_default();
     let credential = gw.credential(&claims)?;
-    let mut client = CommandServiceClient::new(gw.inner.aggregate.clone());
+    let mut client = CommandServiceClient::new(gw.aggregate_channel(
+        ctx.tenant.as_str(),
+        aggregate_type,
+        aggregate_id,
+    )?);
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
     let reply = loop {

@@ -111,6 +111,14 @@ pub const RIGHTS_CLAIM: Setting = Setting {
     doc: "the claim of identity-provider tokens that holds the rights: an array, or a space-separated string like `scope` [default: rights]",
 };
 
+/// How the Gateway finds nodes.
+pub const PLACEMENT: Setting = Setting {
+    key: "gateway.placement",
+    env: "CLOUDLYSIS_GATEWAY_PLACEMENT",
+    flag: "",
+    doc: "`static` (the *_addr settings) or `registry` (live nodes from the NATS node registry; needs nats.url) [default: static]",
+};
+
 /// Where the built Control UI is.
 pub const UI_DIR: Setting = Setting {
     key: "gateway.ui_dir",
@@ -135,6 +143,7 @@ pub const ALL: &[&Setting] = &[
     &TENANT_MAX_IN_FLIGHT,
     &TENANT_WEIGHTS,
     &JWKS_FILE,
+    &PLACEMENT,
     &JWT_ISSUER,
     &JWT_AUDIENCE,
     &TENANT_CLAIM,

@@ -54,6 +54,9 @@ pub enum GatewayError {
     /// The node secret is unusable.
     #[error(transparent)]
     Credential(#[from] cloudlysis_runtime::credential::CredentialError),
+    /// The node registry could not be watched.
+    #[error("node registry: {0}")]
+    Registry(String),
     /// A node address is not a valid endpoint.
     #[error("invalid node address {addr}: {reason}")]
     Endpoint {
@@ -86,6 +89,7 @@ fn register_metrics() {
     }
     metrics::gauge!(names::GATEWAY_IN_FLIGHT).set(0.0);
     upstream::retry::register_metrics();
+    upstream::pool::register_metrics();
     for result in ["fanout", "cached", "rejected"] {
         metrics::counter!(names::GATEWAY_PROBES, "result" => result).increment(0);
     }
@@ -127,6 +131,9 @@ struct Inner {
     keys: cloudlysis_runtime::credential::NodeKeys,
     /// The retry throttle of every call to a node.
     throttle: upstream::retry::RetryThrottle,
+    /// Placement from the node registry, once [`Gateway::use_registry`] ran (else the static
+    /// addresses of the settings).
+    placement: std::sync::OnceLock<Arc<upstream::placement::Placement>>,
     aggregate: tonic::transport::Channel,
     projection: tonic::transport::Channel,
     /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
@@ -192,6 +199,7 @@ impl Gateway {
                 auth,
                 keys,
                 throttle: upstream::retry::RetryThrottle::default(),
+                placement: std::sync::OnceLock::new(),
                 aggregate,
                 projection,
                 runners,
@@ -254,6 +262,93 @@ impl Gateway {
                     "the node credential could not be signed",
                 )
             })
+    }
+
+    /// Routes by the node registry of `js` from now on (`gateway.placement = registry`):
+    /// commands by entity to the aggregate node rendezvous picks, reads to the least loaded
+    /// projection node, runner calls in rendezvous order (see [`upstream::placement`]).
+    pub async fn use_registry(
+        &self,
+        js: async_nats::jetstream::Context,
+    ) -> Result<Arc<upstream::placement::Placement>, GatewayError> {
+        let pool = Arc::new(upstream::pool::ChannelPool::new(
+            Duration::from_secs(2),
+            self.inner.settings.command_timeout,
+        ));
+        let placement = upstream::placement::Placement::start(js, pool)
+            .await
+            .map_err(GatewayError::Registry)?;
+        let _ = self.inner.placement.set(placement.clone());
+        Ok(placement)
+    }
+
+    /// The registry placement, when the Gateway routes by it.
+    pub fn placement(&self) -> Option<&Arc<upstream::placement::Placement>> {
+        self.inner.placement.get()
+    }
+
+    fn no_node(role: &str, what: &str) -> problem::Problem {
+        problem::Problem::new(
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("no live {role} node {what}; nothing was sent"),
+        )
+        .retry_after(1)
+    }
+
+    fn pooled(
+        p: &upstream::placement::Placement,
+        node: &cloudlysis_runtime::registry::NodeEntry,
+    ) -> Result<tonic::transport::Channel, problem::Problem> {
+        p.pool.get(&node.grpc_addr).map_err(|e| {
+            problem::Problem::new(axum::http::StatusCode::BAD_GATEWAY, "node-error", e)
+        })
+    }
+
+    /// The channel to the aggregate node of one entity.
+    pub(crate) fn aggregate_channel(
+        &self,
+        tenant: &str,
+        ty: &str,
+        id: &str,
+    ) -> Result<tonic::transport::Channel, problem::Problem> {
+        let Some(p) = self.placement() else {
+            return Ok(self.inner.aggregate.clone());
+        };
+        let node = p
+            .aggregate_for(tenant, ty, id)
+            .ok_or_else(|| Self::no_node("aggregate", &format!("serves `{ty}`")))?;
+        Self::pooled(p, &node)
+    }
+
+    /// The channel to a projection node serving `view`.
+    pub(crate) fn projection_channel(
+        &self,
+        view: &str,
+    ) -> Result<tonic::transport::Channel, problem::Problem> {
+        let Some(p) = self.placement() else {
+            return Ok(self.inner.projection.clone());
+        };
+        let node = p
+            .projection_for(view)
+            .ok_or_else(|| Self::no_node("projection", &format!("serves view `{view}`")))?;
+        Self::pooled(p, &node)
+    }
+
+    /// The runners to try for `key`, first choice first.
+    pub(crate) fn runner_channels(&self, key: &str) -> Vec<(String, tonic::transport::Channel)> {
+        let Some(p) = self.placement() else {
+            return self.inner.runners.clone();
+        };
+        p.runners_for(key)
+            .into_iter()
+            .filter_map(|n| {
+                p.pool
+                    .get(&n.grpc_addr)
+                    .ok()
+                    .map(|c| (n.grpc_addr.clone(), c))
+            })
+            .collect()
     }
 
     /// API requests being handled now.

@@ -217,7 +217,17 @@ where
             );
         }
     };
-    let client = QueryServiceClient::new(gw.inner.projection.clone());
+    let client = match gw.projection_channel(view) {
+        Ok(c) => QueryServiceClient::new(c),
+        Err(p) => {
+            return finish(
+                p.with_correlation(correlation.as_str()).into_response(),
+                route,
+                started,
+                &correlation,
+            );
+        }
+    };
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
     let p = loop {

@@ -1,7 +1,8 @@
 //! The Gateway's readiness: it can serve while a node of every role it routes to answers. One
 //! check per role (`aggregate`, `projection`, `runner`), each a gRPC health check (`""`, the
 //! node as a whole: a draining runner is `NOT_SERVING`) within [`NODE_CHECK_DEADLINE`]; the
-//! runner check passes when any runner serves.
+//! runner check passes when any runner serves. With registry placement, a check passes while
+//! the registry holds a live node of the role.
 
 use std::time::Duration;
 
@@ -39,6 +40,23 @@ impl Gateway {
     /// Readiness checks of this Gateway (see the module docs), for its `/ready`.
     pub fn readiness(&self) -> Readiness {
         let readiness = Readiness::new();
+        if let Some(p) = self.placement() {
+            // Registry placement: a live (heartbeating, not draining) node of each role.
+            for role in ["aggregate", "projection", "runner"] {
+                let p = p.clone();
+                readiness.register(role, move || {
+                    let live = p.live(role).len();
+                    async move {
+                        if live > 0 {
+                            Ok(())
+                        } else {
+                            Err(format!("no live {role} node in the registry"))
+                        }
+                    }
+                });
+            }
+            return readiness;
+        }
         let s = &self.inner.settings;
         let aggregate = vec![(s.aggregate_addr.clone(), self.inner.aggregate.clone())];
         let projection = vec![(s.projection_addr.clone(), self.inner.projection.clone())];

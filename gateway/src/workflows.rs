@@ -146,10 +146,15 @@ where
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     use std::hash::{Hash, Hasher};
-    let runners = &gw.inner.runners;
-    let mut h = std::hash::DefaultHasher::new();
-    key.hash(&mut h);
-    let first = (h.finish() % runners.len() as u64) as usize;
+    let runners = gw.runner_channels(key);
+    // Registry placement orders them already; static addresses start where the key hashes.
+    let first = if gw.placement().is_some() || runners.is_empty() {
+        0
+    } else {
+        let mut h = std::hash::DefaultHasher::new();
+        key.hash(&mut h);
+        (h.finish() % runners.len() as u64) as usize
+    };
     let timeout = gw.inner.settings.command_timeout;
     let mut last = None;
     for i in 0..runners.len() {

@@ -47,6 +47,7 @@ pub mod nats;
 pub mod nats_server;
 pub mod outcome;
 pub mod poison;
+pub mod registry;
 pub mod service;
 pub mod stream;
 pub mod subject;

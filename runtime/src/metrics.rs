@@ -73,6 +73,12 @@ pub mod names {
     pub const GATEWAY_RETRIES: &str = "cloudlysis_gateway_retries_total";
     /// Tokens in the Gateway's retry throttle.
     pub const GATEWAY_RETRY_TOKENS: &str = "cloudlysis_gateway_retry_tokens";
+    /// Channels in the Gateway's channel pool.
+    pub const GATEWAY_CHANNELS: &str = "cloudlysis_gateway_channels";
+    /// Channel-pool lookups and removals, by `result` (`hit`, `miss`, `evicted`, `expired`).
+    pub const GATEWAY_CHANNEL_POOL: &str = "cloudlysis_gateway_channel_pool_total";
+    /// Live nodes in the Gateway's registry view, by `role`.
+    pub const GATEWAY_LIVE_NODES: &str = "cloudlysis_gateway_live_nodes";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -176,6 +182,9 @@ pub mod names {
         NODE_CALLS_ABANDONED,
         GATEWAY_RETRIES,
         GATEWAY_RETRY_TOKENS,
+        GATEWAY_CHANNELS,
+        GATEWAY_CHANNEL_POOL,
+        GATEWAY_LIVE_NODES,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -308,6 +317,18 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_RETRIES,
         "The Gateway's retry decisions after a retryable failure, by profile and outcome (retried, exhausted, throttled, pushback, deadline)."
+    );
+    metrics::describe_gauge!(
+        names::GATEWAY_CHANNELS,
+        "Channels in the Gateway's channel pool (registry placement)."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_CHANNEL_POOL,
+        "Gateway channel-pool lookups and removals, by result (hit, miss, evicted, expired)."
+    );
+    metrics::describe_gauge!(
+        names::GATEWAY_LIVE_NODES,
+        "Live nodes in the Gateway's view of the node registry, by role."
     );
     metrics::describe_gauge!(
         names::GATEWAY_RETRY_TOKENS,

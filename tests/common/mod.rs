@@ -678,3 +678,52 @@ pub fn sign<T>(req: &mut tonic::Request<T>, tenant: &str, rights: &[&str]) {
     req.metadata_mut()
         .insert("x-cloudlysis-credential", c.parse().unwrap());
 }
+
+/// `cloudlysis aggregate` against `nats_url` with extra environment `env`: the process, its gRPC
+/// address (`host:port`) and its HTTP base URL.
+pub async fn spawn_aggregate(
+    nats_url: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .args([
+            "aggregate",
+            "--nats-url",
+            nats_url,
+            "--grpc-addr",
+            "127.0.0.1:0",
+            "--http-addr",
+            "127.0.0.1:0",
+        ])
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
+        .envs(env.iter().copied())
+        .stderr(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let found = tokio::time::timeout(Duration::from_secs(60), async {
+        while let Ok(Some(line)) = lines.next_line().await {
+            if let (Some(grpc), Some(http)) =
+                (line.split("gRPC on ").nth(1), line.split("HTTP on ").nth(1))
+            {
+                let grpc = grpc.split([' ', ',']).next().unwrap().to_string();
+                let http = http.split_whitespace().next().unwrap().to_string();
+                return Some((grpc, http));
+            }
+        }
+        None
+    })
+    .await
+    .ok()
+    .flatten()
+    .expect("the aggregate node did not start");
+    tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+    (child, found.0, found.1)
+}

@@ -662,6 +662,11 @@ impl<A: Aggregate> Entity<A> {
                     version = env.sequence;
                 }
                 seen = seq;
+                // Everything up to the entity's last commit is in: stop here rather than wait
+                // for the batch to expire (it asked for more than the subject holds).
+                if seen >= last {
+                    break;
+                }
             }
         }
         let mut loaded = Loaded {

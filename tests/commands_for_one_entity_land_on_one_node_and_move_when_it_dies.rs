@@ -1,0 +1,171 @@
+//! With registry placement (`gateway.placement = registry`), nodes register themselves in NATS
+//! KV and the Gateway sends every command for one entity to one aggregate node (rendezvous
+//! hashing over the live nodes serving the type), so optimistic concurrency is the safety net,
+//! not the routine. When a node dies (kill -9), its entities answer from another node once its
+//! registry entry is older than the TTL, and no acknowledged command is lost. Before, a Gateway
+//! held one static address per role.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use cloudlysis_runtime::registry;
+use cloudlysis_test_support::{NatsServer, eventually, http_get};
+use common::body_json;
+
+/// `cloudlysis_commands_total{outcome="ok"}` of the node serving metrics at `http`.
+async fn commands_ok(http: &str) -> u64 {
+    let (_, text) = http_get(&format!("{http}/metrics")).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("cloudlysis_commands_total") && l.contains(r#"outcome="ok""#))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
+    let server = NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    let mut nodes = Vec::new();
+    for _ in 0..2 {
+        nodes.push(common::spawn_aggregate(&server.url(), &[]).await);
+    }
+    let gw = cloudlysis_gateway::Gateway::new(common::gateway_settings(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+        None,
+    ))
+    .unwrap();
+    let placement = gw.use_registry(js.clone()).await.unwrap();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            placement.live("aggregate").len() == 2
+        })
+        .await,
+        "{:?}",
+        placement.live("aggregate")
+    );
+    let http_of: HashMap<String, String> = nodes
+        .iter()
+        .map(|(_, grpc, http)| (format!("http://{grpc}"), http.clone()))
+        .collect();
+    let token = {
+        let auth = gw.authenticator();
+        auth.mint(
+            "test",
+            "acme",
+            &["commands:*".into()],
+            Duration::from_secs(600),
+        )
+        .unwrap()
+    };
+    let post = |id: String, body: &'static str, key: Option<String>| {
+        let gw = gw.clone();
+        let token = token.clone();
+        async move {
+            use tower::ServiceExt;
+            let mut req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
+                .header("authorization", format!("Bearer {token}"))
+                .header("content-type", "application/json");
+            if let Some(k) = key {
+                req = req.header("idempotency-key", k);
+            }
+            let resp = gw
+                .router()
+                .oneshot(req.body(axum::body::Body::from(body)).unwrap())
+                .await
+                .unwrap();
+            let status = resp.status().as_u16();
+            (status, body_json(resp).await)
+        }
+    };
+
+    // Every entity's commands land on the node rendezvous picks for it, and only there.
+    let ids: Vec<String> = (0..24).map(|i| format!("a-{i}")).collect();
+    let mut acknowledged: HashMap<String, u64> = HashMap::new();
+    let mut placed: HashMap<String, u64> = HashMap::new();
+    for id in &ids {
+        let node = placement.aggregate_for("acme", "account", id).unwrap();
+        *placed.entry(node.grpc_addr.clone()).or_default() += 2;
+        for body in [
+            r#"{"type":"Open","payload":{"owner":"o"}}"#,
+            r#"{"type":"Deposit","payload":{"amount":5}}"#,
+        ] {
+            let (s, b) = post(id.clone(), body, None).await;
+            assert_eq!(s, 200, "{id}: {b}");
+            *acknowledged.entry(id.clone()).or_default() += 1;
+        }
+    }
+    assert_eq!(placed.len(), 2, "both nodes got entities: {placed:?}");
+    for (addr, n) in &placed {
+        assert_eq!(commands_ok(&http_of[addr]).await, *n, "{addr}");
+    }
+
+    // kill -9 one node: its entities answer from the other within the TTL (plus a heartbeat).
+    let victim_addr = format!("http://{}", nodes[0].1);
+    nodes[0].0.kill().await.unwrap();
+    let moved: Vec<&String> = ids
+        .iter()
+        .filter(|id| {
+            placement
+                .aggregate_for("acme", "account", id)
+                .unwrap()
+                .grpc_addr
+                == victim_addr
+        })
+        .collect();
+    assert!(!moved.is_empty());
+    let killed = tokio::time::Instant::now();
+    for (n, id) in moved.iter().enumerate() {
+        // A retried command carries its idempotency key: it commits once whatever happened.
+        let key = format!("move-{n}");
+        let last = std::sync::Mutex::new((0, serde_json::Value::Null));
+        let ok = eventually(registry::TTL + Duration::from_secs(5), || async {
+            let answer = post(
+                (*id).clone(),
+                r#"{"type":"Deposit","payload":{"amount":1}}"#,
+                Some(key.clone()),
+            )
+            .await;
+            // While the dead node is still placed, nothing was sent: 503 with Retry-After.
+            assert!(answer.0 == 200 || answer.0 == 503, "{id}: {answer:?}");
+            let done = answer.0 == 200;
+            *last.lock().unwrap() = answer;
+            done
+        })
+        .await;
+        assert!(ok, "{id} did not move: {:?}", last.lock().unwrap());
+        *acknowledged.entry((*id).clone()).or_default() += 1;
+    }
+    eprintln!(
+        "the dead node's entities answered from the other node {:?} after the kill",
+        killed.elapsed()
+    );
+    assert!(
+        !placement
+            .live("aggregate")
+            .iter()
+            .any(|n| n.grpc_addr == victim_addr)
+    );
+    // The sweep (every 250 ms) evicts the departed node's channel.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            !placement.pool.addresses().contains(&victim_addr)
+        })
+        .await,
+        "the departed node's channel was not evicted"
+    );
+
+    // No acknowledged command was lost: each acknowledged one is a commit in the stream.
+    let mut stream = js.get_stream("AGGREGATE_EVENTS").await.unwrap();
+    let last = stream.info().await.unwrap().state.last_sequence;
+    let mut commits: HashMap<String, u64> = HashMap::new();
+    for seq in 1..=last {
+        if let Ok(m) = stream.get_raw_message(seq).await {
+            let id = m.subject.rsplit('.').next().unwrap().to_string();
+            *commits.entry(id).or_default() += 1;
+        }
+    }
+    assert_eq!(commits, acknowledged);
+}
