@@ -157,6 +157,32 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         "the departed node's channel was not evicted"
     );
 
+    // A Gateway that starts now replays the dead node's last entry (still in the bucket): it is
+    // as old as its write, so the new Gateway does not count the dead node as live either.
+    let late = cloudlysis_gateway::Gateway::new(common::gateway_settings(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+        None,
+    ))
+    .unwrap();
+    let late = late.use_registry(js.clone()).await.unwrap();
+    let survivor = format!("http://{}", nodes[1].1);
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            late.live("aggregate")
+                .iter()
+                .any(|n| n.grpc_addr == survivor)
+        })
+        .await
+    );
+    assert!(
+        late.live("aggregate")
+            .iter()
+            .all(|n| n.grpc_addr != victim_addr),
+        "a dead node counted as live: {:?}",
+        late.live("aggregate")
+    );
+
     // No acknowledged command was lost: each acknowledged one is a commit in the stream.
     let mut stream = js.get_stream("AGGREGATE_EVENTS").await.unwrap();
     let last = stream.info().await.unwrap().state.last_sequence;

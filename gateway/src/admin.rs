@@ -58,7 +58,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap, right: &str) -> Result<Operator, Pro
     let mut ctx = RequestContext::new(tenant);
     ctx.correlation_id = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
     Ok(Operator {
-        credential: gw.credential(&claims)?,
+        credential: gw.credential(&claims, &format!("admin:{right}"))?,
         subject: claims.sub,
         ctx,
     })

@@ -224,9 +224,16 @@ pub(crate) async fn admit(
             return problem.retry_after(1).into_response();
         }
     };
+    // Decremented when the request ends, also when its client went away mid-request.
+    struct Gauged(metrics::Gauge);
+    impl Drop for Gauged {
+        fn drop(&mut self) {
+            self.0.decrement(1.0);
+        }
+    }
     gw.inner.in_flight.increment(1.0);
+    let _gauged = Gauged(gw.inner.in_flight.clone());
     let response = next.run(request).await;
-    gw.inner.in_flight.decrement(1.0);
     drop(permit);
     response
 }

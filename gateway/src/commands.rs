@@ -205,17 +205,27 @@ async fn handle(
     };
 
     let payload_json = serde_json::to_vec(&cmd.payload).unwrap_or_default();
-    let credential = gw.credential(&claims)?;
-    let mut client = CommandServiceClient::new(gw.aggregate_channel(
-        ctx.tenant.as_str(),
-        aggregate_type,
-        aggregate_id,
-    )?);
+    let credential = gw.credential(&claims, &format!("commands:{aggregate_type}"))?;
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
     let reply = loop {
         attempt += 1;
         let remaining = deadline.remaining();
+        if remaining.is_zero() {
+            // Nothing was sent in this attempt, and an earlier one never reached a node.
+            return Err(Problem::new(
+                StatusCode::GATEWAY_TIMEOUT,
+                "timeout",
+                "the request's deadline passed before the command could be sent; nothing was committed",
+            )
+            .retry_after(1));
+        }
+        // Placed again on each attempt: a retry goes to the node that owns the entity now.
+        let mut client = CommandServiceClient::new(gw.aggregate_channel(
+            ctx.tenant.as_str(),
+            aggregate_type,
+            aggregate_id,
+        )?);
         let mut request = tonic::Request::new(ExecuteRequest {
             aggregate_type: aggregate_type.to_string(),
             aggregate_id: aggregate_id.to_string(),

@@ -165,7 +165,8 @@ impl Gateway {
                     reason: e.to_string(),
                 })?
                 .connect_timeout(Duration::from_secs(2))
-                .timeout(settings.command_timeout)
+                // No channel-wide timeout: every call carries its own deadline (a List's 10 s
+                // must not be cut to the command timeout).
                 .tcp_nodelay(true)
                 .connect_lazy())
         };
@@ -223,13 +224,16 @@ impl Gateway {
         })
     }
 
-    /// A node credential for the caller of `claims`: its subject, tenant and rights, signed
-    /// for [`cloudlysis_runtime::credential::DEFAULT_TTL`].
+    /// A node credential for the caller of `claims` (its subject and tenant) carrying only
+    /// `right` — the one the call needs, which the caller's rights were checked to grant — signed
+    /// for [`cloudlysis_runtime::credential::DEFAULT_TTL`]: a credential sent for a query cannot
+    /// run a command or an admin verb.
     pub(crate) fn credential(
         &self,
         claims: &auth::Claims,
+        right: &str,
     ) -> Result<tonic::metadata::MetadataValue<tonic::metadata::Ascii>, problem::Problem> {
-        self.sign(&claims.sub, &claims.tenant, &claims.rights)
+        self.sign(&claims.sub, &claims.tenant, &[right.to_string()])
     }
 
     /// The Gateway's own credential for calls made for no tenant (probes), with `rights`.
@@ -271,10 +275,7 @@ impl Gateway {
         &self,
         js: async_nats::jetstream::Context,
     ) -> Result<Arc<upstream::placement::Placement>, GatewayError> {
-        let pool = Arc::new(upstream::pool::ChannelPool::new(
-            Duration::from_secs(2),
-            self.inner.settings.command_timeout,
-        ));
+        let pool = Arc::new(upstream::pool::ChannelPool::new(Duration::from_secs(2)));
         let placement = upstream::placement::Placement::start(js, pool)
             .await
             .map_err(GatewayError::Registry)?;

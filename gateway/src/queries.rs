@@ -196,7 +196,7 @@ where
             request_id: None,
             idempotency_key: None,
         };
-        let credential = gw.credential(&claims)?;
+        let credential = gw.credential(&claims, &format!("queries:{view}"))?;
         let default = if route == "query_list" {
             LIST_DEADLINE
         } else {
@@ -217,25 +217,18 @@ where
             );
         }
     };
-    let client = match gw.projection_channel(view) {
-        Ok(c) => QueryServiceClient::new(c),
-        Err(p) => {
-            return finish(
-                p.with_correlation(correlation.as_str()).into_response(),
-                route,
-                started,
-                &correlation,
-            );
-        }
-    };
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
     let p = loop {
         attempt += 1;
         let remaining = deadline.remaining();
+        // Chosen again on each attempt: a retry may go to another projection node.
+        let client = match gw.projection_channel(view) {
+            Ok(c) => QueryServiceClient::new(c),
+            Err(p) => break p,
+        };
         let answer =
-            tokio::time::timeout(remaining, call(ctx.clone(), min, client.clone(), remaining))
-                .await;
+            tokio::time::timeout(remaining, call(ctx.clone(), min, client, remaining)).await;
         match answer {
             Ok(Ok((checkpoint, body))) => {
                 throttle.on_success();

@@ -45,7 +45,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<Admin, Problem> {
         return Err(Problem::forbidden("missing right `runner:admin`"));
     }
     Ok(Admin {
-        credential: gw.credential(&claims)?,
+        credential: gw.credential(&claims, "runner:admin")?,
         subject: claims.sub,
     })
 }

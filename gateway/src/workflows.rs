@@ -116,7 +116,7 @@ fn admit(
                 request_id: None,
                 idempotency_key: None,
             },
-            credential: gw.credential(&claims)?,
+            credential: gw.credential(&claims, &format!("workflows:{right}"))?,
         },
         claims.sub,
     ))

@@ -391,6 +391,12 @@ impl NodeKeys {
                     if lifetime > MAX_TTL.as_secs() {
                         return Err(CredentialError::TooLong(lifetime));
                     }
+                    // Issued in the future (beyond the skew) or expiring later than a fresh
+                    // credential could: a forged lifetime.
+                    let now = now_secs();
+                    if c.iat > now + LEEWAY_SECS || c.exp > now + MAX_TTL.as_secs() + LEEWAY_SECS {
+                        return Err(CredentialError::TooLong(c.exp.saturating_sub(now)));
+                    }
                     let tenant = TenantId::new(c.tenant)
                         .map_err(|e| CredentialError::Invalid(format!("tenant: {e}")))?;
                     return Ok(Caller {

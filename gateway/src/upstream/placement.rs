@@ -73,7 +73,19 @@ impl Placement {
                         entry = watch.next() => {
                             let Some(me) = weak.upgrade() else { return };
                             match entry {
-                                Some(Ok(e)) => me.apply(&e.key, e.operation, &e.value),
+                                Some(Ok(e)) => {
+                                    // An entry replayed by the watch (at start, on re-watch) is
+                                    // as old as its write, not fresh: a node that died a minute
+                                    // ago must not count as live.
+                                    let written = e.created.unix_timestamp_nanos();
+                                    let now = std::time::SystemTime::now()
+                                        .duration_since(std::time::UNIX_EPOCH)
+                                        .map_or(0, |d| d.as_nanos() as i128);
+                                    let age = Duration::from_nanos(
+                                        (now - written).clamp(0, i128::from(u64::MAX)) as u64,
+                                    );
+                                    me.apply(&e.key, e.operation, &e.value, age)
+                                }
                                 Some(Err(e)) => {
                                     tracing::warn!(error = %e, "registry watch broke; re-watching");
                                     break;
@@ -93,7 +105,7 @@ impl Placement {
         Ok(me)
     }
 
-    fn apply(&self, key: &str, op: Operation, value: &[u8]) {
+    fn apply(&self, key: &str, op: Operation, value: &[u8], age: Duration) {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         match op {
             Operation::Put => match serde_json::from_slice::<NodeEntry>(value) {
@@ -103,7 +115,10 @@ impl Placement {
                     {
                         self.pool.evict(&old.grpc_addr);
                     }
-                    nodes.insert(key.to_string(), (entry, Instant::now()));
+                    let seen = Instant::now()
+                        .checked_sub(age.min(registry::TTL))
+                        .unwrap_or_else(Instant::now);
+                    nodes.insert(key.to_string(), (entry, seen));
                 }
                 Err(e) => tracing::warn!(key, error = %e, "unreadable registry entry ignored"),
             },

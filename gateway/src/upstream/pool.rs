@@ -23,7 +23,6 @@ pub const IDLE_TTL: Duration = Duration::from_secs(300);
 pub struct ChannelPool {
     channels: Mutex<HashMap<String, (tonic::transport::Channel, Instant)>>,
     connect_timeout: Duration,
-    timeout: Duration,
 }
 
 /// Makes the pool's series exist at 0.
@@ -35,13 +34,12 @@ pub fn register_metrics() {
 }
 
 impl ChannelPool {
-    /// An empty pool whose channels connect within `connect_timeout` and bound each call by
-    /// `timeout`.
-    pub fn new(connect_timeout: Duration, timeout: Duration) -> Self {
+    /// An empty pool whose channels connect within `connect_timeout` (each call carries its
+    /// own deadline).
+    pub fn new(connect_timeout: Duration) -> Self {
         Self {
             channels: Mutex::default(),
             connect_timeout,
-            timeout,
         }
     }
 
@@ -76,7 +74,6 @@ impl ChannelPool {
         let channel = tonic::transport::Endpoint::from_shared(addr.to_string())
             .map_err(|e| format!("invalid node address {addr}: {e}"))?
             .connect_timeout(self.connect_timeout)
-            .timeout(self.timeout)
             .tcp_nodelay(true)
             .connect_lazy();
         map.insert(addr.to_string(), (channel.clone(), now));
@@ -109,7 +106,7 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn the_pool_reuses_bounds_expires_and_evicts() {
-        let pool = ChannelPool::new(Duration::from_secs(1), Duration::from_secs(1));
+        let pool = ChannelPool::new(Duration::from_secs(1));
         pool.get("http://127.0.0.1:1").unwrap();
         pool.get("http://127.0.0.1:1").unwrap();
         assert_eq!(pool.addresses(), ["http://127.0.0.1:1"]);

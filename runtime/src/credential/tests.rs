@@ -56,6 +56,14 @@ fn missing_foreign_expired_and_overlong_credentials_are_unauthenticated() {
             CredentialError::TooLong(3600),
         ),
         (
+            // A lifetime within bounds, but issued far in the future.
+            Some(
+                keys.sign_at("x", "acme", &rights, now + 86_400, now + 86_460)
+                    .unwrap(),
+            ),
+            CredentialError::TooLong(0),
+        ),
+        (
             Some("not.a.jwt".to_string()),
             CredentialError::Invalid(String::new()),
         ),
