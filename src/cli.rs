@@ -263,6 +263,8 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::DEV_DATA_DIR,
     &cloudlysis_runtime::credential::NODE_SECRET,
     &cloudlysis_runtime::credential::NODE_SECRET_PREVIOUS,
+    &cloudlysis_runtime::admission::MAX_IN_FLIGHT,
+    &cloudlysis_runtime::registry::ADVERTISE_ADDR,
     &consumer_settings::PROJECTION_ACK_TIMEOUT_MS,
     &consumer_settings::PROJECTION_MAX_DELIVER,
     &consumer_settings::PROJECTION_MAX_IN_FLIGHT,

@@ -143,6 +143,7 @@ pub fn ops_router_with(
     metrics::record_build_info(role);
     cloudlysis_runtime::credential::register_metrics();
     cloudlysis_runtime::abandon::register_metrics();
+    cloudlysis_runtime::admission::register_metrics();
     let readiness = Readiness::new();
     readiness.nats(client.clone());
     // Connected is not enough: JetStream must answer for the streams this role uses.
@@ -204,6 +205,21 @@ pub async fn register(
     })
     .await
     .context("the node could not register in the node registry")
+}
+
+/// The node's credential keys (`node.secret`, required) and `node.max_in_flight`.
+pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admission::NodeServing> {
+    use cloudlysis_runtime::admission::{DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT, NodeServing};
+    Ok(NodeServing {
+        keys: cloudlysis_runtime::credential::NodeKeys::load(src, None)?,
+        max_in_flight: src.get_in_range(
+            &MAX_IN_FLIGHT,
+            None,
+            DEFAULT_MAX_IN_FLIGHT as u64,
+            1,
+            1_000_000,
+        )? as usize,
+    })
 }
 
 /// Binds a TCP listener, naming the setting on failure.

@@ -23,7 +23,7 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         args.http_addr.as_deref(),
         "127.0.0.1:8081".into(),
     )?;
-    let keys = NodeKeys::load(src, None)?;
+    let keys = nodes::serving(src)?;
     let grpc = nodes::bind(&grpc_addr, "aggregate.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-aggregate").await?;
@@ -101,7 +101,7 @@ pub async fn runner(
     use cloudlysis_actors::runner;
     // Validate the role's settings before anything is bound or connected.
     runner::RunnerSettings::load(src)?;
-    let keys = NodeKeys::load(src, None)?;
+    let keys = nodes::serving(src)?;
     let grpc_addr: String = src.get_or(
         &runner::GRPC_ADDR,
         args.grpc_addr.as_deref(),
@@ -124,7 +124,7 @@ pub async fn runner(
         &nats.js,
         args.aggregate_addr.as_deref(),
         Some(reload),
-        &keys,
+        &keys.keys,
     )
     .await?;
     let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
@@ -207,7 +207,7 @@ pub async fn projection(
         args.http_addr.as_deref(),
         "127.0.0.1:8082".into(),
     )?;
-    let keys = NodeKeys::load(src, None)?;
+    let keys = nodes::serving(src)?;
     let grpc = nodes::bind(&grpc_addr, "projection.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-projection").await?;

@@ -369,20 +369,26 @@ pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
 pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem {
     use tonic::Code;
     let msg = status.message().to_string();
+    // A node's retry hint (gRFC A6 pushback, milliseconds) becomes Retry-After (whole seconds,
+    // at least 1).
+    let hint = match crate::upstream::retry::pushback(status) {
+        crate::upstream::retry::Pushback::Wait(d) => d.as_millis().div_ceil(1000).max(1) as u64,
+        _ => 1,
+    };
     match status.code() {
         Code::InvalidArgument => Problem::bad_request(msg),
         Code::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", msg),
         Code::FailedPrecondition => Problem::new(StatusCode::UNPROCESSABLE_ENTITY, "rejected", msg),
         Code::Aborted | Code::AlreadyExists => Problem::new(StatusCode::CONFLICT, "conflict", msg),
         Code::ResourceExhausted => {
-            Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", msg).retry_after(1)
+            Problem::new(StatusCode::TOO_MANY_REQUESTS, "busy", msg).retry_after(hint)
         }
         Code::Unavailable => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
             format!("the {role} node is unavailable: {msg}"),
         )
-        .retry_after(1),
+        .retry_after(hint),
         // Deadline: the node says whether the outcome is unknown; never a Retry-After here.
         Code::DeadlineExceeded | Code::Cancelled => {
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)

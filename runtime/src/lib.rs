@@ -33,6 +33,7 @@
 //! - [`error`] — the crate's error types in one place.
 
 pub mod abandon;
+pub mod admission;
 pub mod audit;
 pub mod config;
 pub mod consumer;

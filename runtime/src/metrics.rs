@@ -68,6 +68,10 @@ pub mod names {
     /// gRPC calls a node stopped because the caller's deadline passed or the caller cancelled,
     /// by `reason` (`deadline`, `cancelled`).
     pub const NODE_CALLS_ABANDONED: &str = "cloudlysis_node_calls_abandoned_total";
+    /// gRPC calls a node is serving now (health and reflection aside).
+    pub const NODE_CALLS_IN_FLIGHT: &str = "cloudlysis_node_calls_in_flight";
+    /// gRPC calls a node refused at its `node.max_in_flight` limit.
+    pub const NODE_ADMISSION_REJECTIONS: &str = "cloudlysis_node_admission_rejections_total";
     /// The Gateway's retry decisions, by `profile` and `outcome` (`retried`, `exhausted`,
     /// `throttled`, `pushback`, `deadline`).
     pub const GATEWAY_RETRIES: &str = "cloudlysis_gateway_retries_total";
@@ -180,6 +184,8 @@ pub mod names {
         GATEWAY_ADMISSION_REJECTIONS,
         NODE_CALL_REJECTIONS,
         NODE_CALLS_ABANDONED,
+        NODE_CALLS_IN_FLIGHT,
+        NODE_ADMISSION_REJECTIONS,
         GATEWAY_RETRIES,
         GATEWAY_RETRY_TOKENS,
         GATEWAY_CHANNELS,
@@ -309,6 +315,14 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_ADMISSION_REJECTIONS,
         "Gateway API requests refused at admission, by reason (full, tenant_share, tenant_limit)."
+    );
+    metrics::describe_gauge!(
+        names::NODE_CALLS_IN_FLIGHT,
+        "gRPC calls a node is serving now (health and reflection aside)."
+    );
+    metrics::describe_counter!(
+        names::NODE_ADMISSION_REJECTIONS,
+        "gRPC calls a node refused at its node.max_in_flight limit (UNAVAILABLE with a retry hint)."
     );
     metrics::describe_counter!(
         names::NODE_CALLS_ABANDONED,

@@ -299,13 +299,15 @@ impl AggregateNode {
 
     /// Serves `CommandService`, `NodeAdmin`, gRPC health and reflection on `listener` until
     /// `shutdown` resolves; then stops the supervision tree. Calls need a node credential
-    /// verified by `credentials` (see [`cloudlysis_runtime::credential`]).
+    /// verified by `serving.keys` (see [`cloudlysis_runtime::credential`]) and a place within
+    /// `serving.max_in_flight` ([`cloudlysis_runtime::admission`]).
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
-        credentials: cloudlysis_runtime::credential::NodeKeys,
+        serving: impl Into<cloudlysis_runtime::admission::NodeServing>,
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        let serving = serving.into();
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<CommandServiceServer<AggregateNode>>()
@@ -319,9 +321,10 @@ impl AggregateNode {
         let root = self.inner.root.clone();
         let router = tonic::transport::Server::builder()
             // Work whose caller has gone is counted; every call but health and reflection needs
-            // a node credential.
+            // a node credential, then a place within node.max_in_flight.
             .layer(cloudlysis_runtime::abandon::AbandonLayer)
-            .layer(credentials.layer())
+            .layer(serving.keys.layer())
+            .layer(serving.admission())
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(CommandServiceServer::new(self));

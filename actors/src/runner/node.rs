@@ -840,9 +840,10 @@ impl RunnerNode {
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
-        credentials: cloudlysis_runtime::credential::NodeKeys,
+        serving: impl Into<cloudlysis_runtime::admission::NodeServing>,
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
+        let serving = serving.into();
         let (health, health_service) = tonic_health::server::health_reporter();
         health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
         let _ = self.inner.health.set(health);
@@ -870,9 +871,10 @@ impl RunnerNode {
         let root = self.inner.root.clone();
         let mut router = tonic::transport::Server::builder()
             // Work whose caller has gone is counted; every call but health and reflection needs
-            // a node credential.
+            // a node credential, then a place within node.max_in_flight.
             .layer(cloudlysis_runtime::abandon::AbandonLayer)
-            .layer(credentials.layer())
+            .layer(serving.keys.layer())
+            .layer(serving.admission())
             .add_service(health_service)
             .add_service(admin.into_server())
             .add_service(RunnerAdminServer::new(self.clone()))

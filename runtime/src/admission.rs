@@ -1,0 +1,176 @@
+//! Node-side admission: a node serves at most `node.max_in_flight` gRPC calls at once (health and
+//! reflection aside). A call beyond it is refused at once — before any handler runs — with
+//! `UNAVAILABLE`, the mark `not-committed` ([`crate::outcome`]) and a `grpc-retry-pushback-ms`
+//! hint of [`PUSHBACK_MS`], which the Gateway turns into `Retry-After` (503) and its retry
+//! profiles honour. `cloudlysis_node_calls_in_flight` and
+//! `cloudlysis_node_admission_rejections_total` show it.
+//!
+//! [`NodeServing`] is what a node's `serve_grpc` takes: the credential keys and this limit.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::Setting;
+use crate::credential::{MethodRight, NodeKeys, required_right};
+use crate::metrics::names;
+use crate::outcome::ErrorKind;
+
+/// `node.max_in_flight`.
+pub const MAX_IN_FLIGHT: Setting = Setting {
+    key: "node.max_in_flight",
+    env: "CLOUDLYSIS_NODE_MAX_IN_FLIGHT",
+    flag: "",
+    doc: "gRPC calls a node serves at once (health and reflection aside); more are refused with UNAVAILABLE and a retry hint [default: 1024, 1 – 1000000]",
+};
+/// Default of [`MAX_IN_FLIGHT`].
+pub const DEFAULT_MAX_IN_FLIGHT: usize = 1024;
+/// The retry hint of a refused call, in milliseconds.
+pub const PUSHBACK_MS: u64 = 200;
+/// The gRPC trailer (gRFC A6) carrying the hint.
+pub const PUSHBACK_TRAILER: &str = "grpc-retry-pushback-ms";
+
+/// How a node serves gRPC: whose credentials it accepts and how many calls at once.
+#[derive(Debug, Clone)]
+pub struct NodeServing {
+    /// The node-credential keys.
+    pub keys: NodeKeys,
+    /// Calls served at once.
+    pub max_in_flight: usize,
+}
+
+impl From<NodeKeys> for NodeServing {
+    /// The keys with [`DEFAULT_MAX_IN_FLIGHT`].
+    fn from(keys: NodeKeys) -> Self {
+        Self {
+            keys,
+            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
+        }
+    }
+}
+
+impl NodeServing {
+    /// The admission layer for [`NodeServing::max_in_flight`].
+    pub fn admission(&self) -> AdmitLayer {
+        register_metrics();
+        let max = self.max_in_flight.max(1);
+        AdmitLayer {
+            permits: Arc::new(Semaphore::new(max)),
+            max,
+        }
+    }
+}
+
+/// Makes the series exist (at 0).
+pub fn register_metrics() {
+    metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).set(0.0);
+    metrics::counter!(names::NODE_ADMISSION_REJECTIONS).increment(0);
+}
+
+/// Refuses calls beyond the limit (see the module docs).
+#[derive(Debug, Clone)]
+pub struct AdmitLayer {
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+impl<S> tower::Layer<S> for AdmitLayer {
+    type Service = Admit<S>;
+    fn layer(&self, inner: S) -> Self::Service {
+        Admit {
+            inner,
+            permits: self.permits.clone(),
+            max: self.max,
+        }
+    }
+}
+
+/// The service of [`AdmitLayer`].
+#[derive(Debug, Clone)]
+pub struct Admit<S> {
+    inner: S,
+    permits: Arc<Semaphore>,
+    max: usize,
+}
+
+/// A call holding its admission permit until it ends (or is dropped).
+pub struct Admitted<F> {
+    inner: Pin<Box<F>>,
+    _permit: Option<Permit>,
+}
+
+impl<F> std::fmt::Debug for Admitted<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Admitted")
+    }
+}
+
+/// A permit that keeps the in-flight gauge true.
+struct Permit {
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).decrement(1.0);
+    }
+}
+
+impl<F: Future> Future for Admitted<F> {
+    type Output = F::Output;
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        self.inner.as_mut().poll(cx)
+    }
+}
+
+impl<S, B, R> tower::Service<http::Request<B>> for Admit<S>
+where
+    S: tower::Service<http::Request<B>, Response = http::Response<R>>,
+    R: Default,
+{
+    type Response = http::Response<R>;
+    type Error = S::Error;
+    type Future = futures::future::Either<
+        Admitted<S::Future>,
+        std::future::Ready<Result<http::Response<R>, S::Error>>,
+    >;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        let permit = if required_right(req.uri().path()) == MethodRight::Open {
+            None
+        } else {
+            match self.permits.clone().try_acquire_owned() {
+                Ok(p) => {
+                    metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).increment(1.0);
+                    Some(Permit { _permit: p })
+                }
+                Err(_) => {
+                    metrics::counter!(names::NODE_ADMISSION_REJECTIONS).increment(1);
+                    let mut status =
+                        ErrorKind::NotCommitted.mark(tonic::Status::unavailable(format!(
+                            "the node is at its limit of {} calls in flight (node.max_in_flight); \
+                             nothing was done, retry after {PUSHBACK_MS} ms",
+                            self.max
+                        )));
+                    if let Ok(v) = PUSHBACK_MS.to_string().parse() {
+                        status.metadata_mut().insert(PUSHBACK_TRAILER, v);
+                    }
+                    return futures::future::Either::Right(std::future::ready(Ok(
+                        status.into_http()
+                    )));
+                }
+            }
+        };
+        futures::future::Either::Left(Admitted {
+            inner: Box::pin(self.inner.call(req)),
+            _permit: permit,
+        })
+    }
+}
