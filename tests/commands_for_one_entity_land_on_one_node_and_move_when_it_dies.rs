@@ -102,6 +102,36 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         assert_eq!(commands_ok(&http_of[addr]).await, *n, "{addr}");
     }
 
+    // The operator's node list comes from the registry too: both nodes, serving.
+    let admin = gw
+        .authenticator()
+        .mint(
+            "ops",
+            "acme",
+            &["admin:read".into()],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let listed = {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get("/admin/nodes")
+            .header("authorization", format!("Bearer {admin}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        body_json(gw.router().oneshot(req).await.unwrap()).await
+    };
+    let mut listed_addrs: Vec<String> = listed["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["role"] == "aggregate" && n["health"] == "serving")
+        .map(|n| n["address"].as_str().unwrap().to_string())
+        .collect();
+    listed_addrs.sort();
+    let mut expected: Vec<String> = http_of.keys().cloned().collect();
+    expected.sort();
+    assert_eq!(listed_addrs, expected, "{listed}");
+
     // kill -9 one node: its entities answer from the other within the TTL (plus a heartbeat).
     let victim_addr = format!("http://{}", nodes[0].1);
     nodes[0].0.kill().await.unwrap();

@@ -371,7 +371,24 @@ impl Gateway {
                     probe::PROBE_KIND,
                     probe::PROBE_MAILBOX,
                 );
-                let targets = self.inner.targets.clone();
+                let fixed = self.inner.targets.clone();
+                let placement = self.placement().cloned();
+                // The registry's live nodes when the Gateway routes by it, else the settings'.
+                let targets: probe::Targets = std::sync::Arc::new(move || match &placement {
+                    None => fixed.clone(),
+                    Some(p) => ["aggregate", "projection", "runner"]
+                        .into_iter()
+                        .flat_map(|role| {
+                            p.live(role).into_iter().filter_map(move |n| {
+                                p.pool.get(&n.grpc_addr).ok().map(|channel| probe::Target {
+                                    role,
+                                    address: n.grpc_addr.clone(),
+                                    channel,
+                                })
+                            })
+                        })
+                        .collect(),
+                });
                 let fanouts = self.inner.fanouts.clone();
                 let config = SupervisorConfig::new("gateway").child(ChildSpec::bounded(
                     "probe-fanout",

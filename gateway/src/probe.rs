@@ -1,7 +1,8 @@
 //! The probe fan-out actor: asks every node the Gateway routes to for its description (role,
 //! version, uptime, whether it takes work, its supervision tree) — at most
 //! [`PROBE_CONCURRENCY`] calls at once, each with a [`PROBE_DEADLINE`], the answers cached for
-//! [`PROBE_TTL`] — behind a bounded mailbox of [`PROBE_MAILBOX`].
+//! [`PROBE_TTL`] — behind a bounded mailbox of [`PROBE_MAILBOX`]. With registry placement the
+//! nodes asked are the registry's live ones at each fan-out.
 //!
 //! Requests that arrive while a fan-out runs wait in the mailbox and are answered from the
 //! fresh cache: repeated calls within the TTL cost one fan-out. A full mailbox refuses at once
@@ -61,10 +62,14 @@ pub enum ProbeMsg {
     Probe(crate::NodeCall, RpcReplyPort<Vec<Probed>>),
 }
 
+/// The nodes to ask, decided at each fan-out (the static addresses, or the registry's live
+/// nodes).
+pub type Targets = std::sync::Arc<dyn Fn() -> Vec<Target> + Send + Sync>;
+
 /// The probe fan-out actor.
 pub struct ProbeActor {
     /// The nodes to ask.
-    pub targets: Vec<Target>,
+    pub targets: Targets,
     /// Fan-outs made (shared with the Gateway, which reports it).
     pub fanouts: std::sync::Arc<std::sync::atomic::AtomicU64>,
 }
@@ -105,7 +110,7 @@ impl BoundedActor for ProbeActor {
         metrics::counter!(names::GATEWAY_PROBES, "result" => "fanout").increment(1);
         self.fanouts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let answers = fan_out(&self.targets, &ctx).await;
+        let answers = fan_out(&(self.targets)(), &ctx).await;
         state.cache = Some((tokio::time::Instant::now(), answers.clone()));
         let _ = reply.send(answers);
         Ok(())
