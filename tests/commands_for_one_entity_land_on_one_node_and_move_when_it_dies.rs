@@ -132,6 +132,36 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     expected.sort();
     assert_eq!(listed_addrs, expected, "{listed}");
 
+    // Runner operations find runners through the registry as well.
+    let _runner = common::spawn_runner(&server.url(), &format!("http://{}", nodes[1].1), &[]).await;
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            placement.live("runner").len() == 1
+        })
+        .await
+    );
+    let operator = gw
+        .authenticator()
+        .mint(
+            "ops",
+            "acme",
+            &["runner:admin".into()],
+            Duration::from_secs(600),
+        )
+        .unwrap();
+    let runners = {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get("/admin/runner/nodes")
+            .header("authorization", format!("Bearer {operator}"))
+            .body(axum::body::Body::empty())
+            .unwrap();
+        body_json(gw.router().oneshot(req).await.unwrap()).await
+    };
+    let listed = runners["nodes"].as_array().unwrap();
+    assert_eq!(listed.len(), 1, "{runners}");
+    assert!(listed[0]["error"].is_null(), "{runners}");
+    assert!(listed[0]["node_id"].is_string(), "{runners}");
+
     // kill -9 one node: its entities answer from the other within the TTL (plus a heartbeat).
     let victim_addr = format!("http://{}", nodes[0].1);
     nodes[0].0.kill().await.unwrap();

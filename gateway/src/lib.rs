@@ -352,6 +352,18 @@ impl Gateway {
             .collect()
     }
 
+    /// Every runner node to operate: the registry's live runners (draining ones too: they are
+    /// what an operator watches) under registry placement, else `gateway.runner_addr`.
+    pub(crate) fn runner_nodes(&self) -> Vec<(String, tonic::transport::Channel)> {
+        let Some(p) = self.placement() else {
+            return self.inner.runners.clone();
+        };
+        p.all("runner")
+            .into_iter()
+            .filter_map(|n| p.pool.get(&n.grpc_addr).ok().map(|c| (n.grpc_addr, c)))
+            .collect()
+    }
+
     /// API requests being handled now.
     pub fn in_flight(&self) -> usize {
         self.inner.admission.in_flight()

@@ -51,41 +51,39 @@ fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<Admin, Problem> {
 }
 
 /// Each runner's node id (or why it is unknown), in address order.
-async fn nodes(gw: &Gateway) -> Vec<(usize, Result<String, String>)> {
+/// A runner node: its address and channel.
+type Runner = (String, tonic::transport::Channel);
+
+async fn nodes(gw: &Gateway) -> Vec<(Runner, Result<String, String>)> {
     // Mapping addresses to node ids is the Gateway's own business (the operator's right is
     // `runner:admin`, not `admin:read`).
     let credential = gw.service_credential(&["admin:read".into()]).ok();
-    let asks = gw
-        .inner
-        .runners
-        .iter()
-        .enumerate()
-        .map(|(i, (_, channel))| {
-            let channel = channel.clone();
-            let credential = credential.clone();
-            async move {
-                let mut client = NodeAdminClient::new(channel);
-                let mut req = tonic::Request::new(DescribeRequest {});
-                if let Some(c) = credential {
-                    req.metadata_mut().insert(h::NODE_CREDENTIAL, c);
-                }
-                req.set_timeout(ADMIN_TIMEOUT);
-                let id = match tokio::time::timeout(ADMIN_TIMEOUT, client.describe(req)).await {
-                    Ok(Ok(r)) => Ok(r.into_inner().node_id),
-                    Ok(Err(s)) => Err(s.message().to_string()),
-                    Err(_) => Err("no answer within the deadline".into()),
-                };
-                (i, id)
+    let asks = gw.runner_nodes().into_iter().map(|runner| {
+        let channel = runner.1.clone();
+        let credential = credential.clone();
+        async move {
+            let mut client = NodeAdminClient::new(channel);
+            let mut req = tonic::Request::new(DescribeRequest {});
+            if let Some(c) = credential {
+                req.metadata_mut().insert(h::NODE_CREDENTIAL, c);
             }
-        });
+            req.set_timeout(ADMIN_TIMEOUT);
+            let id = match tokio::time::timeout(ADMIN_TIMEOUT, client.describe(req)).await {
+                Ok(Ok(r)) => Ok(r.into_inner().node_id),
+                Ok(Err(s)) => Err(s.message().to_string()),
+                Err(_) => Err("no answer within the deadline".into()),
+            };
+            (runner, id)
+        }
+    });
     futures::future::join_all(asks).await
 }
 
-async fn find(gw: &Gateway, node: &str) -> Result<usize, Problem> {
+async fn find(gw: &Gateway, node: &str) -> Result<Runner, Problem> {
     nodes(gw)
         .await
         .into_iter()
-        .find_map(|(i, id)| (id.as_deref() == Ok(node)).then_some(i))
+        .find_map(|(runner, id)| (id.as_deref() == Ok(node)).then_some(runner))
         .ok_or_else(|| {
             Problem::new(
                 StatusCode::NOT_FOUND,
@@ -136,8 +134,8 @@ fn drain_json(node: &str, d: &DrainResponse) -> serde_json::Value {
     })
 }
 
-async fn status_of(gw: &Gateway, i: usize, admin: &Admin) -> Result<serde_json::Value, Problem> {
-    let (address, channel) = &gw.inner.runners[i];
+async fn status_of(runner: &Runner, admin: &Admin) -> Result<serde_json::Value, Problem> {
+    let (address, channel) = runner;
     let mut client = RunnerAdminClient::new(channel.clone());
     let mut req = tonic::Request::new(StatusRequest {});
     req.metadata_mut()
@@ -164,14 +162,13 @@ pub(crate) struct VerbParams {
 }
 
 async fn verb_on(
-    gw: &Gateway,
-    i: usize,
+    runner: &Runner,
     node: &str,
     verb: &str,
     actor: &Admin,
     params: &VerbParams,
 ) -> Result<serde_json::Value, Problem> {
-    let (_, channel) = &gw.inner.runners[i];
+    let (_, channel) = runner;
     let mut client = RunnerAdminClient::new(channel.clone());
     let timeout = ADMIN_TIMEOUT
         + if params.wait {
@@ -253,10 +250,10 @@ pub(crate) async fn list(State(gw): State<Gateway>, headers: HeaderMap) -> Respo
     let result = async {
         let admin = admit(&gw, &headers)?;
         let mut out = Vec::new();
-        for (i, id) in nodes(&gw).await {
-            let address = &gw.inner.runners[i].0;
+        for (runner, id) in nodes(&gw).await {
+            let address = &runner.0;
             out.push(match id {
-                Ok(_) => status_of(&gw, i, &admin)
+                Ok(_) => status_of(&runner, &admin)
                     .await
                     .unwrap_or_else(|p| serde_json::json!({"address": address, "error": p.detail})),
                 Err(e) => serde_json::json!({"address": address, "error": e}),
@@ -282,8 +279,12 @@ pub(crate) async fn status(
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
         let admin = admit(&gw, &headers)?;
-        let i = find(&gw, &node).await?;
-        Ok((StatusCode::OK, axum::Json(status_of(&gw, i, &admin).await?)).into_response())
+        let runner = find(&gw, &node).await?;
+        Ok((
+            StatusCode::OK,
+            axum::Json(status_of(&runner, &admin).await?),
+        )
+            .into_response())
     }
     .await;
     finish(result, "admin_runner", started, &correlation)
@@ -301,8 +302,8 @@ pub(crate) async fn node_verb(
     let result = async {
         let actor = admit(&gw, &headers)?;
         check_verb(&verb)?;
-        let i = find(&gw, &node).await?;
-        let out = verb_on(&gw, i, &node, &verb, &actor, &params).await?;
+        let runner = find(&gw, &node).await?;
+        let out = verb_on(&runner, &node, &verb, &actor, &params).await?;
         Ok((StatusCode::OK, axum::Json(out)).into_response())
     }
     .await;
@@ -322,10 +323,10 @@ pub(crate) async fn all_verb(
         let actor = admit(&gw, &headers)?;
         check_verb(&verb)?;
         let mut out = Vec::new();
-        for (i, id) in nodes(&gw).await {
-            let address = &gw.inner.runners[i].0;
+        for (runner, id) in nodes(&gw).await {
+            let address = &runner.0;
             out.push(match id {
-                Ok(id) => verb_on(&gw, i, &id, &verb, &actor, &params)
+                Ok(id) => verb_on(&runner, &id, &verb, &actor, &params)
                     .await
                     .unwrap_or_else(|p| serde_json::json!({"node_id": id, "error": p.detail})),
                 Err(e) => serde_json::json!({"address": address, "error": e}),

@@ -170,6 +170,18 @@ impl Placement {
         v
     }
 
+    /// Every node of `role` seen within the TTL, draining ones included, by id.
+    pub fn all(&self, role: &str) -> Vec<NodeEntry> {
+        let nodes = self.nodes.read().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<NodeEntry> = nodes
+            .values()
+            .filter(|(e, seen)| e.role == role && seen.elapsed() < registry::TTL)
+            .map(|(e, _)| e.clone())
+            .collect();
+        v.sort_by(|a, b| a.id.cmp(&b.id));
+        v
+    }
+
     /// The aggregate node for one entity.
     pub fn aggregate_for(&self, tenant: &str, ty: &str, id: &str) -> Option<NodeEntry> {
         let serving: Vec<NodeEntry> = self
