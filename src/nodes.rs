@@ -174,13 +174,14 @@ pub fn ops_router_with(
 
 /// Registers a node in the node registry (`cloudlysis_nodes`) at the address Gateways reach
 /// its gRPC listener (`node.advertise_addr`, else the bound address), refreshed every heartbeat
-/// with `draining()`; deregister it when the node stops.
+/// with `load()` (calls in flight) and `draining()`; deregister it when the node stops.
 pub async fn register(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
     role: &'static str,
     grpc: &tokio::net::TcpListener,
     behaviours: Vec<String>,
+    load: impl Fn() -> u64 + Send + Sync + 'static,
     draining: impl Fn() -> bool + Send + Sync + 'static,
 ) -> anyhow::Result<cloudlysis_runtime::registry::Registration> {
     use cloudlysis_runtime::registry::{self, ADVERTISE_ADDR, NodeEntry};
@@ -201,6 +202,7 @@ pub async fn register(
         let mut e = NodeEntry::new(role, &id, &addr);
         e.behaviours = behaviours.clone();
         e.draining = draining();
+        e.load = load();
         e
     })
     .await
@@ -210,16 +212,16 @@ pub async fn register(
 /// The node's credential keys (`node.secret`, required) and `node.max_in_flight`.
 pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admission::NodeServing> {
     use cloudlysis_runtime::admission::{DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT, NodeServing};
-    Ok(NodeServing {
-        keys: cloudlysis_runtime::credential::NodeKeys::load(src, None)?,
-        max_in_flight: src.get_in_range(
+    Ok(NodeServing::new(
+        cloudlysis_runtime::credential::NodeKeys::load(src, None)?,
+        src.get_in_range(
             &MAX_IN_FLIGHT,
             None,
             DEFAULT_MAX_IN_FLIGHT as u64,
             1,
             1_000_000,
         )? as usize,
-    })
+    ))
 }
 
 /// Binds a TCP listener, naming the setting on failure.

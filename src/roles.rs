@@ -40,7 +40,17 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
         .iter()
         .map(|t| t.to_string())
         .collect();
-    let registration = nodes::register(src, &nats.js, "aggregate", &grpc, types, || false).await?;
+    let load = keys.clone();
+    let registration = nodes::register(
+        src,
+        &nats.js,
+        "aggregate",
+        &grpc,
+        types,
+        move || load.in_flight() as u64,
+        || false,
+    )
+    .await?;
     let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
     registration.deregister().await;
     code
@@ -154,9 +164,16 @@ pub async fn runner(
         .map(str::to_string)
         .collect();
     let heartbeat = node.clone();
-    let registration = nodes::register(src, &nats.js, "runner", &grpc, behaviours, move || {
-        heartbeat.draining()
-    })
+    let load = keys.clone();
+    let registration = nodes::register(
+        src,
+        &nats.js,
+        "runner",
+        &grpc,
+        behaviours,
+        move || load.in_flight() as u64,
+        move || heartbeat.draining(),
+    )
     .await?;
     let draining = node.clone();
     let grace = runner::RunnerSettings::load(src)?.drain_grace;
@@ -221,7 +238,17 @@ pub async fn projection(
         node.view_names().join(", ")
     );
     let views = node.view_names().iter().map(|v| v.to_string()).collect();
-    let registration = nodes::register(src, &nats.js, "projection", &grpc, views, || false).await?;
+    let load = keys.clone();
+    let registration = nodes::register(
+        src,
+        &nats.js,
+        "projection",
+        &grpc,
+        views,
+        move || load.in_flight() as u64,
+        || false,
+    )
+    .await?;
     let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
     registration.deregister().await;
     code

@@ -41,10 +41,7 @@ async fn a_call_past_the_limit_is_refused_at_once_with_a_hint_and_the_gateway_sa
     let addr = listener.local_addr().unwrap();
     tokio::spawn(node.serve_grpc(
         listener,
-        NodeServing {
-            keys: cloudlysis_test_support::node_keys(),
-            max_in_flight: 1,
-        },
+        NodeServing::new(cloudlysis_test_support::node_keys(), 1),
         std::future::pending(),
     ));
     let channel = common::node_channel(addr).await;

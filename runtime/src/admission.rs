@@ -33,33 +33,50 @@ pub const PUSHBACK_MS: u64 = 200;
 /// The gRPC trailer (gRFC A6) carrying the hint.
 pub const PUSHBACK_TRAILER: &str = "grpc-retry-pushback-ms";
 
-/// How a node serves gRPC: whose credentials it accepts and how many calls at once.
+/// How a node serves gRPC: whose credentials it accepts and how many calls at once. Clones
+/// share one count of calls in flight (what the node reports as its load in the registry).
 #[derive(Debug, Clone)]
 pub struct NodeServing {
     /// The node-credential keys.
     pub keys: NodeKeys,
-    /// Calls served at once.
-    pub max_in_flight: usize,
+    max: usize,
+    permits: Arc<Semaphore>,
 }
 
 impl From<NodeKeys> for NodeServing {
     /// The keys with [`DEFAULT_MAX_IN_FLIGHT`].
     fn from(keys: NodeKeys) -> Self {
-        Self {
-            keys,
-            max_in_flight: DEFAULT_MAX_IN_FLIGHT,
-        }
+        Self::new(keys, DEFAULT_MAX_IN_FLIGHT)
     }
 }
 
 impl NodeServing {
+    /// `keys`, and at most `max_in_flight` calls at once (at least 1).
+    pub fn new(keys: NodeKeys, max_in_flight: usize) -> Self {
+        let max = max_in_flight.max(1);
+        Self {
+            keys,
+            max,
+            permits: Arc::new(Semaphore::new(max)),
+        }
+    }
+
+    /// Calls served at once.
+    pub fn max_in_flight(&self) -> usize {
+        self.max
+    }
+
+    /// Calls being served now.
+    pub fn in_flight(&self) -> usize {
+        self.max - self.permits.available_permits().min(self.max)
+    }
+
     /// The admission layer for [`NodeServing::max_in_flight`].
     pub fn admission(&self) -> AdmitLayer {
         register_metrics();
-        let max = self.max_in_flight.max(1);
         AdmitLayer {
-            permits: Arc::new(Semaphore::new(max)),
-            max,
+            permits: self.permits.clone(),
+            max: self.max,
         }
     }
 }
@@ -172,5 +189,25 @@ where
             inner: Box::pin(self.inner.call(req)),
             _permit: permit,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn clones_share_the_count_of_calls_in_flight() {
+        let keys = NodeKeys::new(b"0123456789abcdef0123456789abcdef").unwrap();
+        let serving = NodeServing::new(keys, 2);
+        let registry_view = serving.clone();
+        let layer = serving.admission();
+        let p = layer.permits.clone().try_acquire_owned().unwrap();
+        assert_eq!(registry_view.in_flight(), 1);
+        let _q = layer.permits.clone().try_acquire_owned().unwrap();
+        assert!(layer.permits.clone().try_acquire_owned().is_err());
+        drop(p);
+        assert_eq!(registry_view.in_flight(), 1);
+        assert_eq!(registry_view.max_in_flight(), 2);
     }
 }
