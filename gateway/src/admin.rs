@@ -271,7 +271,7 @@ pub(crate) async fn supervision(State(gw): State<Gateway>, headers: HeaderMap) -
 /// `GET /admin/views`.
 pub(crate) async fn views(State(gw): State<Gateway>, headers: HeaderMap) -> Response {
     route(&gw, &headers, "read", |gw, op| async move {
-        let mut client = ProjectionAdminClient::new(gw.inner.projection.clone());
+        let mut client = ProjectionAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.describe_views(request(&op, DescribeViewsRequest {})),
             "projection",
@@ -319,7 +319,7 @@ pub(crate) async fn rebuild(
 ) -> Response {
     route(&gw, &headers, "operate", |gw, op| async move {
         view_token(&view)?;
-        let mut client = ProjectionAdminClient::new(gw.inner.projection.clone());
+        let mut client = ProjectionAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.rebuild_view(request(&op, RebuildViewRequest { view: view.clone() })),
             "projection",
@@ -346,7 +346,7 @@ pub(crate) async fn cancel_rebuild(
 ) -> Response {
     route(&gw, &headers, "operate", |gw, op| async move {
         view_token(&view)?;
-        let mut client = ProjectionAdminClient::new(gw.inner.projection.clone());
+        let mut client = ProjectionAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.cancel_rebuild(request(&op, CancelRebuildRequest { view: view.clone() })),
             "projection",
@@ -415,7 +415,7 @@ pub(crate) async fn poison_list(
 ) -> Response {
     route(&gw, &headers, "read", |gw, op| async move {
         cursor_ok(&params.cursor)?;
-        let mut client = OpsAdminClient::new(gw.inner.projection.clone());
+        let mut client = OpsAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.list_poison(request(
                 &op,
@@ -450,7 +450,7 @@ pub(crate) async fn poison_get(
 ) -> Response {
     route(&gw, &headers, "read", |gw, op| async move {
         id_ok(&id)?;
-        let mut client = OpsAdminClient::new(gw.inner.projection.clone());
+        let mut client = OpsAdminClient::new(gw.admin_projection_channel()?);
         let d = call(
             client.get_poison(request(&op, GetPoisonRequest { id })),
             "projection",
@@ -486,7 +486,7 @@ pub(crate) async fn poison_redrive(
 ) -> Response {
     route(&gw, &headers, "operate", |gw, op| async move {
         id_ok(&id)?;
-        let mut client = OpsAdminClient::new(gw.inner.projection.clone());
+        let mut client = OpsAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.redrive_poison(request(&op, PoisonVerbRequest { id })),
             "projection",
@@ -505,7 +505,7 @@ pub(crate) async fn poison_purge(
 ) -> Response {
     route(&gw, &headers, "operate", |gw, op| async move {
         id_ok(&id)?;
-        let mut client = OpsAdminClient::new(gw.inner.projection.clone());
+        let mut client = OpsAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.purge_poison(request(&op, PoisonVerbRequest { id })),
             "projection",
@@ -524,7 +524,7 @@ pub(crate) async fn audit(
 ) -> Response {
     route(&gw, &headers, "read", |gw, op| async move {
         cursor_ok(&params.cursor)?;
-        let mut client = OpsAdminClient::new(gw.inner.projection.clone());
+        let mut client = OpsAdminClient::new(gw.admin_projection_channel()?);
         let r = call(
             client.list_audit(request(
                 &op,

@@ -336,6 +336,23 @@ impl Gateway {
         Self::pooled(p, &node)
     }
 
+    /// The channel for operator calls to a projection node (views, rebuilds, poison, audit:
+    /// every node answers them from shared KV): the least loaded live one under registry
+    /// placement, else `gateway.projection_addr`.
+    pub(crate) fn admin_projection_channel(
+        &self,
+    ) -> Result<tonic::transport::Channel, problem::Problem> {
+        let Some(p) = self.placement() else {
+            return Ok(self.inner.projection.clone());
+        };
+        let node = p
+            .live("projection")
+            .into_iter()
+            .min_by_key(|n| n.load)
+            .ok_or_else(|| Self::no_node("projection", "is registered"))?;
+        Self::pooled(p, &node)
+    }
+
     /// The runners to try for `key`, first choice first.
     pub(crate) fn runner_channels(&self, key: &str) -> Vec<(String, tonic::transport::Channel)> {
         let Some(p) = self.placement() else {
