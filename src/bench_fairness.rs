@@ -110,7 +110,7 @@ async fn bench(
     args: &FairnessBenchArgs,
 ) -> anyhow::Result<ExitCode> {
     let nats = nodes::connect(src, Some(url), "cloudlysis-bench").await?;
-    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let node = nodes::aggregate_node(src, &nats.js, crate::demo::app().behaviours()).await?;
     let grpc = nodes::bind("127.0.0.1:0", "bench gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();

@@ -94,7 +94,14 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
 
     // 3. The balances view applies the same events.
     let started = Instant::now();
-    let projection = nodes::projection_node(src, &js, None, args.lanes.as_deref()).await?;
+    let projection = nodes::projection_node(
+        src,
+        &js,
+        None,
+        args.lanes.as_deref(),
+        crate::demo::app().behaviours(),
+    )
+    .await?;
     let deadline = Instant::now() + Duration::from_secs(600);
     while projection.commits_applied("balances").unwrap_or(0) < args.events as u64 {
         anyhow::ensure!(
@@ -111,7 +118,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &ViewBenchArgs) -> anyhow::R
     }
 
     // 4. Latency at a fixed rate.
-    let aggregate = nodes::aggregate_node(src, &js).await?;
+    let aggregate = nodes::aggregate_node(src, &js, crate::demo::app().behaviours()).await?;
     let (agg_listener, query_listener) = (
         nodes::bind("127.0.0.1:0", "bench aggregate gRPC").await?,
         nodes::bind("127.0.0.1:0", "bench projection gRPC").await?,

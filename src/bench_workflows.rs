@@ -63,7 +63,7 @@ async fn bench(
 ) -> anyhow::Result<ExitCode> {
     let nats = nodes::connect(src, Some(url), "cloudlysis-bench").await?;
     let (stop, wait) = nodes::shutdown_channel();
-    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let node = nodes::aggregate_node(src, &nats.js, crate::demo::app().behaviours()).await?;
     let grpc = nodes::bind("127.0.0.1:0", "bench aggregate gRPC").await?;
     let aggregate = format!("http://{}", grpc.local_addr()?);
     let aggregate_server = tokio::spawn(node.serve_grpc(grpc, crate::bench::node_keys()?, wait()));
@@ -73,6 +73,7 @@ async fn bench(
         Some(&aggregate),
         None,
         &crate::bench::node_keys()?,
+        crate::demo::app().behaviours(),
     )
     .await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "bench runner gRPC").await?;

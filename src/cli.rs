@@ -294,8 +294,22 @@ fn config_path(flag: Option<&PathBuf>) -> Option<PathBuf> {
         .or_else(|| std::env::var_os("CLOUDLYSIS_CONFIG").map(PathBuf::from))
 }
 
-/// Runs a parsed command line.
-pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+/// Parses a command line for the binary `name` (its `--help` and errors say `name`).
+pub fn parse<I, T>(name: &'static str, args: I) -> Result<Cli, clap::Error>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    use clap::{CommandFactory as _, FromArgMatches as _};
+    let matches = Cli::command()
+        .name(name)
+        .bin_name(name)
+        .try_get_matches_from(args)?;
+    Cli::from_arg_matches(&matches)
+}
+
+/// Runs a parsed command line for `app`.
+pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<ExitCode> {
     let src = config_source(cli.config.as_ref())?;
     // Before any actor or consumer exists: metric handles made earlier would record nowhere.
     cloudlysis_runtime::metrics::install()?;
@@ -320,9 +334,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .await
             }
         },
-        Command::Dev(args) => crate::dev::run(&src, args).await,
+        Command::Dev(args) => crate::dev::run(&src, args, &app).await,
         Command::Gateway(args) => crate::roles::gateway(&src, args).await,
-        Command::Aggregate(args) => crate::roles::aggregate(&src, args).await,
+        Command::Aggregate(args) => crate::roles::aggregate(&src, args, &app).await,
         Command::Token(args) => crate::roles::token(&src, args),
         Command::Credential(args) => crate::roles::credential(&src, args),
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(&src, args).await,
@@ -336,12 +350,12 @@ pub async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),
             ..
-        }) => crate::roles::rebuild(&src, args).await,
+        }) => crate::roles::rebuild(&src, args, &app).await,
         Command::Projection(ProjectionCommand { action: None, run }) => {
-            crate::roles::projection(&src, run).await
+            crate::roles::projection(&src, run, &app).await
         }
         Command::Runner(args) => {
-            crate::roles::runner(&src, args, config_path(cli.config.as_ref())).await
+            crate::roles::runner(&src, args, config_path(cli.config.as_ref()), &app).await
         }
         Command::Poison(args) => crate::poison::run(&src, args).await,
     }

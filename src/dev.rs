@@ -11,6 +11,7 @@ use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::{ConfigSource, settings};
 use cloudlysis_runtime::nats_server;
 
+use crate::App;
 use crate::cli::DevArgs;
 use crate::{nodes, streams};
 
@@ -39,7 +40,7 @@ pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 const NATS_START_DEADLINE: Duration = Duration::from_secs(30);
 
 /// Runs until Ctrl-C or SIGTERM.
-pub async fn run(src: &ConfigSource, args: DevArgs) -> anyhow::Result<ExitCode> {
+pub async fn run(src: &ConfigSource, args: DevArgs, app: &App) -> anyhow::Result<ExitCode> {
     let http_addr: String = src.get_or(
         &settings::HTTP_ADDR,
         args.http_addr.as_deref(),
@@ -92,7 +93,7 @@ pub async fn run(src: &ConfigSource, args: DevArgs) -> anyhow::Result<ExitCode> 
         src,
         &nats_url,
         listener,
-        http_local,
+        app,
         &data_dir,
         !nats_children.is_empty(),
         args.cluster,
@@ -205,11 +206,12 @@ async fn serve(
     src: &ConfigSource,
     nats_url: &str,
     listener: tokio::net::TcpListener,
-    http_local: std::net::SocketAddr,
+    app: &App,
     data_dir: &std::path::Path,
     own_nats: bool,
     cluster: bool,
 ) -> anyhow::Result<ExitCode> {
+    let http_local = listener.local_addr()?;
     let nats = nodes::connect(src, Some(nats_url), "cloudlysis-dev").await?;
     let (table, problems) = if cluster {
         // Every stream and bucket replicated on the three members; the cluster may still be
@@ -242,7 +244,7 @@ async fn serve(
     let keys = cloudlysis_runtime::credential::NodeKeys::load(src, Some(DEV_NODE_SECRET))?;
 
     // The aggregate node, on an ephemeral gRPC port of this machine.
-    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
     let grpc = nodes::bind("127.0.0.1:0", "the dev aggregate node").await?;
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();
@@ -251,14 +253,22 @@ async fn serve(
     let grpc_server = tokio::spawn(node.serve_grpc(grpc, keys.clone(), wait()));
 
     // The projection node with the demo views, on another ephemeral gRPC port.
-    let projection = nodes::projection_node(src, &nats.js, None, None).await?;
+    let projection = nodes::projection_node(src, &nats.js, None, None, app.behaviours()).await?;
     let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
     let query_addr = query_grpc.local_addr()?;
     let query_server = tokio::spawn(projection.serve_grpc(query_grpc, keys.clone(), wait()));
 
     // The runner node with the demo saga; its effects send commands to the aggregate node.
     let aggregate_uri = format!("http://{grpc_addr}");
-    let runner = nodes::runner_node(src, &nats.js, Some(&aggregate_uri), None, &keys).await?;
+    let runner = nodes::runner_node(
+        src,
+        &nats.js,
+        Some(&aggregate_uri),
+        None,
+        &keys,
+        app.behaviours(),
+    )
+    .await?;
     let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
     let runner_addr = runner_grpc.local_addr()?;
     let workflows = runner.workflows().join(", ");
@@ -297,7 +307,7 @@ async fn serve(
             .collect::<Vec<_>>(),
         Duration::from_secs(24 * 3600),
     )?;
-    let app = gateway.router().merge(ops);
+    let router = gateway.router().merge(ops);
 
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
@@ -308,9 +318,13 @@ async fn serve(
         "  Console    {http}/ui/#token={operator}  (the Control UI, signed in as the dev operator)"
     );
     println!("  Aggregate  grpc://{grpc_addr}  (aggregates: {aggregate_types})");
-    println!("  Projection grpc://{query_addr}  (views: balances)");
     println!(
-        "  Runner     grpc://{runner_addr}  (workflows: {workflows}; effects: withdraw, deposit)"
+        "  Projection grpc://{query_addr}  (views: {})",
+        app.behaviours().view_names().join(", ")
+    );
+    println!(
+        "  Runner     grpc://{runner_addr}  (workflows: {workflows}; effects: {})",
+        app.behaviours().effect_types().join(", ")
     );
     println!(
         "  NATS       {nats_url}{}",
@@ -334,31 +348,10 @@ async fn serve(
     );
     println!("  {token}");
     println!("Try:");
-    println!(
-        "  curl -s -X POST {http}/v1/commands/account/acc-1 -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{{\"type\":\"Open\",\"payload\":{{\"owner\":\"alice\"}}}}'"
-    );
-    println!("Then read the view (x-min-sequence: the stream_sequence the command returned):");
-    println!(
-        "  curl -s {http}/v1/query/balances/acc-1 -H 'Authorization: Bearer {token}' -H 'x-min-sequence: 1'"
-    );
-    println!(
-        "A transfer saga: open a second account, fund the first, move 250 from acc-1 to acc-2:"
-    );
-    let auth = format!("-H 'Authorization: Bearer {token}' -H 'Content-Type: application/json'");
-    println!(
-        "  curl -s -X POST {http}/v1/commands/account/acc-2 {auth} -d '{{\"type\":\"Open\",\"payload\":{{\"owner\":\"bob\"}}}}'"
-    );
-    println!(
-        "  curl -s -X POST {http}/v1/commands/account/acc-1 {auth} -d '{{\"type\":\"Deposit\",\"payload\":{{\"amount\":1000}}}}'"
-    );
-    println!(
-        "  curl -s -X POST {http}/v1/workflows/transfer/t-1 {auth} -d '{{\"from\":\"acc-1\",\"to\":\"acc-2\",\"amount\":250}}'"
-    );
-    println!("Then read the transfer (status running, then completed):");
-    println!("  curl -s {http}/v1/workflows/transfer/t-1 -H 'Authorization: Bearer {token}'");
+    print!("{}", app.hints(&http, &token));
     println!("Press Ctrl-C to stop.");
 
-    axum::serve(listener, app)
+    axum::serve(listener, router)
         .with_graceful_shutdown(nodes::shutdown_signal())
         .await
         .context("HTTP server failed")?;

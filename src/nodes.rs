@@ -6,12 +6,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cloudlysis_actors::aggregate::AggregateSettings;
 use cloudlysis_actors::aggregate::node::AggregateNode;
-use cloudlysis_examples::account::Account;
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::metrics;
 use cloudlysis_runtime::nats::{self, NatsSettings};
 use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
 use tokio::sync::watch;
+
+use crate::Behaviours;
 
 /// A NATS connection and its JetStream context.
 pub struct Nats {
@@ -27,26 +28,22 @@ pub async fn connect(src: &ConfigSource, url: Option<&str>, name: &str) -> anyho
     Ok(Nats { client, js })
 }
 
-/// Builds the aggregate node with the demo domain registered.
+/// Builds the aggregate node with the application's aggregates registered.
 pub async fn aggregate_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
+    behaviours: &Behaviours,
 ) -> anyhow::Result<AggregateNode> {
     let settings = AggregateSettings::load(src)?;
-    let node = AggregateNode::builder(js.clone(), settings)
-        .register::<Account>()
+    let node = behaviours
+        .register_aggregates(AggregateNode::builder(js.clone(), settings))
         .build()
         .await
         .context("aggregate node could not start")?;
     Ok(node)
 }
 
-/// Names of the views [`projection_node`] registers.
-pub const VIEWS: &[&str] = &[
-    <cloudlysis_examples::balances::Balances as cloudlysis_actors::projection::view::View>::NAME,
-];
-
-/// Builds the projection node with the demo views registered, in the configured mode
+/// Builds the projection node with the application's views registered, in the configured mode
 /// (`mode_flag` over `CLOUDLYSIS_PROJECTION_MODE` over the file's `projection.mode`) with the
 /// configured handler lanes per view.
 pub async fn projection_node(
@@ -54,6 +51,7 @@ pub async fn projection_node(
     js: &async_nats::jetstream::Context,
     mode_flag: Option<&str>,
     lanes_flag: Option<&str>,
+    behaviours: &Behaviours,
 ) -> anyhow::Result<cloudlysis_actors::projection::ProjectionNode> {
     use cloudlysis_actors::projection::{
         DEFAULT_LANES, LANES, MAX_LANES, MODE, ProjectionMode, ProjectionNode,
@@ -70,16 +68,17 @@ pub async fn projection_node(
         1,
         MAX_LANES as u64,
     )?;
-    ProjectionNode::builder(js.clone(), settings)
+    let builder = ProjectionNode::builder(js.clone(), settings)
         .mode(mode)
-        .lanes(lanes as usize)
-        .register::<cloudlysis_examples::balances::Balances>()
+        .lanes(lanes as usize);
+    behaviours
+        .register_views(builder)
         .build()
         .await
         .context("projection node could not start")
 }
 
-/// Builds the runner node with the demo `transfer` saga and its effects, which send commands to
+/// Builds the runner node with the application's workflows and effects; effects send commands to
 /// the aggregate node at `runner.aggregate_addr` (`aggregate_addr_flag` over env over file),
 /// with credentials signed by `keys`.
 /// A test-only fault point is read from `CLOUDLYSIS_TEST_FAULT`.
@@ -89,9 +88,9 @@ pub async fn runner_node(
     aggregate_addr_flag: Option<&str>,
     reload: Option<cloudlysis_actors::runner::ReloadSource>,
     keys: &cloudlysis_runtime::credential::NodeKeys,
+    behaviours: &Behaviours,
 ) -> anyhow::Result<cloudlysis_actors::runner::RunnerNode> {
     use cloudlysis_actors::runner::{self, CommandClient, RunnerNode, RunnerSettings};
-    use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
     let settings = RunnerSettings::load(src)?;
     let addr: String = src.get_or(
         &runner::AGGREGATE_ADDR,
@@ -109,10 +108,8 @@ pub async fn runner_node(
     if let Some(f) = fault {
         tracing::warn!(fault = ?f, "TEST-ONLY fault injection is on ({})", runner::outbox::FAULT_ENV);
     }
-    let mut builder = RunnerNode::builder(js.clone(), settings)
-        .workflow::<Transfer>()
-        .effect(WithdrawEffect(client.clone()))
-        .effect(DepositEffect(client))
+    let mut builder = behaviours
+        .register_runner(RunnerNode::builder(js.clone(), settings), &client)
         .fault(fault)
         .live_from(src.clone());
     if let Some(reload) = reload {

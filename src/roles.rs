@@ -1,4 +1,5 @@
-//! `cloudlysis aggregate` and `cloudlysis gateway`.
+//! The role subcommands: `aggregate`, `gateway`, `runner`, `projection` (and its `rebuild`),
+//! `token` and `credential`.
 
 use std::process::ExitCode;
 
@@ -9,10 +10,14 @@ use cloudlysis_runtime::credential::NodeKeys;
 use cloudlysis_runtime::service::{self, ServiceEndpoints};
 
 use crate::cli::{AggregateArgs, GatewayArgs};
-use crate::nodes;
+use crate::{App, nodes};
 
 /// Runs an aggregate node until Ctrl-C or SIGTERM.
-pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Result<ExitCode> {
+pub async fn aggregate(
+    src: &ConfigSource,
+    args: AggregateArgs,
+    app: &App,
+) -> anyhow::Result<ExitCode> {
     let grpc_addr: String = src.get_or(
         &GRPC_ADDR,
         args.grpc_addr.as_deref(),
@@ -27,7 +32,7 @@ pub async fn aggregate(src: &ConfigSource, args: AggregateArgs) -> anyhow::Resul
     let grpc = nodes::bind(&grpc_addr, "aggregate.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-aggregate").await?;
-    let node = nodes::aggregate_node(src, &nats.js).await?;
+    let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
     let ops = nodes::ops_router(&nats.client, "aggregate", node.supervisor())?;
     eprintln!(
         "aggregate node: gRPC on {} (aggregates: {}), HTTP on http://{}",
@@ -107,6 +112,7 @@ pub async fn runner(
     src: &ConfigSource,
     args: crate::cli::RunnerArgs,
     config_path: Option<std::path::PathBuf>,
+    app: &App,
 ) -> anyhow::Result<ExitCode> {
     use cloudlysis_actors::runner;
     // Validate the role's settings before anything is bound or connected.
@@ -135,6 +141,7 @@ pub async fn runner(
         args.aggregate_addr.as_deref(),
         Some(reload),
         &keys.keys,
+        app.behaviours(),
     )
     .await?;
     let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
@@ -196,6 +203,7 @@ pub async fn runner(
 pub async fn projection(
     src: &ConfigSource,
     args: crate::cli::ProjectionArgs,
+    app: &App,
 ) -> anyhow::Result<ExitCode> {
     // Validate the role's settings before anything is bound or connected.
     cloudlysis_runtime::consumer::ConsumerSettings::load(
@@ -228,8 +236,14 @@ pub async fn projection(
     let grpc = nodes::bind(&grpc_addr, "projection.grpc_addr / --grpc-addr").await?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-projection").await?;
-    let node =
-        nodes::projection_node(src, &nats.js, args.mode.as_deref(), args.lanes.as_deref()).await?;
+    let node = nodes::projection_node(
+        src,
+        &nats.js,
+        args.mode.as_deref(),
+        args.lanes.as_deref(),
+        app.behaviours(),
+    )
+    .await?;
     let ops = nodes::ops_router(&nats.client, "projection", node.supervisor())?;
     eprintln!(
         "projection node: gRPC on {}, HTTP on http://{} (views: {})",
@@ -259,13 +273,15 @@ pub async fn projection(
 pub async fn rebuild(
     src: &ConfigSource,
     args: crate::cli::RebuildArgs,
+    app: &App,
 ) -> anyhow::Result<ExitCode> {
     use cloudlysis_actors::projection::generation as view_generation;
-    if !nodes::VIEWS.contains(&args.view.as_str()) {
+    let views = app.behaviours().view_names();
+    if !views.contains(&args.view.as_str()) {
         anyhow::bail!(
             "unknown view `{}`: the projection node of this binary runs {}",
             args.view,
-            nodes::VIEWS.join(", ")
+            views.join(", ")
         );
     }
     let timeout = cloudlysis_gateway::auth::parse_ttl(&args.timeout)

@@ -16,6 +16,7 @@
 //!   audit trail.
 //! - [`kv_scan`] — bounded reads of the latest values under a KV key prefix.
 //! - [`grpc`] — gRPC plumbing every node shares (deadlines from `grpc-timeout`).
+//! - [`testkit`] — given/when/then tests for aggregates and views, pure (no NATS).
 
 pub mod aggregate;
 pub mod consumer;
@@ -26,6 +27,7 @@ pub mod node_admin;
 pub mod ops;
 pub mod projection;
 pub mod runner;
+pub mod testkit;
 
 pub use aggregate::Aggregate;
 pub use projection::View;

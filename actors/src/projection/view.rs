@@ -69,6 +69,38 @@ pub trait View: Send + Sync + 'static {
     fn apply(doc: &mut Self::Document, event: &EventEnvelope) -> Result<(), String>;
 }
 
+/// Decodes an envelope as an event of aggregate `A`, for views that fold typed events:
+/// `let OrderEvent::Paid { amount } = decode::<Order>(event)? else { .. }`.
+///
+/// An event written by a newer schema version than `A::SCHEMA_VERSION` is refused (the code
+/// would misread it), and so is a payload that does not decode; the error names the event and
+/// becomes the event's failure (then a poison record) when returned from [`View::apply`].
+pub fn decode<A: crate::aggregate::Aggregate>(event: &EventEnvelope) -> Result<A::Event, String> {
+    if event.schema_version > A::SCHEMA_VERSION {
+        return Err(format!(
+            "{} {}#{} ({}) has schema_version {}, newer than this code's {} for aggregate `{}`",
+            event.aggregate_type,
+            event.aggregate_id,
+            event.sequence,
+            event.event_type,
+            event.schema_version,
+            A::SCHEMA_VERSION,
+            A::TYPE
+        ));
+    }
+    let tagged = serde_json::json!({ "type": event.event_type, "payload": event.payload });
+    serde_json::from_value(tagged).map_err(|e| {
+        format!(
+            "{} {}#{} ({}) does not decode as an event of aggregate `{}`: {e}",
+            event.aggregate_type,
+            event.aggregate_id,
+            event.sequence,
+            event.event_type,
+            A::TYPE
+        )
+    })
+}
+
 /// Most stream sequences a document remembers above the checkpoint.
 pub const MAX_APPLIED: usize = 10_000;
 /// Most redriven stream sequences a document remembers.

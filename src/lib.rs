@@ -1,0 +1,20 @@
+//! Cloudlysis as a library: build your own node binary from your own crate.
+//!
+//! [`App`] registers a developer's behaviours (aggregates, views, workflows, effects) and
+//! provides every role subcommand over them; the shipped `cloudlysis` binary is that builder
+//! with the demo domain (`src/main.rs`). The other modules are the subcommands' wiring.
+
+pub mod app;
+mod bench;
+mod bench_fairness;
+mod bench_views;
+mod bench_workflows;
+mod cli;
+pub mod demo;
+mod dev;
+mod nodes;
+mod poison;
+mod roles;
+mod streams;
+
+pub use app::{App, Behaviours, RegistrationError};
