@@ -59,6 +59,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use cloudlysis_runtime::SubjectToken;
 use cloudlysis_runtime::context::RequestContext;
+use cloudlysis_runtime::envelope::EventEnvelope;
 use cloudlysis_runtime::outcome::ErrorKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -116,6 +117,55 @@ pub trait Aggregate: Send + Sync + 'static {
 
     /// Applies one event to the state.
     fn apply(state: &mut Self::State, event: &Self::Event);
+
+    /// Rewrites an event stored at schema version `from` into the shape of version `from + 1`
+    /// (its type name and payload), so that events written by older code are read as the
+    /// current [`Aggregate::Event`] — in rehydration, in views ([`decode_event`]) and in
+    /// rebuilds. Called once per version step, oldest first. The default changes nothing:
+    /// right for additive changes that `#[serde(default)]` covers. An error names why the
+    /// event cannot be read; it fails the command (rehydration) or the event (views).
+    fn upcast(
+        from: u32,
+        event_type: &mut String,
+        payload: &mut serde_json::Value,
+    ) -> Result<(), String> {
+        let _ = (from, event_type, payload);
+        Ok(())
+    }
+}
+
+/// Decodes a stored event as the current [`Aggregate::Event`] of `A`: an event from an older
+/// schema version goes through [`Aggregate::upcast`] step by step; an event from a newer one
+/// (written by newer code) is refused rather than misread. The error names the event.
+pub fn decode_event<A: Aggregate>(env: &EventEnvelope) -> Result<A::Event, String> {
+    let name = || {
+        format!(
+            "{} {}#{} ({}, schema_version {})",
+            env.aggregate_type, env.aggregate_id, env.sequence, env.event_type, env.schema_version
+        )
+    };
+    if env.schema_version > A::SCHEMA_VERSION {
+        return Err(format!(
+            "{} is newer than this code's schema_version {} for aggregate `{}`: deploy the newer code",
+            name(),
+            A::SCHEMA_VERSION,
+            A::TYPE
+        ));
+    }
+    let mut event_type = env.event_type.clone();
+    let mut payload = env.payload.clone();
+    for from in env.schema_version..A::SCHEMA_VERSION {
+        A::upcast(from, &mut event_type, &mut payload)
+            .map_err(|e| format!("{}: upcast from version {from} failed: {e}", name()))?;
+    }
+    let tagged = serde_json::json!({ "type": event_type, "payload": payload });
+    serde_json::from_value(tagged).map_err(|e| {
+        format!(
+            "{} does not decode as an event of aggregate `{}`: {e}",
+            name(),
+            A::TYPE
+        )
+    })
 }
 
 /// Why a command failed; mapped to a gRPC status once, at the node's edge.

@@ -98,6 +98,23 @@ impl<A: Aggregate> AggregateKit<A> {
     }
 }
 
+impl<A: Aggregate> AggregateKit<A> {
+    /// The entity's history as stored envelopes — possibly written by older versions of the
+    /// aggregate — read as rehydration reads them: through [`Aggregate::upcast`], refusing
+    /// events newer than the code. Panics naming the event that cannot be read.
+    #[track_caller]
+    pub fn given_stored(self, events: impl IntoIterator<Item = EventEnvelope>) -> Given<A> {
+        let decoded: Vec<A::Event> = events
+            .into_iter()
+            .map(|e| match crate::aggregate::decode_event::<A>(&e) {
+                Ok(event) => event,
+                Err(why) => panic!("aggregate `{}`: {why}", A::TYPE),
+            })
+            .collect();
+        self.given(decoded)
+    }
+}
+
 /// An aggregate with its history folded into state.
 pub struct Given<A: Aggregate> {
     id: String,

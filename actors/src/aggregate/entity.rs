@@ -650,13 +650,8 @@ impl<A: Aggregate> Entity<A> {
                     ));
                 }
                 for env in commit.events {
-                    let tagged =
-                        serde_json::json!({ "type": env.event_type, "payload": env.payload });
-                    let event: A::Event = serde_json::from_value(tagged).map_err(|e| {
-                        format!(
-                            "event {} at sequence {seq} does not decode: {e}",
-                            env.event_id
-                        )
+                    let event = super::decode_event::<A>(&env).map_err(|e| {
+                        format!("event {} at stream sequence {seq}: {e}", env.event_id)
                     })?;
                     A::apply(&mut state, &event);
                     version = env.sequence;

@@ -72,33 +72,12 @@ pub trait View: Send + Sync + 'static {
 /// Decodes an envelope as an event of aggregate `A`, for views that fold typed events:
 /// `let OrderEvent::Paid { amount } = decode::<Order>(event)? else { .. }`.
 ///
-/// An event written by a newer schema version than `A::SCHEMA_VERSION` is refused (the code
-/// would misread it), and so is a payload that does not decode; the error names the event and
-/// becomes the event's failure (then a poison record) when returned from [`View::apply`].
+/// The aggregate's upcasters bring older events to the current shape; an event written by a
+/// newer schema version is refused (the code would misread it), and so is a payload that does
+/// not decode. Returned from [`View::apply`], the error is the event's failure (then a poison
+/// record) and names the event. See [`crate::aggregate::decode_event`].
 pub fn decode<A: crate::aggregate::Aggregate>(event: &EventEnvelope) -> Result<A::Event, String> {
-    if event.schema_version > A::SCHEMA_VERSION {
-        return Err(format!(
-            "{} {}#{} ({}) has schema_version {}, newer than this code's {} for aggregate `{}`",
-            event.aggregate_type,
-            event.aggregate_id,
-            event.sequence,
-            event.event_type,
-            event.schema_version,
-            A::SCHEMA_VERSION,
-            A::TYPE
-        ));
-    }
-    let tagged = serde_json::json!({ "type": event.event_type, "payload": event.payload });
-    serde_json::from_value(tagged).map_err(|e| {
-        format!(
-            "{} {}#{} ({}) does not decode as an event of aggregate `{}`: {e}",
-            event.aggregate_type,
-            event.aggregate_id,
-            event.sequence,
-            event.event_type,
-            A::TYPE
-        )
-    })
+    crate::aggregate::decode_event::<A>(event)
 }
 
 /// Most stream sequences a document remembers above the checkpoint.

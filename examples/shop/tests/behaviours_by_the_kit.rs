@@ -93,7 +93,7 @@ fn an_event_from_a_newer_schema_is_refused_by_the_summary() {
     event.schema_version = 2;
     testkit::view::<OrderSummary>()
         .given([event])
-        .then_refused("schema_version 2, newer than this code's 1");
+        .then_refused("(Placed, schema_version 2) is newer than this code's schema_version 1");
 }
 
 #[test]

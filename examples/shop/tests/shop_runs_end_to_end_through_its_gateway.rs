@@ -126,20 +126,16 @@ async fn an_order_is_placed_paid_and_shipped_by_its_workflow() {
     assert_eq!(status, 200, "{body}");
 
     // `Paid` starts the fulfilment; its `ship` effect records `Ship` on the order.
-    let completed = eventually(Duration::from_secs(30), || {
-        async move {
-            let (_, body) = get("/v1/workflows/fulfilment/o-1".into()).await;
-            body.contains(r#""status":"completed""#)
-        }
+    let completed = eventually(Duration::from_secs(30), || async move {
+        let (_, body) = get("/v1/workflows/fulfilment/o-1".into()).await;
+        body.contains(r#""status":"completed""#)
     })
     .await;
     let (_, body) = get("/v1/workflows/fulfilment/o-1".into()).await;
     assert!(completed, "the fulfilment completed: {body}");
-    let shipped = eventually(Duration::from_secs(30), || {
-        async move {
-            let (_, body) = get("/v1/query/order_summary/o-1".into()).await;
-            body.contains(r#""status":"shipped""#)
-        }
+    let shipped = eventually(Duration::from_secs(30), || async move {
+        let (_, body) = get("/v1/query/order_summary/o-1".into()).await;
+        body.contains(r#""status":"shipped""#)
     })
     .await;
     let (status, body) = get("/v1/query/order_summary/o-1".into()).await;
