@@ -232,6 +232,9 @@ pub enum BenchCommand {
     Workflows(crate::bench_workflows::WorkflowBenchArgs),
     /// A steady tenant's rejections and latency while another floods the Gateway
     Fairness(crate::bench_fairness::FairnessBenchArgs),
+    /// An entity's first command on a fresh node against its history length, with and
+    /// without snapshots
+    Rehydration(crate::bench_rehydration::RehydrationBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -346,6 +349,9 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
         }
         Command::Bench(BenchCommand::Fairness(args)) => {
             crate::bench_fairness::run(&src, args).await
+        }
+        Command::Bench(BenchCommand::Rehydration(args)) => {
+            crate::bench_rehydration::run(&src, args).await
         }
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),

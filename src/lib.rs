@@ -7,6 +7,7 @@
 pub mod app;
 mod bench;
 mod bench_fairness;
+mod bench_rehydration;
 mod bench_views;
 mod bench_workflows;
 mod cli;

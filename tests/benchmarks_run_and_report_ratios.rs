@@ -1,6 +1,6 @@
-//! The load generators stay runnable: `cloudlysis bench views`, `commands` and `workflows`
-//! run end to end on a tiny load (each against its own private nats-server) and print every
-//! phase and the ratio against the raw baseline. Their numbers are not asserted — speed is
+//! The load generators stay runnable: `cloudlysis bench views`, `commands`, `workflows` and
+//! `rehydration` run end to end on a tiny load (each against its own private nats-server) and
+//! print every phase and the ratio against the raw baseline. Their numbers are not asserted — speed is
 //! measured by running them, see docs/performance.md.
 
 use std::process::Command;
@@ -64,6 +64,29 @@ fn bench_workflows_reports_both_phases_and_the_ratio() {
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }
+}
+
+#[test]
+fn bench_rehydration_reports_both_aggregates_and_the_ratio() {
+    let out = bench(&[
+        "rehydration",
+        "--lengths",
+        "10,30",
+        "--every",
+        "10",
+        "--runs",
+        "1",
+    ]);
+    for line in ["plain ms", "snapshot ms", "snapshot / plain"] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+    assert_eq!(
+        out.lines()
+            .filter(|l| l.trim_start().starts_with("10 ") || l.trim_start().starts_with("30 "))
+            .count(),
+        2,
+        "one row per length:\n{out}"
+    );
 }
 
 #[test]

@@ -67,6 +67,7 @@ use serde::{Deserialize, Serialize};
 mod entity;
 mod host;
 pub mod node;
+mod snapshot;
 
 pub use entity::ENTITY_KIND;
 pub(crate) use host::{AggregateHost, Host};
@@ -118,6 +119,13 @@ pub trait Aggregate: Send + Sync + 'static {
     /// Applies one event to the state.
     fn apply(state: &mut Self::State, event: &Self::Event);
 
+    /// Snapshot policy (default: none — rehydration replays the whole history). With
+    /// `Some(Snapshots::json(1000, 1))` the entity's state is stored after every 1 000 events
+    /// and rehydration replays only the events after the latest snapshot.
+    fn snapshots() -> Option<Snapshots<Self::State>> {
+        None
+    }
+
     /// Rewrites an event stored at schema version `from` into the shape of version `from + 1`
     /// (its type name and payload), so that events written by older code are read as the
     /// current [`Aggregate::Event`] — in rehydration, in views ([`decode_event`]) and in
@@ -131,6 +139,32 @@ pub trait Aggregate: Send + Sync + 'static {
     ) -> Result<(), String> {
         let _ = (from, event_type, payload);
         Ok(())
+    }
+}
+
+/// How an aggregate's state is snapshotted ([`Aggregate::snapshots`]).
+pub struct Snapshots<S> {
+    /// A snapshot whenever a commit reaches a multiple of `every` events (> 0).
+    pub every: u64,
+    /// Version of the state's encoding: bump it when the state's shape changes; snapshots of
+    /// another version are ignored (the entity replays its history once and writes a new one).
+    pub schema_version: u32,
+    /// Encodes the state.
+    pub encode: fn(&S) -> Result<serde_json::Value, String>,
+    /// Decodes a stored state; an error makes rehydration ignore the snapshot.
+    pub decode: fn(serde_json::Value) -> Result<S, String>,
+}
+
+impl<S: Serialize + DeserializeOwned> Snapshots<S> {
+    /// Snapshots every `every` events, the state encoded as JSON by serde, tagged with the
+    /// state's `schema_version`.
+    pub fn json(every: u64, schema_version: u32) -> Self {
+        Self {
+            every,
+            schema_version,
+            encode: |s| serde_json::to_value(s).map_err(|e| e.to_string()),
+            decode: |v| serde_json::from_value(v).map_err(|e| e.to_string()),
+        }
     }
 }
 

@@ -9,7 +9,7 @@
 //! | `Withdraw` | `{"amount": integer in 1..=MAX_AMOUNT}` | not open; amount 0 or above the limit; insufficient funds |
 //! | `Close` | — | not open; balance not zero |
 
-use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection};
+use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection, Snapshots};
 use serde::{Deserialize, Serialize};
 
 /// The account aggregate.
@@ -19,8 +19,8 @@ pub struct Account;
 /// client reads exactly.
 pub const MAX_AMOUNT: u64 = (1 << 53) - 1;
 
-/// Account state.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+/// Account state (snapshotted every [`SNAPSHOT_EVERY`] events).
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccountState {
     /// Owner's name.
     pub owner: String,
@@ -31,6 +31,10 @@ pub struct AccountState {
     /// Closed for good.
     pub closed: bool,
 }
+
+/// An account's state is snapshotted every this many events: a busy account rehydrates from
+/// its latest snapshot plus at most this many events.
+pub const SNAPSHOT_EVERY: u64 = 1000;
 
 /// Account commands.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -149,6 +153,10 @@ impl Aggregate for Account {
                 Ok(vec![AccountEvent::Closed])
             }
         }
+    }
+
+    fn snapshots() -> Option<Snapshots<AccountState>> {
+        Some(Snapshots::json(SNAPSHOT_EVERY, 1))
     }
 
     fn apply(s: &mut AccountState, event: &AccountEvent) {

@@ -11,6 +11,7 @@
 //! | `cloudlysis_workflows` | workflow instances, `<workflow>.<tenant>.<instance>` | 1 | none |
 //! | `cloudlysis_outbox` | outbox index: instances with unpublished entries, `<workflow>.<tenant>.<instance>.<step>` | 1 | none |
 //! | `cloudlysis_effects` | effect ledger: attempts and outcome per command, `<effect_type>.<tenant>.<command_id>` | 1 | 30 days |
+//! | `cloudlysis_snapshots` | aggregate snapshots (opt-in per aggregate type), `<aggregate_type>.<tenant>.<aggregate_id>` | 1 | none |
 
 use std::time::Duration;
 
@@ -61,6 +62,26 @@ pub fn idempotency_key(
     key: &str,
 ) -> String {
     format!("{tenant}.{aggregate_type}.{aggregate_id}.{key}")
+}
+
+/// Name of the aggregate-snapshot bucket.
+pub const SNAPSHOTS_BUCKET: &str = "cloudlysis_snapshots";
+
+/// The aggregate-snapshot bucket: the latest snapshot of each entity of an aggregate type that
+/// takes snapshots. A lost snapshot only costs a longer replay, so one revision is kept.
+pub fn snapshots() -> BucketPolicy {
+    BucketPolicy {
+        name: SNAPSHOTS_BUCKET,
+        description: "Cloudlysis aggregate snapshots",
+        history: 1,
+        max_age: Duration::ZERO,
+    }
+}
+
+/// The KV key of an entity's snapshot: `<aggregate_type>.<tenant>.<aggregate_id>`; every part
+/// is a validated token.
+pub fn snapshot_key(aggregate_type: &str, tenant: &str, aggregate_id: &str) -> String {
+    format!("{aggregate_type}.{tenant}.{aggregate_id}")
 }
 
 /// Name of the view-document bucket.

@@ -47,6 +47,9 @@ pub mod names {
     /// (`ok`, `replayed`, `invalid`, `rejected`, `conflict`, `busy`, `unavailable`, `timeout`,
     /// `unknown_type`).
     pub const COMMANDS: &str = "cloudlysis_commands_total";
+    /// Counter of aggregate snapshot operations, labelled `aggregate_type` and `outcome`
+    /// (`written`, `write_failed`, `loaded`, `ignored`); only for types that take snapshots.
+    pub const SNAPSHOTS: &str = "cloudlysis_snapshots_total";
     /// Gauge of live entity actors in an aggregate node, labelled `aggregate_type`.
     pub const ENTITIES: &str = "cloudlysis_entities";
     /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
@@ -175,6 +178,7 @@ pub mod names {
         ACTOR_RESTARTS,
         SUPERVISOR_ESCALATIONS,
         COMMANDS,
+        SNAPSHOTS,
         ENTITIES,
         COMMAND_DURATION,
         GATEWAY_REQUESTS,
@@ -292,6 +296,10 @@ fn describe() {
     metrics::describe_counter!(
         names::COMMANDS,
         "Commands handled by aggregate nodes, by outcome."
+    );
+    metrics::describe_counter!(
+        names::SNAPSHOTS,
+        "Aggregate snapshots written, failed to write, loaded in rehydration, or ignored as unreadable."
     );
     metrics::describe_gauge!(names::ENTITIES, "Live entity actors per aggregate type.");
     metrics::describe_histogram!(

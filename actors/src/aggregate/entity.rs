@@ -203,6 +203,47 @@ impl<A: Aggregate> Entity<A> {
         subject::aggregate_event(&self.tenant, &token(A::TYPE), &self.id)
     }
 
+    fn snapshot_key(&self) -> String {
+        buckets::snapshot_key(A::TYPE, self.tenant.as_str(), self.id.as_str())
+    }
+
+    /// Writes a snapshot in the background when the commit that moved the version from
+    /// `before` crossed a multiple of the policy's `every`.
+    fn snapshot_if_due(&self, current: &Loaded<A::State>, before: u64) {
+        let (Some(bucket), Some(policy)) = (&self.shared.snapshots, A::snapshots()) else {
+            return;
+        };
+        if !super::snapshot::due(policy.every, before, current.version) {
+            return;
+        }
+        let state = match (policy.encode)(&current.state) {
+            Ok(state) => state,
+            Err(e) => {
+                tracing::warn!(aggregate_type = A::TYPE, id = %self.id, "snapshot not written: the state does not encode: {e}");
+                super::snapshot::count::<A>("write_failed");
+                return;
+            }
+        };
+        let record = super::snapshot::SnapshotRecord {
+            format: super::snapshot::FORMAT,
+            state_schema_version: policy.schema_version,
+            version: current.version,
+            stream_sequence: current.last_seq,
+            state,
+            keys: current
+                .commits_by_msg_id
+                .iter()
+                .map(|(k, r)| (k.clone(), r.clone()))
+                .collect(),
+        };
+        super::snapshot::write::<A>(
+            bucket.clone(),
+            self.snapshot_key(),
+            record,
+            self.shared.settings.io_timeout,
+        );
+    }
+
     async fn execute(
         &self,
         req: CommandRequest,
@@ -343,6 +384,7 @@ impl<A: Aggregate> Entity<A> {
                         current.remember(key.clone(), stored.clone());
                         self.remember(key, &stored).await;
                     }
+                    self.snapshot_if_due(current, current.version - events.len() as u64);
                     return Ok(reply);
                 }
                 Err(NatsError::WrongLastSequence { .. }) => {
@@ -572,6 +614,44 @@ impl<A: Aggregate> Entity<A> {
                 _ => return Err(unavailable(e.to_string())),
             },
         };
+        // Start from the latest usable snapshot, if this type takes them.
+        let start = match (&self.shared.snapshots, A::snapshots()) {
+            (Some(bucket), Some(policy)) => {
+                let key = self.snapshot_key();
+                super::snapshot::read::<A>(
+                    bucket,
+                    &key,
+                    &policy,
+                    last,
+                    self.shared.settings.io_timeout,
+                )
+                .await
+            }
+            _ => None,
+        };
+        let start = match start {
+            Some(s) if s.stream_sequence >= last => {
+                return Ok(Loaded {
+                    state: s.state,
+                    version: s.version,
+                    last_seq: s.stream_sequence,
+                    commits_by_msg_id: s.keys,
+                });
+            }
+            Some(s) => s,
+            None => super::snapshot::Restored {
+                state: A::State::default(),
+                version: 0,
+                stream_sequence: 0,
+                keys: Default::default(),
+            },
+        };
+        let deliver_policy = match start.stream_sequence {
+            0 => jetstream::consumer::DeliverPolicy::All,
+            seq => jetstream::consumer::DeliverPolicy::ByStartSequence {
+                start_sequence: seq + 1,
+            },
+        };
         // An ad-hoc consumer of exactly this entity's subject, unique, self-expiring, deleted
         // by name when done.
         let name = format!("cloudlysis-rehydrate-{}", uuid::Uuid::new_v4().simple());
@@ -582,7 +662,7 @@ impl<A: Aggregate> Entity<A> {
                 name: Some(name.clone()),
                 filter_subject: subject.clone(),
                 ack_policy: jetstream::consumer::AckPolicy::None,
-                deliver_policy: jetstream::consumer::DeliverPolicy::All,
+                deliver_policy,
                 inactive_threshold: Duration::from_secs(30),
                 memory_storage: true,
                 num_replicas: 1,
@@ -590,21 +670,22 @@ impl<A: Aggregate> Entity<A> {
             })
             .await
             .map_err(|e| unavailable(e.to_string()))?;
-        let result = self.fold(&consumer, last).await;
+        let result = self.fold(&consumer, last, start).await;
         if let Err(e) = self.shared.events.delete_consumer(&name).await {
             tracing::debug!(consumer = %name, error = %e, "rehydration consumer not deleted; it expires by itself");
         }
         result.map_err(unavailable)
     }
 
-    /// Applies every commit up to (at least) stream sequence `last`.
+    /// Applies every commit after `start` up to (at least) stream sequence `last`.
     async fn fold(
         &self,
         consumer: &jetstream::consumer::PullConsumer,
         last: u64,
+        start: super::snapshot::Restored<A::State>,
     ) -> Result<Loaded<A::State>, String> {
-        let mut state = A::State::default();
-        let (mut version, mut seen) = (0u64, 0u64);
+        let mut state = start.state;
+        let (mut version, mut seen) = (start.version, start.stream_sequence);
         let mut loaded_keys: Vec<(String, IdempotencyRecord)> = Vec::new();
         let deadline = tokio::time::Instant::now() + self.shared.settings.io_timeout * 6;
         while seen < last {
@@ -668,7 +749,7 @@ impl<A: Aggregate> Entity<A> {
             state,
             version,
             last_seq: seen,
-            commits_by_msg_id: Default::default(),
+            commits_by_msg_id: start.keys,
         };
         for (k, r) in loaded_keys.into_iter().rev().take(MAX_REMEMBERED_KEYS) {
             loaded.commits_by_msg_id.entry(k).or_insert(r);

@@ -30,6 +30,8 @@ pub(crate) struct HostShared {
     pub(crate) js: jetstream::Context,
     pub(crate) events: jetstream::stream::Stream,
     pub(crate) idempotency: kv::Store,
+    /// The snapshot bucket, when this aggregate type takes snapshots.
+    pub(crate) snapshots: Option<kv::Store>,
     pub(crate) supervisor: SupervisorRef,
     pub(crate) settings: AggregateSettings,
     pub(crate) incarnation: AtomicU64,
@@ -50,6 +52,7 @@ pub(crate) struct AggregateHost<A> {
 }
 
 impl<A: Aggregate> AggregateHost<A> {
+    #[cfg(test)]
     pub(crate) fn new(
         js: jetstream::Context,
         events: jetstream::stream::Stream,
@@ -57,11 +60,25 @@ impl<A: Aggregate> AggregateHost<A> {
         supervisor: SupervisorRef,
         settings: AggregateSettings,
     ) -> Self {
+        Self::with_snapshots(js, events, idempotency, None, supervisor, settings)
+    }
+
+    /// [`AggregateHost::new`] with the snapshot bucket (used only when `A` takes snapshots).
+    pub(crate) fn with_snapshots(
+        js: jetstream::Context,
+        events: jetstream::stream::Stream,
+        idempotency: kv::Store,
+        snapshots: Option<kv::Store>,
+        supervisor: SupervisorRef,
+        settings: AggregateSettings,
+    ) -> Self {
+        super::snapshot::register::<A>();
         Self {
             shared: Arc::new(HostShared {
                 js,
                 events,
                 idempotency,
+                snapshots: snapshots.filter(|_| A::snapshots().is_some()),
                 supervisor,
                 settings,
                 incarnation: AtomicU64::new(0),

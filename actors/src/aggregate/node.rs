@@ -141,22 +141,24 @@ pub enum NodeError {
     Supervision(#[from] cloudlysis_supervision::SupervisorError),
 }
 
+/// The stores a host works with.
+struct Stores {
+    js: jetstream::Context,
+    events: jetstream::stream::Stream,
+    idempotency: jetstream::kv::Store,
+    snapshots: Option<jetstream::kv::Store>,
+}
+
 type Registration = Box<
-    dyn FnOnce(
-            jetstream::Context,
-            jetstream::stream::Stream,
-            jetstream::kv::Store,
-            SupervisorRef,
-            AggregateSettings,
-        ) -> (&'static str, Arc<dyn Host>)
-        + Send,
+    dyn FnOnce(Stores, SupervisorRef, AggregateSettings) -> (&'static str, Arc<dyn Host>) + Send,
 >;
 
 /// Builds an [`AggregateNode`].
 pub struct AggregateNodeBuilder {
     js: jetstream::Context,
     settings: AggregateSettings,
-    registrations: Vec<(&'static str, Registration)>,
+    /// Type, whether it takes snapshots, how to build its host.
+    registrations: Vec<(&'static str, bool, Registration)>,
 }
 
 impl AggregateNodeBuilder {
@@ -164,21 +166,27 @@ impl AggregateNodeBuilder {
     pub fn register<A: Aggregate>(mut self) -> Self {
         self.registrations.push((
             A::TYPE,
-            Box::new(|js, events, idem, sup, settings| {
-                (
-                    A::TYPE,
-                    Arc::new(AggregateHost::<A>::new(js, events, idem, sup, settings))
-                        as Arc<dyn Host>,
-                )
+            A::snapshots().is_some(),
+            Box::new(|stores: Stores, sup, settings| {
+                let host = AggregateHost::<A>::with_snapshots(
+                    stores.js,
+                    stores.events,
+                    stores.idempotency,
+                    stores.snapshots,
+                    sup,
+                    settings,
+                );
+                (A::TYPE, Arc::new(host) as Arc<dyn Host>)
             }),
         ));
         self
     }
 
-    /// Ensures the event stream and the idempotency bucket, starts the supervision tree.
+    /// Ensures the event stream and the idempotency bucket (and the snapshot bucket when an
+    /// aggregate takes snapshots), starts the supervision tree.
     pub async fn build(self) -> Result<AggregateNode, NodeError> {
         let mut seen = std::collections::HashSet::new();
-        for (ty, _) in &self.registrations {
+        for (ty, _, _) in &self.registrations {
             validate_token(ty).map_err(|_| NodeError::InvalidAggregateType(ty))?;
             if !seen.insert(*ty) {
                 return Err(NodeError::DuplicateAggregateType(ty));
@@ -195,6 +203,15 @@ impl AggregateNodeBuilder {
         let idem = buckets::ensure_bucket(&self.js, &buckets::idempotency())
             .await
             .map_err(|e| NodeError::Nats(e.to_string()))?;
+        let snapshots = if self.registrations.iter().any(|(_, snaps, _)| *snaps) {
+            Some(
+                buckets::ensure_bucket(&self.js, &buckets::snapshots())
+                    .await
+                    .map_err(|e| NodeError::Nats(e.to_string()))?,
+            )
+        } else {
+            None
+        };
         // Entities are dynamic, transient children of the root: a crash-looping entity is
         // restarted with backoff, and only a storm across many entities escalates.
         let root = SupervisorRef::start(
@@ -206,17 +223,17 @@ impl AggregateNodeBuilder {
         .await?;
         cloudlysis_runtime::mailbox::register_kind(crate::aggregate::ENTITY_KIND);
         let mut hosts = HashMap::new();
-        for (ty, _) in &self.registrations {
+        for (ty, _, _) in &self.registrations {
             register_metrics(ty);
         }
-        for (_, register) in self.registrations {
-            let (ty, host) = register(
-                self.js.clone(),
-                events.clone(),
-                idem.clone(),
-                root.clone(),
-                self.settings,
-            );
+        for (_, _, register) in self.registrations {
+            let stores = Stores {
+                js: self.js.clone(),
+                events: events.clone(),
+                idempotency: idem.clone(),
+                snapshots: snapshots.clone(),
+            };
+            let (ty, host) = register(stores, root.clone(), self.settings);
             hosts.insert(ty, host);
         }
         Ok(AggregateNode {
