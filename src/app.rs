@@ -22,8 +22,8 @@ use std::sync::Arc;
 
 use cloudlysis_actors::aggregate::Aggregate;
 use cloudlysis_actors::aggregate::node::AggregateNodeBuilder;
-use cloudlysis_actors::projection::ProjectionNodeBuilder;
 use cloudlysis_actors::projection::view::View;
+use cloudlysis_actors::projection::{ProjectionNodeBuilder, TypedView, TypedViewOf};
 use cloudlysis_actors::runner::{CommandClient, Effect, RunnerNodeBuilder, Workflow};
 use cloudlysis_runtime::subject::validate_token;
 
@@ -232,6 +232,12 @@ impl App {
             .views
             .push((V::NAME, V::aggregate_types(), |b| b.register::<V>()));
         self
+    }
+
+    /// Registers a typed view (a [`TypedView`] over one aggregate type, folding its decoded
+    /// events): `projection` nodes keep it and answer its queries.
+    pub fn typed_view<V: TypedView>(self) -> Self {
+        self.view::<TypedViewOf<V>>()
     }
 
     /// Registers a workflow: `runner` nodes run its instances.

@@ -11,6 +11,7 @@
 //! Layout:
 //! - [`view`] — the [`View`] behaviour (one file per view for the user) and the store that folds
 //!   events into documents with a per-document redelivery guard.
+//! - [`typed`] — [`TypedView`]: a view over one aggregate type that folds its decoded events.
 //! - [`generation`] — view generations: rebuilding a view while it answers queries.
 //! - `node` — the [`ProjectionNode`] and its builder: registration, modes, gRPC serving.
 //! - `mode` — [`ProjectionMode`] (PerView or Single), and the refusal of a mode that would apply
@@ -21,6 +22,7 @@
 //! - `admin` — `ProjectionAdmin` (rebuild, cancel, describe).
 
 pub mod generation;
+pub mod typed;
 pub mod view;
 
 mod admin;
@@ -38,4 +40,5 @@ pub use node::{
 };
 pub use query::{DEFAULT_PAGE_SIZE, LIST_TIMEOUT, MAX_CONCURRENT_LISTS, MAX_PAGE_SIZE};
 pub use tracker::{CHECKPOINT_INTERVAL, MIN_REFRESH, PERSIST_INTERVAL};
+pub use typed::{Typed, TypedView, TypedViewOf};
 pub use view::View;

@@ -267,6 +267,11 @@ pub fn view<V: View>() -> ViewKit<V> {
     ViewKit { _v: PhantomData }
 }
 
+/// Starts a typed-view test ([`crate::projection::TypedView`]): the same kit as [`view`].
+pub fn typed_view<V: crate::projection::TypedView>() -> ViewKit<crate::projection::TypedViewOf<V>> {
+    view::<crate::projection::TypedViewOf<V>>()
+}
+
 /// A view under test.
 pub struct ViewKit<V: View> {
     _v: PhantomData<V>,

@@ -6,9 +6,12 @@
 //! holds any fold, even one that briefly applies a withdrawal before its deposit; an amount
 //! beyond it is refused as the event's failure, never wrapped.
 
-use cloudlysis_actors::projection::view::View;
+use cloudlysis_actors::aggregate::Aggregate;
+use cloudlysis_actors::projection::view::{View, decode};
 use cloudlysis_runtime::envelope::EventEnvelope;
 use serde::{Deserialize, Serialize};
+
+use crate::account::{Account, AccountEvent, MAX_AMOUNT};
 
 /// The balances view.
 pub struct Balances;
@@ -30,7 +33,7 @@ impl View for Balances {
     type Document = Balance;
 
     fn aggregate_types() -> &'static [&'static str] {
-        &["account"]
+        &[Account::TYPE]
     }
 
     fn key(event: &EventEnvelope) -> Option<String> {
@@ -38,32 +41,29 @@ impl View for Balances {
     }
 
     fn apply(doc: &mut Balance, event: &EventEnvelope) -> Result<(), String> {
-        let amount = || {
-            event.payload["amount"]
-                .as_u64()
-                .filter(|a| *a <= crate::account::MAX_AMOUNT)
-                .map(|a| a as i64)
-                .ok_or_else(|| {
-                    format!(
-                        "{} without an amount in 0..={}",
-                        event.event_type,
-                        crate::account::MAX_AMOUNT
-                    )
-                })
+        let amount = |amount: u64| {
+            if amount <= MAX_AMOUNT {
+                Ok(amount as i64)
+            } else {
+                Err(format!(
+                    "{} of {amount}: above the limit {MAX_AMOUNT}",
+                    event.event_type
+                ))
+            }
         };
         let overflow = || format!("balance of {} out of range", event.aggregate_id);
-        match event.event_type.as_str() {
-            "Opened" => {
-                doc.owner = event.payload["owner"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .to_string();
+        match decode::<Account>(event)? {
+            AccountEvent::Opened { owner } => {
+                doc.owner = owner;
                 doc.open = true;
             }
-            "Deposited" => doc.balance = doc.balance.checked_add(amount()?).ok_or_else(overflow)?,
-            "Withdrew" => doc.balance = doc.balance.checked_sub(amount()?).ok_or_else(overflow)?,
-            "Closed" => doc.open = false,
-            _ => {}
+            AccountEvent::Deposited { amount: a } => {
+                doc.balance = doc.balance.checked_add(amount(a)?).ok_or_else(overflow)?
+            }
+            AccountEvent::Withdrew { amount: a } => {
+                doc.balance = doc.balance.checked_sub(amount(a)?).ok_or_else(overflow)?
+            }
+            AccountEvent::Closed => doc.open = false,
         }
         Ok(())
     }

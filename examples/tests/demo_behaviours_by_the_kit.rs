@@ -89,7 +89,7 @@ fn the_balance_view_refuses_an_amount_beyond_the_limit() {
     event.payload = json!({ "amount": MAX_AMOUNT + 1 });
     testkit::view::<Balances>()
         .given([event])
-        .then_refused("Deposited without an amount");
+        .then_refused("Deposited of 9007199254740992: above the limit");
 }
 
 #[test]

@@ -5,7 +5,7 @@ use cloudlysis_shop::{fulfilment, order::Order, order_summary::OrderSummary};
 fn main() -> std::process::ExitCode {
     cloudlysis::App::new("shop")
         .aggregate::<Order>()
-        .view::<OrderSummary>()
+        .typed_view::<OrderSummary>()
         .workflow::<fulfilment::Fulfilment>()
         .effect(fulfilment::ShipEffect)
         .main()

@@ -1,11 +1,10 @@
 //! The `order_summary` view: one document per order, keyed by order id, folded from the
-//! order's typed events ([`decode`]).
+//! order's decoded events (a [`TypedView`] of [`Order`]).
 //!
 //! Document: `{"customer": string, "status": "placed"|"paid"|"shipped"|"cancelled",
 //! "total": integer, "carrier": string|null}`.
 
-use cloudlysis_actors::projection::view::{View, decode};
-use cloudlysis_runtime::envelope::EventEnvelope;
+use cloudlysis_actors::projection::{Typed, TypedView};
 use serde::{Deserialize, Serialize};
 
 use crate::order::{Order, OrderEvent, Status};
@@ -26,21 +25,14 @@ pub struct Summary {
     pub carrier: Option<String>,
 }
 
-impl View for OrderSummary {
+impl TypedView for OrderSummary {
     const NAME: &'static str = "order_summary";
     const SCHEMA_VERSION: u32 = 1;
     type Document = Summary;
+    type Follows = Order;
 
-    fn aggregate_types() -> &'static [&'static str] {
-        &["order"]
-    }
-
-    fn key(event: &EventEnvelope) -> Option<String> {
-        Some(event.aggregate_id.clone())
-    }
-
-    fn apply(doc: &mut Summary, event: &EventEnvelope) -> Result<(), String> {
-        match decode::<Order>(event)? {
+    fn apply(doc: &mut Summary, event: Typed<'_, OrderEvent>) -> Result<(), String> {
+        match event.event {
             OrderEvent::Placed {
                 customer, total, ..
             } => {

@@ -76,22 +76,24 @@ fn the_summary_follows_the_order() {
             },
         ],
     );
-    testkit::view::<OrderSummary>().given(events).then_document(
-        "o-1",
-        Summary {
-            customer: "ada".into(),
-            status: Status::Shipped,
-            total: 900,
-            carrier: Some("post".into()),
-        },
-    );
+    testkit::typed_view::<OrderSummary>()
+        .given(events)
+        .then_document(
+            "o-1",
+            Summary {
+                customer: "ada".into(),
+                status: Status::Shipped,
+                total: 900,
+                carrier: Some("post".into()),
+            },
+        );
 }
 
 #[test]
 fn an_event_from_a_newer_schema_is_refused_by_the_summary() {
     let mut event = testkit::envelope::<Order>("o-1", 1, &placed());
     event.schema_version = 2;
-    testkit::view::<OrderSummary>()
+    testkit::typed_view::<OrderSummary>()
         .given([event])
         .then_refused("(Placed, schema_version 2) is newer than this code's schema_version 1");
 }

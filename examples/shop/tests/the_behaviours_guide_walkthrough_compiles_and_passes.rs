@@ -6,8 +6,7 @@
 mod walkthrough {
 // walkthrough:start
 use cloudlysis_actors::aggregate::{Aggregate, CommandContext, Rejection};
-use cloudlysis_actors::projection::view::{View, decode};
-use cloudlysis_runtime::envelope::EventEnvelope;
+use cloudlysis_actors::projection::{Typed, TypedView};
 use serde::{Deserialize, Serialize};
 
 pub struct Ticket;
@@ -54,14 +53,13 @@ pub struct Tickets;
 #[derive(Default, Serialize, Deserialize)]
 pub struct TicketDoc { pub title: String, pub assignee: Option<String>, pub open: bool }
 
-impl View for Tickets {
+impl TypedView for Tickets {
     const NAME: &'static str = "tickets";
     const SCHEMA_VERSION: u32 = 1;
     type Document = TicketDoc;
-    fn aggregate_types() -> &'static [&'static str] { &["ticket"] }
-    fn key(e: &EventEnvelope) -> Option<String> { Some(e.aggregate_id.clone()) }
-    fn apply(d: &mut TicketDoc, e: &EventEnvelope) -> Result<(), String> {
-        match decode::<Ticket>(e)? {
+    type Follows = Ticket;
+    fn apply(d: &mut TicketDoc, e: Typed<'_, TicketEvent>) -> Result<(), String> {
+        match e.event {
             TicketEvent::Opened { title } => (d.title, d.open) = (title, true),
             TicketEvent::Assigned { to } => d.assignee = Some(to),
             TicketEvent::Closed => d.open = false,
@@ -71,7 +69,7 @@ impl View for Tickets {
 }
 
 pub fn app() -> cloudlysis::App {
-    cloudlysis::App::new("helpdesk").aggregate::<Ticket>().view::<Tickets>()
+    cloudlysis::App::new("helpdesk").aggregate::<Ticket>().typed_view::<Tickets>()
 }
 // walkthrough:end
 }
@@ -122,14 +120,16 @@ fn the_view_shows_title_assignee_and_state() {
             TicketEvent::Assigned { to: "ada".into() },
         ],
     );
-    testkit::view::<Tickets>().given(history).then_document(
-        "t-1",
-        TicketDoc {
-            title: "printer".into(),
-            assignee: Some("ada".into()),
-            open: true,
-        },
-    );
+    testkit::typed_view::<Tickets>()
+        .given(history)
+        .then_document(
+            "t-1",
+            TicketDoc {
+                title: "printer".into(),
+                assignee: Some("ada".into()),
+                open: true,
+            },
+        );
 }
 // tests:end
 
