@@ -7,12 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::{ConfigSource, settings};
 use cloudlysis_runtime::nats_server;
 
 use crate::App;
 use crate::cli::DevArgs;
+use crate::platform::Platform;
 use crate::{nodes, streams};
 
 /// The token secret of `cloudlysis dev` when `CLOUDLYSIS_JWT_SECRET` is not set. Dev only.
@@ -240,74 +240,17 @@ async fn serve(
         return Ok(ExitCode::FAILURE);
     }
 
-    // The nodes take calls with credentials signed by the dev node secret (or the configured one).
-    let keys = cloudlysis_runtime::credential::NodeKeys::load(src, Some(DEV_NODE_SECRET))?;
-
-    // The aggregate node, on an ephemeral gRPC port of this machine.
-    let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
-    let grpc = nodes::bind("127.0.0.1:0", "the dev aggregate node").await?;
-    let grpc_addr = grpc.local_addr()?;
-    let (stop, wait) = nodes::shutdown_channel();
-    let aggregate_types = node.aggregate_types().join(", ");
-    let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
-    let grpc_server = tokio::spawn(node.serve_grpc(grpc, keys.clone(), wait()));
-
-    // The projection node with the demo views, on another ephemeral gRPC port.
-    let projection = nodes::projection_node(src, &nats.js, None, None, app.behaviours()).await?;
-    let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
-    let query_addr = query_grpc.local_addr()?;
-    let query_server = tokio::spawn(projection.serve_grpc(query_grpc, keys.clone(), wait()));
-
-    // The runner node with the demo saga; its effects send commands to the aggregate node.
-    let aggregate_uri = format!("http://{grpc_addr}");
-    let runner = nodes::runner_node(
-        src,
-        &nats.js,
-        Some(&aggregate_uri),
-        None,
-        &keys,
-        app.behaviours(),
-    )
-    .await?;
-    let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
-    let runner_addr = runner_grpc.local_addr()?;
-    let workflows = runner.workflows().join(", ");
-    let runner_server = tokio::spawn(runner.serve_grpc(runner_grpc, keys.clone(), wait()));
-
-    // The Gateway, routing to all three. The dev secret is used unless CLOUDLYSIS_JWT_SECRET is
-    // set.
-    let projection_uri = format!("http://{query_addr}");
-    let runner_uri = format!("http://{runner_addr}");
-    let settings = GatewaySettings::load(
-        src,
-        Some(&aggregate_uri),
-        Some(&projection_uri),
-        Some(&runner_uri),
-        Some(DEV_JWT_SECRET),
-        Some(DEV_NODE_SECRET),
-    )?;
-    let gateway = Gateway::new(settings)?;
-    let token = gateway.authenticator().mint(
-        "dev",
-        DEV_TENANT,
-        &[
-            "commands:*".to_string(),
-            "queries:*".to_string(),
-            "workflows:*".to_string(),
-        ],
-        Duration::from_secs(24 * 3600),
-    )?;
-    // The dev operator signs in to the Control UI with every right, admin included.
-    let operator = gateway.authenticator().mint(
-        "dev-operator",
-        DEV_TENANT,
-        &DEV_OPERATOR_RIGHTS
-            .iter()
-            .map(|r| r.to_string())
-            .collect::<Vec<_>>(),
-        Duration::from_secs(24 * 3600),
-    )?;
-    let router = gateway.router().merge(ops);
+    let platform = Platform::start(src, &nats, app).await?;
+    let Platform {
+        grpc_addr,
+        query_addr,
+        runner_addr,
+        ref aggregate_types,
+        ref workflows,
+        ref token,
+        ref operator,
+        ..
+    } = platform;
 
     let http = format!("http://{http_local}");
     println!("Cloudlysis dev is running.");
@@ -348,17 +291,14 @@ async fn serve(
     );
     println!("  {token}");
     println!("Try:");
-    print!("{}", app.hints(&http, &token));
+    print!("{}", app.hints(&http, token));
     println!("Press Ctrl-C to stop.");
 
-    axum::serve(listener, router)
+    axum::serve(listener, platform.router.clone())
         .with_graceful_shutdown(nodes::shutdown_signal())
         .await
         .context("HTTP server failed")?;
     eprintln!("shutting down");
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(nodes::DRAIN, grpc_server).await;
-    let _ = tokio::time::timeout(nodes::DRAIN, query_server).await;
-    let _ = tokio::time::timeout(nodes::DRAIN, runner_server).await;
+    platform.stop().await;
     Ok(ExitCode::SUCCESS)
 }

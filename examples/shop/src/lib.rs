@@ -9,3 +9,12 @@
 pub mod fulfilment;
 pub mod order;
 pub mod order_summary;
+
+/// The shop application: one registration line per behaviour.
+pub fn app() -> cloudlysis::App {
+    cloudlysis::App::new("shop")
+        .aggregate::<order::Order>()
+        .typed_view::<order_summary::OrderSummary>()
+        .workflow::<fulfilment::Fulfilment>()
+        .effect(fulfilment::ShipEffect)
+}
