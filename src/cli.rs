@@ -235,6 +235,9 @@ pub enum BenchCommand {
     /// An entity's first command on a fresh node against its history length, with and
     /// without snapshots
     Rehydration(crate::bench_rehydration::RehydrationBenchArgs),
+    /// The command path over a real HTTP socket at rest, at capacity and under N x overload:
+    /// goodput, refusals with Retry-After, accepted latency, memory
+    Overload(crate::bench_overload::OverloadBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -352,6 +355,9 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
         }
         Command::Bench(BenchCommand::Rehydration(args)) => {
             crate::bench_rehydration::run(&src, args).await
+        }
+        Command::Bench(BenchCommand::Overload(args)) => {
+            crate::bench_overload::run(&src, args).await
         }
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),

@@ -7,6 +7,8 @@
 pub mod app;
 mod bench;
 mod bench_fairness;
+mod bench_http;
+mod bench_overload;
 mod bench_rehydration;
 mod bench_views;
 mod bench_workflows;

@@ -1,7 +1,7 @@
-//! The load generators stay runnable: `cloudlysis bench views`, `commands`, `workflows` and
-//! `rehydration` run end to end on a tiny load (each against its own private nats-server) and
-//! print every phase and the ratio against the raw baseline. Their numbers are not asserted — speed is
-//! measured by running them, see docs/performance.md.
+//! The load generators stay runnable: `cloudlysis bench views`, `commands`, `workflows`,
+//! `rehydration` and `overload` run end to end on a tiny load (each against its own private
+//! nats-server) and print every phase and the ratio against the raw baseline. Their numbers are
+//! not asserted — speed is measured by running them, see docs/performance.md.
 
 use std::process::Command;
 
@@ -87,6 +87,33 @@ fn bench_rehydration_reports_both_aggregates_and_the_ratio() {
         2,
         "one row per length:\n{out}"
     );
+}
+
+#[test]
+fn bench_overload_reports_every_phase_goodput_and_refusals() {
+    let out = bench(&[
+        "overload",
+        "--seconds",
+        "1",
+        "--max-in-flight",
+        "4",
+        "--accounts",
+        "8",
+        "--factor",
+        "2",
+        "--connections",
+        "64",
+    ]);
+    for line in [
+        "idle",
+        "capacity",
+        "overload",
+        "goodput overload / capacity",
+        "refusals without Retry-After or problem+json: 0",
+        "resident memory during overload",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
 }
 
 #[test]
