@@ -155,31 +155,31 @@ async fn open(client: &Client, token: &str, accounts: usize, rate: f64, seconds:
     let total = (rate * seconds as f64) as u64;
     let period = Duration::from_secs_f64(1.0 / rate);
     let started = Instant::now();
-    let mut tasks = Vec::with_capacity(total as usize);
+    // Finished tasks are reaped as the loop goes: a task's memory lives until it is joined.
+    let mut tasks = tokio::task::JoinSet::new();
     for i in 0..total {
         // Catch up in bursts when the scheduler is late, so the offered rate holds.
         let due = started + period.mul_f64(i as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             tokio::time::sleep(wait).await;
         }
+        while tasks.try_join_next().is_some() {}
         if client.saturated()
             && let Ok(mut s) = seen.lock()
         {
             s.client_waits += 1;
         }
         let (client, token, seen) = (client.clone(), token.to_string(), seen.clone());
-        tasks.push(tokio::spawn(async move {
+        tasks.spawn(async move {
             let path = format!("/v1/commands/account/o-{}", i as usize % accounts);
             let t = Instant::now();
             let answer = client.post(&path, &token, DEPOSIT).await;
             if let Ok(mut s) = seen.lock() {
                 s.add(answer, t.elapsed());
             }
-        }));
+        });
     }
-    for t in tasks {
-        let _ = t.await;
-    }
+    while tasks.join_next().await.is_some() {}
     Arc::try_unwrap(seen)
         .ok()
         .and_then(|m| m.into_inner().ok())
