@@ -8,7 +8,8 @@
 //! * `raw_publish` — `async-nats` JetStream publish + ack of a commit-sized payload;
 //! * `gateway_command` — `POST /v1/commands/account/{id}` (Deposit) through the Gateway router
 //!   (in process, no HTTP socket) → gRPC → entity actor → JetStream append with optimistic
-//!   concurrency.
+//!   concurrency; with `--http`, `gateway_http`: the same over HTTP/1.1 on a loopback socket,
+//!   one keep-alive connection per worker, so the HTTP edge is measured too.
 //!
 //! It prints throughput and latency percentiles and the ratio of the two.
 
@@ -36,6 +37,10 @@ pub struct BenchArgs {
     /// Commands (and raw publishes) per phase
     #[arg(long, default_value_t = 5000)]
     pub commands: usize,
+    /// Send the commands over a real HTTP socket (HTTP/1.1, one keep-alive connection per
+    /// worker) instead of into the Gateway's router in process
+    #[arg(long)]
+    pub http: bool,
 }
 
 const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
@@ -147,18 +152,33 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     })
     .await?;
 
+    // Over a socket: the Gateway served on loopback, one keep-alive connection per worker.
+    let http = if args.http {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        let router = gateway.clone();
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        Some((
+            crate::bench_http::Client::new(addr, args.concurrency),
+            server,
+        ))
+    } else {
+        None
+    };
+    let client = http.as_ref().map(|(c, _)| c.clone());
     let (gw, tk, cmd_id) = (gateway.clone(), token.clone(), run_id.clone());
     let cmd = phase(args.concurrency, per_worker, move |w, _| {
-        let (gateway, token) = (gw.clone(), tk.clone());
+        let (gateway, token, client) = (gw.clone(), tk.clone(), client.clone());
         let id = format!("b{cmd_id}-{w}");
         async move {
-            let status = post(
-                &gateway,
-                &token,
-                &id,
-                r#"{"type":"Deposit","payload":{"amount":1}}"#,
-            )
-            .await
+            let deposit = r#"{"type":"Deposit","payload":{"amount":1}}"#;
+            let status = match client {
+                Some(c) => c
+                    .post(&format!("/v1/commands/account/{id}"), &token, deposit)
+                    .await
+                    .map(|a| a.status),
+                None => post(&gateway, &token, &id, deposit).await,
+            }
             .map_err(|e| e.to_string())?;
             if status == 200 {
                 Ok(())
@@ -168,17 +188,30 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         }
     })
     .await?;
+    if let Some((_, server)) = http {
+        server.abort();
+    }
+    let cmd_name = if args.http {
+        "gateway_http"
+    } else {
+        "gateway_command"
+    };
 
     println!(
-        "cloudlysis bench commands: concurrency {}, {} operations per phase",
+        "cloudlysis bench commands: concurrency {}, {} operations per phase{}",
         args.concurrency,
-        per_worker * args.concurrency
+        per_worker * args.concurrency,
+        if args.http {
+            ", commands over HTTP/1.1 on loopback"
+        } else {
+            ", commands into the Gateway's router in process"
+        }
     );
     println!(
         "{:<16} {:>12} {:>10} {:>10} {:>10}",
         "phase", "ops/s", "p50 ms", "p99 ms", "max ms"
     );
-    for (name, r) in [("raw_publish", &raw), ("gateway_command", &cmd)] {
+    for (name, r) in [("raw_publish", &raw), (cmd_name, &cmd)] {
         println!(
             "{:<16} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
             name,
@@ -189,7 +222,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         );
     }
     println!(
-        "ratio gateway_command / raw_publish throughput: {:.2}x",
+        "ratio {cmd_name} / raw_publish throughput: {:.2}x",
         cmd.ops_per_sec / raw.ops_per_sec
     );
     let _ = stop.send(true);

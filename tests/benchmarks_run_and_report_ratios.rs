@@ -55,6 +55,25 @@ fn bench_commands_reports_both_phases_and_the_ratio() {
 }
 
 #[test]
+fn bench_commands_over_http_reports_both_phases_and_the_ratio() {
+    let out = bench(&[
+        "commands",
+        "--concurrency",
+        "2",
+        "--commands",
+        "50",
+        "--http",
+    ]);
+    for line in [
+        "raw_publish",
+        "gateway_http",
+        "ratio gateway_http / raw_publish",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
 fn bench_workflows_reports_both_phases_and_the_ratio() {
     let out = bench(&["workflows", "--concurrency", "2", "--transfers", "10"]);
     for line in [
