@@ -335,3 +335,16 @@ where
         max: *all.last().unwrap_or(&Duration::ZERO),
     })
 }
+
+/// This process's resident set size in MiB (Linux; 0 elsewhere).
+pub(crate) fn rss_mib() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kb| kb / 1024.0)
+}

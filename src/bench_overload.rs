@@ -186,19 +186,6 @@ async fn open(client: &Client, token: &str, accounts: usize, rate: f64, seconds:
         .unwrap_or_default()
 }
 
-/// This process's resident set size in MiB (Linux; 0 elsewhere).
-fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmRSS:"))
-                .and_then(|l| l.split_whitespace().nth(1))
-                .and_then(|kb| kb.parse::<f64>().ok())
-        })
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 async fn bench(
     src: &ConfigSource,
     url: &str,
@@ -262,7 +249,7 @@ async fn bench(
             while sampling.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if let Ok(mut s) = samples.lock() {
-                    s.push(rss_mib());
+                    s.push(crate::bench::rss_mib());
                 }
             }
         })

@@ -238,6 +238,9 @@ pub enum BenchCommand {
     /// The command path over a real HTTP socket at rest, at capacity and under N x overload:
     /// goodput, refusals with Retry-After, accepted latency, memory
     Overload(crate::bench_overload::OverloadBenchArgs),
+    /// What a live entity costs: opens of new entities against deposits to live ones, and
+    /// resident memory per live entity
+    Entities(crate::bench_entities::EntitiesBenchArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -358,6 +361,9 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
         }
         Command::Bench(BenchCommand::Overload(args)) => {
             crate::bench_overload::run(&src, args).await
+        }
+        Command::Bench(BenchCommand::Entities(args)) => {
+            crate::bench_entities::run(&src, args).await
         }
         Command::Projection(ProjectionCommand {
             action: Some(ProjectionAction::Rebuild(args)),

@@ -6,6 +6,7 @@
 
 pub mod app;
 mod bench;
+mod bench_entities;
 mod bench_fairness;
 mod bench_http;
 mod bench_overload;

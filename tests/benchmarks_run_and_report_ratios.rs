@@ -1,5 +1,5 @@
 //! The load generators stay runnable: `cloudlysis bench views`, `commands`, `workflows`,
-//! `rehydration` and `overload` run end to end on a tiny load (each against its own private
+//! `rehydration`, `overload` and `entities` run end to end on a tiny load (each against its own private
 //! nats-server) and print every phase and the ratio against the raw baseline. Their numbers are
 //! not asserted — speed is measured by running them, see docs/performance.md.
 
@@ -130,6 +130,29 @@ fn bench_overload_reports_every_phase_goodput_and_refusals() {
         "goodput overload / capacity",
         "refusals without Retry-After or problem+json: 0",
         "resident memory during overload",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
+fn bench_entities_reports_both_rates_and_memory_per_entity() {
+    let out = bench(&[
+        "entities",
+        "--entities",
+        "200",
+        "--existing",
+        "4",
+        "--deposits",
+        "100",
+        "--workers",
+        "4",
+    ]);
+    for line in [
+        "deposits to live entities",
+        "opens of new entities",
+        "ratio opens / deposits",
+        "KiB per live entity",
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }

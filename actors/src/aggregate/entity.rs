@@ -90,16 +90,6 @@ pub(crate) struct Entity<A> {
 pub(crate) struct EntityState<S> {
     pub(crate) loaded: Option<Loaded<S>>,
     pub(crate) last_active: tokio::time::Instant,
-    pub(crate) _ticker: AbortOnDrop,
-}
-
-/// Aborts a task when dropped (the state is dropped on failure too, unlike `post_stop`).
-pub(crate) struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Most idempotency keys remembered per loaded entity (from its own commits).
@@ -132,28 +122,14 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
 
     async fn pre_start(
         &self,
-        myself: BoundedRef<EntityMsg>,
+        _: BoundedRef<EntityMsg>,
         _: (),
     ) -> Result<Self::State, ActorProcessingErr> {
-        // Passivation check; rehydration waits for the first command so spawning stays cheap.
-        let period = (self.shared.settings.idle_timeout / 2).max(Duration::from_millis(10));
-        let ticker = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                if matches!(
-                    myself.try_send(EntityMsg::CheckIdle),
-                    Err(cloudlysis_runtime::mailbox::TrySendError::Closed(_))
-                ) {
-                    return;
-                }
-            }
-        });
+        // Rehydration waits for the first command so spawning stays cheap; the host's idle
+        // sweeper sends `CheckIdle` (no timer per entity).
         Ok(EntityState {
             loaded: None,
             last_active: tokio::time::Instant::now(),
-            _ticker: AbortOnDrop(ticker),
         })
     }
 
@@ -174,7 +150,9 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
                 {
                     return Ok(());
                 }
-                let result = self.execute(*req, &claim, &mut state.loaded).await;
+                // Boxed: the command's future (rehydration, publish, KV) is large, and inline it
+                // would be part of every idle entity's task for as long as the entity lives.
+                let result = Box::pin(self.execute(*req, &claim, &mut state.loaded)).await;
                 let _ = reply.send(result);
             }
             EntityMsg::CheckIdle => {
