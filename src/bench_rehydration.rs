@@ -4,7 +4,7 @@
 //!
 //! Two aggregates with one behaviour — `bench_plain` replays every event, `bench_snap` takes a
 //! snapshot every `--every` events — get one entity per `--lengths` value, written in commits
-//! of at most 1 000 events. Then, `--runs` times per entity, a fresh aggregate node is built
+//! of `--per-commit` events (at most 1 000). Then, `--runs` times per entity, a fresh aggregate node is built
 //! and the entity's first command timed: rehydration (snapshot read, ad-hoc consumer, fold)
 //! plus the command. It prints the median per length and the ratio snapshot / plain.
 
@@ -40,11 +40,14 @@ pub struct RehydrationBenchArgs {
     /// Timed rehydrations per entity (the median is reported)
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
+    /// Events per commit while writing the histories (1 gives one commit per event)
+    #[arg(long, default_value_t = 1000)]
+    pub per_commit: u64,
 }
 
 /// Longest history the benchmark writes (events), bounding its run time and store.
 const MAX_LENGTH: u64 = 1_000_000;
-/// Events per commit while writing histories.
+/// Most events per commit while writing histories (and the default snapshot interval).
 const COMMIT: u64 = 1000;
 
 #[derive(Default, Serialize, Deserialize)]
@@ -132,6 +135,10 @@ pub async fn run(src: &ConfigSource, args: RehydrationBenchArgs) -> anyhow::Resu
     anyhow::ensure!(args.runs >= 1, "--runs must be at least 1");
     anyhow::ensure!(args.every >= 1, "--every must be at least 1");
     anyhow::ensure!(
+        (1..=COMMIT).contains(&args.per_commit),
+        "--per-commit must be 1..={COMMIT}"
+    );
+    anyhow::ensure!(
         !args.lengths.is_empty() && args.lengths.iter().all(|l| (1..=MAX_LENGTH).contains(l)),
         "--lengths must be 1..={MAX_LENGTH} events each"
     );
@@ -152,8 +159,8 @@ async fn bench(
     let writer = node(&nats.js).await?;
     let run_id = uuid::Uuid::new_v4().simple().to_string();
     println!(
-        "bench rehydration: lengths {:?}, snapshot every {} events, {} runs each (median)",
-        args.lengths, args.every, args.runs
+        "bench rehydration: lengths {:?} in commits of {} events, snapshot every {} events, {} runs each (median)",
+        args.lengths, args.per_commit, args.every, args.runs
     );
     println!(
         "{:>10}  {:>14}  {:>14}  {:>16}",
@@ -164,7 +171,7 @@ async fn bench(
         for ty in [Plain::TYPE, Snap::TYPE] {
             let mut left = length;
             while left > 0 {
-                let n = left.min(COMMIT);
+                let n = left.min(args.per_commit);
                 writer
                     .execute(ty, add(&id, n)?)
                     .await

@@ -67,6 +67,7 @@ use serde::{Deserialize, Serialize};
 mod entity;
 mod host;
 pub mod node;
+mod rehydrate;
 mod snapshot;
 
 pub use entity::ENTITY_KIND;

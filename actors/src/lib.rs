@@ -22,6 +22,7 @@ pub mod aggregate;
 pub mod consumer;
 pub mod grpc;
 pub mod handler;
+mod idle;
 pub mod kv_scan;
 pub mod node_admin;
 pub mod ops;

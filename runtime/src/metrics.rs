@@ -50,6 +50,9 @@ pub mod names {
     /// Counter of aggregate snapshot operations, labelled `aggregate_type` and `outcome`
     /// (`written`, `write_failed`, `loaded`, `ignored`); only for types that take snapshots.
     pub const SNAPSHOTS: &str = "cloudlysis_snapshots_total";
+    /// Counter of entity rehydrations, labelled `aggregate_type` and `path` (`empty`,
+    /// `snapshot`, `last_commit`, `direct`, `consumer`): how the state was read back.
+    pub const REHYDRATIONS: &str = "cloudlysis_rehydrations_total";
     /// Gauge of live entity actors in an aggregate node, labelled `aggregate_type`.
     pub const ENTITIES: &str = "cloudlysis_entities";
     /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
@@ -179,6 +182,7 @@ pub mod names {
         SUPERVISOR_ESCALATIONS,
         COMMANDS,
         SNAPSHOTS,
+        REHYDRATIONS,
         ENTITIES,
         COMMAND_DURATION,
         GATEWAY_REQUESTS,
@@ -300,6 +304,10 @@ fn describe() {
     metrics::describe_counter!(
         names::SNAPSHOTS,
         "Aggregate snapshots written, failed to write, loaded in rehydration, or ignored as unreadable."
+    );
+    metrics::describe_counter!(
+        names::REHYDRATIONS,
+        "Entity rehydrations by how the state was read: no history, a snapshot alone, the last commit alone, message by message, or through an ad-hoc consumer."
     );
     metrics::describe_gauge!(names::ENTITIES, "Live entity actors per aggregate type.");
     metrics::describe_histogram!(

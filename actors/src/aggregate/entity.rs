@@ -8,14 +8,13 @@ use std::time::{Duration, SystemTime};
 
 use super::host::*;
 use super::*;
-use async_nats::jetstream::{self, consumer::pull};
+use async_nats::jetstream;
 use bytes::Bytes;
 use cloudlysis_runtime::context::{RequestContext, TenantId, headers};
 use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, EventEnvelope};
 use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::nats::{self, NatsError};
 use cloudlysis_runtime::{SubjectToken, kv as buckets, subject};
-use futures::StreamExt;
 use ractor::RpcReplyPort;
 
 /// Actor kind of entity actors.
@@ -177,11 +176,11 @@ impl<A: Aggregate> BoundedActor for Entity<A> {
 }
 
 impl<A: Aggregate> Entity<A> {
-    fn subject(&self) -> String {
+    pub(super) fn subject(&self) -> String {
         subject::aggregate_event(&self.tenant, &token(A::TYPE), &self.id)
     }
 
-    fn snapshot_key(&self) -> String {
+    pub(super) fn snapshot_key(&self) -> String {
         buckets::snapshot_key(A::TYPE, self.tenant.as_str(), self.id.as_str())
     }
 
@@ -565,174 +564,6 @@ impl<A: Aggregate> Entity<A> {
             timeout,
         )
         .await
-    }
-
-    /// Rebuilds state from the entity's commits.
-    async fn load(&self) -> Result<Loaded<A::State>, CommandError> {
-        let subject = self.subject();
-        let unavailable =
-            |e: String| CommandError::Unavailable(format!("rehydration of {subject}: {e}"));
-        let last = match tokio::time::timeout(
-            self.shared.settings.io_timeout,
-            self.shared.events.get_last_raw_message_by_subject(&subject),
-        )
-        .await
-        {
-            Err(_) => return Err(unavailable("timed out".into())),
-            Ok(Ok(m)) => m.sequence,
-            Ok(Err(e)) => match e.kind() {
-                jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
-                    return Ok(Loaded {
-                        state: A::State::default(),
-                        version: 0,
-                        last_seq: 0,
-                        commits_by_msg_id: Default::default(),
-                    });
-                }
-                _ => return Err(unavailable(e.to_string())),
-            },
-        };
-        // Start from the latest usable snapshot, if this type takes them.
-        let start = match (&self.shared.snapshots, A::snapshots()) {
-            (Some(bucket), Some(policy)) => {
-                let key = self.snapshot_key();
-                super::snapshot::read::<A>(
-                    bucket,
-                    &key,
-                    &policy,
-                    last,
-                    self.shared.settings.io_timeout,
-                )
-                .await
-            }
-            _ => None,
-        };
-        let start = match start {
-            Some(s) if s.stream_sequence >= last => {
-                return Ok(Loaded {
-                    state: s.state,
-                    version: s.version,
-                    last_seq: s.stream_sequence,
-                    commits_by_msg_id: s.keys,
-                });
-            }
-            Some(s) => s,
-            None => super::snapshot::Restored {
-                state: A::State::default(),
-                version: 0,
-                stream_sequence: 0,
-                keys: Default::default(),
-            },
-        };
-        let deliver_policy = match start.stream_sequence {
-            0 => jetstream::consumer::DeliverPolicy::All,
-            seq => jetstream::consumer::DeliverPolicy::ByStartSequence {
-                start_sequence: seq + 1,
-            },
-        };
-        // An ad-hoc consumer of exactly this entity's subject, unique, self-expiring, deleted
-        // by name when done.
-        let name = format!("cloudlysis-rehydrate-{}", uuid::Uuid::new_v4().simple());
-        let consumer = self
-            .shared
-            .events
-            .create_consumer(pull::Config {
-                name: Some(name.clone()),
-                filter_subject: subject.clone(),
-                ack_policy: jetstream::consumer::AckPolicy::None,
-                deliver_policy,
-                inactive_threshold: Duration::from_secs(30),
-                memory_storage: true,
-                num_replicas: 1,
-                ..Default::default()
-            })
-            .await
-            .map_err(|e| unavailable(e.to_string()))?;
-        let result = self.fold(&consumer, last, start).await;
-        if let Err(e) = self.shared.events.delete_consumer(&name).await {
-            tracing::debug!(consumer = %name, error = %e, "rehydration consumer not deleted; it expires by itself");
-        }
-        result.map_err(unavailable)
-    }
-
-    /// Applies every commit after `start` up to (at least) stream sequence `last`.
-    async fn fold(
-        &self,
-        consumer: &jetstream::consumer::PullConsumer,
-        last: u64,
-        start: super::snapshot::Restored<A::State>,
-    ) -> Result<Loaded<A::State>, String> {
-        let mut state = start.state;
-        let (mut version, mut seen) = (start.version, start.stream_sequence);
-        let mut loaded_keys: Vec<(String, IdempotencyRecord)> = Vec::new();
-        let deadline = tokio::time::Instant::now() + self.shared.settings.io_timeout * 6;
-        while seen < last {
-            if tokio::time::Instant::now() > deadline {
-                return Err(format!("timed out at sequence {seen} of {last}"));
-            }
-            let mut batch = consumer
-                .batch()
-                .max_messages(256)
-                .expires(Duration::from_millis(500))
-                .messages()
-                .await
-                .map_err(|e| e.to_string())?;
-            while let Some(m) = batch.next().await {
-                let m = m.map_err(|e| e.to_string())?;
-                let seq = m.info().map_err(|e| e.to_string())?.stream_sequence;
-                let commit: Commit = serde_json::from_slice(&m.payload)
-                    .map_err(|e| format!("commit at sequence {seq} does not decode: {e}"))?;
-                // Commits made with an idempotency key carry it as their msg id.
-                if let Some(id) = m.headers.as_ref().and_then(|h| h.get(headers::NATS_MSG_ID))
-                    && id.as_str() != commit.commit_id
-                {
-                    let fingerprint = m
-                        .headers
-                        .as_ref()
-                        .and_then(|h| h.get(headers::NATS_REQUEST_FINGERPRINT))
-                        .map(|v| v.as_str().to_string());
-                    loaded_keys.push((
-                        id.as_str().to_string(),
-                        IdempotencyRecord {
-                            reply: ExecuteReply {
-                                version: commit.events.last().map_or(0, |e| e.sequence),
-                                event_ids: commit
-                                    .events
-                                    .iter()
-                                    .map(|e| e.event_id.clone())
-                                    .collect(),
-                                stream_sequence: seq,
-                                replayed: false,
-                            },
-                            fingerprint,
-                        },
-                    ));
-                }
-                for env in commit.events {
-                    let event = super::decode_event::<A>(&env).map_err(|e| {
-                        format!("event {} at stream sequence {seq}: {e}", env.event_id)
-                    })?;
-                    A::apply(&mut state, &event);
-                    version = env.sequence;
-                }
-                seen = seq;
-                // Everything up to the entity's last commit is in: stop here rather than wait
-                // for the batch to expire (it asked for more than the subject holds).
-                if seen >= last {
-                    break;
-                }
-            }
-        }
-        let mut loaded = Loaded {
-            state,
-            version,
-            last_seq: seen,
-            commits_by_msg_id: start.keys,
-        };
-        for (k, r) in loaded_keys.into_iter().rev().take(MAX_REMEMBERED_KEYS) {
-            loaded.commits_by_msg_id.entry(k).or_insert(r);
-        }
-        Ok(loaded)
     }
 }
 

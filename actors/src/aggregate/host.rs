@@ -13,7 +13,6 @@ use cloudlysis_runtime::context::TenantId;
 use cloudlysis_runtime::mailbox::BoundedRef;
 use cloudlysis_supervision::{ChildSpec, Restart, SupervisorRef};
 use dashmap::DashMap;
-use tokio::sync::OnceCell;
 
 /// Runs commands for one aggregate type (type-erased for the node's registry).
 pub(crate) trait Host: Send + Sync {
@@ -22,8 +21,6 @@ pub(crate) trait Host: Send + Sync {
         req: CommandRequest,
     ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>>;
 }
-
-pub(crate) type Slot = Arc<OnceCell<BoundedRef<EntityMsg>>>;
 
 /// Shared by a type's host and its entities.
 pub(crate) struct HostShared {
@@ -35,7 +32,7 @@ pub(crate) struct HostShared {
     pub(crate) supervisor: SupervisorRef,
     pub(crate) settings: AggregateSettings,
     pub(crate) incarnation: AtomicU64,
-    pub(crate) entities: DashMap<String, Slot>,
+    pub(crate) entities: crate::idle::Registry<EntityMsg>,
     pub(crate) live: metrics::Gauge,
 }
 
@@ -43,36 +40,6 @@ impl HostShared {
     pub(crate) fn update_live_gauge(&self) {
         self.live.set(self.entities.len() as f64);
     }
-}
-
-/// Every `idle_timeout / 2`, asks each live entity of the host to check whether it has been
-/// idle for `idle_timeout` (and passivate): one task per aggregate type instead of a timer per
-/// entity, which made up a large part of what an idle entity cost. Ends once the host is gone.
-/// An entity whose mailbox is full is skipped (it is not idle).
-fn spawn_idle_sweeper(shared: &Arc<HostShared>) {
-    let weak = Arc::downgrade(shared);
-    let period = (shared.settings.idle_timeout / 2).max(std::time::Duration::from_millis(10));
-    tokio::spawn(async move {
-        let mut interval = tokio::time::interval(period);
-        interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        interval.tick().await;
-        loop {
-            interval.tick().await;
-            let Some(shared) = weak.upgrade() else {
-                return;
-            };
-            // Collected first so no registry shard stays locked while messages are sent.
-            let live: Vec<BoundedRef<EntityMsg>> = shared
-                .entities
-                .iter()
-                .filter_map(|slot| slot.value().get().cloned())
-                .collect();
-            drop(shared);
-            for mailbox in live {
-                let _ = mailbox.try_send(EntityMsg::CheckIdle);
-            }
-        }
-    });
 }
 
 /// The host of one aggregate type.
@@ -103,6 +70,7 @@ impl<A: Aggregate> AggregateHost<A> {
         settings: AggregateSettings,
     ) -> Self {
         super::snapshot::register::<A>();
+        super::rehydrate::register::<A>();
         let host = Self {
             shared: Arc::new(HostShared {
                 js,
@@ -120,7 +88,13 @@ impl<A: Aggregate> AggregateHost<A> {
             }),
             _aggregate: PhantomData,
         };
-        spawn_idle_sweeper(&host.shared);
+        // Passivation: entities idle for `idle_timeout` stop at the next sweep.
+        crate::idle::spawn_sweeper(
+            &host.shared,
+            host.shared.settings.idle_timeout / 2,
+            |h: &HostShared| &h.entities,
+            || EntityMsg::CheckIdle,
+        );
         host
     }
 

@@ -35,7 +35,6 @@ use cloudlysis_supervision::{ChildSpec, Restart, SupervisorRef};
 use dashmap::DashMap;
 use futures::future::BoxFuture;
 use ractor::RpcReplyPort;
-use tokio::sync::OnceCell;
 
 use super::error::RunnerError;
 use super::outbox::{self, Relay, RelayCtx};
@@ -131,8 +130,6 @@ pub(crate) trait WorkflowHost: Send + Sync {
     ) -> BoxFuture<'_, Result<(InstanceRecord, String), RunnerError>>;
 }
 
-type Slot = Arc<OnceCell<BoundedRef<InstanceMsg>>>;
-
 /// Shared by a workflow's host and its instance actors.
 pub(crate) struct HostShared {
     pub(crate) relay_ctx: RelayCtx,
@@ -141,7 +138,7 @@ pub(crate) struct HostShared {
     pub(crate) supervisor: SupervisorRef,
     pub(crate) settings: InstanceSettings,
     incarnation: AtomicU64,
-    instances: DashMap<String, Slot>,
+    instances: crate::idle::Registry<InstanceMsg>,
     live: metrics::Gauge,
 }
 
@@ -159,7 +156,7 @@ impl<W: Workflow> Host<W> {
         settings: InstanceSettings,
         ledger: kv::Store,
     ) -> Self {
-        Self {
+        let host = Self {
             shared: Arc::new(HostShared {
                 relay_ctx,
                 ledger,
@@ -171,7 +168,15 @@ impl<W: Workflow> Host<W> {
                 live: metrics::gauge!(names::WORKFLOW_INSTANCES_LIVE, "workflow" => W::NAME),
             }),
             _workflow: PhantomData,
-        }
+        };
+        // Passivation: instances idle for `idle_timeout` stop at the next sweep.
+        crate::idle::spawn_sweeper(
+            &host.shared,
+            host.shared.settings.idle_timeout / 2,
+            |h: &HostShared| &h.instances,
+            || InstanceMsg::CheckIdle,
+        );
+        host
     }
 
     /// The mailbox of an instance's actor, spawned when needed. A start that fails leaves no
@@ -443,16 +448,6 @@ struct InstanceState {
     /// The record and its revision as this actor last wrote or read it.
     cached: Option<(InstanceRecord, u64)>,
     last_active: tokio::time::Instant,
-    _ticker: AbortOnDrop,
-}
-
-/// Aborts a task when dropped (the state is dropped on failure too).
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// Most tries of one input against concurrent writers.
@@ -474,27 +469,13 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
 
     async fn pre_start(
         &self,
-        myself: BoundedRef<InstanceMsg>,
+        _: BoundedRef<InstanceMsg>,
         _: (),
     ) -> Result<InstanceState, ActorProcessingErr> {
-        let period = (self.shared.settings.idle_timeout / 2).max(Duration::from_millis(10));
-        let ticker = tokio::spawn(async move {
-            let mut interval = tokio::time::interval(period);
-            interval.tick().await;
-            loop {
-                interval.tick().await;
-                if matches!(
-                    myself.try_send(InstanceMsg::CheckIdle),
-                    Err(TrySendError::Closed(_))
-                ) {
-                    return;
-                }
-            }
-        });
+        // The host's idle sweeper sends `CheckIdle` (no timer per instance).
         Ok(InstanceState {
             cached: None,
             last_active: tokio::time::Instant::now(),
-            _ticker: AbortOnDrop(ticker),
         })
     }
 
@@ -507,12 +488,14 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
         if !matches!(msg, InstanceMsg::CheckIdle) {
             state.last_active = tokio::time::Instant::now();
         }
+        // The inputs' futures are boxed: inline, the largest would be part of every idle
+        // instance's task for as long as the instance lives.
         match msg {
             InstanceMsg::Start { input, ctx, reply } => {
                 if reply.is_closed() {
                     return Ok(());
                 }
-                let result = self.start(&input, &ctx, state).await;
+                let result = Box::pin(self.start(&input, &ctx, state)).await;
                 let outcome = match &result {
                     Ok(_) => "applied",
                     Err(RunnerError::AlreadyExists(_)) => "duplicate",
@@ -531,7 +514,7 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
                 } else {
                     "result"
                 };
-                let outcome = self.apply_result(&result, state).await;
+                let outcome = Box::pin(self.apply_result(&result, state)).await;
                 self.count(input, &outcome);
                 let _ = reply.send(outcome);
             }
@@ -542,13 +525,14 @@ impl<W: Workflow> BoundedActor for InstanceActor<W> {
                 may_start,
                 reply,
             } => {
-                let outcome = self.apply_event(&event, seq, index, may_start, state).await;
+                let outcome =
+                    Box::pin(self.apply_event(&event, seq, index, may_start, state)).await;
                 self.count("event", &outcome);
                 let _ = reply.send(outcome);
             }
             InstanceMsg::Operate { verb, reply } => {
                 let input = verb.input();
-                let result = self.operate(verb, state).await;
+                let result = Box::pin(self.operate(verb, state)).await;
                 if input == "cancel" {
                     self.count(
                         input,
