@@ -4,8 +4,13 @@
 //! through one ad-hoc consumer. The state folded is exact either way: the command after
 //! rehydration is decided on it.
 //!
+//! A new entity's first command reads nothing at all: it is decided on the empty state and its
+//! commit lands only while the subject is empty; on an entity that has history, the same
+//! command conflicts, the state is read, and the command is decided again on it.
+//!
 //! Seen on the server: every consumer creation is a request on
-//! `$JS.API.CONSUMER.CREATE.AGGREGATE_EVENTS.…`, which a subscriber on the same account sees.
+//! `$JS.API.CONSUMER.CREATE.AGGREGATE_EVENTS.…` and every message read one on
+//! `$JS.API.STREAM.MSG.GET.AGGREGATE_EVENTS`, which a subscriber on the same account sees.
 
 use std::time::Duration;
 
@@ -93,6 +98,17 @@ fn expect(count: u64) -> (&'static str, String) {
     ("Expect", format!(r#"{{"count":{count}}}"#))
 }
 
+/// Counts the requests on `subject` the server forwarded so far (a flush — a PING answered
+/// after everything sent to this client — makes sure they have arrived).
+async fn forwarded(watcher: &async_nats::Client, sub: &mut async_nats::Subscriber) -> usize {
+    watcher.flush().await.unwrap();
+    let mut n = 0;
+    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, sub.next()).await {
+        n += 1;
+    }
+    n
+}
+
 /// Writes `commits` (events per commit) for `id` through one node, then runs `Expect` on a
 /// fresh node, and returns how many rehydration consumers the server was asked to create.
 async fn consumers_created(server: &NatsServer, id: &str, commits: &[u32]) -> usize {
@@ -113,14 +129,8 @@ async fn consumers_created(server: &NatsServer, id: &str, commits: &[u32]) -> us
     let reply = run(&fresh, id, expect(total)).await;
     assert_eq!(reply.version, total + 1, "{id}: versions continue");
 
-    // The server forwarded any creation request before the node got its answer; a flush (a
-    // PING answered after everything sent to this client) makes sure it has arrived here.
-    watcher.flush().await.unwrap();
-    let mut n = 0;
-    while let Ok(Some(_)) = tokio::time::timeout(Duration::ZERO, creates.next()).await {
-        n += 1;
-    }
-    n
+    // The server forwarded any creation request before the node got its answer.
+    forwarded(&watcher, &mut creates).await
 }
 
 #[tokio::test]
@@ -142,4 +152,36 @@ async fn a_long_history_is_read_through_one_consumer() {
     assert_eq!(consumers_created(&server, "long", &[1, 1, 1, 1]).await, 1);
     let commits = vec![7; 40];
     assert_eq!(consumers_created(&server, "longer", &commits).await, 1);
+}
+
+#[tokio::test]
+async fn a_new_entity_commits_without_reading_anything_first() {
+    let server = NatsServer::start().await.unwrap();
+    let watcher = server.client().await;
+    let mut reads = watcher
+        .subscribe("$JS.API.STREAM.MSG.GET.AGGREGATE_EVENTS")
+        .await
+        .unwrap();
+    watcher.flush().await.unwrap();
+    let first = node(&server).await;
+    for i in 0..5 {
+        let reply = run(&first, &format!("new-{i}"), add(3)).await;
+        assert_eq!(reply.version, 3);
+    }
+    assert_eq!(
+        forwarded(&watcher, &mut reads).await,
+        0,
+        "no read for new entities"
+    );
+
+    // The same command on an entity with history (written by another node): the commit on the
+    // assumed empty state conflicts, the history is read, and versions continue.
+    let other = node(&server).await;
+    let reply = run(&other, "new-0", add(2)).await;
+    assert_eq!(reply.version, 5, "decided again on the real state");
+    assert!(
+        forwarded(&watcher, &mut reads).await >= 1,
+        "the history was read"
+    );
+    run(&other, "new-0", expect(5)).await;
 }

@@ -104,6 +104,18 @@ impl<S> Loaded<S> {
     }
 }
 
+impl<S: Default> Loaded<S> {
+    /// The state of an entity with no commits.
+    pub(crate) fn empty() -> Self {
+        Self {
+            state: S::default(),
+            version: 0,
+            last_seq: 0,
+            commits_by_msg_id: Default::default(),
+        }
+    }
+}
+
 pub(crate) struct Loaded<S> {
     pub(crate) state: S,
     pub(crate) version: u64,
@@ -244,8 +256,18 @@ impl<A: Aggregate> Entity<A> {
         let past_deadline = || deadline.is_some_and(|d| tokio::time::Instant::now() >= d);
         // Attempt 0 may decide on cached state; whenever that decision is not a commit, or the
         // commit conflicts, the state is reloaded and the command decided once more.
-        for attempt in 0..2 {
-            let fresh = loaded.is_none() || attempt > 0;
+        //
+        // An entity's first command assumes no history instead of reading it: a command that
+        // commits on the empty state is usually a creation (`Open`), and its commit lands only if
+        // the subject is still empty (expected last subject sequence 0). A conflict, a refusal
+        // or a no-op on the assumed state loads the real one and decides again, with the usual
+        // two tries on loaded state after it.
+        let assumed = loaded.is_none();
+        if assumed {
+            *loaded = Some(Loaded::empty());
+        }
+        for attempt in 0..2 + usize::from(assumed) {
+            let fresh = attempt > 0;
             if fresh {
                 let load = self.load();
                 *loaded = Some(match deadline {
@@ -266,6 +288,8 @@ impl<A: Aggregate> Entity<A> {
             }
             let events = match self.decide(&req, current) {
                 Ok(events) if !events.is_empty() => events,
+                // Not a commit on the assumed empty state: read the real one.
+                _ if assumed && attempt == 0 => continue,
                 // A refusal or no-op decided on cached state is checked against the stream
                 // first: another writer may have moved the aggregate on.
                 _ if !fresh && self.stream_moved(current.last_seq).await? => continue,

@@ -72,12 +72,7 @@ impl<A: Aggregate> Entity<A> {
             Ok(Err(e)) => match e.kind() {
                 jetstream::stream::LastRawMessageErrorKind::NoMessageFound => {
                     count::<A>("empty");
-                    return Ok(Loaded {
-                        state: A::State::default(),
-                        version: 0,
-                        last_seq: 0,
-                        commits_by_msg_id: Default::default(),
-                    });
+                    return Ok(Loaded::empty());
                 }
                 _ => return Err(unavailable(e.to_string())),
             },
