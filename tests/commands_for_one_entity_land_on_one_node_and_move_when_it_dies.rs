@@ -1,9 +1,11 @@
 //! With registry placement (`gateway.placement = registry`), nodes register themselves in NATS
 //! KV and the Gateway sends every command for one entity to one aggregate node (rendezvous
 //! hashing over the live nodes serving the type), so optimistic concurrency is the safety net,
-//! not the routine. When a node dies (kill -9), its entities answer from another node once its
-//! registry entry is older than the TTL, and no acknowledged command is lost. Before, a Gateway
-//! held one static address per role.
+//! not the routine. Two Gateways agree on the placement without talking to each other: an
+//! entity's commands land on one node whichever Gateway they come through. When a node dies
+//! (kill -9), its entities answer from another node once its registry entry is older than the
+//! TTL, through either Gateway, and no acknowledged command is lost. Before, a Gateway held one
+//! static address per role.
 
 mod common;
 
@@ -38,14 +40,24 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     ))
     .unwrap();
     let placement = gw.use_registry(js.clone()).await.unwrap();
-    assert!(
-        eventually(Duration::from_secs(10), || async {
-            placement.live("aggregate").len() == 2
-        })
-        .await,
-        "{:?}",
-        placement.live("aggregate")
-    );
+    // A second Gateway, with its own view of the registry.
+    let gw2 = cloudlysis_gateway::Gateway::new(common::gateway_settings(
+        "127.0.0.1:1".parse().unwrap(),
+        "127.0.0.1:1".parse().unwrap(),
+        None,
+    ))
+    .unwrap();
+    let placement2 = gw2.use_registry(js.clone()).await.unwrap();
+    for p in [&placement, &placement2] {
+        assert!(
+            eventually(Duration::from_secs(10), || async {
+                p.live("aggregate").len() == 2
+            })
+            .await,
+            "{:?}",
+            p.live("aggregate")
+        );
+    }
     let http_of: HashMap<String, String> = nodes
         .iter()
         .map(|(_, grpc, http)| (format!("http://{grpc}"), http.clone()))
@@ -60,8 +72,9 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         )
         .unwrap()
     };
-    let post = |id: String, body: &'static str, key: Option<String>| {
-        let gw = gw.clone();
+    // Gateway 0 or 1; both accept the same tokens (one signing secret).
+    let post = |via: usize, id: String, body: &'static str, key: Option<String>| {
+        let gw = [&gw, &gw2][via % 2].clone();
         let token = token.clone();
         async move {
             use tower::ServiceExt;
@@ -81,18 +94,27 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         }
     };
 
-    // Every entity's commands land on the node rendezvous picks for it, and only there.
+    // Every entity's commands land on the node rendezvous picks for it, and only there, whichever
+    // Gateway they come through (the Open through one, the Deposit through the other).
     let ids: Vec<String> = (0..24).map(|i| format!("a-{i}")).collect();
     let mut acknowledged: HashMap<String, u64> = HashMap::new();
     let mut placed: HashMap<String, u64> = HashMap::new();
-    for id in &ids {
+    for (i, id) in ids.iter().enumerate() {
         let node = placement.aggregate_for("acme", "account", id).unwrap();
+        assert_eq!(
+            placement2
+                .aggregate_for("acme", "account", id)
+                .unwrap()
+                .grpc_addr,
+            node.grpc_addr,
+            "{id}: the Gateways disagree"
+        );
         *placed.entry(node.grpc_addr.clone()).or_default() += 2;
-        for body in [
-            r#"{"type":"Open","payload":{"owner":"o"}}"#,
-            r#"{"type":"Deposit","payload":{"amount":5}}"#,
+        for (via, body) in [
+            (i, r#"{"type":"Open","payload":{"owner":"o"}}"#),
+            (i + 1, r#"{"type":"Deposit","payload":{"amount":5}}"#),
         ] {
-            let (s, b) = post(id.clone(), body, None).await;
+            let (s, b) = post(via, id.clone(), body, None).await;
             assert_eq!(s, 200, "{id}: {b}");
             *acknowledged.entry(id.clone()).or_default() += 1;
         }
@@ -183,6 +205,7 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         let last = std::sync::Mutex::new((0, serde_json::Value::Null));
         let ok = eventually(registry::TTL + Duration::from_secs(5), || async {
             let answer = post(
+                n,
                 (*id).clone(),
                 r#"{"type":"Deposit","payload":{"amount":1}}"#,
                 Some(key.clone()),
