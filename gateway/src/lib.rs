@@ -346,9 +346,7 @@ impl Gateway {
             return Ok(self.inner.projection.clone());
         };
         let node = p
-            .live("projection")
-            .into_iter()
-            .min_by_key(|n| n.load)
+            .any_projection()
             .ok_or_else(|| Self::no_node("projection", "is registered"))?;
         Self::pooled(p, &node)
     }

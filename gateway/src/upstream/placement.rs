@@ -2,11 +2,12 @@
 //! view of `cloudlysis_nodes` (an entry seen within the registry TTL and not draining), commands
 //! for `(tenant, aggregate type, id)` go to the live aggregate node that serves the type and
 //! wins [`rendezvous`] for the entity (so one entity lives on one node), reads go to any live
-//! projection node (the least loaded), and runner calls try live runners in rendezvous order of
+//! projection node (the least loaded, taking equally loaded ones in turn), and runner calls try live runners in rendezvous order of
 //! their key. Channels come from the [`ChannelPool`]; a node that leaves (deleted, drained or
 //! not refreshed within the TTL) loses its channel.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -28,6 +29,8 @@ pub struct Placement {
     /// Channels to the nodes.
     pub pool: Arc<ChannelPool>,
     task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Turns among equally loaded nodes for reads.
+    turn: AtomicUsize,
 }
 
 impl Drop for Placement {
@@ -51,6 +54,7 @@ impl Placement {
             nodes: RwLock::default(),
             pool,
             task: std::sync::Mutex::default(),
+            turn: AtomicUsize::new(0),
         });
         let weak = Arc::downgrade(&me);
         let task = tokio::spawn(async move {
@@ -192,12 +196,30 @@ impl Placement {
         rendezvous(&format!("{tenant}/{ty}/{id}"), &serving).cloned()
     }
 
-    /// The least loaded live projection node serving `view`.
+    /// The least loaded live projection node serving `view` (equally loaded ones in turn).
     pub fn projection_for(&self, view: &str) -> Option<NodeEntry> {
-        self.live("projection")
+        let serving: Vec<NodeEntry> = self
+            .live("projection")
             .into_iter()
             .filter(|n| n.behaviours.iter().any(|b| b == view))
-            .min_by_key(|n| n.load)
+            .collect();
+        self.least_loaded(serving)
+    }
+
+    /// The least loaded live projection node, whatever it serves (operator calls answered from
+    /// shared KV), equally loaded ones in turn.
+    pub fn any_projection(&self) -> Option<NodeEntry> {
+        self.least_loaded(self.live("projection"))
+    }
+
+    /// The node of `nodes` with the lowest reported load; among equally loaded ones, each in
+    /// turn — loads come with heartbeats, so between two of them every read would otherwise go
+    /// to the same node.
+    fn least_loaded(&self, nodes: Vec<NodeEntry>) -> Option<NodeEntry> {
+        let min = nodes.iter().map(|n| n.load).min()?;
+        let mut tied: Vec<NodeEntry> = nodes.into_iter().filter(|n| n.load == min).collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed) % tied.len();
+        Some(tied.swap_remove(turn))
     }
 
     /// Live runners, in rendezvous order of `key` (the first choice first).
@@ -209,5 +231,58 @@ impl Placement {
             out.push(n);
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn placement(nodes: &[(&str, u64)]) -> Placement {
+        let now = Instant::now();
+        let map = nodes
+            .iter()
+            .map(|(id, load)| {
+                let mut e = NodeEntry::new("projection", id, &format!("http://{id}:1"));
+                e.behaviours = vec!["balances".into()];
+                e.load = *load;
+                (e.key(), (e, now))
+            })
+            .collect();
+        Placement {
+            nodes: RwLock::new(map),
+            pool: Arc::new(ChannelPool::new(Duration::from_secs(1))),
+            task: std::sync::Mutex::default(),
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    fn picks(p: &Placement, n: usize) -> HashMap<String, usize> {
+        let mut out = HashMap::new();
+        for _ in 0..n {
+            *out.entry(p.projection_for("balances").unwrap().id)
+                .or_default() += 1;
+        }
+        out
+    }
+
+    /// Equally loaded projection nodes share the reads (before, every read went to the node
+    /// with the smallest id until a heartbeat reported a different load).
+    #[tokio::test]
+    async fn equally_loaded_nodes_take_reads_in_turn() {
+        let p = placement(&[("p1", 0), ("p2", 0), ("p3", 0)]);
+        let got = picks(&p, 30);
+        assert_eq!(got.len(), 3, "{got:?}");
+        assert!(got.values().all(|&n| n == 10), "{got:?}");
+    }
+
+    /// The least loaded node takes the reads while the others report more load.
+    #[tokio::test]
+    async fn the_least_loaded_node_takes_the_reads() {
+        let p = placement(&[("p1", 7), ("p2", 2), ("p3", 2), ("p4", 9)]);
+        let got = picks(&p, 10);
+        assert_eq!(got.get("p2"), Some(&5), "{got:?}");
+        assert_eq!(got.get("p3"), Some(&5), "{got:?}");
+        assert_eq!(p.any_projection().map(|n| n.load), Some(2));
     }
 }
