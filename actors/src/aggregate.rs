@@ -64,6 +64,7 @@ use cloudlysis_runtime::outcome::ErrorKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod command;
 mod entity;
 mod host;
 pub mod node;
