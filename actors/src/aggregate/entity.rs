@@ -1,6 +1,6 @@
 //! The entity actor: one per live `(tenant, aggregate id)` — rehydrates from the stream
-//! (`rehydrate`), decides with `handle`, commits atomically under an optimistic-concurrency check, remembers
-//! idempotency keys, and passivates when idle.
+//! (`rehydrate`), decides with `handle`, commits atomically under an optimistic-concurrency
+//! check, remembers idempotency keys, and passivates when idle.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
