@@ -28,6 +28,7 @@ pub mod node_admin;
 pub mod ops;
 pub mod projection;
 pub mod runner;
+mod task;
 pub mod testkit;
 
 pub use aggregate::Aggregate;

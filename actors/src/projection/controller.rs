@@ -20,6 +20,7 @@ use super::generation::{self as view_generation};
 use super::node::*;
 use super::tracker::*;
 use super::view::Checkpoint;
+use crate::task::AbortOnDrop;
 
 /// Default time between a rebuild's switch and the retirement of the old generation: longer
 /// than any node's switch ([`SWITCH_WAIT`]) plus its poll ([`IDLE_POLL`]).

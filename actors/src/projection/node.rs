@@ -24,6 +24,7 @@ use super::tracker::*;
 use super::view::{Checkpoint, View, ViewHandler, ViewStore};
 use crate::consumer::{self, CheckpointFn, PartitionFn};
 use crate::node_admin::NodeAdminService;
+use crate::task::AbortOnDrop;
 
 /// gRPC listen address of the projection node.
 pub const GRPC_ADDR: cloudlysis_runtime::config::Setting = cloudlysis_runtime::config::Setting {
@@ -386,15 +387,6 @@ impl ProjectionNodeBuilder {
                 ctx,
             }),
         })
-    }
-}
-
-/// Aborts a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
 

@@ -18,8 +18,9 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::node::{AbortOnDrop, RunnerNode};
+use super::node::RunnerNode;
 use crate::consumer::ConsumerMsg;
+use crate::task::AbortOnDrop;
 
 /// Where a drain is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

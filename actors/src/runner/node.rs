@@ -31,6 +31,7 @@ use super::worker::{EffectWorker, RetryNow, TimerWorker};
 use super::workflow::Workflow;
 use crate::consumer::{self, ConsumerMsg, PartitionFn, SubtreeOptions};
 use crate::node_admin::NodeAdminService;
+use crate::task::AbortOnDrop;
 
 /// `max_ack_pending` of every effect consumer: a ceiling for all runners together. Each node's
 /// effect concurrency (`runner.max_in_flight`, `runner.effect_concurrency`; reloadable, at most
@@ -677,15 +678,6 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     metrics::gauge!(names::RUNNER_DRAIN_STATE).set(0.0);
     let _ = metrics::histogram!(names::TIMER_LATENESS);
     cloudlysis_runtime::mailbox::register_kind(super::instance::INSTANCE_KIND);
-}
-
-/// Aborts a task when dropped.
-pub(crate) struct AbortOnDrop(pub(crate) tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
-    }
 }
 
 /// A running runner node. Cheap to clone.
