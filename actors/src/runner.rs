@@ -35,6 +35,7 @@ pub mod outbox;
 pub mod record;
 pub mod workflow;
 
+mod builder;
 mod drain;
 mod inputs;
 mod instance;
@@ -44,12 +45,13 @@ mod service;
 pub mod settings;
 mod worker;
 
+pub use builder::RunnerNodeBuilder;
 pub use command_client::CommandClient;
 pub use drain::{DrainProgress, DrainState};
 pub use effect::{Effect, EffectContext, EffectError, EffectErrorKind, RetryPolicy};
 pub use error::RunnerError;
 pub use instance::{INSTANCE_KIND, InputOutcome, InstanceSettings, Verb};
-pub use node::{ReloadSource, RunnerNode, RunnerNodeBuilder, RunnerNodeError};
+pub use node::{ReloadSource, RunnerNode, RunnerNodeError};
 pub use service::{DRAIN_TIMEOUT, to_proto};
 pub use settings::{
     AGGREGATE_ADDR, DRAIN_GRACE_MS, EFFECT_CONCURRENCY, EFFECT_MAX_ATTEMPTS, ENABLED_WORKFLOWS,
