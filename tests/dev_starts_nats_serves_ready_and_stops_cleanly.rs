@@ -22,8 +22,11 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // Its own process group: the guard below kills dev and its nats-server together.
+        .process_group(0)
         .spawn()
         .unwrap();
+    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut http = None;
     let mut nats = None;

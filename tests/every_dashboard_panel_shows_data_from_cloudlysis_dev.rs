@@ -101,8 +101,11 @@ async fn every_panel_query_is_valid_and_returns_data() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // Its own process group: the guard below kills dev and its nats-server together.
+        .process_group(0)
         .spawn()
         .unwrap();
+    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let (mut http, mut curls) = (None, Vec::new());
     let read = async {

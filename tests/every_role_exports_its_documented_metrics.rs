@@ -141,6 +141,8 @@ async fn check(role: &'static str, http: &str, required: &[&str]) -> String {
 
 struct Role {
     child: tokio::process::Child,
+    /// Kills what the role started too (dev's nats-server).
+    _group: cloudlysis_test_support::KillGroupOnDrop,
     http: String,
     grpc: Option<String>,
 }
@@ -157,7 +159,9 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> Role {
         )
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
-        .kill_on_drop(true);
+        .kill_on_drop(true)
+        // Its own process group, killed with the role (see `Role`).
+        .process_group(0);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -199,6 +203,7 @@ async fn start(args: &[&str], env: &[(&str, &str)]) -> Role {
     .unwrap_or_else(|_| panic!("{args:?} did not start"));
     tokio::spawn(async move { while rx.recv().await.is_some() {} });
     Role {
+        _group: cloudlysis_test_support::KillGroupOnDrop::of(&child),
         child,
         http: found.0,
         grpc: found.1,

@@ -71,8 +71,11 @@ async fn a_commands_trace_has_every_hop_and_no_orphan() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // Its own process group: the guard below kills dev and its nats-server together.
+        .process_group(0)
         .spawn()
         .unwrap();
+    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
     let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
     let (mut http, mut open) = (None, None);
     let read = async {

@@ -132,8 +132,11 @@ async fn against_dev() {
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .kill_on_drop(true)
+        // Its own process group: the guard below kills dev and its nats-server together.
+        .process_group(0)
         .spawn()
         .unwrap();
+    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&child);
     let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
     let mut console = None;
     let read = async {

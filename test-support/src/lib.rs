@@ -25,8 +25,10 @@ use std::time::{Duration, Instant};
 use cloudlysis_runtime::nats_server::{self, NatsServerBinary, NatsServerError};
 
 mod cluster;
+mod group;
 
 pub use cluster::NatsCluster;
+pub use group::KillGroupOnDrop;
 
 /// The node secret of test deployments (`CLOUDLYSIS_NODE_SECRET` of the processes tests start).
 pub const NODE_SECRET: &str = "test-node-secret-test-node-secret-0123";
