@@ -265,6 +265,7 @@ pub(crate) fn bench_gateway_with_runner(
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })?;
     let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
     let token =

@@ -128,6 +128,7 @@ async fn bench(
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })?;
     let token = |tenant: &str| {
         gateway.authenticator().mint(

@@ -210,6 +210,7 @@ async fn bench(
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })?;
     let token = gateway.authenticator().mint(
         "bench",

@@ -260,6 +260,7 @@ pub fn known_settings() -> Vec<&'static Setting> {
     all.push(&cloudlysis_actors::projection::LANES);
     all.extend_from_slice(cloudlysis_actors::runner::SETTINGS);
     all.extend_from_slice(gw_config::ALL);
+    all.extend_from_slice(cloudlysis_runtime::tls::SETTINGS);
     all
 }
 

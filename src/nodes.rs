@@ -102,7 +102,8 @@ pub async fn runner_node(
     } else {
         format!("http://{addr}")
     };
-    let client = CommandClient::lazy(&addr, keys.clone())
+    let tls = cloudlysis_runtime::tls::ClientTls::load(src)?;
+    let client = CommandClient::lazy(&addr, keys.clone(), &tls)
         .map_err(|e| anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)"))?;
     let fault = runner::outbox::Fault::from_env();
     if let Some(f) = fault {
@@ -183,16 +184,22 @@ pub async fn register(
 ) -> anyhow::Result<cloudlysis_runtime::registry::Registration> {
     use cloudlysis_runtime::registry::{self, ADVERTISE_ADDR, NodeEntry};
     let local = grpc.local_addr()?;
+    // A node serving TLS is dialled at https://.
+    let scheme = if src.raw(&cloudlysis_runtime::tls::CERT_FILE, None).is_some() {
+        "https"
+    } else {
+        "http"
+    };
     let addr = match src.raw(&ADVERTISE_ADDR, None) {
         Some((v, _)) if v.contains("://") => v,
-        Some((v, _)) => format!("http://{v}"),
+        Some((v, _)) => format!("{scheme}://{v}"),
         None if local.ip().is_unspecified() => anyhow::bail!(
             "gRPC listens on {local}, which other processes cannot dial: set {} ({}) to the \
              address Gateways reach this node at",
             ADVERTISE_ADDR.key,
             ADVERTISE_ADDR.env
         ),
-        None => format!("http://{local}"),
+        None => format!("{scheme}://{local}"),
     };
     let id = format!("{role}-{}", uuid::Uuid::new_v4().simple());
     registry::register(js, move || {
@@ -206,7 +213,8 @@ pub async fn register(
     .context("the node could not register in the node registry")
 }
 
-/// The node's credential keys (`node.secret`, required) and `node.max_in_flight`.
+/// The node's credential keys (`node.secret`, required), `node.max_in_flight` and its TLS
+/// (`node.tls_cert_file`, `node.tls_key_file`).
 pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admission::NodeServing> {
     use cloudlysis_runtime::admission::{DEFAULT_MAX_IN_FLIGHT, MAX_IN_FLIGHT, NodeServing};
     Ok(NodeServing::new(
@@ -218,7 +226,8 @@ pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admissi
             1,
             1_000_000,
         )? as usize,
-    ))
+    )
+    .with_tls(cloudlysis_runtime::tls::server(src)?))
 }
 
 /// Binds a TCP listener, naming the setting on failure.

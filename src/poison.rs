@@ -38,7 +38,8 @@ pub async fn run(
         .actor
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into());
-    let channel = tonic::transport::Endpoint::from_shared(addr.clone())
+    let channel = cloudlysis_runtime::tls::ClientTls::load(src)?
+        .endpoint(&addr)
         .with_context(|| format!("invalid --node-addr {addr}"))?
         .connect_timeout(Duration::from_secs(5))
         .timeout(CALL_TIMEOUT)

@@ -270,6 +270,7 @@ async fn an_unreachable_node_is_503_with_retry_after() {
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })
     .unwrap();
     let (s, resp) = p

@@ -231,6 +231,24 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
             .iter()
             .any(|n| n.grpc_addr == victim_addr)
     );
+    // The channel pool and the placement watcher are bounded actors in the Gateway's tree.
+    let tree = gw
+        .supervisor()
+        .unwrap()
+        .snapshot(Duration::from_secs(5))
+        .await
+        .unwrap();
+    for (name, kind) in [
+        ("channel-pool", "channel_pool"),
+        ("placement-watcher", "placement_watcher"),
+    ] {
+        let child = tree.find_child(name).unwrap_or_else(|| panic!("{tree:?}"));
+        assert_eq!(child.kind, kind);
+        assert!(
+            child.mailbox.as_ref().is_some_and(|m| m.capacity > 0),
+            "{child:?}"
+        );
+    }
     // The sweep (every 250 ms) evicts the departed node's channel.
     assert!(
         eventually(Duration::from_secs(2), || async {

@@ -76,6 +76,7 @@ async fn requests_past_the_gateway_limit_are_shed_with_503() {
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })
     .unwrap();
     let token = gateway

@@ -36,6 +36,7 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     })
     .unwrap();
     let token = |tenant: &str| {

@@ -177,6 +177,8 @@ pub struct GatewaySettings {
     pub tenant_weights: std::collections::BTreeMap<String, u32>,
     /// Tokens of an identity provider (`gateway.jwks_file` and friends).
     pub oidc: crate::oidc::OidcSettings,
+    /// How node addresses are dialled: TLS for `https://` ones (`grpc.tls_ca_file`).
+    pub node_tls: cloudlysis_runtime::tls::ClientTls,
 }
 
 impl std::fmt::Debug for GatewaySettings {
@@ -194,6 +196,7 @@ impl std::fmt::Debug for GatewaySettings {
             .field("tenant_max_in_flight", &self.tenant_max_in_flight)
             .field("tenant_weights", &self.tenant_weights)
             .field("oidc", &self.oidc)
+            .field("node_tls", &self.node_tls)
             .finish()
     }
 }
@@ -330,6 +333,7 @@ impl GatewaySettings {
             },
             tenant_weights: tenant_weights(src)?,
             oidc: oidc(src)?,
+            node_tls: cloudlysis_runtime::tls::ClientTls::load(src)?,
         })
     }
 }

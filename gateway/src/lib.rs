@@ -145,11 +145,20 @@ struct Inner {
     targets: Vec<probe::Target>,
     /// Fan-outs the probe actor made.
     fanouts: Arc<std::sync::atomic::AtomicU64>,
-    /// The Gateway's supervisor and its probe fan-out actor, started on first use.
-    probe: tokio::sync::OnceCell<(
-        cloudlysis_supervision::SupervisorRef,
-        cloudlysis_runtime::mailbox::BoundedRef<probe::ProbeMsg>,
-    )>,
+    /// The Gateway's supervisor (the probe fan-out; with registry placement the channel pool
+    /// and the placement watcher too), started on first use.
+    tree: tokio::sync::OnceCell<cloudlysis_supervision::SupervisorRef>,
+    /// The probe fan-out actor's mailbox, once started.
+    probe: tokio::sync::OnceCell<cloudlysis_runtime::mailbox::BoundedRef<probe::ProbeMsg>>,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        // The actors go with the last handle of the Gateway.
+        if let Some(tree) = self.tree.get() {
+            tree.cell().stop(Some("the Gateway was dropped".into()));
+        }
+    }
 }
 
 impl Gateway {
@@ -159,7 +168,9 @@ impl Gateway {
             Authenticator::new(settings.jwt_secret.as_bytes())?.with_oidc(settings.oidc.clone())?;
         let keys = cloudlysis_runtime::credential::NodeKeys::new(settings.node_secret.as_bytes())?;
         let channel = |addr: &str| -> Result<tonic::transport::Channel, GatewayError> {
-            Ok(tonic::transport::Endpoint::from_shared(addr.to_string())
+            Ok(settings
+                .node_tls
+                .endpoint(addr)
                 .map_err(|e| GatewayError::Endpoint {
                     addr: addr.to_string(),
                     reason: e.to_string(),
@@ -206,6 +217,7 @@ impl Gateway {
                 runners,
                 targets,
                 fanouts: Arc::default(),
+                tree: tokio::sync::OnceCell::new(),
                 probe: tokio::sync::OnceCell::new(),
                 admission: admission::Admission::new(
                     settings.max_in_flight,
@@ -270,17 +282,64 @@ impl Gateway {
 
     /// Routes by the node registry of `js` from now on (`gateway.placement = registry`):
     /// commands by entity to the aggregate node rendezvous picks, reads to the least loaded
-    /// projection node, runner calls in rendezvous order (see [`upstream::placement`]).
+    /// projection node, runner calls in rendezvous order (see [`upstream::placement`]). Starts
+    /// the channel-pool and placement-watcher actors in the Gateway's tree.
     pub async fn use_registry(
         &self,
         js: async_nats::jetstream::Context,
     ) -> Result<Arc<upstream::placement::Placement>, GatewayError> {
-        let pool = Arc::new(upstream::pool::ChannelPool::new(Duration::from_secs(2)));
-        let placement = upstream::placement::Placement::start(js, pool)
+        use cloudlysis_supervision::ChildSpec;
+        use upstream::placement::{Placement, WATCH_KIND, WATCH_MAILBOX, Watcher};
+        let registry = |e: String| GatewayError::Registry(e);
+        let kv = cloudlysis_runtime::kv::ensure_bucket(&js, &cloudlysis_runtime::registry::nodes())
             .await
-            .map_err(GatewayError::Registry)?;
+            .map_err(|e| registry(e.to_string()))?;
+        let pool = upstream::pool::ChannelPool::new(
+            self.inner.settings.node_tls.clone(),
+            Duration::from_secs(2),
+        );
+        let placement = Arc::new(Placement::new(pool.clone()));
+        let tree = self.tree().await.map_err(registry)?;
+        let actor_pool = pool.clone();
+        tree.start_child(ChildSpec::bounded(
+            "channel-pool",
+            pool.mailbox(),
+            move || (actor_pool.actor(), ()),
+        ))
+        .await
+        .map_err(|e| registry(e.to_string()))?;
+        let watched = placement.clone();
+        tree.start_child(ChildSpec::bounded(
+            "placement-watcher",
+            cloudlysis_runtime::mailbox::BoundedRef::new(WATCH_KIND, WATCH_MAILBOX),
+            move || {
+                (
+                    Watcher {
+                        placement: watched.clone(),
+                        kv: kv.clone(),
+                    },
+                    (),
+                )
+            },
+        ))
+        .await
+        .map_err(|e| registry(e.to_string()))?;
         let _ = self.inner.placement.set(placement.clone());
         Ok(placement)
+    }
+
+    /// The Gateway's supervisor, started the first time.
+    async fn tree(&self) -> Result<cloudlysis_supervision::SupervisorRef, String> {
+        use cloudlysis_supervision::{SupervisorConfig, SupervisorRef};
+        self.inner
+            .tree
+            .get_or_try_init(|| async {
+                SupervisorRef::start(SupervisorConfig::new("gateway"), None)
+                    .await
+                    .map_err(|e| e.to_string())
+            })
+            .await
+            .cloned()
     }
 
     /// The registry placement, when the Gateway routes by it.
@@ -389,9 +448,8 @@ impl Gateway {
     pub(crate) async fn probe(
         &self,
     ) -> Result<cloudlysis_runtime::mailbox::BoundedRef<probe::ProbeMsg>, problem::Problem> {
-        use cloudlysis_supervision::{ChildSpec, SupervisorConfig, SupervisorRef};
-        let started = self
-            .inner
+        use cloudlysis_supervision::ChildSpec;
+        self.inner
             .probe
             .get_or_try_init(|| async {
                 let mailbox = cloudlysis_runtime::mailbox::BoundedRef::new(
@@ -417,7 +475,8 @@ impl Gateway {
                         .collect(),
                 });
                 let fanouts = self.inner.fanouts.clone();
-                let config = SupervisorConfig::new("gateway").child(ChildSpec::bounded(
+                let tree = self.tree().await?;
+                tree.start_child(ChildSpec::bounded(
                     "probe-fanout",
                     mailbox.clone(),
                     move || {
@@ -429,12 +488,13 @@ impl Gateway {
                             (),
                         )
                     },
-                ));
-                SupervisorRef::start(config, None)
-                    .await
-                    .map(|sup| (sup, mailbox))
+                ))
+                .await
+                .map_err(|e| e.to_string())?;
+                Ok::<_, String>(mailbox)
             })
             .await
+            .cloned()
             .map_err(|e| {
                 problem::Problem::new(
                     axum::http::StatusCode::SERVICE_UNAVAILABLE,
@@ -442,8 +502,7 @@ impl Gateway {
                     format!("the probe fan-out could not start: {e}"),
                 )
                 .retry_after(1)
-            })?;
-        Ok(started.1.clone())
+            })
     }
 
     /// Node-probe fan-outs made so far (each asked every node once).
@@ -453,9 +512,10 @@ impl Gateway {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
-    /// The Gateway's supervision tree (the probe fan-out), once it has started.
+    /// The Gateway's supervision tree (probe fan-out, channel pool, placement watcher), once it
+    /// has started.
     pub fn supervisor(&self) -> Option<cloudlysis_supervision::SupervisorRef> {
-        self.inner.probe.get().map(|(sup, _)| sup.clone())
+        self.inner.tree.get().cloned()
     }
 
     /// The token authenticator (for minting dev tokens).

@@ -5,7 +5,8 @@
 //! profiles honour. `cloudlysis_node_calls_in_flight` and
 //! `cloudlysis_node_admission_rejections_total` show it.
 //!
-//! [`NodeServing`] is what a node's `serve_grpc` takes: the credential keys and this limit.
+//! [`NodeServing`] is what a node's `serve_grpc` takes: the credential keys, this limit and the
+//! server TLS ([`crate::tls`]), if any.
 
 use std::future::Future;
 use std::pin::Pin;
@@ -41,6 +42,7 @@ pub struct NodeServing {
     pub keys: NodeKeys,
     max: usize,
     permits: Arc<Semaphore>,
+    tls: Option<tonic::transport::ServerTlsConfig>,
 }
 
 impl From<NodeKeys> for NodeServing {
@@ -58,6 +60,27 @@ impl NodeServing {
             keys,
             max,
             permits: Arc::new(Semaphore::new(max)),
+            tls: None,
+        }
+    }
+
+    /// Serving over TLS with `tls` (`None`: plaintext).
+    pub fn with_tls(mut self, tls: Option<tonic::transport::ServerTlsConfig>) -> Self {
+        self.tls = tls;
+        self
+    }
+
+    /// Whether the node serves TLS.
+    pub fn tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
+    /// A gRPC server builder with the node's TLS set up.
+    pub fn server(&self) -> Result<tonic::transport::Server, tonic::transport::Error> {
+        let builder = tonic::transport::Server::builder();
+        match &self.tls {
+            Some(tls) => builder.tls_config(tls.clone()),
+            None => Ok(builder),
         }
     }
 

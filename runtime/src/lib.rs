@@ -54,6 +54,7 @@ pub mod stream;
 pub mod subject;
 pub mod telemetry;
 pub mod time;
+pub mod tls;
 pub mod trace;
 pub mod workflow;
 

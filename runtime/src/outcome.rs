@@ -76,7 +76,8 @@ impl fmt::Display for ErrorKind {
 }
 
 /// True when a transport failure happened before the request could be sent (connecting
-/// failed: refused, DNS, connect timeout), so the call certainly did not reach the node.
+/// failed: refused, DNS, connect timeout, a TLS handshake whose certificate was not trusted),
+/// so the call certainly did not reach the node.
 /// Everything else that fails after connecting may have reached it.
 pub fn never_sent(status: &tonic::Status) -> bool {
     if status.code() != tonic::Code::Unavailable {
@@ -94,6 +95,8 @@ pub fn never_sent(status: &tonic::Status) -> bool {
         "connection refused",
         "error trying to connect",
         "dns error",
+        // rustls refused the node's certificate: the handshake, before any request, failed.
+        "invalid peer certificate",
     ]
     .iter()
     .any(|m| text.contains(m))
@@ -123,6 +126,9 @@ mod tests {
         let refused =
             tonic::Status::unavailable("tcp connect error: Connection refused (os error 111)");
         assert!(never_sent(&refused));
+        assert!(never_sent(&tonic::Status::unavailable(
+            "invalid peer certificate: UnknownIssuer"
+        )));
         assert!(!never_sent(&tonic::Status::unavailable(
             "transport error: connection reset"
         )));

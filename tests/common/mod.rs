@@ -148,6 +148,7 @@ impl Platform {
         CommandClient::lazy(
             &format!("http://{}", self.grpc_addr),
             cloudlysis_test_support::node_keys(),
+            &Default::default(),
         )
         .unwrap()
     }
@@ -488,6 +489,7 @@ pub fn gateway_settings(
         tenant_max_in_flight: None,
         tenant_weights: Default::default(),
         oidc: Default::default(),
+        node_tls: Default::default(),
     }
 }
 

@@ -336,7 +336,8 @@ impl AggregateNode {
         )
         .behaviours(self.aggregate_types());
         let root = self.inner.root.clone();
-        let router = tonic::transport::Server::builder()
+        let router = serving
+            .server()?
             // Work whose caller has gone is counted; every call but health and reflection needs
             // a node credential, then a place within node.max_in_flight.
             .layer(cloudlysis_runtime::abandon::AbandonLayer)

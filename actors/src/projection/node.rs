@@ -590,7 +590,8 @@ impl ProjectionNode {
         .behaviours(views);
         let ops = crate::ops::OpsService::new(self.inner.js.clone(), Some(self.clone())).await;
         let root = self.inner.root.clone();
-        let mut router = tonic::transport::Server::builder()
+        let mut router = serving
+            .server()?
             // Work whose caller has gone is counted; every call but health and reflection needs
             // a node credential, then a place within node.max_in_flight.
             .layer(cloudlysis_runtime::abandon::AbandonLayer)

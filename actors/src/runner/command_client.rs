@@ -32,14 +32,17 @@ pub struct CommandClient {
 }
 
 impl CommandClient {
-    /// A client of the `CommandService` at `addr` (`http://host:port`), connecting lazily and
-    /// reconnecting by itself; calls carry credentials signed with `keys`.
+    /// A client of the `CommandService` at `addr` (`http://host:port`, or `https://host:port`
+    /// over TLS with `tls`), connecting lazily and reconnecting by itself; calls carry
+    /// credentials signed with `keys`.
     pub fn lazy(
         addr: &str,
         keys: cloudlysis_runtime::credential::NodeKeys,
+        tls: &cloudlysis_runtime::tls::ClientTls,
     ) -> Result<Self, String> {
-        let endpoint = tonic::transport::Endpoint::from_shared(addr.to_string())
-            .map_err(|e| format!("invalid aggregate address {addr}: {e}"))?
+        let endpoint = tls
+            .endpoint(addr)
+            .map_err(|e| format!("aggregate address: {e}"))?
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         Ok(Self {

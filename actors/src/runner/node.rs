@@ -280,7 +280,8 @@ impl RunnerNode {
         }));
         let ops = crate::ops::OpsService::new(self.inner.ctx.js.clone(), None).await;
         let root = self.inner.root.clone();
-        let mut router = tonic::transport::Server::builder()
+        let mut router = serving
+            .server()?
             // Work whose caller has gone is counted; every call but health and reflection needs
             // a node credential, then a place within node.max_in_flight.
             .layer(cloudlysis_runtime::abandon::AbandonLayer)

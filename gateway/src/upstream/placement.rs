@@ -1,10 +1,16 @@
-//! Placement from the node registry (`gateway.placement = registry`): a watcher keeps the live
-//! view of `cloudlysis_nodes` (an entry seen within the registry TTL and not draining), commands
-//! for `(tenant, aggregate type, id)` go to the live aggregate node that serves the type and
-//! wins [`rendezvous`] for the entity (so one entity lives on one node), reads go to any live
-//! projection node (the least loaded, taking equally loaded ones in turn), and runner calls try live runners in rendezvous order of
-//! their key. Channels come from the [`ChannelPool`]; a node that leaves (deleted, drained or
-//! not refreshed within the TTL) loses its channel.
+//! Placement from the node registry (`gateway.placement = registry`): the placement-watcher
+//! actor ([`Watcher`], bounded mailbox of [`WATCH_MAILBOX`], supervised in the Gateway's tree)
+//! keeps the live view of `cloudlysis_nodes` (an entry seen within the registry TTL and not
+//! draining); commands for `(tenant, aggregate type, id)` go to the live aggregate node that
+//! serves the type and wins [`rendezvous`] for the entity (so one entity lives on one node),
+//! reads go to any live projection node (the least loaded, taking equally loaded ones in turn),
+//! and runner calls try live runners in rendezvous order of their key. Channels come from the
+//! [`ChannelPool`]; a node that leaves (deleted, drained or not refreshed within the TTL) loses
+//! its channel.
+//!
+//! The watcher's start replays the registry (`watch_with_history`); a broken watch fails the
+//! actor, and its supervisor restarts it (with backoff) to watch again — the view it had stays
+//! in use meanwhile, entries ageing out by the TTL as usual.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -12,104 +18,153 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::kv::Operation;
+use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::registry::{self, NodeEntry, rendezvous};
 use futures::StreamExt;
 use tokio::time::Instant;
 
+use super::AbortOnDrop;
 use super::pool::ChannelPool;
 
 /// How often departed nodes are swept out.
 pub const SWEEP: Duration = Duration::from_millis(250);
+/// Registry changes waiting at once (the watch waits for room: no change is dropped).
+pub const WATCH_MAILBOX: usize = 256;
+/// Actor kind of the placement watcher.
+pub const WATCH_KIND: &str = "placement_watcher";
 
 /// The live view of the registry.
 #[derive(Debug)]
 pub struct Placement {
     nodes: RwLock<HashMap<String, (NodeEntry, Instant)>>,
     /// Channels to the nodes.
-    pub pool: Arc<ChannelPool>,
-    task: std::sync::Mutex<Option<tokio::task::JoinHandle<()>>>,
+    pub pool: ChannelPool,
     /// Turns among equally loaded nodes for reads.
     turn: AtomicUsize,
 }
 
-impl Drop for Placement {
-    fn drop(&mut self) {
-        if let Some(t) = self.task.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            t.abort();
-        }
-    }
+/// Messages of the placement watcher.
+#[derive(Debug)]
+pub enum WatchMsg {
+    /// A registry entry changed (`age`: how long ago it was written).
+    Entry {
+        /// `<role>.<node id>`.
+        key: String,
+        /// Put, delete or purge.
+        op: Operation,
+        /// The entry.
+        value: bytes::Bytes,
+        /// Time since its write.
+        age: Duration,
+    },
+    /// Drop entries not refreshed within the TTL.
+    Sweep,
+    /// The watch ended or broke: fail, to be restarted.
+    Broke(String),
 }
 
-impl Placement {
-    /// Starts watching the registry of `js`; the view fills within one heartbeat.
-    pub async fn start(
-        js: async_nats::jetstream::Context,
-        pool: Arc<ChannelPool>,
-    ) -> Result<Arc<Self>, String> {
-        let kv = cloudlysis_runtime::kv::ensure_bucket(&js, &registry::nodes())
+/// The placement-watcher actor: applies registry changes to the [`Placement`] it serves.
+pub struct Watcher {
+    /// The view it keeps.
+    pub placement: Arc<Placement>,
+    /// The registry bucket.
+    pub kv: async_nats::jetstream::kv::Store,
+}
+
+impl BoundedActor for Watcher {
+    type Msg = WatchMsg;
+    type State = AbortOnDrop;
+    type Arguments = ();
+    const KIND: &'static str = WATCH_KIND;
+
+    async fn pre_start(
+        &self,
+        myself: BoundedRef<WatchMsg>,
+        _: (),
+    ) -> Result<AbortOnDrop, ActorProcessingErr> {
+        let mut watch = self
+            .kv
+            .watch_with_history(">")
             .await
-            .map_err(|e| e.to_string())?;
-        let me = Arc::new(Self {
-            nodes: RwLock::default(),
-            pool,
-            task: std::sync::Mutex::default(),
-            turn: AtomicUsize::new(0),
-        });
-        let weak = Arc::downgrade(&me);
-        let task = tokio::spawn(async move {
-            let mut backoff = Duration::from_millis(100);
+            .map_err(|e| format!("cannot watch the node registry: {e}"))?;
+        // Feeds the watch and the sweep ticks into the mailbox; stops with the actor.
+        let feed = tokio::spawn(async move {
+            let mut sweep = tokio::time::interval(SWEEP);
             loop {
-                let watch = kv.watch_with_history(">").await;
-                let mut watch = match watch {
-                    Ok(w) => w,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "registry watch failed; retrying");
-                        tokio::time::sleep(backoff).await;
-                        backoff = (backoff * 2).min(Duration::from_secs(5));
-                        continue;
-                    }
-                };
-                backoff = Duration::from_millis(100);
-                let mut sweep = tokio::time::interval(SWEEP);
-                loop {
-                    tokio::select! {
-                        entry = watch.next() => {
-                            let Some(me) = weak.upgrade() else { return };
-                            match entry {
-                                Some(Ok(e)) => {
-                                    // An entry replayed by the watch (at start, on re-watch) is
-                                    // as old as its write, not fresh: a node that died a minute
-                                    // ago must not count as live.
-                                    let written = e.created.unix_timestamp_nanos();
-                                    let now = std::time::SystemTime::now()
-                                        .duration_since(std::time::UNIX_EPOCH)
-                                        .map_or(0, |d| d.as_nanos() as i128);
-                                    let age = Duration::from_nanos(
-                                        (now - written).clamp(0, i128::from(u64::MAX)) as u64,
-                                    );
-                                    me.apply(&e.key, e.operation, &e.value, age)
-                                }
-                                Some(Err(e)) => {
-                                    tracing::warn!(error = %e, "registry watch broke; re-watching");
-                                    break;
-                                }
-                                None => break,
+                tokio::select! {
+                    entry = watch.next() => {
+                        let msg = match entry {
+                            Some(Ok(e)) => {
+                                // An entry replayed by the watch (at start, on re-watch) is as
+                                // old as its write, not fresh: a node that died a minute ago
+                                // must not count as live.
+                                let written = e.created.unix_timestamp_nanos();
+                                let now = std::time::SystemTime::now()
+                                    .duration_since(std::time::UNIX_EPOCH)
+                                    .map_or(0, |d| d.as_nanos() as i128);
+                                let age = Duration::from_nanos(
+                                    (now - written).clamp(0, i128::from(u64::MAX)) as u64,
+                                );
+                                WatchMsg::Entry { key: e.key, op: e.operation, value: e.value, age }
                             }
+                            Some(Err(e)) => WatchMsg::Broke(e.to_string()),
+                            None => WatchMsg::Broke("the registry watch ended".into()),
+                        };
+                        let broke = matches!(msg, WatchMsg::Broke(_));
+                        if myself.send(msg).await.is_err() || broke {
+                            return;
                         }
-                        _ = sweep.tick() => {
-                            let Some(me) = weak.upgrade() else { return };
-                            me.sweep();
-                        }
+                    }
+                    _ = sweep.tick() => {
+                        // A full mailbox is busy with changes; the next tick sweeps.
+                        let _ = myself.try_send(WatchMsg::Sweep);
                     }
                 }
             }
         });
-        *me.task.lock().unwrap_or_else(|p| p.into_inner()) = Some(task);
-        Ok(me)
+        Ok(AbortOnDrop(feed))
     }
 
-    fn apply(&self, key: &str, op: Operation, value: &[u8], age: Duration) {
+    async fn handle(
+        &self,
+        _: &BoundedRef<WatchMsg>,
+        msg: WatchMsg,
+        _: &mut AbortOnDrop,
+    ) -> Result<(), ActorProcessingErr> {
+        let gone = match msg {
+            WatchMsg::Entry {
+                key,
+                op,
+                value,
+                age,
+            } => self.placement.apply(&key, op, &value, age),
+            WatchMsg::Sweep => self.placement.sweep(),
+            WatchMsg::Broke(reason) => {
+                tracing::warn!(%reason, "registry watch broke; the watcher restarts");
+                return Err(reason.into());
+            }
+        };
+        for addr in gone {
+            self.placement.pool.evict(&addr).await;
+        }
+        Ok(())
+    }
+}
+
+impl Placement {
+    /// An empty view using `pool`; a [`Watcher`] fills it within one heartbeat.
+    pub fn new(pool: ChannelPool) -> Self {
+        Self {
+            nodes: RwLock::default(),
+            pool,
+            turn: AtomicUsize::new(0),
+        }
+    }
+
+    /// Applies one registry change; the addresses of nodes that left or moved.
+    fn apply(&self, key: &str, op: Operation, value: &[u8], age: Duration) -> Vec<String> {
+        let mut gone = Vec::new();
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
         match op {
             Operation::Put => match serde_json::from_slice::<NodeEntry>(value) {
@@ -117,7 +172,7 @@ impl Placement {
                     if let Some((old, _)) = nodes.get(key)
                         && old.grpc_addr != entry.grpc_addr
                     {
-                        self.pool.evict(&old.grpc_addr);
+                        gone.push(old.grpc_addr.clone());
                     }
                     let seen = Instant::now()
                         .checked_sub(age.min(registry::TTL))
@@ -128,28 +183,31 @@ impl Placement {
             },
             Operation::Delete | Operation::Purge => {
                 if let Some((old, _)) = nodes.remove(key) {
-                    self.pool.evict(&old.grpc_addr);
+                    gone.push(old.grpc_addr);
                 }
             }
         }
         Self::report(&nodes);
+        gone
     }
 
-    /// Drops entries not refreshed within the TTL, and their channels.
-    fn sweep(&self) {
+    /// Drops entries not refreshed within the TTL; their addresses.
+    fn sweep(&self) -> Vec<String> {
         let mut nodes = self.nodes.write().unwrap_or_else(|p| p.into_inner());
-        let gone: Vec<String> = nodes
+        let stale: Vec<String> = nodes
             .iter()
             .filter(|(_, (_, seen))| seen.elapsed() >= registry::TTL)
             .map(|(k, _)| k.clone())
             .collect();
-        for k in gone {
+        let mut gone = Vec::new();
+        for k in stale {
             if let Some((old, _)) = nodes.remove(&k) {
                 tracing::info!(node = %old.id, role = %old.role, "node left the registry (no heartbeat)");
-                self.pool.evict(&old.grpc_addr);
+                gone.push(old.grpc_addr);
             }
         }
         Self::report(&nodes);
+        gone
     }
 
     fn report(nodes: &HashMap<String, (NodeEntry, Instant)>) {
@@ -249,12 +307,12 @@ mod tests {
                 (e.key(), (e, now))
             })
             .collect();
-        Placement {
-            nodes: RwLock::new(map),
-            pool: Arc::new(ChannelPool::new(Duration::from_secs(1))),
-            task: std::sync::Mutex::default(),
-            turn: AtomicUsize::new(0),
-        }
+        let p = Placement::new(ChannelPool::new(
+            cloudlysis_runtime::tls::ClientTls::default(),
+            Duration::from_secs(1),
+        ));
+        *p.nodes.write().unwrap() = map;
+        p
     }
 
     fn picks(p: &Placement, n: usize) -> HashMap<String, usize> {
