@@ -1,5 +1,6 @@
 //! A deployment can use its OIDC provider: RS256 and ES256 tokens are verified against the
-//! provider's JWKS (a file, re-read when it changes), with issuer and audience checked and the
+//! provider's JWKS (a file, re-read when it changes, or fetched from the provider's URL and
+//! fetched again when a token names a new key), with issuer and audience checked and the
 //! tenant and rights read from configurable claims — besides the Gateway's own HS256 tokens.
 //! Before, only HS256 tokens signed with `gateway.jwt_secret` were accepted.
 
@@ -73,6 +74,7 @@ async fn rs256_and_es256_tokens_of_the_provider_are_accepted_and_checked() {
     let gw = p.gateway_with(|s| {
         s.oidc = OidcSettings {
             jwks_file: Some(jwks.clone()),
+            jwks_url: None,
             issuer: ISSUER.into(),
             audience: AUDIENCE.into(),
             tenant_claim: "org".into(),
@@ -161,6 +163,114 @@ async fn rs256_and_es256_tokens_of_the_provider_are_accepted_and_checked() {
     assert_eq!(open(&p, &gw, &old, "a-5").await.0, 401);
 }
 
+/// A stand-in identity provider serving its JWK set at `/jwks` (503 while `body` is empty),
+/// counting requests.
+async fn provider(
+    body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    hits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+) -> String {
+    let app = axum::Router::new().route(
+        "/jwks",
+        axum::routing::get(move || {
+            let (body, hits) = (body.clone(), hits.clone());
+            async move {
+                hits.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let body = body.lock().unwrap().clone();
+                if body.is_empty() {
+                    (axum::http::StatusCode::SERVICE_UNAVAILABLE, Vec::new())
+                } else {
+                    (axum::http::StatusCode::OK, body)
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    format!("http://{addr}/jwks")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_jwks_is_fetched_from_the_providers_url_and_again_for_a_new_key() {
+    let p = Platform::start().await;
+    let body = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let url = provider(body.clone(), hits.clone()).await;
+    let gw = p.gateway_with(|s| {
+        s.oidc = OidcSettings {
+            jwks_file: None,
+            jwks_url: Some(url.clone()),
+            issuer: ISSUER.into(),
+            audience: AUDIENCE.into(),
+            tenant_claim: "org".into(),
+            rights_claim: "scope".into(),
+        }
+    });
+    let rs = token("rs256.der", Algorithm::RS256, "rsa-1", claims("acme"));
+
+    // The provider is down at start: its tokens cannot be checked yet — 503 with Retry-After,
+    // not 401 — and the Gateway is not ready, saying why. HS256 tokens work meanwhile.
+    assert!(
+        cloudlysis_test_support::eventually(Duration::from_secs(10), || async {
+            hits.load(std::sync::atomic::Ordering::SeqCst) >= 1
+        })
+        .await
+    );
+    let (status, resp) = p
+        .command_via(
+            &gw,
+            "/v1/commands/account/a-1",
+            &rs,
+            r#"{"type":"Open","payload":{"owner":"o"}}"#,
+        )
+        .await;
+    assert_eq!(status, 503);
+    assert_eq!(resp.headers()["retry-after"], "1");
+    let detail = body_json(resp).await["detail"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        detail.contains("gateway.jwks_url") && detail.contains("503"),
+        "{detail}"
+    );
+    let provider_ready = || async {
+        let report = gw.readiness().evaluate().await;
+        let check = report
+            .checks
+            .iter()
+            .find(|c| c.name == "identity_provider")
+            .cloned();
+        check.unwrap()
+    };
+    let check = provider_ready().await;
+    assert!(!check.ok && check.error.unwrap().contains("gateway.jwks_url"));
+    let own = p.token("acme", &["commands:*"]);
+    assert_eq!(open(&p, &gw, &own, "h-1").await.0, 200);
+    assert_eq!(p.commits().await.len(), 1);
+
+    // The provider comes up: the retry (with backoff) fetches the set.
+    *body.lock().unwrap() = std::fs::read(fixture("jwks.json")).unwrap();
+    let accepted = cloudlysis_test_support::eventually(Duration::from_secs(10), || async {
+        open(&p, &gw, &rs, "a-1").await.0 == 200
+    })
+    .await;
+    assert!(accepted, "{:?}", open(&p, &gw, &rs, "a-1").await);
+    assert!(provider_ready().await.ok);
+
+    // The provider rotates its keys: a token naming the new key makes the Gateway fetch again
+    // (rate-limited), and is accepted once the new set is in; the old key no longer verifies.
+    *body.lock().unwrap() = std::fs::read(fixture("jwks-rotated.json")).unwrap();
+    let rotated = token("other-rs256.der", Algorithm::RS256, "rsa-2", claims("acme"));
+    let picked_up = cloudlysis_test_support::eventually(Duration::from_secs(30), || async {
+        open(&p, &gw, &rotated, "a-2").await.0 == 200
+    })
+    .await;
+    assert!(picked_up, "{:?}", open(&p, &gw, &rotated, "a-2").await);
+    assert_eq!(open(&p, &gw, &rs, "a-3").await.0, 401);
+    assert_eq!(p.commits().await.len(), 3);
+}
+
 #[test]
 fn a_jwks_without_issuer_and_audience_or_unreadable_names_the_setting() {
     let run = |env: &[(&str, &str)]| {
@@ -192,4 +302,21 @@ fn a_jwks_without_issuer_and_audience_or_unreadable_names_the_setting() {
         ("CLOUDLYSIS_JWT_AUDIENCE", AUDIENCE),
     ]);
     assert!(err.contains("gateway.jwks_file"), "{err}");
+    // A key set fetched in the clear from another host could be replaced on the way.
+    let err = run(&[
+        ("CLOUDLYSIS_JWKS_URL", "http://idp.example.com/jwks"),
+        ("CLOUDLYSIS_JWT_ISSUER", ISSUER),
+        ("CLOUDLYSIS_JWT_AUDIENCE", AUDIENCE),
+    ]);
+    assert!(
+        err.contains("gateway.jwks_url") && err.contains("https://"),
+        "{err}"
+    );
+    let err = run(&[
+        ("CLOUDLYSIS_JWKS_URL", "https://idp.example.com/jwks"),
+        ("CLOUDLYSIS_JWKS_FILE", jwks),
+        ("CLOUDLYSIS_JWT_ISSUER", ISSUER),
+        ("CLOUDLYSIS_JWT_AUDIENCE", AUDIENCE),
+    ]);
+    assert!(err.contains("not both"), "{err}");
 }

@@ -43,6 +43,10 @@ pub enum AuthError {
     /// Bad signature, malformed, wrong algorithm or missing claims.
     #[error("invalid token: {0}")]
     Invalid(String),
+    /// The identity provider's keys are not loaded yet (`gateway.jwks_url` not fetched): the
+    /// token's validity is not known.
+    #[error("{0}")]
+    KeysUnavailable(String),
     /// The secret is too short.
     #[error("signing secret is {0} bytes; at least {MIN_SECRET_LEN} are required")]
     WeakSecret(usize),
@@ -81,12 +85,17 @@ impl Authenticator {
     }
 
     /// Also accepts RS256 / ES256 tokens of the identity provider of `settings` (when its
-    /// `jwks_file` is set).
+    /// `jwks_file` or `jwks_url` is set; a URL is fetched in the background).
     pub fn with_oidc(mut self, settings: crate::oidc::OidcSettings) -> Result<Self, AuthError> {
-        if settings.jwks_file.is_some() {
+        if settings.jwks_file.is_some() || settings.jwks_url.is_some() {
             self.oidc = Some(std::sync::Arc::new(crate::oidc::Oidc::new(settings)?));
         }
         Ok(self)
+    }
+
+    /// Whether the identity provider's keys are loaded (always, without one), or why not.
+    pub fn keys_loaded(&self) -> Result<(), String> {
+        self.oidc.as_ref().map_or(Ok(()), |o| o.loaded())
     }
 
     /// Mints a token for `tenant` with `rights`, valid for `ttl`.
@@ -129,7 +138,7 @@ impl Authenticator {
             }
             (Algorithm::RS256 | Algorithm::ES256, None) => {
                 return Err(AuthError::Invalid(format!(
-                    "{:?} tokens need an identity provider's keys (gateway.jwks_file)",
+                    "{:?} tokens need an identity provider's keys (gateway.jwks_file or gateway.jwks_url)",
                     header.alg
                 )));
             }

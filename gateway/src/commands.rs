@@ -293,6 +293,12 @@ pub(crate) fn authenticate(
         .map_err(|e| match e {
             AuthError::Missing => Problem::unauthorized("missing bearer token"),
             AuthError::Expired => Problem::unauthorized("token expired"),
+            AuthError::KeysUnavailable(why) => Problem::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                format!("{why}; the token cannot be checked yet"),
+            )
+            .retry_after(1),
             other => Problem::unauthorized(other.to_string()),
         })?;
     let tenant = TenantId::new(claims.tenant.clone())

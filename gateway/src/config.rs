@@ -79,12 +79,20 @@ pub const JWKS_FILE: Setting = Setting {
     doc: "JWK set (JSON file) of an identity provider whose RS256 / ES256 tokens are accepted besides HS256; re-read when it changes [default: none]",
 };
 
+/// Where to fetch the identity provider's JWK set.
+pub const JWKS_URL: Setting = Setting {
+    key: "gateway.jwks_url",
+    env: "CLOUDLYSIS_JWKS_URL",
+    flag: "",
+    doc: "the identity provider's jwks_uri (https://; http:// only to a loopback host), fetched at start, every 5 min and on an unknown key id; instead of gateway.jwks_file [default: none]",
+};
+
 /// The issuer identity-provider tokens must name.
 pub const JWT_ISSUER: Setting = Setting {
     key: "gateway.jwt_issuer",
     env: "CLOUDLYSIS_JWT_ISSUER",
     flag: "",
-    doc: "the `iss` identity-provider tokens must carry (required with gateway.jwks_file)",
+    doc: "the `iss` identity-provider tokens must carry (required with gateway.jwks_file or gateway.jwks_url)",
 };
 
 /// The audience identity-provider tokens must name.
@@ -92,7 +100,7 @@ pub const JWT_AUDIENCE: Setting = Setting {
     key: "gateway.jwt_audience",
     env: "CLOUDLYSIS_JWT_AUDIENCE",
     flag: "",
-    doc: "an `aud` identity-provider tokens must carry (required with gateway.jwks_file)",
+    doc: "an `aud` identity-provider tokens must carry (required with gateway.jwks_file or gateway.jwks_url)",
 };
 
 /// The claim holding the tenant.
@@ -143,6 +151,7 @@ pub const ALL: &[&Setting] = &[
     &TENANT_MAX_IN_FLIGHT,
     &TENANT_WEIGHTS,
     &JWKS_FILE,
+    &JWKS_URL,
     &PLACEMENT,
     &JWT_ISSUER,
     &JWT_AUDIENCE,
@@ -347,8 +356,18 @@ fn oidc(src: &ConfigSource) -> Result<crate::oidc::OidcSettings, ConfigError> {
     if let Some((v, _)) = src.raw(&RIGHTS_CLAIM, None) {
         o.rights_claim = v;
     }
-    let Some((file, origin)) = src.raw(&JWKS_FILE, None) else {
-        return Ok(o);
+    let (source, (value, origin)) = match (src.raw(&JWKS_FILE, None), src.raw(&JWKS_URL, None)) {
+        (None, None) => return Ok(o),
+        (Some(_), Some((url, origin))) => {
+            return Err(ConfigError::Invalid {
+                setting: JWKS_URL.key,
+                origin,
+                value: url,
+                reason: format!("set {} or {}, not both", JWKS_FILE.key, JWKS_URL.key),
+            });
+        }
+        (Some(file), None) => (&JWKS_FILE, file),
+        (None, Some(url)) => (&JWKS_URL, url),
     };
     for (setting, slot) in [
         (&JWT_ISSUER, &mut o.issuer),
@@ -361,18 +380,26 @@ fn oidc(src: &ConfigSource) -> Result<crate::oidc::OidcSettings, ConfigError> {
                     setting: setting.key,
                     origin: Origin::Env(setting.env),
                     value: String::new(),
-                    reason: format!("required with {} (set {})", JWKS_FILE.key, setting.env),
+                    reason: format!("required with {} (set {})", source.key, setting.env),
                 });
             }
         }
     }
-    o.jwks_file = Some(file.clone().into());
-    crate::oidc::Oidc::new(o.clone()).map_err(|e| ConfigError::Invalid {
-        setting: JWKS_FILE.key,
-        origin,
-        value: file,
-        reason: e.to_string(),
-    })?;
+    let invalid = |reason: String| ConfigError::Invalid {
+        setting: source.key,
+        origin: origin.clone(),
+        value: value.clone(),
+        reason,
+    };
+    if source.key == JWKS_FILE.key {
+        o.jwks_file = Some(value.clone().into());
+        // Read now so a bad file refuses the start, naming the setting.
+        crate::oidc::Oidc::new(o.clone()).map_err(|e| invalid(e.to_string()))?;
+    } else {
+        // Checked now; fetched once the Gateway runs.
+        crate::oidc::jwks_url::validate(&value).map_err(invalid)?;
+        o.jwks_url = Some(value.clone());
+    }
     Ok(o)
 }
 

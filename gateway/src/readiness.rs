@@ -2,7 +2,8 @@
 //! check per role (`aggregate`, `projection`, `runner`), each a gRPC health check (`""`, the
 //! node as a whole: a draining runner is `NOT_SERVING`) within [`NODE_CHECK_DEADLINE`]; the
 //! runner check passes when any runner serves. With registry placement, a check passes while
-//! the registry holds a live node of the role.
+//! the registry holds a live node of the role. With `gateway.jwks_url`, the check
+//! `identity_provider` passes once the provider's keys were fetched.
 
 use std::time::Duration;
 
@@ -40,6 +41,14 @@ impl Gateway {
     /// Readiness checks of this Gateway (see the module docs), for its `/ready`.
     pub fn readiness(&self) -> Readiness {
         let readiness = Readiness::new();
+        if self.inner.settings.oidc.jwks_url.is_some() {
+            // Provider tokens cannot be checked before the first fetch of gateway.jwks_url.
+            let auth = self.inner.auth.clone();
+            readiness.register("identity_provider", move || {
+                let loaded = auth.keys_loaded();
+                async move { loaded }
+            });
+        }
         if let Some(p) = self.placement() {
             // Registry placement: a live (heartbeating, not draining) node of each role.
             for role in ["aggregate", "projection", "runner"] {

@@ -68,6 +68,9 @@ pub mod names {
     pub const GATEWAY_ADMISSION_REJECTIONS: &str = "cloudlysis_gateway_admission_rejections_total";
     /// Node probe requests of the Gateway by `result` (`fanout`, `cached`, `rejected`).
     pub const GATEWAY_PROBES: &str = "cloudlysis_gateway_probes_total";
+    /// Fetches of the identity provider's JWK set (`gateway.jwks_url`), by `result` (`ok`,
+    /// `error`).
+    pub const GATEWAY_JWKS_FETCHES: &str = "cloudlysis_gateway_jwks_fetches_total";
     /// gRPC calls a node refused for their node credential, by `reason` (`missing`,
     /// `expired`, `invalid`, `tenant_mismatch`, `forbidden`).
     pub const NODE_CALL_REJECTIONS: &str = "cloudlysis_node_call_rejections_total";
@@ -189,6 +192,7 @@ pub mod names {
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
+        GATEWAY_JWKS_FETCHES,
         GATEWAY_ADMISSION_REJECTIONS,
         NODE_CALL_REJECTIONS,
         NODE_CALLS_ABANDONED,
@@ -367,6 +371,10 @@ fn describe() {
     metrics::describe_counter!(
         names::NODE_CALL_REJECTIONS,
         "gRPC calls a node refused for their node credential, by reason (missing, expired, invalid, tenant_mismatch, forbidden)."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_JWKS_FETCHES,
+        "Fetches of the identity provider's JWK set (gateway.jwks_url), by result (ok, error)."
     );
     metrics::describe_counter!(
         names::GATEWAY_PROBES,
