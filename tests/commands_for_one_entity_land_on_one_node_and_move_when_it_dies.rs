@@ -4,7 +4,8 @@
 //! not the routine. Two Gateways agree on the placement without talking to each other: an
 //! entity's commands land on one node whichever Gateway they come through. When a node dies
 //! (kill -9), its entities answer from another node once its registry entry is older than the
-//! TTL, through either Gateway, and no acknowledged command is lost. Before, a Gateway held one
+//! TTL, through either Gateway, while load keeps coming, and no acknowledged command is lost.
+//! Reads spread over the two projection nodes, through either Gateway. Before, a Gateway held one
 //! static address per role.
 
 mod common;
@@ -16,13 +17,42 @@ use cloudlysis_runtime::registry;
 use cloudlysis_test_support::{NatsServer, eventually, http_get};
 use common::body_json;
 
-/// `cloudlysis_commands_total{outcome="ok"}` of the node serving metrics at `http`.
-async fn commands_ok(http: &str) -> u64 {
+/// The sum of the series of `metric` with `label` of the node serving metrics at `http`.
+async fn counted(http: &str, metric: &str, label: &str) -> u64 {
     let (_, text) = http_get(&format!("{http}/metrics")).await.unwrap();
     text.lines()
-        .filter(|l| l.starts_with("cloudlysis_commands_total") && l.contains(r#"outcome="ok""#))
+        .filter(|l| l.starts_with(metric) && l.contains(label))
         .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .sum::<f64>() as u64
+}
+
+/// `cloudlysis_commands_total{outcome="ok"}` of the node serving metrics at `http`.
+async fn commands_ok(http: &str) -> u64 {
+    counted(http, "cloudlysis_commands_total", r#"outcome="ok""#).await
+}
+
+/// POSTs `body` to account `id` through `gw`: the status and the answer.
+async fn post_via(
+    gw: &cloudlysis_gateway::Gateway,
+    token: &str,
+    id: &str,
+    body: &'static str,
+    key: Option<&str>,
+) -> (u16, serde_json::Value) {
+    use tower::ServiceExt;
+    let mut req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json");
+    if let Some(k) = key {
+        req = req.header("idempotency-key", k);
+    }
+    let resp = gw
+        .router()
+        .oneshot(req.body(axum::body::Body::from(body)).unwrap())
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, body_json(resp).await)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -32,6 +62,10 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     let mut nodes = Vec::new();
     for _ in 0..2 {
         nodes.push(common::spawn_aggregate(&server.url(), &[]).await);
+    }
+    let mut projections = Vec::new();
+    for _ in 0..2 {
+        projections.push(common::spawn_node("projection", &server.url(), &[]).await);
     }
     let gw = cloudlysis_gateway::Gateway::new(common::gateway_settings(
         "127.0.0.1:1".parse().unwrap(),
@@ -51,11 +85,12 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     for p in [&placement, &placement2] {
         assert!(
             eventually(Duration::from_secs(10), || async {
-                p.live("aggregate").len() == 2
+                p.live("aggregate").len() == 2 && p.live("projection").len() == 2
             })
             .await,
-            "{:?}",
-            p.live("aggregate")
+            "{:?} {:?}",
+            p.live("aggregate"),
+            p.live("projection")
         );
     }
     let http_of: HashMap<String, String> = nodes
@@ -76,22 +111,7 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     let post = |via: usize, id: String, body: &'static str, key: Option<String>| {
         let gw = [&gw, &gw2][via % 2].clone();
         let token = token.clone();
-        async move {
-            use tower::ServiceExt;
-            let mut req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
-                .header("authorization", format!("Bearer {token}"))
-                .header("content-type", "application/json");
-            if let Some(k) = key {
-                req = req.header("idempotency-key", k);
-            }
-            let resp = gw
-                .router()
-                .oneshot(req.body(axum::body::Body::from(body)).unwrap())
-                .await
-                .unwrap();
-            let status = resp.status().as_u16();
-            (status, body_json(resp).await)
-        }
+        async move { post_via(&gw, &token, &id, body, key.as_deref()).await }
     };
 
     // Every entity's commands land on the node rendezvous picks for it, and only there, whichever
@@ -99,6 +119,7 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     let ids: Vec<String> = (0..24).map(|i| format!("a-{i}")).collect();
     let mut acknowledged: HashMap<String, u64> = HashMap::new();
     let mut placed: HashMap<String, u64> = HashMap::new();
+    let mut last_sequence = 0;
     for (i, id) in ids.iter().enumerate() {
         let node = placement.aggregate_for("acme", "account", id).unwrap();
         assert_eq!(
@@ -116,6 +137,7 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         ] {
             let (s, b) = post(via, id.clone(), body, None).await;
             assert_eq!(s, 200, "{id}: {b}");
+            last_sequence = last_sequence.max(b["stream_sequence"].as_u64().unwrap());
             *acknowledged.entry(id.clone()).or_default() += 1;
         }
     }
@@ -123,6 +145,31 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     for (addr, n) in &placed {
         assert_eq!(commands_ok(&http_of[addr]).await, *n, "{addr}");
     }
+
+    // Reads go to either projection node, through either Gateway, and see the writes.
+    let reader = gw
+        .authenticator()
+        .mint("test", "acme", &["queries:*".into()], Duration::from_secs(600))
+        .unwrap();
+    for (i, id) in ids.iter().enumerate() {
+        use tower::ServiceExt;
+        let req = axum::http::Request::get(format!("/v1/query/balances/{id}"))
+            .header("authorization", format!("Bearer {reader}"))
+            .header("x-min-sequence", last_sequence.to_string())
+            .body(axum::body::Body::empty())
+            .unwrap();
+        let resp = [&gw, &gw2][i % 2].router().oneshot(req).await.unwrap();
+        let status = resp.status().as_u16();
+        let body = body_json(resp).await;
+        assert_eq!(status, 200, "{id}: {body}");
+        assert_eq!(body["document"]["balance"], 5, "{id}: {body}");
+    }
+    let mut reads = Vec::new();
+    for (_, _, http) in &projections {
+        reads.push(counted(http, "cloudlysis_view_gets_total", r#"outcome="found""#).await);
+    }
+    assert_eq!(reads.iter().sum::<u64>(), ids.len() as u64, "{reads:?}");
+    assert!(reads.iter().all(|&n| n > 0), "one projection node took every read: {reads:?}");
 
     // The operator's node list comes from the registry too: both nodes, serving.
     let admin = gw
@@ -184,6 +231,44 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     assert!(listed[0]["error"].is_null(), "{runners}");
     assert!(listed[0]["node_id"].is_string(), "{runners}");
 
+    // Load through both Gateways while a node dies: each worker deposits under a fresh
+    // idempotency key and retries that key until it is acknowledged (503: nothing was sent; 502:
+    // outcome unknown), pausing 50 ms as a client honouring Retry-After would.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let workers: Vec<_> = (0..4)
+        .map(|w| {
+            let (gws, token, ids, stop) = (
+                [gw.clone(), gw2.clone()],
+                token.clone(),
+                ids.clone(),
+                stop.clone(),
+            );
+            tokio::spawn(async move {
+                let mut acked: HashMap<String, u64> = HashMap::new();
+                let mut n = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let id = &ids[(w * 7 + n * 5) % ids.len()];
+                    let key = format!("load-{w}-{n}");
+                    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+                    loop {
+                        let body = r#"{"type":"Deposit","payload":{"amount":1}}"#;
+                        let (s, b) = post_via(&gws[n % 2], &token, id, body, Some(&key)).await;
+                        match s {
+                            200 => break,
+                            502 | 503 if tokio::time::Instant::now() < deadline => {
+                                tokio::time::sleep(Duration::from_millis(50)).await
+                            }
+                            _ => panic!("{id} {key}: {s} {b}"),
+                        }
+                    }
+                    *acked.entry(id.clone()).or_default() += 1;
+                    n += 1;
+                }
+                acked
+            })
+        })
+        .collect();
+
     // kill -9 one node: its entities answer from the other within the TTL (plus a heartbeat).
     let victim_addr = format!("http://{}", nodes[0].1);
     nodes[0].0.kill().await.unwrap();
@@ -221,8 +306,17 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         assert!(ok, "{id} did not move: {:?}", last.lock().unwrap());
         *acknowledged.entry((*id).clone()).or_default() += 1;
     }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut under_load = 0;
+    for w in workers {
+        for (id, n) in w.await.unwrap() {
+            *acknowledged.entry(id).or_default() += n;
+            under_load += n;
+        }
+    }
+    assert!(under_load > 0, "no load ran during the kill");
     eprintln!(
-        "the dead node's entities answered from the other node {:?} after the kill",
+        "{under_load} deposits acknowledged under load; the dead node's entities answered from the other node {:?} after the kill",
         killed.elapsed()
     );
     assert!(

@@ -129,6 +129,8 @@ pub mod names {
     /// `List` queries by view and outcome (`ok`, `busy`: refused by the node's admission,
     /// `timeout`, `error`).
     pub const VIEW_LISTS: &str = "cloudlysis_view_lists_total";
+    /// `Get` queries by view and outcome (`found`, `not_found`, `error`).
+    pub const VIEW_GETS: &str = "cloudlysis_view_gets_total";
 
     /// Counter of started workflow instances, labelled `workflow`.
     pub const WORKFLOW_INSTANCES_STARTED: &str = "cloudlysis_workflow_instances_started_total";
@@ -216,6 +218,7 @@ pub mod names {
         VIEW_REBUILDS,
         VIEW_CACHE,
         VIEW_LISTS,
+        VIEW_GETS,
         WORKFLOW_INSTANCES_STARTED,
         WORKFLOW_INSTANCES_FINISHED,
         WORKFLOW_INPUTS,
@@ -415,6 +418,10 @@ fn describe() {
     metrics::describe_counter!(
         names::VIEW_REBUILDS,
         "Completed view rebuilds (switches to a new generation)."
+    );
+    metrics::describe_counter!(
+        names::VIEW_GETS,
+        "Get queries answered by this node, by view and outcome (found, not_found, error)."
     );
     metrics::describe_counter!(
         names::VIEW_LISTS,

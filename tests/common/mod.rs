@@ -687,10 +687,20 @@ pub async fn spawn_aggregate(
     nats_url: &str,
     env: &[(&str, &str)],
 ) -> (tokio::process::Child, String, String) {
+    spawn_node("aggregate", nats_url, env).await
+}
+
+/// Starts a `cloudlysis <role>` process (aggregate or projection) on ephemeral ports: the
+/// process, its gRPC address and its HTTP base URL.
+pub async fn spawn_node(
+    role: &str,
+    nats_url: &str,
+    env: &[(&str, &str)],
+) -> (tokio::process::Child, String, String) {
     use tokio::io::{AsyncBufReadExt, BufReader};
     let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
         .args([
-            "aggregate",
+            role,
             "--nats-url",
             nats_url,
             "--grpc-addr",
@@ -725,7 +735,7 @@ pub async fn spawn_aggregate(
     .await
     .ok()
     .flatten()
-    .expect("the aggregate node did not start");
+    .unwrap_or_else(|| panic!("the {role} node did not start"));
     tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
     (child, found.0, found.1)
 }

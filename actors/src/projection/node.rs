@@ -452,6 +452,9 @@ fn register_metrics(view: &'static str) {
     for outcome in ["hit", "miss"] {
         metrics::counter!(names::VIEW_CACHE, "view" => view, "outcome" => outcome).increment(0);
     }
+    for outcome in super::query::GET_OUTCOMES {
+        metrics::counter!(names::VIEW_GETS, "view" => view, "outcome" => *outcome).increment(0);
+    }
 }
 
 /// A running projection node. Cheap to clone.

@@ -26,6 +26,8 @@ pub const LIST_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MAX_CONCURRENT_LISTS: usize = 4;
 /// Values of `outcome` on `cloudlysis_view_lists_total`.
 pub const LIST_OUTCOMES: &[&str] = &["ok", "busy", "timeout", "error"];
+/// The `outcome` labels of `cloudlysis_view_gets_total`.
+pub const GET_OUTCOMES: &[&str] = &["found", "not_found", "error"];
 /// Documents of a page read at once.
 const PAGE_READS_IN_FLIGHT: usize = 16;
 /// Largest page a `List` returns.
@@ -101,13 +103,24 @@ impl QueryService for ProjectionNode {
             ctx.tenant.as_str(),
             &req.key,
         );
-        let entry = tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
+        let read = tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
             .await
-            .map_err(|_| Status::unavailable("reading the view timed out"))?
-            .map_err(|e| Status::unavailable(e.to_string()))?
-            .ok_or_else(|| {
-                Status::not_found(format!("no document `{}` in view `{}`", req.key, req.view))
-            })?;
+            .map_err(|_| Status::unavailable("reading the view timed out"))
+            .and_then(|r| r.map_err(|e| Status::unavailable(e.to_string())));
+        let outcome = match &read {
+            Ok(Some(_)) => "found",
+            Ok(None) => "not_found",
+            Err(_) => "error",
+        };
+        let view = self
+            .inner
+            .views
+            .get_key_value(req.view.as_str())
+            .map_or("unknown", |(k, _)| *k);
+        metrics::counter!(names::VIEW_GETS, "view" => view, "outcome" => outcome).increment(1);
+        let entry = read?.ok_or_else(|| {
+            Status::not_found(format!("no document `{}` in view `{}`", req.key, req.view))
+        })?;
         let record: DocumentRecord = serde_json::from_slice(&entry)
             .map_err(|e| Status::internal(format!("document does not decode: {e}")))?;
         Ok(Response::new(GetResponse {
