@@ -149,7 +149,12 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
     // Reads go to either projection node, through either Gateway, and see the writes.
     let reader = gw
         .authenticator()
-        .mint("test", "acme", &["queries:*".into()], Duration::from_secs(600))
+        .mint(
+            "test",
+            "acme",
+            &["queries:*".into()],
+            Duration::from_secs(600),
+        )
         .unwrap();
     for (i, id) in ids.iter().enumerate() {
         use tower::ServiceExt;
@@ -169,7 +174,10 @@ async fn one_entity_one_node_and_a_dead_nodes_entities_move_within_the_ttl() {
         reads.push(counted(http, "cloudlysis_view_gets_total", r#"outcome="found""#).await);
     }
     assert_eq!(reads.iter().sum::<u64>(), ids.len() as u64, "{reads:?}");
-    assert!(reads.iter().all(|&n| n > 0), "one projection node took every read: {reads:?}");
+    assert!(
+        reads.iter().all(|&n| n > 0),
+        "one projection node took every read: {reads:?}"
+    );
 
     // The operator's node list comes from the registry too: both nodes, serving.
     let admin = gw
