@@ -275,6 +275,7 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &cloudlysis_runtime::credential::NODE_SECRET_PREVIOUS,
     &cloudlysis_runtime::admission::MAX_IN_FLIGHT,
     &cloudlysis_runtime::registry::ADVERTISE_ADDR,
+    &cloudlysis_runtime::registry::LEAVE_GRACE,
     &consumer_settings::PROJECTION_ACK_TIMEOUT_MS,
     &consumer_settings::PROJECTION_MAX_DELIVER,
     &consumer_settings::PROJECTION_MAX_IN_FLIGHT,

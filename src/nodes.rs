@@ -299,6 +299,29 @@ where
     Ok(std::process::ExitCode::SUCCESS)
 }
 
+/// `node.leave_grace_ms`.
+pub fn leave_grace(src: &ConfigSource) -> anyhow::Result<Duration> {
+    use cloudlysis_runtime::registry::{DEFAULT_LEAVE_GRACE, LEAVE_GRACE};
+    Ok(src.get_millis(
+        &LEAVE_GRACE,
+        None,
+        DEFAULT_LEAVE_GRACE,
+        Duration::ZERO,
+        Duration::from_secs(60),
+    )?)
+}
+
+/// What a stopping node does first: leave the registry (Gateways stop placing work on it at
+/// once), then keep serving for `grace` so calls already placed here are answered.
+pub async fn leave_first(
+    registration: &cloudlysis_runtime::registry::Registration,
+    grace: Duration,
+) {
+    registration.leave().await;
+    eprintln!("left the node registry; serving {grace:?} more for calls already placed here");
+    tokio::time::sleep(grace).await;
+}
+
 /// Resolves on Ctrl-C (SIGINT) or SIGTERM.
 pub async fn shutdown_signal() {
     let ctrl_c = async {

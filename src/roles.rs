@@ -56,7 +56,14 @@ pub async fn aggregate(
         || false,
     )
     .await?;
-    let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
+    let grace = nodes::leave_grace(src)?;
+    let code = nodes::serve_until_signal_then(
+        http,
+        ops,
+        |stop| node.serve_grpc(grpc, keys, stop),
+        nodes::leave_first(&registration, grace),
+    )
+    .await;
     registration.deregister().await;
     code
 }
@@ -188,8 +195,11 @@ pub async fn runner(
         http,
         ops,
         |stop| node.serve_grpc(grpc, keys, stop),
-        async move {
+        async {
             eprintln!("draining the runner (grace {grace:?})");
+            // Intake stops at once; the registry says `draining` now, not at the next heartbeat.
+            draining.drain(grace, false).await;
+            registration.refresh().await;
             let progress = draining.drain(grace, true).await;
             eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
         },
@@ -263,7 +273,14 @@ pub async fn projection(
         || false,
     )
     .await?;
-    let code = nodes::serve_until_signal(http, ops, |stop| node.serve_grpc(grpc, keys, stop)).await;
+    let grace = nodes::leave_grace(src)?;
+    let code = nodes::serve_until_signal_then(
+        http,
+        ops,
+        |stop| node.serve_grpc(grpc, keys, stop),
+        nodes::leave_first(&registration, grace),
+    )
+    .await;
     registration.deregister().await;
     code
 }

@@ -36,6 +36,16 @@ pub const NODES_BUCKET: &str = "cloudlysis_nodes";
 pub const HEARTBEAT: Duration = Duration::from_secs(1);
 /// How long an entry counts as live after it was last seen.
 pub const TTL: Duration = Duration::from_secs(3);
+/// `node.leave_grace_ms`: how long a stopping node keeps serving after it left the registry.
+pub const LEAVE_GRACE: crate::config::Setting = crate::config::Setting {
+    key: "node.leave_grace_ms",
+    env: "CLOUDLYSIS_NODE_LEAVE_GRACE_MS",
+    flag: "",
+    doc: "on SIGTERM a node first leaves the node registry, then keeps serving this long (calls Gateways had already placed on it arrive and are answered) before it stops [default: 1000, 0 – 60000]",
+};
+/// Default of [`LEAVE_GRACE`].
+pub const DEFAULT_LEAVE_GRACE: Duration = Duration::from_secs(1);
+
 /// Schema version of [`NodeEntry`].
 pub const SCHEMA_VERSION: u32 = 1;
 
@@ -126,6 +136,7 @@ pub struct Registration {
     task: tokio::task::JoinHandle<()>,
     kv: jetstream::kv::Store,
     key: String,
+    describe: std::sync::Arc<dyn Fn() -> NodeEntry + Send + Sync>,
 }
 
 /// Registers the node `describe` returns (called at every heartbeat, so `draining` and `load`
@@ -134,6 +145,8 @@ pub async fn register(
     js: &jetstream::Context,
     describe: impl Fn() -> NodeEntry + Send + Sync + 'static,
 ) -> Result<Registration, BucketError> {
+    let describe: std::sync::Arc<dyn Fn() -> NodeEntry + Send + Sync> =
+        std::sync::Arc::new(describe);
     let kv = ensure_bucket(js, &nodes()).await?;
     let first = describe();
     let key = first.key();
@@ -149,25 +162,49 @@ pub async fn register(
         reason,
     })?;
     let store = kv.clone();
+    let heartbeat = describe.clone();
     let task = tokio::spawn(async move {
         let mut tick = tokio::time::interval(HEARTBEAT);
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         tick.tick().await;
         loop {
             tick.tick().await;
-            if let Err(e) = put(store.clone(), describe()).await {
+            if let Err(e) = put(store.clone(), heartbeat()).await {
                 tracing::warn!(error = %e, "registry heartbeat failed");
             }
         }
     });
-    Ok(Registration { task, kv, key })
+    Ok(Registration {
+        task,
+        kv,
+        key,
+        describe,
+    })
 }
 
 impl Registration {
-    /// Stops the heartbeats and removes the entry (a stopping node leaves placement at once).
-    pub async fn deregister(self) {
+    /// Writes the entry now rather than at the next heartbeat (a runner that starts draining
+    /// says so at once).
+    pub async fn refresh(&self) {
+        let entry = (self.describe)();
+        let body = serde_json::to_vec(&entry).unwrap_or_default();
+        if let Ok(Err(e)) =
+            tokio::time::timeout(HEARTBEAT, self.kv.put(&self.key, body.into())).await
+        {
+            tracing::warn!(error = %e, "registry refresh failed");
+        }
+    }
+
+    /// Stops the heartbeats and removes the entry: Gateways watching the registry stop placing
+    /// work on this node at once. The node keeps serving what was already sent to it.
+    pub async fn leave(&self) {
         self.task.abort();
         let _ = tokio::time::timeout(HEARTBEAT, self.kv.delete(&self.key)).await;
+    }
+
+    /// [`leave`](Self::leave), consuming the registration.
+    pub async fn deregister(self) {
+        self.leave().await;
     }
 }
 
