@@ -256,22 +256,8 @@ pub fn shutdown_channel() -> (
 pub type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 
 /// Runs a node until Ctrl-C or SIGTERM: `ops` on `http`, and the gRPC server `grpc` builds
-/// from its stop future; then stops both, each drained within [`DRAIN`].
-pub async fn serve_until_signal<F, Fut, E>(
-    http: tokio::net::TcpListener,
-    ops: axum::Router,
-    grpc: F,
-) -> anyhow::Result<std::process::ExitCode>
-where
-    F: FnOnce(Stop) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + 'static,
-{
-    serve_until_signal_then(http, ops, grpc, async {}).await
-}
-
-/// [`serve_until_signal`], running `before_stop` after the signal and before the servers stop
-/// (a runner drains there, still answering status and health).
+/// from its stop future; after the signal runs `before_stop` while both still serve (a node
+/// leaves the registry there, a runner drains), then stops both, each drained within [`DRAIN`].
 pub async fn serve_until_signal_then<F, Fut, E>(
     http: tokio::net::TcpListener,
     ops: axum::Router,

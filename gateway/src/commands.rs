@@ -381,6 +381,17 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
         crate::upstream::retry::Pushback::Wait(d) => d.as_millis().div_ceil(1000).max(1) as u64,
         _ => 1,
     };
+    if never_sent(status) {
+        // No connection could be made (refused, DNS, connect timeout, untrusted certificate).
+        let role: &'static str = match role {
+            "aggregate" => "aggregate",
+            "projection" => "projection",
+            "runner" => "runner",
+            _ => "other",
+        };
+        metrics::counter!(cloudlysis_runtime::metrics::names::GATEWAY_NODE_UNREACHABLE, "role" => role)
+            .increment(1);
+    }
     match status.code() {
         Code::InvalidArgument => Problem::bad_request(msg),
         Code::NotFound => Problem::new(StatusCode::NOT_FOUND, "not-found", msg),

@@ -93,6 +93,9 @@ fn register_metrics() {
     for result in ["fanout", "cached", "rejected"] {
         metrics::counter!(names::GATEWAY_PROBES, "result" => result).increment(0);
     }
+    for role in ["aggregate", "projection", "runner"] {
+        metrics::counter!(names::GATEWAY_NODE_UNREACHABLE, "role" => role).increment(0);
+    }
 }
 
 /// The subject of the Gateway's own node credentials (probes).

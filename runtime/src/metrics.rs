@@ -92,6 +92,9 @@ pub mod names {
     pub const GATEWAY_CHANNEL_POOL: &str = "cloudlysis_gateway_channel_pool_total";
     /// Live nodes in the Gateway's registry view, by `role`.
     pub const GATEWAY_LIVE_NODES: &str = "cloudlysis_gateway_live_nodes";
+    /// Requests the Gateway answered 503 because no connection to the node could be made
+    /// (refused, DNS, connect timeout, untrusted TLS certificate), by `role`.
+    pub const GATEWAY_NODE_UNREACHABLE: &str = "cloudlysis_gateway_node_unreachable_total";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -205,6 +208,7 @@ pub mod names {
         GATEWAY_CHANNELS,
         GATEWAY_CHANNEL_POOL,
         GATEWAY_LIVE_NODES,
+        GATEWAY_NODE_UNREACHABLE,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -374,6 +378,10 @@ fn describe() {
     metrics::describe_counter!(
         names::NODE_CALL_REJECTIONS,
         "gRPC calls a node refused for their node credential, by reason (missing, expired, invalid, tenant_mismatch, forbidden)."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_NODE_UNREACHABLE,
+        "Requests answered 503 because no connection to the node could be made (refused, DNS, connect timeout, untrusted TLS certificate), by role."
     );
     metrics::describe_counter!(
         names::GATEWAY_JWKS_FETCHES,

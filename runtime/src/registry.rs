@@ -131,12 +131,19 @@ pub fn rendezvous<'a>(key: &str, nodes: &'a [NodeEntry]) -> Option<&'a NodeEntry
 
 /// A node's registration: refreshed every [`HEARTBEAT`] from `describe` until dropped or
 /// [`Registration::deregister`]ed.
-#[derive(Debug)]
 pub struct Registration {
     task: tokio::task::JoinHandle<()>,
     kv: jetstream::kv::Store,
     key: String,
     describe: std::sync::Arc<dyn Fn() -> NodeEntry + Send + Sync>,
+}
+
+impl std::fmt::Debug for Registration {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registration")
+            .field("key", &self.key)
+            .finish()
+    }
 }
 
 /// Registers the node `describe` returns (called at every heartbeat, so `draining` and `load`
