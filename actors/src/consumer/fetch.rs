@@ -39,6 +39,10 @@ pub(super) async fn fetch_loop<E: DeserializeOwned + Send + Sync + 'static>(
     }
 }
 
+/// Beyond the fetch expiry, how long a message fetched as the intake stopped waits before it
+/// is redelivered (to another node: this one's pull has expired by then).
+pub const STRAY_REDELIVERY_MARGIN: Duration = Duration::from_millis(500);
+
 /// Fetches and dispatches until drained (`None`) or until fetching keeps failing
 /// (`Some(reason)`).
 async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
@@ -107,9 +111,14 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
                 while let Some(item) = messages.next().await {
                     match item {
                         // Delivered for a pull made before the intake stopped: hand it back
-                        // at once (another node takes it), not counted as a failure.
+                        // (another node takes it), not counted as a failure. Not at once: this
+                        // pull stays open until it expires, and an immediate redelivery would
+                        // come back to it — each nak a delivery attempt, until the server gives
+                        // up on the message (max_deliver) and it becomes poison. After the pull
+                        // expired, the redelivery can only go to a node that is fetching.
                         Ok(msg) if stopped(&intake) => {
-                            let _ = msg.ack_with(AckKind::Nak(None)).await;
+                            let after = config.fetch_expires + STRAY_REDELIVERY_MARGIN;
+                            let _ = msg.ack_with(AckKind::Nak(Some(after))).await;
                         }
                         Ok(msg) => {
                             failures = 0;
