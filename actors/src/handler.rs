@@ -139,6 +139,47 @@ pub trait EventHandler: Send + Sync + Sized + 'static {
         delivery: &Delivery<Self::Event>,
         state: &mut Self::State,
     ) -> impl Future<Output = Result<(), HandlerError>> + Send;
+
+    /// Takes one delivery from the mailbox. The default runs [`handle`](Self::handle) and
+    /// completes the delivery with its outcome before the next message (a panic is that
+    /// message's failure and fails the actor). A handler that works on batches — a view
+    /// coalescing what was fetched — may keep the delivery and complete it later: the
+    /// consumer settles it only then, and the server-side `max_ack_pending` (=
+    /// `max_in_flight`) still bounds what the handler holds. An error fails the actor.
+    fn accept(
+        &self,
+        delivery: Delivery<Self::Event>,
+        state: &mut Self::State,
+    ) -> impl Future<Output = Result<(), ActorProcessingErr>> + Send {
+        run_one(self, delivery, state)
+    }
+}
+
+/// Handles `delivery` with `handler` and completes it (see [`EventHandler::accept`]).
+pub async fn run_one<H: EventHandler>(
+    handler: &H,
+    mut delivery: Delivery<H::Event>,
+    state: &mut H::State,
+) -> Result<(), ActorProcessingErr> {
+    // A panic is this message's failure: report it, then fail the actor so its supervisor
+    // restarts it with fresh state.
+    let outcome = std::panic::AssertUnwindSafe(handler.handle(&delivery, state))
+        .catch_unwind()
+        .await;
+    match outcome {
+        Ok(result) => {
+            delivery.complete(result);
+            Ok(())
+        }
+        Err(payload) => {
+            let reason = format!(
+                "panicked: {}",
+                cloudlysis_runtime::mailbox::panic_message(&payload)
+            );
+            delivery.complete(Err(HandlerError::new(reason.clone())));
+            Err(reason.into())
+        }
+    }
 }
 
 /// Runs an [`EventHandler`] as a bounded actor.
@@ -161,27 +202,9 @@ impl<H: EventHandler> BoundedActor for HandlerActor<H> {
     async fn handle(
         &self,
         _myself: &BoundedRef<Self::Msg>,
-        mut delivery: Self::Msg,
+        delivery: Self::Msg,
         state: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
-        // A panic is this message's failure: report it, then fail the actor so its supervisor
-        // restarts it with fresh state.
-        let outcome = std::panic::AssertUnwindSafe(self.0.handle(&delivery, state))
-            .catch_unwind()
-            .await;
-        match outcome {
-            Ok(result) => {
-                delivery.complete(result);
-                Ok(())
-            }
-            Err(payload) => {
-                let reason = format!(
-                    "panicked: {}",
-                    cloudlysis_runtime::mailbox::panic_message(&payload)
-                );
-                delivery.complete(Err(HandlerError::new(reason.clone())));
-                Err(reason.into())
-            }
-        }
+        self.0.accept(delivery, state).await
     }
 }

@@ -26,6 +26,7 @@ pub mod typed;
 pub mod view;
 
 mod admin;
+pub mod batch;
 mod controller;
 mod mode;
 mod node;

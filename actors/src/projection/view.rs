@@ -276,6 +276,31 @@ impl<V: View> ViewStore<V> {
     }
 
     async fn apply_as(&self, commit: &Commit, seq: u64, redrive: bool) -> Result<Applied, String> {
+        let mut applied = Applied::default();
+        for (kv_key, events) in self.group(commit)? {
+            let item = [(seq, events)];
+            match self.apply_many(&kv_key, &item, redrive).await?.remove(0) {
+                Ok(true) => applied.written += 1,
+                Ok(false) => applied.already += 1,
+                Err(e) => return Err(e),
+            }
+        }
+        if applied.written > 0 {
+            self.commits.fetch_add(1, Ordering::Relaxed);
+        }
+        Ok(applied)
+    }
+
+    /// Counts one commit applied to at least one document.
+    pub(crate) fn count_commit(&self) {
+        self.commits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The events of `commit` this view follows, by document key (KV key).
+    pub(crate) fn group<'c>(
+        &self,
+        commit: &'c Commit,
+    ) -> Result<BTreeMap<String, Vec<&'c EventEnvelope>>, String> {
         let mut by_key: BTreeMap<String, Vec<&EventEnvelope>> = BTreeMap::new();
         for e in &commit.events {
             if !V::aggregate_types().contains(&e.aggregate_type.as_str()) {
@@ -290,27 +315,21 @@ impl<V: View> ViewStore<V> {
                 .or_default()
                 .push(e);
         }
-        let mut applied = Applied::default();
-        for (kv_key, events) in by_key {
-            if self.apply_to(&kv_key, &events, seq, redrive).await? {
-                applied.written += 1;
-            } else {
-                applied.already += 1;
-            }
-        }
-        if applied.written > 0 {
-            self.commits.fetch_add(1, Ordering::Relaxed);
-        }
-        Ok(applied)
+        Ok(by_key)
     }
 
-    async fn apply_to(
+    /// Applies `items` (stream sequence, that commit's events for this document), in order, to
+    /// the document at `kv_key`: one read (or cache hit) and **one** revision-checked write for
+    /// all of them (a concurrent writer makes it read and apply again). Each item's outcome:
+    /// `Ok(true)` applied, `Ok(false)` applied before (redelivery), `Err` its `apply` failed —
+    /// the other items are written without it. `Err` as a whole: reading or writing failed and
+    /// nothing was written.
+    pub(crate) async fn apply_many(
         &self,
         kv_key: &str,
-        events: &[&EventEnvelope],
-        seq: u64,
+        items: &[(u64, Vec<&EventEnvelope>)],
         redrive: bool,
-    ) -> Result<bool, String> {
+    ) -> Result<Vec<Result<bool, String>>, String> {
         for attempt in 0..5 {
             // The cached record is current exactly when its revision is the key's last one;
             // the revision-checked write below finds out.
@@ -352,34 +371,94 @@ impl<V: View> ViewStore<V> {
             };
             // Applied before: listed, or at or below the floor the set was pruned to (a copy
             // redelivered after another one was applied and the checkpoint passed it).
-            let done = if redrive {
-                record.applied.contains(&seq) || record.redriven.contains(&seq)
-            } else {
-                seq <= record.floor || record.applied.contains(&seq)
+            let done = |record: &DocumentRecord, seq: u64| {
+                if redrive {
+                    record.applied.contains(&seq) || record.redriven.contains(&seq)
+                } else {
+                    seq <= record.floor || record.applied.contains(&seq)
+                }
             };
-            if done {
+            // A copy of an item redelivered into the same batch is not applied again: it shares
+            // the outcome of the first copy (patched in below).
+            let mut first_copy = std::collections::HashMap::with_capacity(items.len());
+            let copy_of: Vec<Option<usize>> = items
+                .iter()
+                .enumerate()
+                .map(|(i, (seq, _))| match first_copy.entry(*seq) {
+                    std::collections::hash_map::Entry::Occupied(o) => Some(*o.get()),
+                    std::collections::hash_map::Entry::Vacant(v) => {
+                        v.insert(i);
+                        None
+                    }
+                })
+                .collect();
+            let mut outcome: Vec<Result<bool, String>> = items
+                .iter()
+                .zip(&copy_of)
+                .map(|((seq, _), copy)| Ok(copy.is_none() && !done(&record, *seq)))
+                .collect();
+            let share = |outcome: &mut Vec<Result<bool, String>>| {
+                for (i, copy) in copy_of.iter().enumerate() {
+                    if let Some(first) = copy {
+                        outcome[i] = match &outcome[*first] {
+                            Ok(_) => Ok(false),
+                            Err(e) => Err(e.clone()),
+                        };
+                    }
+                }
+            };
+            if !outcome.iter().any(|o| matches!(o, Ok(true))) {
                 if let Some(rev) = revision {
                     self.cache.put(kv_key, record, rev);
                 }
-                return Ok(false);
+                share(&mut outcome);
+                return Ok(outcome);
             }
-            let mut doc: V::Document = serde_json::from_value(record.doc.clone())
-                .map_err(|e| format!("document {kv_key} does not fit the view: {e}"))?;
-            for e in events {
-                V::apply(&mut doc, e)?;
+            // Fold the items due; an item whose apply fails is left out and the fold starts
+            // again without it (its partial changes must not be written).
+            let doc = loop {
+                let mut doc: V::Document = serde_json::from_value(record.doc.clone())
+                    .map_err(|e| format!("document {kv_key} does not fit the view: {e}"))?;
+                let mut failed = None;
+                for (i, (_, events)) in items.iter().enumerate() {
+                    if !matches!(outcome[i], Ok(true)) {
+                        continue;
+                    }
+                    if let Err(e) = events.iter().try_for_each(|e| V::apply(&mut doc, e)) {
+                        failed = Some((i, e));
+                        break;
+                    }
+                }
+                match failed {
+                    None => break doc,
+                    Some((i, e)) => outcome[i] = Err(e),
+                }
+            };
+            share(&mut outcome);
+            if !outcome.iter().any(|o| matches!(o, Ok(true))) {
+                if let Some(rev) = revision {
+                    self.cache.put(kv_key, record, rev);
+                }
+                return Ok(outcome);
             }
             // The checkpoint only rises and everything at or below it is settled: the floor
             // moves up to it and the set keeps what lies above.
             record.floor = record.floor.max(self.checkpoint.get());
             let floor = record.floor;
             record.applied.retain(|s| *s > floor);
-            if redrive && seq <= floor {
-                record.redriven.push(seq);
-                if record.redriven.len() > MAX_REDRIVEN {
-                    record.redriven.remove(0);
+            for ((seq, _), o) in items.iter().zip(&outcome) {
+                if !matches!(o, Ok(true)) {
+                    continue;
                 }
-            } else {
-                record.applied.push(seq);
+                if redrive && *seq <= floor {
+                    record.redriven.push(*seq);
+                    if record.redriven.len() > MAX_REDRIVEN {
+                        record.redriven.remove(0);
+                    }
+                } else {
+                    record.applied.push(*seq);
+                }
+                record.last_seq = record.last_seq.max(*seq);
             }
             if record.applied.len() > MAX_APPLIED {
                 // A document applying more than MAX_APPLIED events above a stalled checkpoint
@@ -388,7 +467,6 @@ impl<V: View> ViewStore<V> {
                 record.applied.sort_unstable();
                 record.applied.drain(..excess);
             }
-            record.last_seq = record.last_seq.max(seq);
             record.doc = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
             let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
             let write = async {
@@ -410,7 +488,7 @@ impl<V: View> ViewStore<V> {
             match tokio::time::timeout(self.io_timeout, write).await {
                 Ok(Ok(new_revision)) => {
                     self.cache.put(kv_key, record, new_revision);
-                    return Ok(true);
+                    return Ok(outcome);
                 }
                 // Another node wrote the document since we read it: read again.
                 Ok(Err((true, _))) => continue,
@@ -422,23 +500,36 @@ impl<V: View> ViewStore<V> {
     }
 }
 
-/// Feeds a view from its consumer: one commit per delivery.
+/// Feeds a view from its consumer, coalescing what arrives while a batch is written (see
+/// [`super::batch`]).
 pub struct ViewHandler<V>(pub ViewStore<V>);
 
 impl<V: View> EventHandler for ViewHandler<V> {
     type Event = Commit;
-    type State = ();
+    type State = super::batch::Batcher;
     const KIND: &'static str = "view";
 
-    async fn init(&self) -> Result<(), ActorProcessingErr> {
-        Ok(())
+    async fn init(&self) -> Result<super::batch::Batcher, ActorProcessingErr> {
+        Ok(super::batch::Batcher::start(self.0.clone()))
     }
 
-    async fn handle(&self, d: &Delivery<Commit>, _: &mut ()) -> Result<(), HandlerError> {
+    async fn handle(
+        &self,
+        d: &Delivery<Commit>,
+        _: &mut super::batch::Batcher,
+    ) -> Result<(), HandlerError> {
         self.0
             .apply(&d.event, d.meta.stream_sequence)
             .await
             .map(|_| ())
             .map_err(HandlerError::new)
+    }
+
+    async fn accept(
+        &self,
+        delivery: Delivery<Commit>,
+        batcher: &mut super::batch::Batcher,
+    ) -> Result<(), ActorProcessingErr> {
+        batcher.push(delivery).await
     }
 }
