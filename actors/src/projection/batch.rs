@@ -124,13 +124,21 @@ async fn apply_batch<V: View>(
             Err(e) => results[i] = Err(e),
         }
     }
-    let written: Vec<(Vec<usize>, Result<Vec<Result<bool, String>>, String>)> =
-        futures::stream::iter(docs.into_iter().map(|(key, items)| async move {
-            let (indices, items): (Vec<usize>, Vec<(u64, Vec<&EventEnvelope>)>) =
-                items.into_iter().unzip();
-            let outcome = store.apply_many(&key, &items, false).await;
-            (indices, outcome)
-        }))
+    type Written = (Vec<usize>, Result<Vec<Result<bool, String>>, String>);
+    // Boxed: a spawned task's future must not hold a closure generic over these borrows.
+    let writes: Vec<std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>>> =
+        docs.into_iter()
+            .map(|(key, items)| {
+                let (indices, items): (Vec<usize>, Vec<(u64, Vec<&EventEnvelope>)>) =
+                    items.into_iter().unzip();
+                Box::pin(async move {
+                    let outcome = store.apply_many(&key, &items, false).await;
+                    (indices, outcome)
+                })
+                    as std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>>
+            })
+            .collect();
+    let written: Vec<Written> = futures::stream::iter(writes)
         .buffer_unordered(MAX_CONCURRENT_WRITES)
         .collect()
         .await;
