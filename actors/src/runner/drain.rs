@@ -188,11 +188,15 @@ impl RunnerNode {
         let mut total = 0;
         let mut holding = Vec::new();
         for c in controls {
-            if let Ok(s) = c.ask(ConsumerMsg::Status, Duration::from_secs(2)).await
-                && s.in_flight > 0
-            {
-                total += s.in_flight;
-                holding.push(format!("{} ({})", s.durable, s.in_flight));
+            if let Ok(s) = c.ask(ConsumerMsg::Status, Duration::from_secs(2)).await {
+                if s.in_flight > 0 {
+                    total += s.in_flight;
+                    holding.push(format!("{} ({})", s.durable, s.in_flight));
+                } else if s.fetching {
+                    // Its last pull is still open (at most the fetch expiry): a message the
+                    // server sends to it is handed back, but only while this process runs.
+                    holding.push(format!("{} (pull open)", s.durable));
+                }
             }
         }
         (total, holding)
@@ -210,7 +214,7 @@ impl RunnerNode {
             let mut p = self.drain_progress();
             p.in_flight = n;
             set(self, p);
-            if n == 0 {
+            if n == 0 && holding.is_empty() {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
