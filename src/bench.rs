@@ -7,7 +7,7 @@
 //!
 //! * `raw_publish` — `async-nats` JetStream publish + ack of a commit-sized payload;
 //! * `gateway_command` — `POST /v1/commands/account/{id}` (Deposit) through the Gateway router
-//!   (in process, no HTTP socket) → gRPC → entity actor → JetStream append with optimistic
+//!   (in process, no HTTP socket) → gRPC → entity → JetStream append with optimistic
 //!   concurrency; with `--http`, `gateway_http`: the same over HTTP/1.1 on a loopback socket,
 //!   one keep-alive connection per worker, so the HTTP edge is measured too.
 //!

@@ -51,16 +51,10 @@ async fn passivation_then_rehydration_keeps_state() {
     );
     let before = consumer_count(&p).await;
 
-    // Wait until the entity has left the supervision tree.
+    // Wait until the entity has been passivated.
     let mut passivated = false;
     for _ in 0..500 {
-        let tree = p
-            .node
-            .supervisor()
-            .snapshot(Duration::from_secs(1))
-            .await
-            .unwrap();
-        if tree.children.is_empty() {
+        if p.node.live_entities("account").is_empty() {
             passivated = true;
             break;
         }

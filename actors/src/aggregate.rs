@@ -1,4 +1,4 @@
-//! The `Aggregate` behaviour and the entity actors that run it.
+//! The `Aggregate` behaviour and the entities (virtual actors) that run it.
 //!
 //! An aggregate is one file: its state, command and event types, `handle` (decide) and `apply`
 //! (evolve). Register it on an [`AggregateNode`] with one
@@ -42,17 +42,19 @@
 //! }
 //! ```
 //!
-//! Each `(tenant, aggregate id)` runs as one entity actor: spawned on demand under the node's
-//! dynamic supervisor, rehydrated from `AGGREGATE_EVENTS` on its first command, passivated after
-//! an idle timeout, with a bounded mailbox (a full one answers `RESOURCE_EXHAUSTED`).
+//! Each `(tenant, aggregate id)` runs as one entity — a virtual actor in its type's host
+//! (ADR 0012): loaded on demand, rehydrated from `AGGREGATE_EVENTS` on its first command, one
+//! command at a time in arrival order, passivated after an idle timeout, with a bounded mailbox
+//! (a full one answers `RESOURCE_EXHAUSTED`).
 
 //!
 //! Layout:
 //! - this file — the [`Aggregate`] behaviour and the types of a command's journey.
 //! - [`node`] — the [`AggregateNode`]: registry (`register::<A>()`), `CommandService`, gRPC
 //!   serving with health and reflection.
-//! - `host` — the host of one aggregate type: the registry of live entities.
-//! - `entity` — the entity actor: rehydrate, decide, commit, idempotency, passivate.
+//! - `host` — the host of one aggregate type.
+//! - `cell` — its live entities: registry, turn, mailbox bound, passivation.
+//! - `entity` — one entity's command: rehydrate, decide, commit, idempotency.
 
 use std::time::Duration;
 
@@ -64,6 +66,7 @@ use cloudlysis_runtime::outcome::ErrorKind;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+mod cell;
 mod command;
 mod entity;
 mod host;

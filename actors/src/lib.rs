@@ -1,7 +1,7 @@
 //! Cloudlysis actors: the behaviour traits and the node actors that run them.
 //!
 //! Layout — one folder per node role, with the pieces they share beside them:
-//! - [`aggregate`] — the [`Aggregate`] behaviour, its entity actors, and the aggregate node
+//! - [`aggregate`] — the [`Aggregate`] behaviour, its entities, and the aggregate node
 //!   (`CommandService`).
 //! - [`projection`] — the [`View`] behaviour, view generations and rebuilds, checkpoints, and
 //!   the projection node (`QueryService`, `ProjectionAdmin`).

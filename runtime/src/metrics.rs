@@ -53,7 +53,7 @@ pub mod names {
     /// Counter of entity rehydrations, labelled `aggregate_type` and `path` (`empty`,
     /// `snapshot`, `last_commit`, `direct`, `consumer`): how the state was read back.
     pub const REHYDRATIONS: &str = "cloudlysis_rehydrations_total";
-    /// Gauge of live entity actors in an aggregate node, labelled `aggregate_type`.
+    /// Gauge of live entities in an aggregate node, labelled `aggregate_type`.
     pub const ENTITIES: &str = "cloudlysis_entities";
     /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
     pub const COMMAND_DURATION: &str = "cloudlysis_command_duration_seconds";
@@ -320,7 +320,7 @@ fn describe() {
         names::REHYDRATIONS,
         "Entity rehydrations by how the state was read: no history, a snapshot alone, the last commit alone, message by message, or through an ad-hoc consumer."
     );
-    metrics::describe_gauge!(names::ENTITIES, "Live entity actors per aggregate type.");
+    metrics::describe_gauge!(names::ENTITIES, "Live entities per aggregate type.");
     metrics::describe_histogram!(
         names::COMMAND_DURATION,
         metrics::Unit::Seconds,

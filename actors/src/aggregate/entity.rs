@@ -1,6 +1,8 @@
-//! The entity actor: one per live `(tenant, aggregate id)` — rehydrates from the stream
+//! The entity: one per live `(tenant, aggregate id)` — rehydrates from the stream
 //! (`rehydrate`), decides with `handle`, commits atomically under an optimistic-concurrency
-//! check, remembers idempotency keys, and passivates when idle.
+//! check, and remembers idempotency keys. It is a virtual actor (ADR 0012): a cell in its host's
+//! registry whose lock is its turn, so commands for one entity run one at a time in arrival
+//! order, at most `aggregate.entity_mailbox` of them queued; the host passivates idle cells.
 
 use std::marker::PhantomData;
 use std::sync::Arc;
@@ -12,25 +14,13 @@ use async_nats::jetstream;
 use bytes::Bytes;
 use cloudlysis_runtime::context::{RequestContext, TenantId, headers};
 use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, EventEnvelope};
-use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::nats::{self, NatsError};
 use cloudlysis_runtime::{SubjectToken, kv as buckets, subject};
-use ractor::RpcReplyPort;
 
 pub(crate) use super::command::{decode_command, fingerprint, split_tagged, token};
 
-/// Actor kind of entity actors.
+/// Actor kind of entities (the `kind` label of their mailbox metrics).
 pub const ENTITY_KIND: &str = "entity";
-
-/// Messages of an entity actor.
-pub(crate) enum EntityMsg {
-    Execute(
-        Box<CommandRequest>,
-        Arc<Claim>,
-        RpcReplyPort<Result<ExecuteReply, CommandError>>,
-    ),
-    CheckIdle,
-}
 
 /// Who decides what a command's deadline means: the host, which answers the caller when the
 /// deadline passes, or the entity, which may have started publishing the commit. Exactly one
@@ -80,17 +70,12 @@ pub(crate) struct IdempotencyRecord {
     pub(crate) fingerprint: Option<String>,
 }
 
+/// An entity's identity and what it shares with its host.
 pub(crate) struct Entity<A> {
-    pub(crate) key: String,
     pub(crate) tenant: TenantId,
     pub(crate) id: SubjectToken,
     pub(crate) shared: Arc<HostShared>,
     pub(crate) _aggregate: PhantomData<fn() -> A>,
-}
-
-pub(crate) struct EntityState<S> {
-    pub(crate) loaded: Option<Loaded<S>>,
-    pub(crate) last_active: tokio::time::Instant,
 }
 
 /// Most idempotency keys remembered per loaded entity (from its own commits).
@@ -125,68 +110,6 @@ pub(crate) struct Loaded<S> {
     /// Results of this entity's commits by their `Nats-Msg-Id`, for replays whose KV record is
     /// missing.
     pub(crate) commits_by_msg_id: std::collections::HashMap<String, IdempotencyRecord>,
-}
-
-impl<A: Aggregate> BoundedActor for Entity<A> {
-    type Msg = EntityMsg;
-    type State = EntityState<A::State>;
-    type Arguments = ();
-    const KIND: &'static str = ENTITY_KIND;
-
-    async fn pre_start(
-        &self,
-        _: BoundedRef<EntityMsg>,
-        _: (),
-    ) -> Result<Self::State, ActorProcessingErr> {
-        // Rehydration waits for the first command so spawning stays cheap; the host's idle
-        // sweeper sends `CheckIdle` (no timer per entity).
-        Ok(EntityState {
-            loaded: None,
-            last_active: tokio::time::Instant::now(),
-        })
-    }
-
-    async fn handle(
-        &self,
-        myself: &BoundedRef<EntityMsg>,
-        msg: EntityMsg,
-        state: &mut Self::State,
-    ) -> Result<(), ActorProcessingErr> {
-        match msg {
-            EntityMsg::Execute(req, claim, reply) => {
-                state.last_active = tokio::time::Instant::now();
-                // The caller gave up (deadline passed, connection gone): do not commit for it.
-                if reply.is_closed()
-                    || req
-                        .deadline
-                        .is_some_and(|d| tokio::time::Instant::now() >= d)
-                {
-                    return Ok(());
-                }
-                // Boxed: the command's future (rehydration, publish, KV) is large, and inline it
-                // would be part of every idle entity's task for as long as the entity lives.
-                let result = Box::pin(self.execute(*req, &claim, &mut state.loaded)).await;
-                let _ = reply.send(result);
-            }
-            EntityMsg::CheckIdle => {
-                if state.last_active.elapsed() >= self.shared.settings.idle_timeout
-                    && myself.depth() <= 1
-                {
-                    // Passivate: leave the registry first so new commands spawn a fresh entity,
-                    // then drain — commands already queued are still handled, later sends fail
-                    // as closed and are retried on a new entity.
-                    self.shared.entities.remove_if(&self.key, |_, v| {
-                        v.get().is_some_and(|m| m.same_mailbox(myself))
-                    });
-                    self.shared.update_live_gauge();
-                    if let Some(actor) = myself.actor() {
-                        let _ = actor.drain();
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
 }
 
 impl<A: Aggregate> Entity<A> {
@@ -235,7 +158,9 @@ impl<A: Aggregate> Entity<A> {
         );
     }
 
-    async fn execute(
+    /// Runs one command on `loaded` (the cached state, `None` when not loaded): the entity's
+    /// whole decision and commit. The caller holds the entity's turn.
+    pub(crate) async fn execute(
         &self,
         req: CommandRequest,
         claim: &Claim,

@@ -1,18 +1,13 @@
-//! The host of one aggregate type: the registry of live entity actors, spawned on demand under
-//! the node's supervisor and bounded by `aggregate.max_entities`.
+//! The host of one aggregate type: its live entities (virtual actors in a registry, loaded on
+//! demand, bounded by `aggregate.max_entities`, passivated when idle — `cell`).
 
 use std::marker::PhantomData;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 
+use super::cell::Entities;
 use super::entity::*;
 use super::*;
 use async_nats::jetstream::{self, kv};
-use cloudlysis_runtime::SubjectToken;
-use cloudlysis_runtime::context::TenantId;
-use cloudlysis_runtime::mailbox::BoundedRef;
-use cloudlysis_supervision::{ChildSpec, Restart, SupervisorRef};
-use dashmap::DashMap;
 
 /// Runs commands for one aggregate type (type-erased for the node's registry).
 pub(crate) trait Host: Send + Sync {
@@ -20,6 +15,9 @@ pub(crate) trait Host: Send + Sync {
         &self,
         req: CommandRequest,
     ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>>;
+
+    /// The keys (`tenant.id`) of the live entities.
+    fn live(&self) -> Vec<String>;
 }
 
 /// Shared by a type's host and its entities.
@@ -29,22 +27,15 @@ pub(crate) struct HostShared {
     pub(crate) idempotency: kv::Store,
     /// The snapshot bucket, when this aggregate type takes snapshots.
     pub(crate) snapshots: Option<kv::Store>,
-    pub(crate) supervisor: SupervisorRef,
     pub(crate) settings: AggregateSettings,
-    pub(crate) incarnation: AtomicU64,
-    pub(crate) entities: crate::idle::Registry<EntityMsg>,
+    /// `cloudlysis_entities{aggregate_type}`.
     pub(crate) live: metrics::Gauge,
 }
 
-impl HostShared {
-    pub(crate) fn update_live_gauge(&self) {
-        self.live.set(self.entities.len() as f64);
-    }
-}
-
 /// The host of one aggregate type.
-pub(crate) struct AggregateHost<A> {
+pub(crate) struct AggregateHost<A: Aggregate> {
     pub(crate) shared: Arc<HostShared>,
+    pub(crate) entities: Arc<Entities<A>>,
     pub(crate) _aggregate: PhantomData<fn() -> A>,
 }
 
@@ -54,10 +45,9 @@ impl<A: Aggregate> AggregateHost<A> {
         js: jetstream::Context,
         events: jetstream::stream::Stream,
         idempotency: kv::Store,
-        supervisor: SupervisorRef,
         settings: AggregateSettings,
     ) -> Self {
-        Self::with_snapshots(js, events, idempotency, None, supervisor, settings)
+        Self::with_snapshots(js, events, idempotency, None, settings)
     }
 
     /// [`AggregateHost::new`] with the snapshot bucket (used only when `A` takes snapshots).
@@ -66,78 +56,25 @@ impl<A: Aggregate> AggregateHost<A> {
         events: jetstream::stream::Stream,
         idempotency: kv::Store,
         snapshots: Option<kv::Store>,
-        supervisor: SupervisorRef,
         settings: AggregateSettings,
     ) -> Self {
         super::snapshot::register::<A>();
         super::rehydrate::register::<A>();
-        let host = Self {
-            shared: Arc::new(HostShared {
-                js,
-                events,
-                idempotency,
-                snapshots: snapshots.filter(|_| A::snapshots().is_some()),
-                supervisor,
-                settings,
-                incarnation: AtomicU64::new(0),
-                entities: DashMap::new(),
-                live: metrics::gauge!(
-                    cloudlysis_runtime::metrics::names::ENTITIES,
-                    "aggregate_type" => A::TYPE
-                ),
-            }),
+        let shared = Arc::new(HostShared {
+            js,
+            events,
+            idempotency,
+            snapshots: snapshots.filter(|_| A::snapshots().is_some()),
+            settings,
+            live: metrics::gauge!(
+                cloudlysis_runtime::metrics::names::ENTITIES,
+                "aggregate_type" => A::TYPE
+            ),
+        });
+        Self {
+            entities: Entities::new(shared.clone()),
+            shared,
             _aggregate: PhantomData,
-        };
-        // Passivation: entities idle for `idle_timeout` stop at the next sweep.
-        crate::idle::spawn_sweeper(
-            &host.shared,
-            host.shared.settings.idle_timeout / 2,
-            |h: &HostShared| &h.entities,
-            || EntityMsg::CheckIdle,
-        );
-        host
-    }
-
-    /// Starts an entity under the supervisor. Runs as its own task so a caller that gives up
-    /// mid-way cannot leave a started entity behind an empty registry slot.
-    async fn spawn(
-        shared: Arc<HostShared>,
-        key: String,
-        tenant: TenantId,
-        id: SubjectToken,
-    ) -> Result<BoundedRef<EntityMsg>, CommandError> {
-        let mailbox = BoundedRef::new(ENTITY_KIND, shared.settings.mailbox);
-        let n = shared.incarnation.fetch_add(1, Ordering::Relaxed);
-        let supervisor = shared.supervisor.clone();
-        // Unique under the node's one supervisor across every aggregate type and incarnation.
-        let name = format!("{}/{key}#{n}", A::TYPE);
-        let spec = ChildSpec::bounded(name.clone(), mailbox.clone(), move || {
-            (
-                Entity::<A> {
-                    key: key.clone(),
-                    tenant: tenant.clone(),
-                    id: id.clone(),
-                    shared: shared.clone(),
-                    _aggregate: PhantomData,
-                },
-                (),
-            )
-        })
-        // Temporary: a failed entity is not restarted by the supervisor (no intensity storm
-        // from one bad aggregate); the next command for the key spawns a fresh one.
-        .restart(Restart::Temporary);
-        match supervisor.start_child(spec).await {
-            Ok(()) => Ok(mailbox),
-            Err(e) => {
-                // A start that timed out may still complete later (the request waits in the
-                // supervisor's mailbox): stop it, so no orphan entity outlives its slot.
-                if matches!(e, cloudlysis_supervision::SupervisorError::Timeout { .. }) {
-                    let _ = supervisor.stop_child(&name).await;
-                }
-                Err(CommandError::Unavailable(format!(
-                    "entity start failed: {e}"
-                )))
-            }
         }
     }
 }
@@ -148,7 +85,7 @@ impl<A: Aggregate> Host for AggregateHost<A> {
         req: CommandRequest,
     ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>> {
         Box::pin(async move {
-            // Malformed commands are refused before any entity is spawned for them.
+            // Malformed commands are refused before any entity is loaded for them.
             decode_command::<A>(&req.command_type, &req.payload)?;
             let key = format!("{}.{}", req.ctx.tenant, req.aggregate_id);
             let now = tokio::time::Instant::now();
@@ -159,91 +96,12 @@ impl<A: Aggregate> Host for AggregateHost<A> {
             let mut req = req;
             req.deadline = Some(deadline);
             let timeout = deadline.saturating_duration_since(now);
-            // Two tries: the first may hit an entity that is passivating.
-            for _ in 0..2 {
-                if !self.shared.entities.contains_key(&key)
-                    && self.shared.entities.len() >= self.shared.settings.max_entities
-                {
-                    return Err(CommandError::Busy(format!(
-                        "{} live `{}` entities (aggregate.max_entities); retry later",
-                        self.shared.settings.max_entities,
-                        A::TYPE
-                    )));
-                }
-                let slot = self.shared.entities.entry(key.clone()).or_default().clone();
-                self.shared.update_live_gauge();
-                let started = slot
-                    .get_or_try_init(|| {
-                        let spawn = Self::spawn(
-                            self.shared.clone(),
-                            key.clone(),
-                            req.ctx.tenant.clone(),
-                            req.aggregate_id.clone(),
-                        );
-                        async move {
-                            tokio::spawn(spawn).await.map_err(|e| {
-                                CommandError::Unavailable(format!("entity start failed: {e}"))
-                            })?
-                        }
-                    })
-                    .await;
-                let mailbox = match started {
-                    Ok(m) => m.clone(),
-                    Err(e) => {
-                        // No entity behind the slot: free it, or it would count against
-                        // `max_entities` until a command for this key came again.
-                        self.shared
-                            .entities
-                            .remove_if(&key, |_, v| Arc::ptr_eq(v, &slot) && v.get().is_none());
-                        self.shared.update_live_gauge();
-                        return Err(e);
-                    }
-                };
-                let Some(reservation) = mailbox.try_reserve() else {
-                    return Err(CommandError::Busy(format!(
-                        "{}/{}",
-                        A::TYPE,
-                        req.aggregate_id
-                    )));
-                };
-                let (tx, rx) = ractor::concurrency::oneshot();
-                let claim = Arc::new(Claim::default());
-                match reservation.send(EntityMsg::Execute(
-                    Box::new(req.clone()),
-                    claim.clone(),
-                    tx.into(),
-                )) {
-                    Ok(()) => {
-                        return match tokio::time::timeout(timeout, rx).await {
-                            Ok(Ok(result)) => result,
-                            // The entity stopped (panicked) mid-command: if it had started
-                            // publishing, the commit may have landed.
-                            Ok(Err(_)) if !claim.abandon() => Err(CommandError::OutcomeUnknown(
-                                "the entity stopped while publishing the commit".into(),
-                            )),
-                            Ok(Err(_)) => Err(CommandError::Unavailable(
-                                "the entity stopped before answering; nothing was committed".into(),
-                            )),
-                            // The deadline passed. Nothing was committed only if no publish
-                            // had started — and, once abandoned, none will.
-                            Err(_) if claim.abandon() => Err(CommandError::Timeout(timeout)),
-                            Err(_) => Err(CommandError::OutcomeUnknown(format!(
-                                "the deadline ({timeout:?}) passed while the commit was being \
-                                 published"
-                            ))),
-                        };
-                    }
-                    Err(_) => {
-                        self.shared
-                            .entities
-                            .remove_if(&key, |_, v| Arc::ptr_eq(v, &slot));
-                    }
-                }
-            }
-            Err(CommandError::Unavailable(
-                "the entity could not be started".into(),
-            ))
+            self.entities.execute(key, req, timeout).await
         })
+    }
+
+    fn live(&self) -> Vec<String> {
+        self.entities.keys()
     }
 }
 
@@ -251,8 +109,7 @@ impl<A: Aggregate> Host for AggregateHost<A> {
 mod tests {
     use super::*;
     use cloudlysis_runtime::kv as buckets;
-    use cloudlysis_runtime::{RequestContext, stream};
-    use cloudlysis_supervision::SupervisorConfig;
+    use cloudlysis_runtime::{RequestContext, SubjectToken, TenantId, stream};
     use cloudlysis_test_support::NatsServer;
     use serde::{Deserialize, Serialize};
 
@@ -262,6 +119,7 @@ mod tests {
     #[serde(tag = "type", content = "payload")]
     enum Cmd {
         Bump,
+        Boom,
     }
 
     #[derive(Serialize, Deserialize)]
@@ -276,20 +134,18 @@ mod tests {
         type State = u64;
         type Command = Cmd;
         type Event = Evt;
-        fn handle(_: &u64, _: Cmd, _: &CommandContext) -> Result<Vec<Evt>, Rejection> {
-            Ok(vec![Evt::Bumped])
+        fn handle(_: &u64, c: Cmd, _: &CommandContext) -> Result<Vec<Evt>, Rejection> {
+            match c {
+                Cmd::Bump => Ok(vec![Evt::Bumped]),
+                Cmd::Boom => panic!("boom"),
+            }
         }
         fn apply(s: &mut u64, _: &Evt) {
             *s += 1;
         }
     }
 
-    /// An entity whose start fails frees its registry slot: failures do not add up against
-    /// `max_entities` (before the fix, the slots stayed until a command for the same key came,
-    /// and after `max_entities` failed starts every new entity got "busy" for good).
-    #[tokio::test]
-    async fn a_failed_entity_start_leaves_no_slot_behind() {
-        let server = NatsServer::start().await.unwrap();
+    async fn host(server: &NatsServer, settings: AggregateSettings) -> AggregateHost<Counter> {
         let js = server.jetstream().await;
         stream::ensure_stream(&js, &stream::aggregate_events())
             .await
@@ -298,36 +154,120 @@ mod tests {
         let idempotency = buckets::ensure_bucket(&js, &buckets::idempotency())
             .await
             .unwrap();
-        // A supervisor that is gone: every entity start fails.
-        let supervisor = SupervisorRef::start(SupervisorConfig::new("gone"), None)
-            .await
-            .unwrap();
-        supervisor
-            .shutdown(std::time::Duration::from_secs(5))
-            .await
-            .unwrap();
+        AggregateHost::<Counter>::new(js, events, idempotency, settings)
+    }
+
+    fn request(id: &str, command: &str) -> CommandRequest {
+        CommandRequest {
+            ctx: RequestContext::new(TenantId::new("acme").unwrap()),
+            aggregate_id: SubjectToken::new(id).unwrap(),
+            command_type: command.into(),
+            payload: Default::default(),
+            expected_version: None,
+            deadline: None,
+        }
+    }
+
+    /// A command whose aggregate code panics answers "unavailable, nothing was committed", and
+    /// costs only that entity's cached state: its next command reloads it from the stream and
+    /// commits at the right version, and other entities are untouched.
+    #[tokio::test]
+    async fn a_panicking_command_drops_only_its_entitys_state() {
+        let server = NatsServer::start().await.unwrap();
+        let host = host(&server, AggregateSettings::default()).await;
+        for id in ["a", "b"] {
+            assert_eq!(host.execute(request(id, "Bump")).await.unwrap().version, 1);
+        }
+        let err = host.execute(request("a", "Boom")).await.unwrap_err();
+        assert!(
+            matches!(err, CommandError::Unavailable(ref m) if m.contains("boom") && m.contains("nothing was committed")),
+            "{err:?}"
+        );
+        assert_eq!(host.execute(request("a", "Bump")).await.unwrap().version, 2);
+        assert_eq!(host.execute(request("b", "Bump")).await.unwrap().version, 2);
+    }
+
+    /// Beyond `aggregate.max_entities` live entities a new one is refused as busy, while the
+    /// live ones keep working; once they are passivated, new ones are admitted again.
+    #[tokio::test]
+    async fn beyond_max_entities_a_new_entity_is_busy_until_others_passivate() {
+        let server = NatsServer::start().await.unwrap();
         let settings = AggregateSettings {
             max_entities: 2,
+            idle_timeout: std::time::Duration::from_millis(50),
             ..AggregateSettings::default()
         };
-        let host = AggregateHost::<Counter>::new(js, events, idempotency, supervisor, settings);
-        for i in 0..5 {
-            let err = host
-                .execute(CommandRequest {
-                    ctx: RequestContext::new(TenantId::new("acme").unwrap()),
-                    aggregate_id: SubjectToken::new(format!("c{i}")).unwrap(),
-                    command_type: "Bump".into(),
-                    payload: Default::default(),
-                    expected_version: None,
-                    deadline: None,
-                })
-                .await
-                .unwrap_err();
-            assert!(
-                matches!(err, CommandError::Unavailable(ref m) if m.contains("entity start failed")),
-                "start {i}: {err:?}"
-            );
+        let host = host(&server, settings).await;
+        host.execute(request("a", "Bump")).await.unwrap();
+        host.execute(request("b", "Bump")).await.unwrap();
+        let err = host.execute(request("c", "Bump")).await.unwrap_err();
+        assert!(
+            matches!(err, CommandError::Busy(ref m) if m.contains("aggregate.max_entities")),
+            "{err:?}"
+        );
+        assert_eq!(host.execute(request("a", "Bump")).await.unwrap().version, 2);
+        // Poll with a deadline until the sweeper has passivated both.
+        let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+        while host.entities.len() > 0 {
+            assert!(tokio::time::Instant::now() < deadline, "never passivated");
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
         }
-        assert_eq!(host.shared.entities.len(), 0, "no slot left behind");
+        assert_eq!(host.execute(request("c", "Bump")).await.unwrap().version, 1);
+        assert_eq!(host.execute(request("a", "Bump")).await.unwrap().version, 3);
+    }
+
+    /// Commands for one entity sent at once all commit, one at a time: versions 1..=n, each
+    /// once — the entity's turn serialises them without a conflict.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_commands_for_one_entity_take_turns() {
+        let server = NatsServer::start().await.unwrap();
+        let host = Arc::new(host(&server, AggregateSettings::default()).await);
+        let mut tasks = Vec::new();
+        for _ in 0..32 {
+            let host = host.clone();
+            tasks.push(tokio::spawn(async move {
+                host.execute(request("x", "Bump")).await.unwrap().version
+            }));
+        }
+        let mut versions = Vec::new();
+        for t in tasks {
+            versions.push(t.await.unwrap());
+        }
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=32).collect::<Vec<u64>>());
+    }
+
+    /// An entity's mailbox is bounded by `aggregate.entity_mailbox`: with room for one command,
+    /// commands arriving while one runs are refused as busy (429 at the Gateway), not queued,
+    /// and those accepted commit in order.
+    #[tokio::test(flavor = "current_thread")]
+    async fn a_full_entity_mailbox_refuses_as_busy() {
+        let server = NatsServer::start().await.unwrap();
+        let settings = AggregateSettings {
+            mailbox: 1,
+            ..AggregateSettings::default()
+        };
+        let host = Arc::new(host(&server, settings).await);
+        let mut tasks = Vec::new();
+        for _ in 0..16 {
+            let host = host.clone();
+            tasks.push(tokio::spawn(async move {
+                host.execute(request("y", "Bump")).await
+            }));
+        }
+        let (mut versions, mut busy) = (Vec::new(), 0);
+        for t in tasks {
+            match t.await.unwrap() {
+                Ok(r) => versions.push(r.version),
+                Err(CommandError::Busy(m)) => {
+                    assert!(m.contains("counter/y"), "{m}");
+                    busy += 1;
+                }
+                Err(e) => panic!("{e:?}"),
+            }
+        }
+        assert!(busy > 0, "nothing refused");
+        versions.sort_unstable();
+        assert_eq!(versions, (1..=versions.len() as u64).collect::<Vec<_>>());
     }
 }

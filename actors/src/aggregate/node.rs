@@ -61,7 +61,7 @@ pub const IDLE_TIMEOUT_MS: cloudlysis_runtime::config::Setting =
         key: "aggregate.idle_timeout_ms",
         env: "CLOUDLYSIS_IDLE_TIMEOUT_MS",
         flag: "",
-        doc: "idle time before an entity actor is passivated, milliseconds [default: 300000]",
+        doc: "idle time before an entity is passivated, milliseconds [default: 300000]",
     };
 /// Deadline of one command inside the node.
 pub const NODE_COMMAND_TIMEOUT_MS: cloudlysis_runtime::config::Setting =
@@ -77,7 +77,7 @@ pub const MAX_ENTITIES: cloudlysis_runtime::config::Setting = cloudlysis_runtime
     key: "aggregate.max_entities",
     env: "CLOUDLYSIS_MAX_ENTITIES",
     flag: "",
-    doc: "most live entity actors per aggregate type; beyond it new entities get 429 [default: 100000]",
+    doc: "most live entities per aggregate type; beyond it new entities get 429 [default: 100000]",
 };
 
 /// Every aggregate-node setting.
@@ -149,9 +149,8 @@ struct Stores {
     snapshots: Option<jetstream::kv::Store>,
 }
 
-type Registration = Box<
-    dyn FnOnce(Stores, SupervisorRef, AggregateSettings) -> (&'static str, Arc<dyn Host>) + Send,
->;
+type Registration =
+    Box<dyn FnOnce(Stores, AggregateSettings) -> (&'static str, Arc<dyn Host>) + Send>;
 
 /// Builds an [`AggregateNode`].
 pub struct AggregateNodeBuilder {
@@ -167,13 +166,12 @@ impl AggregateNodeBuilder {
         self.registrations.push((
             A::TYPE,
             A::snapshots().is_some(),
-            Box::new(|stores: Stores, sup, settings| {
+            Box::new(|stores: Stores, settings| {
                 let host = AggregateHost::<A>::with_snapshots(
                     stores.js,
                     stores.events,
                     stores.idempotency,
                     stores.snapshots,
-                    sup,
                     settings,
                 );
                 (A::TYPE, Arc::new(host) as Arc<dyn Host>)
@@ -212,8 +210,9 @@ impl AggregateNodeBuilder {
         } else {
             None
         };
-        // Entities are dynamic, transient children of the root: a crash-looping entity is
-        // restarted with backoff, and only a storm across many entities escalates.
+        // The node's root supervisor (its tree is what operators see of the node). Entities
+        // are not its children but virtual actors in their hosts (ADR 0012): a panicking
+        // command drops only its entity's cached state.
         let root = SupervisorRef::start(
             SupervisorConfig::new("aggregate-node")
                 .intensity(100, Duration::from_secs(10))
@@ -221,7 +220,6 @@ impl AggregateNodeBuilder {
             None,
         )
         .await?;
-        cloudlysis_runtime::mailbox::register_kind(crate::aggregate::ENTITY_KIND);
         let mut hosts = HashMap::new();
         for (ty, _, _) in &self.registrations {
             register_metrics(ty);
@@ -233,7 +231,7 @@ impl AggregateNodeBuilder {
                 idempotency: idem.clone(),
                 snapshots: snapshots.clone(),
             };
-            let (ty, host) = register(stores, root.clone(), self.settings);
+            let (ty, host) = register(stores, self.settings);
             hosts.insert(ty, host);
         }
         Ok(AggregateNode {
@@ -288,9 +286,20 @@ impl AggregateNode {
         }
     }
 
-    /// The root supervisor (entities are its children).
+    /// The root supervisor. Entities are not its children: they are virtual actors in their
+    /// hosts (ADR 0012; see [`AggregateNode::live_entities`]).
     pub fn supervisor(&self) -> &SupervisorRef {
         &self.inner.root
+    }
+
+    /// The live entities of aggregate type `ty` (`tenant.id` keys, unordered); empty for an
+    /// unknown type.
+    pub fn live_entities(&self, ty: &str) -> Vec<String> {
+        self.inner
+            .hosts
+            .get(ty)
+            .map(|h| h.live())
+            .unwrap_or_default()
     }
 
     /// Registered aggregate types.
