@@ -9,7 +9,11 @@
 //! | `POST /v1/commands/{aggregate_type}/{id}` | `commands:<aggregate_type>` | `commands:*` |
 //! | `GET /v1/query/{view}/…` (event-path issue) | `queries:<view>` | `queries:*` |
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use cloudlysis_runtime::metrics::names;
 
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
@@ -59,6 +63,44 @@ pub struct Authenticator {
     decoding: DecodingKey,
     validation: Validation,
     oidc: Option<std::sync::Arc<crate::oidc::Oidc>>,
+    verified: Arc<VerifiedTokens>,
+}
+
+/// Most HS256 tokens remembered as verified; when full, the cache starts over.
+pub const MAX_VERIFIED_TOKENS: usize = 8192;
+
+/// HS256 tokens that verified, with their claims, so a client that sends one token with every
+/// request pays for its signature check once per token, not once per request (and a refusal at
+/// admission costs a lookup). Only tokens signed with the Gateway's own secret — fixed for the
+/// process's life — are remembered; an entry is used only while its `exp` lies ahead, after
+/// which the token goes through the full check again (and is refused as expired). Bounded by
+/// [`MAX_VERIFIED_TOKENS`]; `cloudlysis_gateway_token_cache_total{outcome}` counts hits and
+/// misses.
+#[derive(Default)]
+struct VerifiedTokens(Mutex<HashMap<Box<str>, Claims>>);
+
+impl VerifiedTokens {
+    fn get(&self, token: &str, now: u64) -> Option<Claims> {
+        let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let hit = map.get(token).filter(|c| c.exp > now).cloned();
+        let outcome = if hit.is_some() { "hit" } else { "miss" };
+        metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(1);
+        hit
+    }
+
+    fn put(&self, token: &str, claims: &Claims) {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if map.len() >= MAX_VERIFIED_TOKENS {
+            map.clear();
+        }
+        map.insert(token.into(), claims.clone());
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -81,6 +123,7 @@ impl Authenticator {
             decoding: DecodingKey::from_secret(secret),
             validation,
             oidc: None,
+            verified: Arc::default(),
         })
     }
 
@@ -129,6 +172,9 @@ impl Authenticator {
             })
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Missing)?;
+        if let Some(claims) = self.verified.get(token, unix_now()) {
+            return Ok(claims);
+        }
         let header =
             jsonwebtoken::decode_header(token).map_err(|e| AuthError::Invalid(e.to_string()))?;
         match (header.alg, &self.oidc) {
@@ -149,7 +195,10 @@ impl Authenticator {
             }
         }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
-            .map(|data| data.claims)
+            .map(|data| {
+                self.verified.put(token, &data.claims);
+                data.claims
+            })
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
                 _ => AuthError::Invalid(e.to_string()),
@@ -213,6 +262,49 @@ mod tests {
     use super::*;
 
     const SECRET: &[u8] = b"0123456789abcdef0123456789abcdef";
+
+    /// A verified token is remembered (its signature is not checked again), but only while its
+    /// `exp` lies ahead: a remembered token past its expiry is refused as expired, exactly as
+    /// without the cache; a token signed with another secret is never taken from the cache.
+    #[test]
+    fn a_remembered_token_is_not_checked_again_and_still_expires() {
+        let a = Authenticator::new(SECRET).unwrap();
+        let t = a
+            .mint(
+                "ops",
+                "acme",
+                &["commands:*".into()],
+                Duration::from_secs(60),
+            )
+            .unwrap();
+        let first = a.verify(Some(&format!("Bearer {t}"))).unwrap();
+        assert!(a.verified.get(&t, unix_now()).is_some(), "remembered");
+        assert_eq!(a.verify(Some(&format!("Bearer {t}"))).unwrap(), first);
+
+        // A token whose exp has passed, planted in the cache as if it had been verified.
+        let past = Claims {
+            exp: unix_now() - 10,
+            ..first.clone()
+        };
+        let expired = jsonwebtoken::encode(
+            &Header::new(Algorithm::HS256),
+            &past,
+            &EncodingKey::from_secret(SECRET),
+        )
+        .unwrap();
+        a.verified.put(&expired, &past);
+        assert_eq!(
+            a.verify(Some(&format!("Bearer {expired}"))),
+            Err(AuthError::Expired)
+        );
+
+        // Another Gateway's cache knows nothing of this one's tokens.
+        let other = Authenticator::new(b"another-secret-another-secret-another").unwrap();
+        assert!(matches!(
+            other.verify(Some(&format!("Bearer {t}"))),
+            Err(AuthError::Invalid(_))
+        ));
+    }
 
     #[test]
     fn minted_tokens_verify_with_their_claims() {

@@ -96,6 +96,9 @@ fn register_metrics() {
     for role in ["aggregate", "projection", "runner"] {
         metrics::counter!(names::GATEWAY_NODE_UNREACHABLE, "role" => role).increment(0);
     }
+    for outcome in ["hit", "miss"] {
+        metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(0);
+    }
 }
 
 /// The subject of the Gateway's own node credentials (probes).

@@ -71,6 +71,9 @@ pub mod names {
     /// Fetches of the identity provider's JWK set (`gateway.jwks_url`), by `result` (`ok`,
     /// `error`).
     pub const GATEWAY_JWKS_FETCHES: &str = "cloudlysis_gateway_jwks_fetches_total";
+    /// Counter of look-ups of the Gateway's cache of verified HS256 tokens, labelled
+    /// `outcome` (`hit`, `miss`).
+    pub const GATEWAY_TOKEN_CACHE: &str = "cloudlysis_gateway_token_cache_total";
     /// gRPC calls a node refused for their node credential, by `reason` (`missing`,
     /// `expired`, `invalid`, `tenant_mismatch`, `forbidden`).
     pub const NODE_CALL_REJECTIONS: &str = "cloudlysis_node_call_rejections_total";
@@ -198,6 +201,7 @@ pub mod names {
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
         GATEWAY_JWKS_FETCHES,
+        GATEWAY_TOKEN_CACHE,
         GATEWAY_ADMISSION_REJECTIONS,
         NODE_CALL_REJECTIONS,
         NODE_CALLS_ABANDONED,
@@ -382,6 +386,10 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_NODE_UNREACHABLE,
         "Requests answered 503 because no connection to the node could be made (refused, DNS, connect timeout, untrusted TLS certificate), by role."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_TOKEN_CACHE,
+        "Look-ups of the Gateway's cache of verified HS256 tokens, by outcome (hit, miss)."
     );
     metrics::describe_counter!(
         names::GATEWAY_JWKS_FETCHES,
