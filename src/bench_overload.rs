@@ -13,6 +13,12 @@
 //! It reports, per phase, accepted/s, refused (429, 503) and other answers, accepted latency,
 //! and for the overload phase goodput / C, the refused share, answers without `Retry-After`,
 //! and the process's resident memory (min / max, sampled every 250 ms).
+//!
+//! With `--target URL --token JWT` it starts nothing and drives a running Gateway (e.g. one that
+//! `cloudlysis dev` serves): the load generator alone, so that it can run on CPUs of its own
+//! (`taskset`) and the platform's goodput is measured without the generator's cost on its CPUs.
+//! The accounts are opened first (an account already open is fine); memory is then the
+//! platform's to measure, not this process's.
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
@@ -49,6 +55,18 @@ pub struct OverloadBenchArgs {
     /// Most client connections (each request in flight holds one)
     #[arg(long, default_value_t = 512)]
     pub connections: usize,
+    /// Drive this running Gateway (`http://host:port`) instead of starting one in process: the
+    /// load generator alone; set --max-in-flight to that Gateway's gateway.max_in_flight
+    #[arg(
+        long,
+        value_name = "URL",
+        requires = "token",
+        conflicts_with = "nats_url"
+    )]
+    pub target: Option<String>,
+    /// Bearer token of --target's tenant, with the right commands:account
+    #[arg(long, value_name = "JWT", requires = "target")]
+    pub token: Option<String>,
 }
 
 const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
@@ -107,11 +125,56 @@ pub async fn run(src: &ConfigSource, args: OverloadBenchArgs) -> anyhow::Result<
         args.connections > args.max_in_flight,
         "--connections must be more than --max-in-flight"
     );
+    if let Some(target) = &args.target {
+        let addr = target_addr(target).await?;
+        let token = args.token.clone().unwrap_or_default();
+        let client = Client::new(addr, args.connections);
+        for i in 0..args.accounts {
+            let answer = client.post(&account(i), &token, OPEN).await?;
+            anyhow::ensure!(
+                matches!(answer.status, 200 | 409 | 422),
+                "opening account o-{i} at {target}: HTTP {} (is --token valid for commands:account?)",
+                answer.status
+            );
+        }
+        measure(&client, &token, &args, None).await?;
+        return Ok(ExitCode::SUCCESS);
+    }
     let nats_url = args.nats_url.clone();
     with_nats(nats_url.as_deref(), |url| async move {
         bench(src, &url, &args).await
     })
     .await
+}
+
+/// The socket address of `--target` (`http://host:port`; HTTPS is not spoken).
+async fn target_addr(target: &str) -> anyhow::Result<SocketAddr> {
+    let hostport = target
+        .strip_prefix("http://")
+        .ok_or_else(|| anyhow::anyhow!("--target {target}: expected http://host:port"))?
+        .trim_end_matches('/');
+    tokio::net::lookup_host(hostport)
+        .await
+        .map_err(|e| anyhow::anyhow!("--target {target}: {e}"))?
+        .next()
+        .ok_or_else(|| anyhow::anyhow!("--target {target}: no address"))
+}
+
+/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux).
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// The path of account `i`'s commands.
+fn account(i: usize) -> String {
+    format!("/v1/commands/account/o-{i}")
 }
 
 /// `workers` clients in a closed loop for `seconds`.
@@ -130,7 +193,7 @@ async fn closed(
         tasks.push(tokio::spawn(async move {
             let mut i = w;
             while Instant::now() < until {
-                let path = format!("/v1/commands/account/o-{}", i % accounts);
+                let path = account(i % accounts);
                 let started = Instant::now();
                 let answer = client.post(&path, &token, DEPOSIT).await;
                 if let Ok(mut s) = seen.lock() {
@@ -171,7 +234,7 @@ async fn open(client: &Client, token: &str, accounts: usize, rate: f64, seconds:
         }
         let (client, token, seen) = (client.clone(), token.to_string(), seen.clone());
         tasks.spawn(async move {
-            let path = format!("/v1/commands/account/o-{}", i as usize % accounts);
+            let path = account(i as usize % accounts);
             let t = Instant::now();
             let answer = client.post(&path, &token, DEPOSIT).await;
             if let Ok(mut s) = seen.lock() {
@@ -226,8 +289,22 @@ async fn bench(
     let addr: SocketAddr = listener.local_addr()?;
     let http = tokio::spawn(async move { axum::serve(listener, router).await });
     let client = Client::new(addr, args.connections);
+    let measured = measure(&client, &token, args, Some(crate::bench::rss_mib)).await;
+    http.abort();
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(nodes::DRAIN, server).await;
+    measured.map(|()| ExitCode::SUCCESS)
+}
 
-    let idle = closed(&client, &token, args.accounts, 1, args.seconds).await;
+/// The three phases against the Gateway `client` speaks to, and the report; `rss` samples the
+/// platform's resident memory when it runs in this process.
+async fn measure(
+    client: &Client,
+    token: &str,
+    args: &OverloadBenchArgs,
+    rss: Option<fn() -> f64>,
+) -> anyhow::Result<()> {
+    let idle = closed(client, token, args.accounts, 1, args.seconds).await;
     // One tenant's share of the budget when it is alone: the budget minus its 10 % reserve
     // (gateway::admission). More clients would be refused and measure refusals, not capacity.
     let share = if args.max_in_flight > 1 {
@@ -235,36 +312,46 @@ async fn bench(
     } else {
         1
     };
-    let capacity = closed(&client, &token, args.accounts, share, args.seconds).await;
+    let capacity = closed(client, token, args.accounts, share, args.seconds).await;
     let c = capacity.accepted.len() as f64 / args.seconds as f64;
     anyhow::ensure!(c > 0.0, "nothing was accepted at capacity");
     let rate = (c * args.factor).min(MAX_RATE);
 
-    // Memory while overloaded, sampled every 250 ms.
+    // Memory while overloaded, sampled every 250 ms (when the platform runs in this process).
     let sampling = Arc::new(AtomicBool::new(true));
     let samples = Arc::new(Mutex::new(Vec::new()));
-    let sampler = {
+    let sampler = rss.map(|rss| {
         let (sampling, samples) = (sampling.clone(), samples.clone());
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_millis(250));
             while sampling.load(Ordering::Relaxed) {
                 tick.tick().await;
                 if let Ok(mut s) = samples.lock() {
-                    s.push(crate::bench::rss_mib());
+                    s.push(rss());
                 }
             }
         })
-    };
-    let overload = open(&client, &token, args.accounts, rate, args.seconds).await;
+    });
+    let cpu_before = cpu_seconds();
+    let overload = open(client, token, args.accounts, rate, args.seconds).await;
+    let cpu = cpu_seconds()
+        .zip(cpu_before)
+        .map(|(after, before)| after - before);
     sampling.store(false, Ordering::Relaxed);
-    let _ = sampler.await;
+    if let Some(sampler) = sampler {
+        let _ = sampler.await;
+    }
     let rss = samples.lock().map(|s| s.clone()).unwrap_or_default();
     let (rss_min, rss_max) = rss
         .iter()
         .fold((f64::MAX, 0.0f64), |(lo, hi), v| (lo.min(*v), hi.max(*v)));
 
+    let target = args
+        .target
+        .as_deref()
+        .unwrap_or("a Gateway in this process");
     println!(
-        "cloudlysis bench overload: gateway.max_in_flight {}, {} s per phase, {} accounts, HTTP/1.1 over loopback",
+        "cloudlysis bench overload: {target}, gateway.max_in_flight {}, {} s per phase, {} accounts, HTTP/1.1",
         args.max_in_flight, args.seconds, args.accounts
     );
     println!(
@@ -308,9 +395,21 @@ async fn bench(
         overload.pct(0.99) / idle.pct(0.99).max(1e-9),
         overload.pct(0.99) / capacity.pct(0.99).max(1e-9)
     );
-    println!("resident memory during overload: {rss_min:.0}–{rss_max:.0} MiB");
-    http.abort();
-    let _ = stop.send(true);
-    let _ = tokio::time::timeout(nodes::DRAIN, server).await;
-    Ok(ExitCode::SUCCESS)
+    if rss.is_empty() {
+        println!("resident memory during overload: the target's, not measured here");
+    } else {
+        println!("resident memory during overload: {rss_min:.0}–{rss_max:.0} MiB");
+    }
+    if let Some(cpu) = cpu {
+        let what = if args.target.is_some() {
+            "the load generator"
+        } else {
+            "generator and platform"
+        };
+        println!(
+            "CPU of this process ({what}) during overload: {cpu:.2} s in {} s",
+            args.seconds
+        );
+    }
+    Ok(())
 }

@@ -171,3 +171,81 @@ fn bench_views_refuses_bad_settings() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--rate"));
 }
+
+/// `bench overload --target` drives a Gateway it did not start (here `cloudlysis dev`'s, with
+/// its printed dev token): the load generator alone, for running it on CPUs of its own.
+#[tokio::test]
+async fn bench_overload_drives_a_running_gateway_given_its_url_and_a_token() {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
+        .env(
+            "CLOUDLYSIS_NODE_SECRET",
+            cloudlysis_test_support::NODE_SECRET,
+        )
+        .env("CLOUDLYSIS_GATEWAY_MAX_IN_FLIGHT", "4")
+        .env("RUST_LOG", "warn")
+        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("CLOUDLYSIS_NATS_URL")
+        .env_remove("CLOUDLYSIS_CONFIG")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        // Its own process group: the guard kills dev and its nats-server together.
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
+    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
+    let (mut http, mut token, mut token_next) = (None, None, false);
+    let read = async {
+        while let Some(line) = lines.next_line().await.unwrap() {
+            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
+                http.get_or_insert(url.to_string());
+            }
+            if token_next {
+                token = Some(line.trim().to_string());
+                token_next = false;
+            }
+            token_next |= line.starts_with("Dev token");
+            if line.starts_with("Press Ctrl-C") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(std::time::Duration::from_secs(60), read)
+        .await
+        .expect("dev printed its URL and token");
+    let (http, token) = (http.expect("URL printed"), token.expect("token printed"));
+    let out = tokio::task::spawn_blocking(move || {
+        bench(&[
+            "overload",
+            "--target",
+            &http,
+            "--token",
+            &token,
+            "--seconds",
+            "1",
+            "--max-in-flight",
+            "4",
+            "--accounts",
+            "8",
+            "--factor",
+            "2",
+            "--connections",
+            "64",
+        ])
+    })
+    .await
+    .unwrap();
+    for line in [
+        "http://127.0.0.1:",
+        "capacity",
+        "goodput overload / capacity",
+        "refusals without Retry-After or problem+json: 0",
+        "CPU of this process (the load generator) during overload",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
