@@ -99,6 +99,7 @@ fn register_metrics() {
     for outcome in ["hit", "miss"] {
         metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(0);
     }
+    cloudlysis_runtime::credential::register_cache_metrics(&["signed"]);
 }
 
 /// The subject of the Gateway's own node credentials (probes).

@@ -37,7 +37,8 @@
 //! assert!(caller.allows("commands", "account"));
 //! ```
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -245,12 +246,55 @@ pub fn required_right(path: &str) -> MethodRight {
 }
 
 /// The secrets that sign and verify node credentials.
+///
+/// Signing and verifying an HS256 JWT (JSON, base64, HMAC) is a few per cent of a command's CPU,
+/// paid on both sides of every node call for the same few callers. So the keys remember, each
+/// up to [`MAX_REMEMBERED`] entries (when full, they start over):
+///
+/// * credentials they **verified**, with the caller: a credential seen again is not decoded
+///   again while its `exp` (plus the skew) lies ahead — afterwards it goes through the full
+///   check and is refused as expired;
+/// * credentials they **signed**, by subject, tenant and rights: one is handed out again while
+///   less than half of its lifetime has passed, so a node always gets one with at least half of
+///   [`DEFAULT_TTL`] ahead.
+///
+/// `cloudlysis_node_credential_cache_total{cache, outcome}` counts the look-ups. Clones share
+/// the caches; [`NodeKeys::with_previous`] starts a fresh one.
 #[derive(Clone)]
 pub struct NodeKeys {
     encoding: EncodingKey,
     decoding: Vec<DecodingKey>,
     validation: Validation,
     ttl: Duration,
+    verified: Arc<Remembered<Box<str>, (Caller, u64)>>,
+    signed: Arc<Remembered<String, (Arc<str>, u64)>>,
+}
+
+/// A cache of [`NodeKeys`]: verified credentials with their caller and `exp`, or signed ones with
+/// their issue time.
+type Remembered<K, V> = Mutex<HashMap<K, V>>;
+
+/// Most credentials [`NodeKeys`] remembers as verified, and as signed.
+pub const MAX_REMEMBERED: usize = 8192;
+
+/// The key of a remembered signed credential: subject, tenant and rights, NUL-separated (none
+/// of them holds a NUL: a header value cannot).
+fn signed_key(subject: &str, tenant: &str, rights: &[String]) -> String {
+    let mut key = String::with_capacity(subject.len() + tenant.len() + 16 * (rights.len() + 1));
+    for part in [subject, tenant]
+        .into_iter()
+        .chain(rights.iter().map(String::as_str))
+    {
+        key.push_str(part);
+        key.push('\0');
+    }
+    key
+}
+
+fn cache_lookup(cache: &'static str, hit: bool) {
+    let outcome = if hit { "hit" } else { "miss" };
+    metrics::counter!(names::NODE_CREDENTIAL_CACHE, "cache" => cache, "outcome" => outcome)
+        .increment(1);
 }
 
 impl std::fmt::Debug for NodeKeys {
@@ -280,6 +324,8 @@ impl NodeKeys {
             decoding: vec![DecodingKey::from_secret(secret)],
             validation,
             ttl: DEFAULT_TTL,
+            verified: Arc::default(),
+            signed: Arc::default(),
         })
     }
 
@@ -289,6 +335,7 @@ impl NodeKeys {
             return Err(CredentialError::WeakSecret(previous.len()));
         }
         self.decoding.push(DecodingKey::from_secret(previous));
+        self.verified = Arc::default();
         Ok(self)
     }
 
@@ -332,15 +379,49 @@ impl NodeKeys {
         }
     }
 
-    /// A credential for `subject` acting for `tenant` with `rights`, valid for [`DEFAULT_TTL`].
+    /// A credential for `subject` acting for `tenant` with `rights`, valid for [`DEFAULT_TTL`]
+    /// from its issue, with at least half of it ahead (a remembered one is handed out again
+    /// until then; see [`NodeKeys`]).
     pub fn sign(
         &self,
         subject: &str,
         tenant: &str,
         rights: &[String],
     ) -> Result<String, CredentialError> {
-        let iat = now_secs();
-        self.sign_at(subject, tenant, rights, iat, iat + self.ttl.as_secs())
+        self.sign_shared(subject, tenant, rights)
+            .map(|t| t.as_ref().to_owned())
+    }
+
+    /// [`NodeKeys::sign`], shared: the remembered credential itself.
+    pub fn sign_shared(
+        &self,
+        subject: &str,
+        tenant: &str,
+        rights: &[String],
+    ) -> Result<Arc<str>, CredentialError> {
+        let now = now_secs();
+        let half = self.ttl.as_secs() / 2;
+        let key = signed_key(subject, tenant, rights);
+        {
+            let signed = self.signed.lock().unwrap_or_else(|p| p.into_inner());
+            let hit = signed
+                .get(&key)
+                .filter(|(_, iat)| now < iat + half && *iat <= now)
+                .map(|(token, _)| token.clone());
+            cache_lookup("signed", hit.is_some());
+            if let Some(token) = hit {
+                return Ok(token);
+            }
+        }
+        let token: Arc<str> = self
+            .sign_at(subject, tenant, rights, now, now + self.ttl.as_secs())?
+            .into();
+        let mut signed = self.signed.lock().unwrap_or_else(|p| p.into_inner());
+        if signed.len() >= MAX_REMEMBERED {
+            signed.clear();
+        }
+        signed.insert(key, (token.clone(), now));
+        Ok(token)
     }
 
     /// A credential with explicit issue and expiry times (Unix seconds); for tests of refusal.
@@ -380,8 +461,31 @@ impl NodeKeys {
         Ok(())
     }
 
-    /// Verifies a credential.
+    /// Verifies a credential (one verified before and not yet expired is not decoded again).
     pub fn verify(&self, token: &str) -> Result<Caller, CredentialError> {
+        let now = now_secs();
+        {
+            let verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+            let hit = verified
+                .get(token)
+                .filter(|(_, exp)| now <= exp + LEEWAY_SECS)
+                .map(|(caller, _)| caller.clone());
+            cache_lookup("verified", hit.is_some());
+            if let Some(caller) = hit {
+                return Ok(caller);
+            }
+        }
+        let (caller, exp) = self.verify_in_full(token)?;
+        let mut verified = self.verified.lock().unwrap_or_else(|p| p.into_inner());
+        if verified.len() >= MAX_REMEMBERED {
+            verified.clear();
+        }
+        verified.insert(token.into(), (caller.clone(), exp));
+        Ok(caller)
+    }
+
+    /// Decodes and checks a credential: the caller and the credential's `exp`.
+    fn verify_in_full(&self, token: &str) -> Result<(Caller, u64), CredentialError> {
         let mut last = CredentialError::Missing;
         for key in &self.decoding {
             match jsonwebtoken::decode::<Claims>(token, key, &self.validation) {
@@ -399,11 +503,14 @@ impl NodeKeys {
                     }
                     let tenant = TenantId::new(c.tenant)
                         .map_err(|e| CredentialError::Invalid(format!("tenant: {e}")))?;
-                    return Ok(Caller {
-                        subject: c.sub,
-                        tenant,
-                        rights: c.rights,
-                    });
+                    return Ok((
+                        Caller {
+                            subject: c.sub,
+                            tenant,
+                            rights: c.rights,
+                        },
+                        c.exp,
+                    ));
                 }
                 Err(e) => {
                     last = match e.kind() {
@@ -486,6 +593,16 @@ impl NodeKeys {
     }
 }
 
+/// Makes [`names::NODE_CREDENTIAL_CACHE`] exist at 0 for `caches` (`verified`, `signed`).
+pub fn register_cache_metrics(caches: &[&'static str]) {
+    for cache in caches {
+        for outcome in ["hit", "miss"] {
+            metrics::counter!(names::NODE_CREDENTIAL_CACHE, "cache" => *cache, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+}
+
 /// Makes [`names::NODE_CALL_REJECTIONS`] exist at 0 for every reason (a node does this at
 /// start, before its gRPC server runs).
 pub fn register_metrics() {
@@ -498,6 +615,7 @@ pub fn register_metrics() {
     ] {
         metrics::counter!(names::NODE_CALL_REJECTIONS, "reason" => reason).increment(0);
     }
+    register_cache_metrics(&["verified", "signed"]);
 }
 
 /// Refuses gRPC calls without a valid node credential (see [`NodeKeys::admit`]).

@@ -77,6 +77,9 @@ pub mod names {
     /// gRPC calls a node refused for their node credential, by `reason` (`missing`,
     /// `expired`, `invalid`, `tenant_mismatch`, `forbidden`).
     pub const NODE_CALL_REJECTIONS: &str = "cloudlysis_node_call_rejections_total";
+    /// Look-ups of the caches of node credentials a process verified or signed, by `cache`
+    /// (`verified`, `signed`) and `outcome` (`hit`, `miss`).
+    pub const NODE_CREDENTIAL_CACHE: &str = "cloudlysis_node_credential_cache_total";
     /// gRPC calls a node stopped because the caller's deadline passed or the caller cancelled,
     /// by `reason` (`deadline`, `cancelled`).
     pub const NODE_CALLS_ABANDONED: &str = "cloudlysis_node_calls_abandoned_total";
@@ -204,6 +207,7 @@ pub mod names {
         GATEWAY_TOKEN_CACHE,
         GATEWAY_ADMISSION_REJECTIONS,
         NODE_CALL_REJECTIONS,
+        NODE_CREDENTIAL_CACHE,
         NODE_CALLS_ABANDONED,
         NODE_CALLS_IN_FLIGHT,
         NODE_ADMISSION_REJECTIONS,
@@ -378,6 +382,10 @@ fn describe() {
     metrics::describe_gauge!(
         names::GATEWAY_RETRY_TOKENS,
         "Tokens in the Gateway's retry throttle (retries only while more than half are left)."
+    );
+    metrics::describe_counter!(
+        names::NODE_CREDENTIAL_CACHE,
+        "Look-ups of the caches of node credentials this process verified or signed (each at most 8192), by cache (verified, signed) and outcome (hit, miss)."
     );
     metrics::describe_counter!(
         names::NODE_CALL_REJECTIONS,

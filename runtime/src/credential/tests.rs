@@ -138,3 +138,67 @@ fn weak_secrets_are_refused() {
         CredentialError::WeakSecret(5)
     );
 }
+
+#[test]
+fn a_remembered_credential_is_decoded_once_and_still_expires() {
+    let keys = NodeKeys::new(SECRET).unwrap();
+    let token = keys.sign("ops", "acme", &["commands:*".into()]).unwrap();
+    let first = keys.verify(&token).unwrap();
+    assert_eq!(keys.verify(&token).unwrap(), first);
+    assert_eq!(keys.verified.lock().unwrap().len(), 1, "remembered once");
+
+    // A credential remembered while it was valid and expired since: checked in full again, and
+    // refused as expired.
+    let now = now_secs();
+    let expired = keys
+        .sign_at(
+            "ops",
+            "acme",
+            &["commands:*".into()],
+            now - 70,
+            now - LEEWAY_SECS - 1,
+        )
+        .unwrap();
+    keys.verified.lock().unwrap().insert(
+        expired.as_str().into(),
+        (first.clone(), now - LEEWAY_SECS - 1),
+    );
+    assert_eq!(keys.verify(&expired), Err(CredentialError::Expired));
+
+    // What fails to verify is not remembered; another secret's keys share nothing.
+    let foreign = NodeKeys::new(OTHER).unwrap();
+    let forged = foreign.sign("ops", "acme", &["commands:*".into()]).unwrap();
+    assert!(keys.verify(&forged).is_err());
+    assert!(keys.verify(&forged).is_err());
+    assert!(!keys.verified.lock().unwrap().contains_key(forged.as_str()));
+    assert!(foreign.verify(&token).is_err());
+}
+
+#[test]
+fn a_signed_credential_is_handed_out_again_only_within_half_its_lifetime() {
+    let keys = NodeKeys::new(SECRET).unwrap();
+    let rights = ["commands:account".to_string()];
+    let token = keys.sign("ops", "acme", &rights).unwrap();
+    assert_eq!(keys.sign("ops", "acme", &rights).unwrap(), token);
+    assert_ne!(
+        keys.sign("ops", "beta", &rights).unwrap(),
+        token,
+        "another tenant gets its own"
+    );
+    assert_ne!(
+        keys.sign("ops", "acme", &["queries:*".to_string()])
+            .unwrap(),
+        token,
+        "other rights get their own"
+    );
+    // Issued more than half a lifetime ago: a fresh one, with a full lifetime ahead.
+    let half = DEFAULT_TTL.as_secs() / 2;
+    let key = signed_key("ops", "acme", &rights);
+    keys.signed.lock().unwrap().get_mut(&key).unwrap().1 -= half;
+    let before = now_secs();
+    let fresh = keys.sign("ops", "acme", &rights).unwrap();
+    let issued = keys.signed.lock().unwrap()[&key].1;
+    assert!(issued >= before, "issued again now, not {half} s ago");
+    let caller = keys.verify(&fresh).unwrap();
+    assert_eq!(caller.tenant.as_str(), "acme");
+}
