@@ -9,9 +9,11 @@
 //! * `gateway_command` — `POST /v1/commands/account/{id}` (Deposit) through the Gateway router
 //!   (in process, no HTTP socket) → gRPC → entity → JetStream append with optimistic
 //!   concurrency; with `--http`, `gateway_http`: the same over HTTP/1.1 on a loopback socket,
-//!   one keep-alive connection per worker, so the HTTP edge is measured too.
+//!   one keep-alive connection per worker, so the HTTP edge is measured too, and then
+//!   `health_http`: `GET /health` on the same Gateway and socket, what the HTTP edge alone
+//!   sustains (a ceiling for any request).
 //!
-//! It prints throughput and latency percentiles and the ratio of the two.
+//! It prints throughput and latency percentiles and the ratios.
 
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
@@ -21,6 +23,7 @@ use clap::Args;
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::nats_server;
+use cloudlysis_runtime::service;
 use tower::ServiceExt;
 
 use crate::nodes;
@@ -156,7 +159,13 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let http = if args.http {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let addr = listener.local_addr()?;
-        let router = gateway.clone();
+        // Served as `cloudlysis gateway` serves it: the API beside /health, /ready, /metrics.
+        let router = gateway
+            .clone()
+            .merge(service::router(service::ServiceEndpoints {
+                readiness: service::Readiness::new(),
+                metrics: cloudlysis_runtime::metrics::install()?,
+            }));
         let server = tokio::spawn(async move { axum::serve(listener, router).await });
         Some((
             crate::bench_http::Client::new(addr, args.concurrency),
@@ -188,6 +197,26 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         }
     })
     .await?;
+    // The HTTP edge alone: GET /health over the same socket, same workers.
+    let health = match &http {
+        Some((client, _)) => {
+            let client = client.clone();
+            Some(
+                phase(args.concurrency, per_worker, move |_, _| {
+                    let client = client.clone();
+                    async move {
+                        match client.get("/health").await.map(|a| a.status) {
+                            Ok(200) => Ok(()),
+                            Ok(status) => Err(format!("status {status}")),
+                            Err(e) => Err(e.to_string()),
+                        }
+                    }
+                })
+                .await?,
+            )
+        }
+        None => None,
+    };
     if let Some((_, server)) = http {
         server.abort();
     }
@@ -211,7 +240,9 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         "{:<16} {:>12} {:>10} {:>10} {:>10}",
         "phase", "ops/s", "p50 ms", "p99 ms", "max ms"
     );
-    for (name, r) in [("raw_publish", &raw), (cmd_name, &cmd)] {
+    let mut rows = vec![("raw_publish", &raw), (cmd_name, &cmd)];
+    rows.extend(health.as_ref().map(|h| ("health_http", h)));
+    for (name, r) in rows {
         println!(
             "{:<16} {:>12.0} {:>10.2} {:>10.2} {:>10.2}",
             name,
@@ -225,6 +256,12 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         "ratio {cmd_name} / raw_publish throughput: {:.2}x",
         cmd.ops_per_sec / raw.ops_per_sec
     );
+    if let Some(h) = &health {
+        println!(
+            "ratio {cmd_name} / health_http throughput: {:.2}x",
+            cmd.ops_per_sec / h.ops_per_sec
+        );
+    }
     let _ = stop.send(true);
     let _ = tokio::time::timeout(nodes::DRAIN, server).await;
     Ok(ExitCode::SUCCESS)

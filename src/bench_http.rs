@@ -1,5 +1,5 @@
 //! A minimal HTTP/1.1 keep-alive client for the benchmarks that go through a real socket: a
-//! bounded pool of connections to one address, `POST` with a JSON body, the status, the
+//! bounded pool of connections to one address, `POST` with a JSON body or `GET`, the status, the
 //! `Retry-After` header and the `Content-Type` of the answer. Only what the Gateway sends is
 //! understood (`Content-Length` bodies); anything else is an error.
 
@@ -50,6 +50,21 @@ impl Client {
 
     /// `POST path` with `body` and a bearer `token`.
     pub(crate) async fn post(&self, path: &str, token: &str, body: &str) -> anyhow::Result<Answer> {
+        self.send(format!(
+            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            body.len()
+        ))
+        .await
+    }
+
+    /// `GET path` without credentials.
+    pub(crate) async fn get(&self, path: &str) -> anyhow::Result<Answer> {
+        self.send(format!("GET {path} HTTP/1.1\r\nhost: bench\r\n\r\n"))
+            .await
+    }
+
+    /// One exchange on a pooled connection (a new one when none is idle).
+    async fn send(&self, request: String) -> anyhow::Result<Answer> {
         let _slot = self.slots.acquire().await.context("client closed")?;
         let conn = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let mut conn = match conn {
@@ -60,10 +75,6 @@ impl Client {
                 BufReader::new(stream)
             }
         };
-        let request = format!(
-            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
-            body.len()
-        );
         let answer = tokio::time::timeout(REQUEST_TIMEOUT, exchange(&mut conn, &request))
             .await
             .context("no answer within 30 s")??;

@@ -55,7 +55,7 @@ fn bench_commands_reports_both_phases_and_the_ratio() {
 }
 
 #[test]
-fn bench_commands_over_http_reports_both_phases_and_the_ratio() {
+fn bench_commands_over_http_reports_every_phase_and_the_ratios() {
     let out = bench(&[
         "commands",
         "--concurrency",
@@ -67,7 +67,9 @@ fn bench_commands_over_http_reports_both_phases_and_the_ratio() {
     for line in [
         "raw_publish",
         "gateway_http",
+        "health_http",
         "ratio gateway_http / raw_publish",
+        "ratio gateway_http / health_http",
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }
