@@ -13,9 +13,12 @@
 //!   `health_http`: `GET /health` on the same Gateway and socket, what the HTTP edge alone
 //!   sustains (a ceiling for any request).
 //!
-//! It prints throughput and latency percentiles and the ratios.
+//! It prints throughput and latency percentiles and the ratios, and the CPU time per operation
+//! of each phase (this process and the private nats-server, from `/proc`): how many raw
+//! publishes of CPU a command costs.
 
 use std::process::ExitCode;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
@@ -69,6 +72,58 @@ pub async fn run(src: &ConfigSource, args: BenchArgs) -> anyhow::Result<ExitCode
     .await
 }
 
+/// The process id of the private nats-server [`with_nats`] runs (0: none), so a benchmark can
+/// count the server's CPU time beside its own.
+static PRIVATE_NATS_PID: AtomicU32 = AtomicU32::new(0);
+
+/// CPU seconds (user + system) used so far by this process and by the private nats-server
+/// (0 when there is none or it cannot be read), from `/proc/<pid>/stat` (Linux).
+pub(crate) fn cpu_seconds() -> (f64, f64) {
+    let nats = match PRIVATE_NATS_PID.load(Ordering::Relaxed) {
+        0 => None,
+        pid => process_cpu_seconds(&pid.to_string()),
+    };
+    (
+        process_cpu_seconds("self").unwrap_or(0.0),
+        nats.unwrap_or(0.0),
+    )
+}
+
+/// CPU seconds of process `pid` (`self` for this one), or `None` off Linux or when it is gone.
+pub(crate) fn process_cpu_seconds(pid: &str) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces) start with the state, field 3;
+    // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let mut fields = rest.split_whitespace().skip(11);
+    let utime: f64 = fields.next()?.parse().ok()?;
+    let stime: f64 = fields.next()?.parse().ok()?;
+    Some((utime + stime) / 100.0)
+}
+
+/// CPU per operation of a phase, in µs: this process's and the private nats-server's.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct CpuPerOp {
+    pub(crate) process_us: f64,
+    pub(crate) nats_us: f64,
+}
+
+impl CpuPerOp {
+    /// Between two [`cpu_seconds`] readings, over `ops` operations.
+    pub(crate) fn between(before: (f64, f64), after: (f64, f64), ops: usize) -> Self {
+        let per = |a: f64, b: f64| (a - b).max(0.0) * 1e6 / ops.max(1) as f64;
+        Self {
+            process_us: per(after.0, before.0),
+            nats_us: per(after.1, before.1),
+        }
+    }
+
+    /// Both together.
+    pub(crate) fn total_us(&self) -> f64 {
+        self.process_us + self.nats_us
+    }
+}
+
 /// Runs `f` against `nats_url`, or against a private nats-server (file storage, ephemeral port,
 /// temp directory) that is stopped and removed afterwards.
 pub async fn with_nats<F, Fut>(nats_url: Option<&str>, f: F) -> anyhow::Result<ExitCode>
@@ -93,6 +148,7 @@ where
                 &dir.join("nats"),
                 &dir.join("nats.log"),
             )?;
+            PRIVATE_NATS_PID.store(c.id().unwrap_or(0), Ordering::Relaxed);
             child = Some(c);
             let url = format!("nats://127.0.0.1:{port}");
             nats_server::wait_until_ready(&url, Duration::from_secs(30))
@@ -102,6 +158,7 @@ where
         }
     };
     let result = f(url).await;
+    PRIVATE_NATS_PID.store(0, Ordering::Relaxed);
     if let Some(mut c) = child {
         nats_server::stop_gracefully(&mut c, Duration::from_secs(10)).await?;
         let _ = std::fs::remove_dir_all(&dir);
@@ -140,6 +197,18 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let per_worker = args.commands / args.concurrency;
 
     let (js, raw_id) = (nats.js.clone(), run_id.clone());
+    let stats = nats.client.statistics();
+    let traffic = move || {
+        use std::sync::atomic::Ordering::Relaxed;
+        [
+            stats.out_messages.load(Relaxed),
+            stats.out_bytes.load(Relaxed),
+            stats.in_messages.load(Relaxed),
+            stats.in_bytes.load(Relaxed),
+        ]
+    };
+    let traffic_at_start = traffic();
+    let cpu_at_start = cpu_seconds();
     let raw = phase(args.concurrency, per_worker, move |w, _| {
         let js = js.clone();
         let payload = payload.clone();
@@ -176,6 +245,10 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     };
     let client = http.as_ref().map(|(c, _)| c.clone());
     let (gw, tk, cmd_id) = (gateway.clone(), token.clone(), run_id.clone());
+    let ops = per_worker * args.concurrency;
+    let cpu_raw = CpuPerOp::between(cpu_at_start, cpu_seconds(), ops);
+    let traffic_before_cmd = traffic();
+    let cpu_before_cmd = cpu_seconds();
     let cmd = phase(args.concurrency, per_worker, move |w, _| {
         let (gateway, token, client) = (gw.clone(), tk.clone(), client.clone());
         let id = format!("b{cmd_id}-{w}");
@@ -197,6 +270,8 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         }
     })
     .await?;
+    let cpu_cmd = CpuPerOp::between(cpu_before_cmd, cpu_seconds(), ops);
+    let traffic_after_cmd = traffic();
     // The HTTP edge alone: GET /health over the same socket, same workers.
     let health = match &http {
         Some((client, _)) => {
@@ -260,6 +335,36 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         println!(
             "ratio {cmd_name} / health_http throughput: {:.2}x",
             cmd.ops_per_sec / h.ops_per_sec
+        );
+    }
+    // CPU per operation: less sensitive than throughput to a noisy host, and what a change to
+    // the path moves.
+    for (name, c) in [("raw_publish", cpu_raw), (cmd_name, cpu_cmd)] {
+        println!(
+            "cpu per op {name}: {:.0} us (this process {:.0} us, nats-server {:.0} us)",
+            c.total_us(),
+            c.process_us,
+            c.nats_us
+        );
+    }
+    // What each phase sent to and received from NATS, per operation.
+    for (name, (from, to)) in [
+        ("raw_publish", (traffic_at_start, traffic_before_cmd)),
+        (cmd_name, (traffic_before_cmd, traffic_after_cmd)),
+    ] {
+        let per = |i: usize| to[i].saturating_sub(from[i]) as f64 / ops.max(1) as f64;
+        println!(
+            "nats per op {name}: {:.2} messages / {:.0} bytes out, {:.2} messages / {:.0} bytes in",
+            per(0),
+            per(1),
+            per(2),
+            per(3)
+        );
+    }
+    if cpu_raw.total_us() > 0.0 {
+        println!(
+            "cpu per op {cmd_name} / raw_publish: {:.1}x",
+            cpu_cmd.total_us() / cpu_raw.total_us()
         );
     }
     let _ = stop.send(true);

@@ -160,18 +160,6 @@ async fn target_addr(target: &str) -> anyhow::Result<SocketAddr> {
         .ok_or_else(|| anyhow::anyhow!("--target {target}: no address"))
 }
 
-/// CPU seconds (user + system) this process has used, from `/proc/self/stat` (Linux).
-fn cpu_seconds() -> Option<f64> {
-    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
-    // Fields after the command name (which may hold spaces) start with the state, field 3;
-    // utime and stime are fields 14 and 15, in ticks of USER_HZ (100 on Linux).
-    let rest = stat.get(stat.rfind(')')? + 2..)?;
-    let mut fields = rest.split_whitespace().skip(11);
-    let utime: f64 = fields.next()?.parse().ok()?;
-    let stime: f64 = fields.next()?.parse().ok()?;
-    Some((utime + stime) / 100.0)
-}
-
 /// The path of account `i`'s commands.
 fn account(i: usize) -> String {
     format!("/v1/commands/account/o-{i}")
@@ -332,9 +320,9 @@ async fn measure(
             }
         })
     });
-    let cpu_before = cpu_seconds();
+    let cpu_before = crate::bench::process_cpu_seconds("self");
     let overload = open(client, token, args.accounts, rate, args.seconds).await;
-    let cpu = cpu_seconds()
+    let cpu = crate::bench::process_cpu_seconds("self")
         .zip(cpu_before)
         .map(|(after, before)| after - before);
     sampling.store(false, Ordering::Relaxed);

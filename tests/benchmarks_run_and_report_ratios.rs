@@ -49,6 +49,7 @@ fn bench_commands_reports_both_phases_and_the_ratio() {
         "raw_publish",
         "gateway_command",
         "ratio gateway_command / raw_publish",
+        "cpu per op gateway_command / raw_publish",
     ] {
         assert!(out.contains(line), "{line} missing from:\n{out}");
     }
