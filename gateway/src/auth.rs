@@ -66,6 +66,13 @@ pub struct Authenticator {
     verified: Arc<VerifiedTokens>,
 }
 
+/// `cloudlysis_gateway_token_cache_total` `[hit, miss]`, resolved once.
+static TOKEN_CACHE_COUNTERS: std::sync::LazyLock<[metrics::Counter; 2]> =
+    std::sync::LazyLock::new(|| {
+        ["hit", "miss"]
+            .map(|outcome| metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome))
+    });
+
 /// Most HS256 tokens remembered as verified; when full, the cache starts over.
 pub const MAX_VERIFIED_TOKENS: usize = 8192;
 
@@ -83,8 +90,7 @@ impl VerifiedTokens {
     fn get(&self, token: &str, now: u64) -> Option<Claims> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let hit = map.get(token).filter(|c| c.exp > now).cloned();
-        let outcome = if hit.is_some() { "hit" } else { "miss" };
-        metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(1);
+        TOKEN_CACHE_COUNTERS[usize::from(hit.is_none())].increment(1);
         hit
     }
 

@@ -36,7 +36,6 @@ use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_runtime::context::{
     RequestContext, TenantId, headers as h, incoming_trace, normalize_correlation_id,
 };
-use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::outcome::{ErrorKind, never_sent};
 use cloudlysis_runtime::subject::validate_token;
 use serde::Deserialize;
@@ -88,25 +87,28 @@ pub(crate) async fn post(
     if let Ok(v) = HeaderValue::from_str(&traceparent.to_string()) {
         hs.insert(h::TRACEPARENT, v);
     }
-    let status = resp.status().as_u16().to_string();
     cloudlysis_runtime::telemetry::record(
-        format!("POST /v1/commands/{aggregate_type}"),
         cloudlysis_runtime::telemetry::Kind::Server,
         &traceparent,
         started_at,
-        vec![
-            opentelemetry::KeyValue::new(
-                "http.route",
-                "/v1/commands/{aggregate_type}/{aggregate_id}",
-            ),
-            opentelemetry::KeyValue::new("http.response.status_code", status.clone()),
-            opentelemetry::KeyValue::new("cloudlysis.role", "gateway"),
-        ],
+        || {
+            (
+                format!("POST /v1/commands/{aggregate_type}"),
+                vec![
+                    opentelemetry::KeyValue::new(
+                        "http.route",
+                        "/v1/commands/{aggregate_type}/{aggregate_id}",
+                    ),
+                    opentelemetry::KeyValue::new(
+                        "http.response.status_code",
+                        resp.status().as_u16().to_string(),
+                    ),
+                    opentelemetry::KeyValue::new("cloudlysis.role", "gateway"),
+                ],
+            )
+        },
     );
-    metrics::counter!(names::GATEWAY_REQUESTS, "route" => "commands", "status" => status)
-        .increment(1);
-    metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => "commands")
-        .record(started.elapsed().as_secs_f64());
+    crate::request_metrics::record("commands", resp.status(), started.elapsed());
     resp
 }
 

@@ -33,6 +33,7 @@ pub mod oidc;
 pub mod probe;
 pub mod problem;
 pub mod readiness;
+mod request_metrics;
 pub mod upstream;
 
 mod admin;

@@ -45,7 +45,6 @@ use cloudlysis_proto::workflows::{
 use cloudlysis_runtime::context::{
     RequestContext, headers as h, incoming_trace, normalize_correlation_id,
 };
-use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::subject::validate_token;
 use serde::Deserialize;
 
@@ -422,9 +421,6 @@ pub(crate) fn finish(
     if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
         resp.headers_mut().insert(h::CORRELATION_ID, v);
     }
-    let status = resp.status().as_u16().to_string();
-    metrics::counter!(names::GATEWAY_REQUESTS, "route" => route, "status" => status).increment(1);
-    metrics::histogram!(names::GATEWAY_REQUEST_DURATION, "route" => route)
-        .record(started.elapsed().as_secs_f64());
+    crate::request_metrics::record(route, resp.status(), started.elapsed());
     resp
 }

@@ -148,6 +148,10 @@ impl<F> std::fmt::Debug for Admitted<F> {
     }
 }
 
+/// [`names::NODE_CALLS_IN_FLIGHT`], resolved once (every admitted call moves it twice).
+static IN_FLIGHT: std::sync::LazyLock<metrics::Gauge> =
+    std::sync::LazyLock::new(|| metrics::gauge!(names::NODE_CALLS_IN_FLIGHT));
+
 /// A permit that keeps the in-flight gauge true.
 struct Permit {
     _permit: OwnedSemaphorePermit,
@@ -155,7 +159,7 @@ struct Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).decrement(1.0);
+        IN_FLIGHT.decrement(1.0);
     }
 }
 
@@ -188,7 +192,7 @@ where
         } else {
             match self.permits.clone().try_acquire_owned() {
                 Ok(p) => {
-                    metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).increment(1.0);
+                    IN_FLIGHT.increment(1.0);
                     Some(Permit { _permit: p })
                 }
                 Err(_) => {

@@ -291,10 +291,23 @@ fn signed_key(subject: &str, tenant: &str, rights: &[String]) -> String {
     key
 }
 
+/// The four series of [`names::NODE_CREDENTIAL_CACHE`], resolved once: `[verified hit,
+/// verified miss, signed hit, signed miss]`.
+static CACHE_COUNTERS: std::sync::LazyLock<[metrics::Counter; 4]> = std::sync::LazyLock::new(
+    || {
+        let c = |cache: &'static str, outcome: &'static str| metrics::counter!(names::NODE_CREDENTIAL_CACHE, "cache" => cache, "outcome" => outcome);
+        [
+            c("verified", "hit"),
+            c("verified", "miss"),
+            c("signed", "hit"),
+            c("signed", "miss"),
+        ]
+    },
+);
+
 fn cache_lookup(cache: &'static str, hit: bool) {
-    let outcome = if hit { "hit" } else { "miss" };
-    metrics::counter!(names::NODE_CREDENTIAL_CACHE, "cache" => cache, "outcome" => outcome)
-        .increment(1);
+    let i = usize::from(cache == "signed") * 2 + usize::from(!hit);
+    CACHE_COUNTERS[i].increment(1);
 }
 
 impl std::fmt::Debug for NodeKeys {

@@ -34,6 +34,14 @@ pub enum Kind {
     Consumer,
 }
 
+/// True while an exporter is installed: [`record`] does nothing (builds nothing) otherwise.
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// True when this process exports spans (after [`init`] turned export on).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
+}
+
 /// The exporter of this process, while it runs; flushes on drop.
 pub struct Telemetry {
     provider: Option<opentelemetry_sdk::trace::SdkTracerProvider>,
@@ -49,6 +57,7 @@ impl Telemetry {
 impl Drop for Telemetry {
     fn drop(&mut self) {
         if let Some(p) = self.provider.take() {
+            EXPORTING.store(false, std::sync::atomic::Ordering::Relaxed);
             let _ = p.shutdown();
         }
     }
@@ -124,6 +133,7 @@ pub fn init(role: &str) -> Result<Telemetry, TelemetryError> {
         )
         .build();
     opentelemetry::global::set_tracer_provider(provider.clone());
+    EXPORTING.store(true, std::sync::atomic::Ordering::Relaxed);
     tracing::info!(%endpoint, "exporting traces over OTLP");
     Ok(Telemetry {
         provider: Some(provider),
@@ -131,15 +141,21 @@ pub fn init(role: &str) -> Result<Telemetry, TelemetryError> {
 }
 
 /// Records a finished span of this hop: its id is `tp`'s span id, its parent the span id `tp`
-/// continued ([`TraceParent::parent_span`]; none for a trace this hop started). A no-op unless
-/// [`init`] turned export on.
-pub fn record(
-    name: impl Into<std::borrow::Cow<'static, str>>,
+/// continued ([`TraceParent::parent_span`]; none for a trace this hop started), named and
+/// described by `describe`. A no-op unless [`init`] turned export on — `describe` is not even
+/// called, so a process that exports nothing pays nothing per hop.
+pub fn record<N>(
     kind: Kind,
     tp: &TraceParent,
     start: SystemTime,
-    attributes: Vec<KeyValue>,
-) {
+    describe: impl FnOnce() -> (N, Vec<KeyValue>),
+) where
+    N: Into<std::borrow::Cow<'static, str>>,
+{
+    if !exporting() {
+        return;
+    }
+    let (name, attributes) = describe();
     let tracer = opentelemetry::global::tracer_provider().tracer("cloudlysis");
     let trace_id = TraceId::from_bytes(tp.trace_id_bytes());
     let flags = if tp.sampled() {

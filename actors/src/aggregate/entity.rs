@@ -261,17 +261,21 @@ impl<A: Aggregate> Entity<A> {
                 )
                 .await;
             cloudlysis_runtime::telemetry::record(
-                format!("publish {}", A::TYPE),
                 cloudlysis_runtime::telemetry::Kind::Producer,
                 &publish_ctx.traceparent,
                 publish_started,
-                vec![
-                    opentelemetry::KeyValue::new("messaging.system", "nats"),
-                    opentelemetry::KeyValue::new(
-                        "messaging.destination.name",
-                        cloudlysis_runtime::stream::AGGREGATE_EVENTS,
-                    ),
-                ],
+                || {
+                    (
+                        format!("publish {}", A::TYPE),
+                        vec![
+                            opentelemetry::KeyValue::new("messaging.system", "nats"),
+                            opentelemetry::KeyValue::new(
+                                "messaging.destination.name",
+                                cloudlysis_runtime::stream::AGGREGATE_EVENTS,
+                            ),
+                        ],
+                    )
+                },
             );
             match published {
                 Ok(ack) if ack.duplicate => {

@@ -221,9 +221,12 @@ impl AggregateNodeBuilder {
         )
         .await?;
         let mut hosts = HashMap::new();
+        let mut command_metrics: HashMap<&'static str, CommandMetrics> = HashMap::new();
         for (ty, _, _) in &self.registrations {
-            register_metrics(ty);
+            command_metrics.insert(ty, CommandMetrics::new(ty));
+            metrics::gauge!(names::ENTITIES, "aggregate_type" => *ty).set(0.0);
         }
+        command_metrics.insert("unknown", CommandMetrics::new("unknown"));
         for (_, _, register) in self.registrations {
             let stores = Stores {
                 js: self.js.clone(),
@@ -235,7 +238,11 @@ impl AggregateNodeBuilder {
             hosts.insert(ty, host);
         }
         Ok(AggregateNode {
-            inner: Arc::new(Inner { hosts, root }),
+            inner: Arc::new(Inner {
+                hosts,
+                metrics: command_metrics,
+                root,
+            }),
         })
     }
 }
@@ -255,14 +262,37 @@ pub const COMMAND_OUTCOMES: &[&str] = &[
     "idempotency_key_reused",
 ];
 
-/// Registers the series of aggregate type `ty` (at 0), so the node exports them from its start.
-fn register_metrics(ty: &'static str) {
-    for outcome in COMMAND_OUTCOMES {
-        metrics::counter!(names::COMMANDS, "aggregate_type" => ty, "outcome" => *outcome)
-            .increment(0);
+/// The command series of one aggregate type, made (at 0) when the node starts so it exports
+/// them from its start, and kept: a command records into them without a registry look-up or a
+/// label allocation.
+struct CommandMetrics {
+    /// `cloudlysis_commands_total` by outcome, in the order of [`COMMAND_OUTCOMES`].
+    outcomes: Vec<metrics::Counter>,
+    duration: metrics::Histogram,
+}
+
+impl CommandMetrics {
+    fn new(ty: &'static str) -> Self {
+        let outcomes = COMMAND_OUTCOMES
+            .iter()
+            .map(|outcome| {
+                let c = metrics::counter!(names::COMMANDS, "aggregate_type" => ty, "outcome" => *outcome);
+                c.increment(0);
+                c
+            })
+            .collect();
+        Self {
+            outcomes,
+            duration: metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => ty),
+        }
     }
-    let _ = metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => ty);
-    metrics::gauge!(names::ENTITIES, "aggregate_type" => ty).set(0.0);
+
+    fn record(&self, outcome: &str, took: Duration) {
+        if let Some(i) = COMMAND_OUTCOMES.iter().position(|o| *o == outcome) {
+            self.outcomes[i].increment(1);
+        }
+        self.duration.record(took.as_secs_f64());
+    }
 }
 
 /// A running aggregate node. Cheap to clone.
@@ -273,6 +303,8 @@ pub struct AggregateNode {
 
 struct Inner {
     hosts: HashMap<&'static str, Arc<dyn Host>>,
+    /// By aggregate type, and `unknown` for a type the node does not host.
+    metrics: HashMap<&'static str, CommandMetrics>,
     root: SupervisorRef,
 }
 
@@ -425,19 +457,22 @@ impl CommandService for AggregateNode {
             Err(CommandError::OutcomeUnknown(_)) => "outcome_unknown",
             Err(CommandError::IdempotencyKeyReused(_)) => "idempotency_key_reused",
         };
-        metrics::counter!(names::COMMANDS, "aggregate_type" => label, "outcome" => outcome)
-            .increment(1);
-        metrics::histogram!(names::COMMAND_DURATION, "aggregate_type" => label)
-            .record(started.elapsed().as_secs_f64());
+        if let Some(m) = self.inner.metrics.get(label) {
+            m.record(outcome, started.elapsed());
+        }
         cloudlysis_runtime::telemetry::record(
-            format!("CommandService/Execute {label}"),
             cloudlysis_runtime::telemetry::Kind::Server,
             &traceparent,
             started_at,
-            vec![
-                opentelemetry::KeyValue::new("cloudlysis.role", "aggregate"),
-                opentelemetry::KeyValue::new("cloudlysis.outcome", outcome),
-            ],
+            || {
+                (
+                    format!("CommandService/Execute {label}"),
+                    vec![
+                        opentelemetry::KeyValue::new("cloudlysis.role", "aggregate"),
+                        opentelemetry::KeyValue::new("cloudlysis.outcome", outcome),
+                    ],
+                )
+            },
         );
         let reply = result.map_err(|e| e.to_status())?;
         Ok(Response::new(ExecuteResponse {

@@ -278,25 +278,29 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         }
         if let Some((traceparent, started)) = span {
             cloudlysis_runtime::telemetry::record(
-                format!("consume {}", shared.durable),
                 cloudlysis_runtime::telemetry::Kind::Consumer,
                 &traceparent,
                 started,
-                vec![
-                    opentelemetry::KeyValue::new("messaging.system", "nats"),
-                    opentelemetry::KeyValue::new(
-                        "messaging.destination.name",
-                        shared.stream.clone(),
-                    ),
-                    opentelemetry::KeyValue::new(
-                        "messaging.consumer.group.name",
-                        shared.durable.clone(),
-                    ),
-                    opentelemetry::KeyValue::new(
-                        "messaging.message.id",
-                        meta.stream_sequence.to_string(),
-                    ),
-                ],
+                || {
+                    (
+                        format!("consume {}", shared.durable),
+                        vec![
+                            opentelemetry::KeyValue::new("messaging.system", "nats"),
+                            opentelemetry::KeyValue::new(
+                                "messaging.destination.name",
+                                shared.stream.clone(),
+                            ),
+                            opentelemetry::KeyValue::new(
+                                "messaging.consumer.group.name",
+                                shared.durable.clone(),
+                            ),
+                            opentelemetry::KeyValue::new(
+                                "messaging.message.id",
+                                meta.stream_sequence.to_string(),
+                            ),
+                        ],
+                    )
+                },
             );
         }
         drop(in_flight);

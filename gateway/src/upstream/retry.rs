@@ -121,6 +121,10 @@ impl Default for RetryThrottle {
     }
 }
 
+/// [`names::GATEWAY_RETRY_TOKENS`], resolved once (every call to a node moves it).
+static RETRY_TOKENS: std::sync::LazyLock<metrics::Gauge> =
+    std::sync::LazyLock::new(|| metrics::gauge!(names::GATEWAY_RETRY_TOKENS));
+
 impl RetryThrottle {
     /// A full bucket of `max_tokens` (1 – 1000) refilled by `token_ratio` per success.
     pub fn new(max_tokens: u32, token_ratio: f64) -> Self {
@@ -136,7 +140,7 @@ impl RetryThrottle {
     fn update(&self, f: impl FnOnce(f64) -> f64) -> f64 {
         let mut t = self.tokens.lock().unwrap_or_else(|p| p.into_inner());
         *t = f(*t).clamp(0.0, self.max_tokens);
-        metrics::gauge!(names::GATEWAY_RETRY_TOKENS).set(*t);
+        RETRY_TOKENS.set(*t);
         *t
     }
 
