@@ -196,14 +196,15 @@ impl TraceParent {
 }
 
 impl fmt::Display for TraceParent {
+    /// `00-<trace id>-<parent id>-<flags>`, written from a buffer on the stack (a hop formats
+    /// its traceparent several times: into gRPC metadata, NATS headers, a response header).
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "00-{}-{}-{:02x}",
-            encode_hex(&self.trace_id),
-            encode_hex(&self.parent_id),
-            self.flags
-        )
+        let mut out = [b'-'; 55];
+        out[..2].copy_from_slice(b"00");
+        hex_into(&mut out[3..35], &self.trace_id);
+        hex_into(&mut out[36..52], &self.parent_id);
+        hex_into(&mut out[53..55], &[self.flags]);
+        f.write_str(std::str::from_utf8(&out).map_err(|_| fmt::Error)?)
     }
 }
 
@@ -281,14 +282,19 @@ fn decode_hex(s: &str, out: &mut [u8]) {
     }
 }
 
-pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn hex_into(out: &mut [u8], bytes: &[u8]) {
     const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(bytes.len() * 2);
-    for b in bytes {
-        s.push(HEX[(b >> 4) as usize] as char);
-        s.push(HEX[(b & 0x0f) as usize] as char);
+    for (pair, b) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = HEX[usize::from(b >> 4)];
+        pair[1] = HEX[usize::from(b & 0x0f)];
     }
-    s
+}
+
+pub(crate) fn encode_hex(bytes: &[u8]) -> String {
+    let mut out = vec![0u8; bytes.len() * 2];
+    hex_into(&mut out, bytes);
+    String::from_utf8(out).unwrap_or_default()
 }
 
 pub(crate) fn decode_hex_exact<const N: usize>(s: &str) -> Option<[u8; N]> {

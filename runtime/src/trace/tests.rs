@@ -215,3 +215,15 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn unsampled_and_next_hop_traceparents_are_written_back_exactly() {
+    let tp = TraceParent::parse(VALID).unwrap();
+    let unsampled = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00";
+    assert_eq!(
+        TraceParent::parse(unsampled).unwrap().to_string(),
+        unsampled
+    );
+    let next = tp.next_hop();
+    assert_eq!(TraceParent::parse(&next.to_string()).unwrap(), next);
+}
