@@ -47,30 +47,34 @@ use crate::upstream::deadline::Deadline;
 use crate::upstream::retry;
 
 #[derive(Deserialize)]
-struct CommandBody {
+struct CommandBody<'a> {
     #[serde(rename = "type")]
     command_type: String,
-    #[serde(default)]
-    payload: serde_json::Value,
+    /// The payload as the client wrote it (checked to be JSON, not parsed into a tree and
+    /// encoded again: the node decodes it into the aggregate's command).
+    #[serde(default, borrow)]
+    payload: Option<&'a serde_json::value::RawValue>,
 }
 
 /// The handler.
 pub(crate) async fn post(
     State(gw): State<Gateway>,
     Path((aggregate_type, aggregate_id)): Path<(String, String)>,
-    headers: HeaderMap,
-    body: Body,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
     let started_at = std::time::SystemTime::now();
-    let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
-    let (traceparent, tracestate) = incoming_trace(&headers);
+    // The request taken whole: a `HeaderMap` extractor would copy every header.
+    let (parts, body) = request.into_parts();
+    let headers = &parts.headers;
+    let correlation = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
+    let (traceparent, tracestate) = incoming_trace(headers);
     // Admission (per tenant, fair) ran before this handler: see `admission`.
     let result = handle(
         &gw,
         &aggregate_type,
         &aggregate_id,
-        &headers,
+        headers,
         body,
         &correlation,
         (&traceparent, tracestate),
@@ -206,7 +210,10 @@ async fn handle(
         idempotency_key,
     };
 
-    let payload_json = serde_json::to_vec(&cmd.payload).unwrap_or_default();
+    let payload_json = cmd
+        .payload
+        .map_or(&b"null"[..], |p| p.get().as_bytes())
+        .to_vec();
     let credential = gw.credential(&claims, &format!("commands:{aggregate_type}"))?;
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
