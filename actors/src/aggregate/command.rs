@@ -68,19 +68,41 @@ pub(crate) fn decode_command<A: Aggregate>(
     command_type: &str,
     payload: &[u8],
 ) -> Result<A::Command, CommandError> {
-    let payload: serde_json::Value = if payload.is_empty() {
-        serde_json::Value::Null
+    // One pass: the payload is checked to be JSON (borrowed, no tree), then the adjacently
+    // tagged document `{"type": …, "payload": …}` is written around its bytes and decoded
+    // into the aggregate's command directly.
+    let payload: &[u8] = if payload.is_empty() {
+        b"null"
     } else {
-        serde_json::from_slice(payload)
+        serde_json::from_slice::<&serde_json::value::RawValue>(payload)
             .map_err(|e| CommandError::InvalidArgument(format!("payload is not valid JSON: {e}")))?
+            .get()
+            .as_bytes()
     };
-    let tagged = serde_json::json!({ "type": command_type, "payload": payload });
-    serde_json::from_value(tagged).map_err(|e| {
+    let mut tagged = Vec::with_capacity(command_type.len() + payload.len() + 24);
+    tagged.extend_from_slice(b"{\"type\":");
+    serde_json::to_writer(&mut tagged, command_type)
+        .map_err(|e| CommandError::InvalidArgument(format!("command type: {e}")))?;
+    tagged.extend_from_slice(b",\"payload\":");
+    tagged.extend_from_slice(payload);
+    tagged.push(b'}');
+    serde_json::from_slice(&tagged).map_err(|e| {
         CommandError::InvalidArgument(format!(
-            "invalid `{command_type}` command for aggregate `{}`: {e}",
-            A::TYPE
+            "invalid `{command_type}` command for aggregate `{}`: {}",
+            A::TYPE,
+            without_position(&e)
         ))
     })
+}
+
+/// A decoding error's message without serde_json's "at line L column C" (which would point
+/// into the document written around the payload, not into anything the client sent).
+fn without_position(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(at) if e.line() > 0 => text[..at].to_string(),
+        _ => text,
+    }
 }
 
 /// Splits `{"type": t, "payload": p}` into `(t, p)`; other shapes keep the whole value.
@@ -93,4 +115,83 @@ pub(crate) fn split_tagged(value: serde_json::Value) -> (String, serde_json::Val
         return ("event".into(), serde_json::Value::Object(map));
     }
     ("event".into(), value)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::aggregate::{CommandContext, Rejection};
+    use serde::{Deserialize, Serialize};
+
+    struct Till;
+
+    #[derive(Debug, PartialEq, Deserialize)]
+    #[serde(tag = "type", content = "payload")]
+    enum TillCommand {
+        Open,
+        Add { amount: u64, note: Option<String> },
+    }
+
+    #[derive(Serialize, Deserialize)]
+    struct Added;
+
+    impl Aggregate for Till {
+        const TYPE: &'static str = "till";
+        const SCHEMA_VERSION: u32 = 1;
+        type State = ();
+        type Command = TillCommand;
+        type Event = Added;
+        fn handle(_: &(), _: TillCommand, _: &CommandContext) -> Result<Vec<Added>, Rejection> {
+            Ok(vec![Added])
+        }
+        fn apply(_: &mut (), _: &Added) {}
+    }
+
+    #[test]
+    fn a_command_decodes_from_its_type_and_the_payload_bytes() {
+        assert_eq!(
+            decode_command::<Till>("Add", br#" { "note": "caf\u00e9 \"x\"", "amount": 7 } "#)
+                .unwrap(),
+            TillCommand::Add {
+                amount: 7,
+                note: Some("café \"x\"".into())
+            }
+        );
+        assert_eq!(
+            decode_command::<Till>("Open", b"").unwrap(),
+            TillCommand::Open
+        );
+        assert_eq!(
+            decode_command::<Till>("Open", b"null").unwrap(),
+            TillCommand::Open
+        );
+    }
+
+    #[test]
+    fn bad_payloads_and_types_are_invalid_arguments_that_say_why() {
+        let message = |r: Result<TillCommand, CommandError>| match r {
+            Err(CommandError::InvalidArgument(m)) => m,
+            other => panic!("expected an invalid argument, got {other:?}"),
+        };
+        let m = message(decode_command::<Till>("Add", b"{\"amount\":"));
+        assert!(m.starts_with("payload is not valid JSON"), "{m}");
+        let m = message(decode_command::<Till>("Add", br#"{"amount":"seven"}"#));
+        assert!(
+            m.starts_with("invalid `Add` command for aggregate `till`"),
+            "{m}"
+        );
+        assert!(
+            !m.contains(" at line "),
+            "no position in a document the client never sent: {m}"
+        );
+        // A type cannot break out of its string: it is one unknown variant.
+        let m = message(decode_command::<Till>(
+            r#"Open","payload":null,"x":"#,
+            b"null",
+        ));
+        assert!(m.contains("unknown variant"), "{m}");
+        // Trailing data after the payload is not JSON.
+        let m = message(decode_command::<Till>("Open", b"null} {"));
+        assert!(m.starts_with("payload is not valid JSON"), "{m}");
+    }
 }
