@@ -179,48 +179,17 @@ fn bench_views_refuses_bad_settings() {
 /// its printed dev token): the load generator alone, for running it on CPUs of its own.
 #[tokio::test]
 async fn bench_overload_drives_a_running_gateway_given_its_url_and_a_token() {
-    use tokio::io::{AsyncBufReadExt, BufReader};
     let dir = tempfile::tempdir().unwrap();
-    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .env("CLOUDLYSIS_GATEWAY_MAX_IN_FLIGHT", "4")
-        .env("RUST_LOG", "warn")
-        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        // Its own process group: the guard kills dev and its nats-server together.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let (mut http, mut token, mut token_next) = (None, None, false);
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                http.get_or_insert(url.to_string());
-            }
-            if token_next {
-                token = Some(line.trim().to_string());
-                token_next = false;
-            }
-            token_next |= line.starts_with("Dev token");
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(60), read)
-        .await
-        .expect("dev printed its URL and token");
-    let (http, token) = (http.expect("URL printed"), token.expect("token printed"));
+    let dev = cloudlysis_test_support::Dev::start(
+        env!("CARGO_BIN_EXE_cloudlysis"),
+        &dir.path().join("data"),
+        &[
+            ("CLOUDLYSIS_GATEWAY_MAX_IN_FLIGHT", "4"),
+            ("RUST_LOG", "warn"),
+        ],
+    )
+    .await;
+    let (http, token) = (dev.http.clone(), dev.token.clone().expect("token printed"));
     let out = tokio::task::spawn_blocking(move || {
         bench(&[
             "overload",

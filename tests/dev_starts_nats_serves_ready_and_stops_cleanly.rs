@@ -1,61 +1,23 @@
 //! `cloudlysis dev` starts its own nats-server, ensures the streams, serves `/ready`, and on
 //! SIGTERM stops everything, its nats-server child included.
 
-use std::process::Stdio;
 use std::time::Duration;
 
 use cloudlysis_test_support::{eventually, http_get};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 #[tokio::test]
 async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        // Its own process group: the guard below kills dev and its nats-server together.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut http = None;
-    let mut nats = None;
-    let mut curls = Vec::new();
-    let mut operator = None;
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                http.get_or_insert(url.to_string());
-            }
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("nats://")) {
-                nats.get_or_insert(url.to_string());
-            }
-            if let Some((_, token)) = line.split_once("/ui/#token=") {
-                operator.get_or_insert(token.split_whitespace().next().unwrap().to_string());
-            }
-            if line.trim_start().starts_with("curl ") {
-                curls.push(line.trim().to_string());
-            }
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("dev printed its URLs");
-    let http = http.expect("HTTP URL printed");
-    let nats = nats.expect("NATS URL printed");
+    let mut dev = cloudlysis_test_support::Dev::start(
+        env!("CARGO_BIN_EXE_cloudlysis"),
+        &dir.path().join("data"),
+        &[],
+    )
+    .await;
+    let http = dev.http.clone();
+    let nats = dev.nats.clone().expect("NATS URL printed");
+    let curls = dev.curls.clone();
+    let operator = dev.operator.clone();
 
     let (status, body) = http_get(&format!("{http}/ready")).await.unwrap();
     assert_eq!(status, 200, "{body}");
@@ -129,9 +91,9 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     drop(js);
 
     // SIGTERM, as Ctrl-C would be SIGINT: both shut down cleanly.
-    let pid = rustix::process::Pid::from_raw(child.id().unwrap() as i32).unwrap();
+    let pid = rustix::process::Pid::from_raw(dev.child.id().unwrap() as i32).unwrap();
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
         .await
         .expect("dev exits after SIGTERM")
         .unwrap();

@@ -8,7 +8,6 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use cloudlysis_test_support::http_get;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 fn tool(env: &str, name: &str) -> String {
     std::env::var(env).unwrap_or_else(|_| name.to_string())
@@ -89,42 +88,13 @@ async fn every_panel_query_is_valid_and_returns_data() {
     );
 
     // cloudlysis dev, with a little traffic: the printed examples.
-    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        // Its own process group: the guard below kills dev and its nats-server together.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let (mut http, mut curls) = (None, Vec::new());
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                http.get_or_insert(url.to_string());
-            }
-            if line.trim_start().starts_with("curl ") {
-                curls.push(line.trim().to_string());
-            }
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("dev started");
-    let http = http.expect("dev printed its URL");
+    let mut dev = cloudlysis_test_support::Dev::start(
+        env!("CARGO_BIN_EXE_cloudlysis"),
+        &dir.path().join("data"),
+        &[],
+    )
+    .await;
+    let (http, curls) = (dev.http.clone(), dev.curls.clone());
     for curl in &curls {
         let out = tokio::process::Command::new("sh")
             .arg("-c")
@@ -198,5 +168,5 @@ async fn every_panel_query_is_valid_and_returns_data() {
             .collect::<Vec<_>>()
             .join("\n")
     );
-    let _ = dev.kill().await;
+    let _ = dev.child.kill().await;
 }

@@ -4,7 +4,6 @@
 //! handling, the publish and the projection's consumer, and no span's parent is missing.
 
 use std::collections::{HashMap, HashSet};
-use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +14,6 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
     ExportTraceServiceRequest, ExportTraceServiceResponse,
 };
 use opentelemetry_proto::tonic::trace::v1::Span;
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 /// An OTLP trace receiver that keeps every span it gets.
 #[derive(Clone, Default)]
@@ -57,44 +55,17 @@ async fn a_commands_trace_has_every_hop_and_no_orphan() {
     });
 
     let dir = tempfile::tempdir().unwrap();
-    let mut dev = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("OTEL_EXPORTER_OTLP_ENDPOINT", format!("http://{otlp}"))
-        .env("OTEL_BSP_SCHEDULE_DELAY", "100")
-        .env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        // Its own process group: the guard below kills dev and its nats-server together.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&dev);
-    let mut lines = BufReader::new(dev.stdout.take().unwrap()).lines();
-    let (mut http, mut open) = (None, None);
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split_whitespace().find(|w| w.starts_with("http://")) {
-                http.get_or_insert(url.to_string());
-            }
-            if line.trim_start().starts_with("curl ") && open.is_none() {
-                open = Some(line.trim().to_string());
-            }
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("dev started");
-    let _ = http.expect("dev printed its URL");
+    let otlp_endpoint = format!("http://{otlp}");
+    let mut dev = cloudlysis_test_support::Dev::start(
+        env!("CARGO_BIN_EXE_cloudlysis"),
+        &dir.path().join("data"),
+        &[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", otlp_endpoint.as_str()),
+            ("OTEL_BSP_SCHEDULE_DELAY", "100"),
+        ],
+    )
+    .await;
+    let open = dev.curls.first().cloned();
 
     // The printed command, with its response headers: the Gateway's traceparent names the trace.
     let out = tokio::process::Command::new("sh")
@@ -168,5 +139,5 @@ async fn a_commands_trace_has_every_hop_and_no_orphan() {
             );
         }
     }
-    let _ = dev.kill().await;
+    let _ = dev.child.kill().await;
 }

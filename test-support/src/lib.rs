@@ -16,6 +16,7 @@
 //! - [`NatsServer`] — start, stop, kill -9, pause (SIGSTOP) and restart a server; cleans up on
 //!   drop.
 //! - [`NatsCluster`] — a 3-node JetStream cluster on loopback; kill -9 and restart any member.
+//! - [`Dev`] — `cloudlysis dev` as a child process, and what its banner printed.
 //! - [`eventually`] — poll an async condition until it holds or a deadline passes.
 
 use std::future::Future;
@@ -25,9 +26,11 @@ use std::time::{Duration, Instant};
 use cloudlysis_runtime::nats_server::{self, NatsServerBinary, NatsServerError};
 
 mod cluster;
+mod dev;
 mod group;
 
 pub use cluster::NatsCluster;
+pub use dev::{DEV_START_DEADLINE, Dev};
 pub use group::KillGroupOnDrop;
 
 /// The node secret of test deployments (`CLOUDLYSIS_NODE_SECRET` of the processes tests start).
