@@ -420,6 +420,25 @@ async fn a_runner_node_exports_its_series_from_the_start() {
     })
     .await;
     assert!(ended);
+    // The runner counts the instance right after its record is written, so the record can be
+    // seen first: poll the counter until it moves (and no further), then check every series.
+    let finished = || async {
+        let text = http_get(&format!("{}/metrics", runner.http))
+            .await
+            .map(|(_, body)| body)
+            .unwrap_or_default();
+        value(
+            &text,
+            "cloudlysis_workflow_instances_finished_total",
+            &[("status", "failed")],
+        )
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            finished().await >= 1.0
+        })
+        .await
+    );
     let text = check("runner", &runner.http, &["start", "use"]).await;
     assert_eq!(
         value(
@@ -427,7 +446,8 @@ async fn a_runner_node_exports_its_series_from_the_start() {
             "cloudlysis_workflow_instances_finished_total",
             &[("status", "failed")]
         ),
-        1.0
+        1.0,
+        "one failed instance, counted once"
     );
     assert!(
         value(
