@@ -111,21 +111,23 @@ fn bench_rehydration_reports_both_aggregates_and_the_ratio() {
     );
 }
 
+/// A tiny overload run: one-second phases, a budget of 4 (its `gateway.max_in_flight`).
+const TINY_OVERLOAD: &[&str] = &[
+    "--seconds",
+    "1",
+    "--max-in-flight",
+    "4",
+    "--accounts",
+    "8",
+    "--factor",
+    "2",
+    "--connections",
+    "64",
+];
+
 #[test]
 fn bench_overload_reports_every_phase_goodput_and_refusals() {
-    let out = bench(&[
-        "overload",
-        "--seconds",
-        "1",
-        "--max-in-flight",
-        "4",
-        "--accounts",
-        "8",
-        "--factor",
-        "2",
-        "--connections",
-        "64",
-    ]);
+    let out = bench(&[&["overload"], TINY_OVERLOAD].concat());
     for line in [
         "idle",
         "capacity",
@@ -191,23 +193,13 @@ async fn bench_overload_drives_a_running_gateway_given_its_url_and_a_token() {
     .await;
     let (http, token) = (dev.http.clone(), dev.token.clone().expect("token printed"));
     let out = tokio::task::spawn_blocking(move || {
-        bench(&[
-            "overload",
-            "--target",
-            &http,
-            "--token",
-            &token,
-            "--seconds",
-            "1",
-            "--max-in-flight",
-            "4",
-            "--accounts",
-            "8",
-            "--factor",
-            "2",
-            "--connections",
-            "64",
-        ])
+        bench(
+            &[
+                &["overload", "--target", &http, "--token", &token],
+                TINY_OVERLOAD,
+            ]
+            .concat(),
+        )
     })
     .await
     .unwrap();

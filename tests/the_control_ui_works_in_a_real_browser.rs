@@ -26,7 +26,6 @@ use cloudlysis_runtime::consumer::{ConsumerSettings, NakBackoff};
 use cloudlysis_runtime::envelope::EventEnvelope;
 use common::{Platform, gateway_call};
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const OPERATOR_RIGHTS: &[&str] = &[
     "commands:*",
@@ -119,43 +118,20 @@ async fn run_e2e(url: &str, token: &str, expect_poison: bool) {
 /// `cloudlysis dev` as a user runs it; the console URL and operator token it prints.
 async fn against_dev() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_cloudlysis"))
-        .env(
-            "CLOUDLYSIS_NODE_SECRET",
-            cloudlysis_test_support::NODE_SECRET,
-        )
-        .args(["dev", "--http-addr", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path().join("data"))
-        .env("CLOUDLYSIS_UI_DIR", ui_dir().join("dist"))
-        .env_remove("CLOUDLYSIS_NATS_URL")
-        .env_remove("CLOUDLYSIS_CONFIG")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        // Its own process group: the guard below kills dev and its nats-server together.
-        .process_group(0)
-        .spawn()
-        .unwrap();
-    let _group = cloudlysis_test_support::KillGroupOnDrop::of(&child);
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let mut console = None;
-    let read = async {
-        while let Some(line) = lines.next_line().await.unwrap() {
-            if let Some(url) = line.split_whitespace().find(|w| w.contains("/ui/#token=")) {
-                console = Some(url.to_string());
-            }
-            if line.starts_with("Press Ctrl-C") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(60), read)
-        .await
-        .expect("dev printed its URLs");
-    let console = console.expect("dev printed the console URL");
-    let (base, token) = console.split_once("/ui/#token=").unwrap();
+    let ui = ui_dir().join("dist");
+    let mut dev = cloudlysis_test_support::Dev::start(
+        env!("CARGO_BIN_EXE_cloudlysis"),
+        &dir.path().join("data"),
+        &[("CLOUDLYSIS_UI_DIR", ui.to_str().expect("a UTF-8 path"))],
+    )
+    .await;
+    let token = dev
+        .operator
+        .clone()
+        .expect("dev printed the console URL with the operator's token");
+    let (base, token) = (dev.http.as_str(), token.as_str());
     run_e2e(base, token, false).await;
-    let _ = child.kill().await;
+    let _ = dev.child.kill().await;
 }
 
 /// A platform whose `picky` view failed on an event that a fix now lets through.
