@@ -11,7 +11,8 @@
 //!   concurrency; with `--http`, `gateway_http`: the same over HTTP/1.1 on a loopback socket,
 //!   one keep-alive connection per worker, so the HTTP edge is measured too, and then
 //!   `health_http`: `GET /health` on the same Gateway and socket, what the HTTP edge alone
-//!   sustains (a ceiling for any request).
+//!   sustains (a ceiling for any request). With `--idempotency-keys` every command carries a
+//!   fresh `Idempotency-Key`, as a client that retries safely sends one.
 //!
 //! It prints throughput and latency percentiles and the ratios, and the CPU time per operation
 //! of each phase (this process and the private nats-server, from `/proc`): how many raw
@@ -47,6 +48,10 @@ pub struct BenchArgs {
     /// worker) instead of into the Gateway's router in process
     #[arg(long)]
     pub http: bool,
+    /// Every command carries a fresh `Idempotency-Key`, as a client that retries safely sends
+    /// one (the entity then looks the key up and records its result)
+    #[arg(long)]
+    pub idempotency_keys: bool,
 }
 
 const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
@@ -245,21 +250,24 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     };
     let client = http.as_ref().map(|(c, _)| c.clone());
     let (gw, tk, cmd_id) = (gateway.clone(), token.clone(), run_id.clone());
+    let keyed = args.idempotency_keys;
     let ops = per_worker * args.concurrency;
     let cpu_raw = CpuPerOp::between(cpu_at_start, cpu_seconds(), ops);
     let traffic_before_cmd = traffic();
     let cpu_before_cmd = cpu_seconds();
-    let cmd = phase(args.concurrency, per_worker, move |w, _| {
+    let cmd = phase(args.concurrency, per_worker, move |w, i| {
         let (gateway, token, client) = (gw.clone(), tk.clone(), client.clone());
         let id = format!("b{cmd_id}-{w}");
+        let key = keyed.then(|| format!("k{cmd_id}-{w}-{i}"));
         async move {
             let deposit = r#"{"type":"Deposit","payload":{"amount":1}}"#;
+            let key = key.as_deref();
             let status = match client {
                 Some(c) => c
-                    .post(&format!("/v1/commands/account/{id}"), &token, deposit)
+                    .post_keyed(&format!("/v1/commands/account/{id}"), &token, deposit, key)
                     .await
                     .map(|a| a.status),
-                None => post(&gateway, &token, &id, deposit).await,
+                None => post_keyed(&gateway, &token, &id, deposit, key).await,
             }
             .map_err(|e| e.to_string())?;
             if status == 200 {
@@ -302,13 +310,18 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     };
 
     println!(
-        "cloudlysis bench commands: concurrency {}, {} operations per phase{}",
+        "cloudlysis bench commands: concurrency {}, {} operations per phase{}{}",
         args.concurrency,
         per_worker * args.concurrency,
         if args.http {
             ", commands over HTTP/1.1 on loopback"
         } else {
             ", commands into the Gateway's router in process"
+        },
+        if keyed {
+            ", each with an Idempotency-Key"
+        } else {
+            ""
         }
     );
     println!(
@@ -425,11 +438,24 @@ pub(crate) async fn post(
     id: &str,
     body: &'static str,
 ) -> anyhow::Result<u16> {
-    let req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
+    post_keyed(gateway, token, id, body, None).await
+}
+
+/// [`post`] with an `Idempotency-Key` when `key` is given.
+pub(crate) async fn post_keyed(
+    gateway: &axum::Router,
+    token: &str,
+    id: &str,
+    body: &'static str,
+    key: Option<&str>,
+) -> anyhow::Result<u16> {
+    let mut req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
         .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(body))
-        .context("request")?;
+        .header("content-type", "application/json");
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    let req = req.body(axum::body::Body::from(body)).context("request")?;
     let resp = gateway.clone().oneshot(req).await.context("gateway")?;
     Ok(resp.status().as_u16())
 }

@@ -50,8 +50,20 @@ impl Client {
 
     /// `POST path` with `body` and a bearer `token`.
     pub(crate) async fn post(&self, path: &str, token: &str, body: &str) -> anyhow::Result<Answer> {
+        self.post_keyed(path, token, body, None).await
+    }
+
+    /// [`Client::post`] with an `Idempotency-Key` when `key` is given.
+    pub(crate) async fn post_keyed(
+        &self,
+        path: &str,
+        token: &str,
+        body: &str,
+        key: Option<&str>,
+    ) -> anyhow::Result<Answer> {
+        let key = key.map_or(String::new(), |k| format!("idempotency-key: {k}\r\n"));
         self.send(format!(
-            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+            "POST {path} HTTP/1.1\r\nhost: bench\r\nauthorization: Bearer {token}\r\ncontent-type: application/json\r\n{key}content-length: {}\r\n\r\n{body}",
             body.len()
         ))
         .await

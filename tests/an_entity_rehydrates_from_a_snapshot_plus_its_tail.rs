@@ -149,9 +149,16 @@ async fn a_long_entity_rehydrates_from_its_snapshot_and_a_corrupt_one_is_ignored
         assert!(stream.delete_message(seq).await.unwrap());
     }
     let idem = js.get_key_value(buckets::IDEMPOTENCY_BUCKET).await.unwrap();
-    idem.purge(buckets::idempotency_key("acme", "tally", "t-1", "k-1"))
-        .await
-        .unwrap();
+    // The record is written after the answer: purge it once it is there.
+    let record = buckets::idempotency_key("acme", "tally", "t-1", "k-1");
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            matches!(idem.get(&record).await, Ok(Some(_)))
+        })
+        .await,
+        "the idempotency record was stored"
+    );
+    idem.purge(&record).await.unwrap();
 
     let second = node(&js).await;
     assert_eq!(

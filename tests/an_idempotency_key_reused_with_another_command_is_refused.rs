@@ -64,9 +64,16 @@ async fn the_same_key_with_another_command_is_422_and_commits_nothing() {
         p.js.get_key_value(buckets::IDEMPOTENCY_BUCKET)
             .await
             .unwrap();
-    idem.purge(buckets::idempotency_key("acme", "account", "acc", "pay-1"))
-        .await
-        .unwrap();
+    // The record is written after the answer: purge it once it is there.
+    let record = buckets::idempotency_key("acme", "account", "acc", "pay-1");
+    assert!(
+        cloudlysis_test_support::eventually(std::time::Duration::from_secs(10), || async {
+            matches!(idem.get(&record).await, Ok(Some(_)))
+        })
+        .await,
+        "the idempotency record was stored"
+    );
+    idem.purge(&record).await.unwrap();
     p.restart_node(Default::default()).await;
     let (s, body) = deposit(&p, &token, r#"{"type":"Deposit","payload":{"amount":6}}"#).await;
     assert_eq!(s, 422, "{body}");

@@ -71,6 +71,7 @@ mod command;
 mod entity;
 mod host;
 pub mod node;
+mod records;
 mod rehydrate;
 mod snapshot;
 

@@ -53,6 +53,11 @@ pub mod names {
     /// Counter of entity rehydrations, labelled `aggregate_type` and `path` (`empty`,
     /// `snapshot`, `last_commit`, `direct`, `consumer`): how the state was read back.
     pub const REHYDRATIONS: &str = "cloudlysis_rehydrations_total";
+    /// Counter of idempotency-record writes finished in the background, labelled
+    /// `aggregate_type` and `outcome` (`stored`, `failed`).
+    pub const IDEMPOTENCY_RECORDS: &str = "cloudlysis_idempotency_records_total";
+    /// Gauge of idempotency-record writes started and not finished, labelled `aggregate_type`.
+    pub const IDEMPOTENCY_RECORDS_PENDING: &str = "cloudlysis_idempotency_records_pending";
     /// Gauge of live entities in an aggregate node, labelled `aggregate_type`.
     pub const ENTITIES: &str = "cloudlysis_entities";
     /// Histogram of command handling time in an aggregate node, labelled `aggregate_type`.
@@ -197,6 +202,8 @@ pub mod names {
         COMMANDS,
         SNAPSHOTS,
         REHYDRATIONS,
+        IDEMPOTENCY_RECORDS,
+        IDEMPOTENCY_RECORDS_PENDING,
         ENTITIES,
         COMMAND_DURATION,
         GATEWAY_REQUESTS,
@@ -327,6 +334,14 @@ fn describe() {
     metrics::describe_counter!(
         names::REHYDRATIONS,
         "Entity rehydrations by how the state was read: no history, a snapshot alone, the last commit alone, message by message, or through an ad-hoc consumer."
+    );
+    metrics::describe_counter!(
+        names::IDEMPOTENCY_RECORDS,
+        "Idempotency records written after a command's answer, stored or failed."
+    );
+    metrics::describe_gauge!(
+        names::IDEMPOTENCY_RECORDS_PENDING,
+        "Idempotency-record writes started and not yet finished."
     );
     metrics::describe_gauge!(names::ENTITIES, "Live entities per aggregate type.");
     metrics::describe_histogram!(

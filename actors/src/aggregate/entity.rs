@@ -440,19 +440,31 @@ impl<A: Aggregate> Entity<A> {
         }
     }
 
-    /// Stores a command's result under its idempotency key. A failure is logged, not returned:
-    /// the commit stands, and a replay within the stream's duplicate window is still
-    /// de-duplicated by its `Nats-Msg-Id` (derived from the key) and answered from the stream.
+    /// Stores a command's result under its idempotency key in the background (bounded, see
+    /// [`super::records`]): the answer does not wait for it. A failure is logged and counted,
+    /// not returned: the commit stands, and a replay is still recognised — by this entity while
+    /// it is live, and on any node within the stream's duplicate window by its `Nats-Msg-Id`
+    /// (derived from the key), answered from the stream.
     async fn remember(&self, key: &str, reply: &IdempotencyRecord) {
-        let Ok(bytes) = serde_json::to_vec(reply) else {
-            return;
+        let bytes = match serde_json::to_vec(reply) {
+            Ok(bytes) => bytes,
+            Err(e) => {
+                tracing::warn!(key, "idempotency record not encoded: {e}");
+                return;
+            }
         };
-        let put = self.shared.idempotency.put(key, bytes.into());
-        match tokio::time::timeout(self.shared.settings.io_timeout, put).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(key, error = %e, "idempotency record not stored"),
-            Err(_) => tracing::warn!(key, "idempotency record not stored: timed out"),
-        }
+        let shared = self.shared.clone();
+        let owned = key.to_string();
+        let write = async move {
+            let timeout = shared.settings.io_timeout;
+            match tokio::time::timeout(timeout, shared.idempotency.put(&owned, bytes.into())).await
+            {
+                Ok(Ok(_)) => Ok(()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("not stored within {timeout:?}")),
+            }
+        };
+        self.shared.records.start(key.to_string(), write).await;
     }
 
     fn commit_of(

@@ -18,6 +18,10 @@ pub(crate) trait Host: Send + Sync {
 
     /// The keys (`tenant.id`) of the live entities.
     fn live(&self) -> Vec<String>;
+
+    /// Waits for the idempotency records still being written, at most `timeout`; false when
+    /// some were not finished.
+    fn flush(&self, timeout: std::time::Duration) -> futures::future::BoxFuture<'_, bool>;
 }
 
 /// Shared by a type's host and its entities.
@@ -30,6 +34,8 @@ pub(crate) struct HostShared {
     pub(crate) settings: AggregateSettings,
     /// `cloudlysis_entities{aggregate_type}`.
     pub(crate) live: metrics::Gauge,
+    /// Idempotency records being written after their commands' answers.
+    pub(crate) records: super::records::RecordWrites,
 }
 
 /// The host of one aggregate type.
@@ -70,6 +76,10 @@ impl<A: Aggregate> AggregateHost<A> {
                 cloudlysis_runtime::metrics::names::ENTITIES,
                 "aggregate_type" => A::TYPE
             ),
+            records: super::records::RecordWrites::new(
+                A::TYPE,
+                super::records::MAX_PENDING_RECORDS,
+            ),
         });
         Self {
             entities: Entities::new(shared.clone()),
@@ -102,6 +112,10 @@ impl<A: Aggregate> Host for AggregateHost<A> {
 
     fn live(&self) -> Vec<String> {
         self.entities.keys()
+    }
+
+    fn flush(&self, timeout: std::time::Duration) -> futures::future::BoxFuture<'_, bool> {
+        Box::pin(self.shared.records.flush(timeout))
     }
 }
 

@@ -377,6 +377,7 @@ impl AggregateNode {
         )
         .behaviours(self.aggregate_types());
         let root = self.inner.root.clone();
+        let node = self.clone();
         let router = serving
             .server()?
             // Work whose caller has gone is counted; every call but health and reflection needs
@@ -396,8 +397,28 @@ impl AggregateNode {
                 shutdown,
             )
             .await;
+        // Idempotency records still being written land before the node leaves.
+        node.flush_records(Duration::from_secs(10)).await;
         let _ = root.shutdown(Duration::from_secs(30)).await;
         result
+    }
+
+    /// Waits for the idempotency records still being written after their commands' answers
+    /// (each write is bounded by the node's I/O timeout), at most `timeout`; false, with a
+    /// warning, when some were not finished. [`AggregateNode::serve_grpc`] calls it when it
+    /// stops; a node embedded otherwise calls it before it exits.
+    pub async fn flush_records(&self, timeout: Duration) -> bool {
+        let mut all = true;
+        for (ty, host) in &self.inner.hosts {
+            if !host.flush(timeout).await {
+                tracing::warn!(
+                    aggregate_type = ty,
+                    "idempotency records still being written after {timeout:?}"
+                );
+                all = false;
+            }
+        }
+        all
     }
 }
 
