@@ -12,7 +12,9 @@
 //!   one keep-alive connection per worker, so the HTTP edge is measured too, and then
 //!   `health_http`: `GET /health` on the same Gateway and socket, what the HTTP edge alone
 //!   sustains (a ceiling for any request). With `--idempotency-keys` every command carries a
-//!   fresh `Idempotency-Key`, as a client that retries safely sends one.
+//!   fresh `Idempotency-Key`, as a client that retries safely sends one. With `--local-node`
+//!   the Gateway calls the node in process (`gateway_local`: no HTTP/2 hop, as in
+//!   `cloudlysis dev`) instead of over gRPC on loopback (as between processes).
 //!
 //! It prints throughput and latency percentiles and the ratios, and the CPU time per operation
 //! of each phase (this process and the private nats-server, from `/proc`): how many raw
@@ -52,6 +54,10 @@ pub struct BenchArgs {
     /// one (the entity then looks the key up and records its result)
     #[arg(long)]
     pub idempotency_keys: bool,
+    /// The Gateway calls the aggregate node in this process, without the network (as in
+    /// `cloudlysis dev`), instead of over gRPC on loopback (as between processes)
+    #[arg(long)]
+    pub local_node: bool,
 }
 
 const SECRET: &str = "cloudlysis-bench-secret-cloudlysis-bench";
@@ -177,12 +183,18 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     let grpc = nodes::bind("127.0.0.1:0", "bench gRPC").await?;
     let grpc_addr = grpc.local_addr()?;
     let (stop, wait) = nodes::shutdown_channel();
-    let server = tokio::spawn(node.serve_grpc(grpc, node_keys()?, wait()));
-    let (gateway, token) = bench_gateway(
-        &format!("http://{grpc_addr}"),
-        "http://127.0.0.1:1",
-        &["commands:account"],
+    let serving: cloudlysis_runtime::admission::NodeServing = node_keys()?.into();
+    let aggregate_addr = format!("http://{grpc_addr}");
+    let mut locals = std::collections::HashMap::new();
+    if args.local_node {
+        locals.insert(aggregate_addr.clone(), node.local(&serving).await);
+    }
+    let server = tokio::spawn(node.serve_grpc(grpc, serving, wait()));
+    let gateway = Gateway::with_local_nodes(
+        bench_settings(&aggregate_addr, "http://127.0.0.1:1", "http://127.0.0.1:1"),
+        locals,
     )?;
+    let token = bench_token(&gateway, &["commands:account"])?;
     // One router for the run, cloned per request (as a server does).
     let gateway = gateway.router();
     let run_id = uuid::Uuid::new_v4().simple().to_string();
@@ -303,14 +315,15 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     if let Some((_, server)) = http {
         server.abort();
     }
-    let cmd_name = if args.http {
-        "gateway_http"
-    } else {
-        "gateway_command"
+    let cmd_name = match (args.http, args.local_node) {
+        (true, false) => "gateway_http",
+        (true, true) => "gateway_http_local",
+        (false, false) => "gateway_command",
+        (false, true) => "gateway_local",
     };
 
     println!(
-        "cloudlysis bench commands: concurrency {}, {} operations per phase{}{}",
+        "cloudlysis bench commands: concurrency {}, {} operations per phase{}{}{}",
         args.concurrency,
         per_worker * args.concurrency,
         if args.http {
@@ -322,6 +335,11 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
             ", each with an Idempotency-Key"
         } else {
             ""
+        },
+        if args.local_node {
+            ", the aggregate node called in process"
+        } else {
+            ", the aggregate node called over gRPC on loopback"
         }
     );
     println!(
@@ -407,7 +425,18 @@ pub(crate) fn bench_gateway_with_runner(
     runner_addr: &str,
     rights: &[&str],
 ) -> anyhow::Result<(Gateway, String)> {
-    let gateway = Gateway::new(GatewaySettings {
+    let gateway = Gateway::new(bench_settings(aggregate_addr, projection_addr, runner_addr))?;
+    let token = bench_token(&gateway, rights)?;
+    Ok((gateway, token))
+}
+
+/// The settings of a benchmark's Gateway: the node addresses, generous limits.
+pub(crate) fn bench_settings(
+    aggregate_addr: &str,
+    projection_addr: &str,
+    runner_addr: &str,
+) -> GatewaySettings {
+    GatewaySettings {
         aggregate_addr: aggregate_addr.into(),
         projection_addr: projection_addr.into(),
         runner_addr: runner_addr.into(),
@@ -421,13 +450,15 @@ pub(crate) fn bench_gateway_with_runner(
         tenant_weights: Default::default(),
         oidc: Default::default(),
         node_tls: Default::default(),
-    })?;
+    }
+}
+
+/// A token of tenant `bench` with `rights`, for an hour.
+pub(crate) fn bench_token(gateway: &Gateway, rights: &[&str]) -> anyhow::Result<String> {
     let rights: Vec<String> = rights.iter().map(|r| r.to_string()).collect();
-    let token =
-        gateway
-            .authenticator()
-            .mint("bench", "bench", &rights, Duration::from_secs(3600))?;
-    Ok((gateway, token))
+    Ok(gateway
+        .authenticator()
+        .mint("bench", "bench", &rights, Duration::from_secs(3600))?)
 }
 
 /// POSTs a command through `gateway` (its router, built once and cloned per request as a

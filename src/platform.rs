@@ -1,6 +1,6 @@
 //! The whole platform in one process — an aggregate, a projection and a runner node on
-//! ephemeral loopback gRPC ports, and a Gateway routing to them — over an application's
-//! behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`] starts it for a
+//! ephemeral loopback gRPC ports, and a Gateway routing to them (to the aggregate node in
+//! process, without the network: `runtime::local`) — over an application's behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`] starts it for a
 //! user's integration tests.
 
 use std::net::SocketAddr;
@@ -52,7 +52,11 @@ impl Platform {
         let grpc_addr = grpc.local_addr()?;
         let aggregate_types = node.aggregate_types().join(", ");
         let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
-        servers.push(tokio::spawn(node.serve_grpc(grpc, keys.clone(), wait())));
+        // The Gateway calls it in this process (no network, the same layers and credential);
+        // its gRPC port serves everyone else (the runner's effects, grpcurl).
+        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let local_aggregate = node.local(&serving).await;
+        servers.push(tokio::spawn(node.serve_grpc(grpc, serving, wait())));
 
         // The projection node with the application's views, on another ephemeral port.
         let projection =
@@ -96,7 +100,10 @@ impl Platform {
             Some(DEV_JWT_SECRET),
             Some(DEV_NODE_SECRET),
         )?;
-        let gateway = Gateway::new(settings)?;
+        let gateway = Gateway::with_local_nodes(
+            settings,
+            std::collections::HashMap::from([(aggregate_uri.clone(), local_aggregate)]),
+        )?;
         let day = Duration::from_secs(24 * 3600);
         let token = gateway.authenticator().mint(
             "dev",

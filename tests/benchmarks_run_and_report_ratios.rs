@@ -56,6 +56,30 @@ fn bench_commands_reports_both_phases_and_the_ratio() {
 }
 
 #[test]
+fn bench_commands_with_keys_and_the_node_in_process_reports_both_phases() {
+    let out = bench(&[
+        "commands",
+        "--concurrency",
+        "2",
+        "--commands",
+        "50",
+        "--idempotency-keys",
+        "--local-node",
+    ]);
+    for line in [
+        "each with an Idempotency-Key",
+        "the aggregate node called in process",
+        "raw_publish",
+        "gateway_local",
+        "ratio gateway_local / raw_publish",
+        // A keyed command: the key's lookup, the commit, the record.
+        "nats per op gateway_local: 3.00 messages",
+    ] {
+        assert!(out.contains(line), "{line} missing from:\n{out}");
+    }
+}
+
+#[test]
 fn bench_commands_over_http_reports_every_phase_and_the_ratios() {
     let out = bench(&[
         "commands",

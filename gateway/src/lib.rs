@@ -142,15 +142,17 @@ struct Inner {
     /// Placement from the node registry, once [`Gateway::use_registry`] ran (else the static
     /// addresses of the settings).
     placement: std::sync::OnceLock<Arc<upstream::placement::Placement>>,
-    aggregate: tonic::transport::Channel,
-    projection: tonic::transport::Channel,
+    aggregate: cloudlysis_runtime::local::NodeChannel,
+    projection: cloudlysis_runtime::local::NodeChannel,
     /// Every runner node: its address and channel (`gateway.runner_addr`, comma separated).
-    runners: Vec<(String, tonic::transport::Channel)>,
+    runners: Vec<(String, cloudlysis_runtime::local::NodeChannel)>,
     /// Admission: at most `max_in_flight` API requests at once, shared fairly by tenants.
     admission: Arc<admission::Admission>,
     in_flight: metrics::Gauge,
     /// Every node the Gateway routes to, for the probe fan-out.
     targets: Vec<probe::Target>,
+    /// Nodes in this process by address (see [`Gateway::with_local_nodes`]).
+    locals: Arc<std::collections::HashMap<String, cloudlysis_runtime::local::LocalNode>>,
     /// Fan-outs the probe actor made.
     fanouts: Arc<std::sync::atomic::AtomicU64>,
     /// The Gateway's supervisor (the probe fan-out; with registry placement the channel pool
@@ -172,10 +174,25 @@ impl Drop for Inner {
 impl Gateway {
     /// Builds a Gateway. Node channels connect lazily and reconnect by themselves.
     pub fn new(settings: GatewaySettings) -> Result<Self, GatewayError> {
+        Self::with_local_nodes(settings, std::collections::HashMap::new())
+    }
+
+    /// [`Gateway::new`] in a process that also hosts nodes: a call to one of `locals`'
+    /// addresses (as the settings or the node registry name them, e.g. `http://127.0.0.1:50051`)
+    /// goes to that node in this process, without the network
+    /// ([`cloudlysis_runtime::local`]); any other address is called over gRPC as usual.
+    pub fn with_local_nodes(
+        settings: GatewaySettings,
+        locals: std::collections::HashMap<String, cloudlysis_runtime::local::LocalNode>,
+    ) -> Result<Self, GatewayError> {
+        let locals = Arc::new(locals);
         let auth =
             Authenticator::new(settings.jwt_secret.as_bytes())?.with_oidc(settings.oidc.clone())?;
         let keys = cloudlysis_runtime::credential::NodeKeys::new(settings.node_secret.as_bytes())?;
-        let channel = |addr: &str| -> Result<tonic::transport::Channel, GatewayError> {
+        let channel = |addr: &str| -> Result<cloudlysis_runtime::local::NodeChannel, GatewayError> {
+            if let Some(local) = locals.get(addr) {
+                return Ok(cloudlysis_runtime::local::NodeChannel::Local(local.clone()));
+            }
             Ok(settings
                 .node_tls
                 .endpoint(addr)
@@ -187,7 +204,8 @@ impl Gateway {
                 // No channel-wide timeout: every call carries its own deadline (a List's 10 s
                 // must not be cut to the command timeout).
                 .tcp_nodelay(true)
-                .connect_lazy())
+                .connect_lazy()
+                .into())
         };
         register_metrics();
         let aggregate = channel(&settings.aggregate_addr)?;
@@ -224,6 +242,7 @@ impl Gateway {
                 projection,
                 runners,
                 targets,
+                locals,
                 fanouts: Arc::default(),
                 tree: tokio::sync::OnceCell::new(),
                 probe: tokio::sync::OnceCell::new(),
@@ -305,7 +324,8 @@ impl Gateway {
         let pool = upstream::pool::ChannelPool::new(
             self.inner.settings.node_tls.clone(),
             Duration::from_secs(2),
-        );
+        )
+        .with_locals(self.inner.locals.clone());
         let placement = Arc::new(Placement::new(pool.clone()));
         let tree = self.tree().await.map_err(registry)?;
         let actor_pool = pool.clone();
@@ -367,7 +387,7 @@ impl Gateway {
     fn pooled(
         p: &upstream::placement::Placement,
         node: &cloudlysis_runtime::registry::NodeEntry,
-    ) -> Result<tonic::transport::Channel, problem::Problem> {
+    ) -> Result<cloudlysis_runtime::local::NodeChannel, problem::Problem> {
         p.pool.get(&node.grpc_addr).map_err(|e| {
             problem::Problem::new(axum::http::StatusCode::BAD_GATEWAY, "node-error", e)
         })
@@ -379,7 +399,7 @@ impl Gateway {
         tenant: &str,
         ty: &str,
         id: &str,
-    ) -> Result<tonic::transport::Channel, problem::Problem> {
+    ) -> Result<cloudlysis_runtime::local::NodeChannel, problem::Problem> {
         let Some(p) = self.placement() else {
             return Ok(self.inner.aggregate.clone());
         };
@@ -393,7 +413,7 @@ impl Gateway {
     pub(crate) fn projection_channel(
         &self,
         view: &str,
-    ) -> Result<tonic::transport::Channel, problem::Problem> {
+    ) -> Result<cloudlysis_runtime::local::NodeChannel, problem::Problem> {
         let Some(p) = self.placement() else {
             return Ok(self.inner.projection.clone());
         };
@@ -408,7 +428,7 @@ impl Gateway {
     /// placement, else `gateway.projection_addr`.
     pub(crate) fn admin_projection_channel(
         &self,
-    ) -> Result<tonic::transport::Channel, problem::Problem> {
+    ) -> Result<cloudlysis_runtime::local::NodeChannel, problem::Problem> {
         let Some(p) = self.placement() else {
             return Ok(self.inner.projection.clone());
         };
@@ -419,7 +439,10 @@ impl Gateway {
     }
 
     /// The runners to try for `key`, first choice first.
-    pub(crate) fn runner_channels(&self, key: &str) -> Vec<(String, tonic::transport::Channel)> {
+    pub(crate) fn runner_channels(
+        &self,
+        key: &str,
+    ) -> Vec<(String, cloudlysis_runtime::local::NodeChannel)> {
         let Some(p) = self.placement() else {
             return self.inner.runners.clone();
         };
@@ -436,7 +459,7 @@ impl Gateway {
 
     /// Every runner node to operate: the registry's live runners (draining ones too: they are
     /// what an operator watches) under registry placement, else `gateway.runner_addr`.
-    pub(crate) fn runner_nodes(&self) -> Vec<(String, tonic::transport::Channel)> {
+    pub(crate) fn runner_nodes(&self) -> Vec<(String, cloudlysis_runtime::local::NodeChannel)> {
         let Some(p) = self.placement() else {
             return self.inner.runners.clone();
         };

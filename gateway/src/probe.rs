@@ -40,7 +40,7 @@ pub struct Target {
     /// Its gRPC address.
     pub address: String,
     /// Its channel.
-    pub channel: tonic::transport::Channel,
+    pub channel: cloudlysis_runtime::local::NodeChannel,
 }
 
 /// What one node answered.

@@ -159,7 +159,7 @@ where
     F: Fn(
         crate::NodeCall,
         Option<u64>,
-        QueryServiceClient<tonic::transport::Channel>,
+        QueryServiceClient<cloudlysis_runtime::local::NodeChannel>,
         Duration,
     ) -> Fut,
     Fut: std::future::Future<Output = Result<(u64, serde_json::Value), CallError>>,

@@ -18,7 +18,10 @@ use crate::Gateway;
 pub const NODE_CHECK_DEADLINE: Duration = Duration::from_millis(1500);
 
 /// Whether the node at `address` serves, or why not.
-async fn serving(address: &str, channel: tonic::transport::Channel) -> Result<(), String> {
+async fn serving(
+    address: &str,
+    channel: cloudlysis_runtime::local::NodeChannel,
+) -> Result<(), String> {
     let mut req = tonic::Request::new(HealthCheckRequest {
         service: String::new(),
     });
@@ -80,7 +83,7 @@ impl Gateway {
 fn register(
     readiness: &Readiness,
     name: &'static str,
-    targets: Vec<(String, tonic::transport::Channel)>,
+    targets: Vec<(String, cloudlysis_runtime::local::NodeChannel)>,
 ) {
     readiness.register(name, move || {
         let targets = targets.clone();

@@ -52,7 +52,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<Admin, Problem> {
 
 /// Each runner's node id (or why it is unknown), in address order.
 /// A runner node: its address and channel.
-type Runner = (String, tonic::transport::Channel);
+type Runner = (String, cloudlysis_runtime::local::NodeChannel);
 
 async fn nodes(gw: &Gateway) -> Vec<(Runner, Result<String, String>)> {
     // Mapping addresses to node ids is the Gateway's own business (the operator's right is

@@ -141,7 +141,7 @@ fn refused_at_the_door(status: &tonic::Status) -> bool {
 /// refuse at their door.
 async fn on_runners<T, F, Fut>(gw: &Gateway, key: &str, call: F) -> Result<T, Problem>
 where
-    F: Fn(WorkflowServiceClient<tonic::transport::Channel>) -> Fut,
+    F: Fn(WorkflowServiceClient<cloudlysis_runtime::local::NodeChannel>) -> Fut,
     Fut: std::future::Future<Output = Result<T, tonic::Status>>,
 {
     use std::hash::{Hash, Hasher};

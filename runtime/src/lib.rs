@@ -42,6 +42,7 @@ pub mod credential;
 pub mod envelope;
 pub mod error;
 pub mod kv;
+pub mod local;
 pub mod mailbox;
 pub mod metrics;
 pub mod nats;

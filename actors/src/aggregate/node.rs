@@ -239,6 +239,7 @@ impl AggregateNodeBuilder {
         }
         Ok(AggregateNode {
             inner: Arc::new(Inner {
+                instance: uuid::Uuid::new_v4().to_string(),
                 hosts,
                 metrics: command_metrics,
                 root,
@@ -302,6 +303,8 @@ pub struct AggregateNode {
 }
 
 struct Inner {
+    /// This node's id in `NodeAdmin` answers (the same over gRPC and in process).
+    instance: String,
     hosts: HashMap<&'static str, Arc<dyn Host>>,
     /// By aggregate type, and `unknown` for a type the node does not host.
     metrics: HashMap<&'static str, CommandMetrics>,
@@ -355,6 +358,34 @@ impl AggregateNode {
         host.execute(req).await
     }
 
+    /// The node's `NodeAdmin` service.
+    fn admin(&self) -> NodeAdminService {
+        NodeAdminService::new(
+            "aggregate",
+            self.inner.instance.clone(),
+            self.inner.root.clone(),
+        )
+        .behaviours(self.aggregate_types())
+    }
+
+    /// The node's services for callers in this process — `CommandService`, `NodeAdmin`, gRPC
+    /// health — behind the layers [`AggregateNode::serve_grpc`] puts in front of them, with
+    /// `serving`'s keys and count of calls in flight (pass the `NodeServing` the server gets,
+    /// so both count against one `node.max_in_flight`). See [`cloudlysis_runtime::local`].
+    pub async fn local(
+        &self,
+        serving: &cloudlysis_runtime::admission::NodeServing,
+    ) -> cloudlysis_runtime::local::LocalNode {
+        let (health, health_service) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<CommandServiceServer<AggregateNode>>()
+            .await;
+        let routes = tonic::service::Routes::new(health_service)
+            .add_service(self.admin().into_server())
+            .add_service(CommandServiceServer::new(self.clone()));
+        cloudlysis_runtime::local::LocalNode::new(routes, serving)
+    }
+
     /// Serves `CommandService`, `NodeAdmin`, gRPC health and reflection on `listener` until
     /// `shutdown` resolves; then stops the supervision tree. Calls need a node credential
     /// verified by `serving.keys` (see [`cloudlysis_runtime::credential`]) and a place within
@@ -370,12 +401,7 @@ impl AggregateNode {
         health
             .set_serving::<CommandServiceServer<AggregateNode>>()
             .await;
-        let admin = NodeAdminService::new(
-            "aggregate",
-            uuid::Uuid::new_v4().to_string(),
-            self.inner.root.clone(),
-        )
-        .behaviours(self.aggregate_types());
+        let admin = self.admin();
         let root = self.inner.root.clone();
         let node = self.clone();
         let router = serving

@@ -13,13 +13,14 @@
 //! | metric | labels | what |
 //! |---|---|---|
 //! | `cloudlysis_gateway_channels` | — | channels in the pool |
-//! | `cloudlysis_gateway_channel_pool_total` | `result` (`hit`, `miss`, `unpooled`, `evicted`, `expired`, `invalid`) | lookups and removals |
+//! | `cloudlysis_gateway_channel_pool_total` | `result` (`hit`, `miss`, `unpooled`, `evicted`, `expired`, `invalid`, `local`) | lookups and removals (`local`: a node in this process, called without the network) |
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
+use cloudlysis_runtime::local::{LocalNode, NodeChannel};
 use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::tls::ClientTls;
@@ -69,7 +70,9 @@ fn count(result: &'static str, n: u64) {
 /// Makes the pool's series exist at 0.
 pub fn register_metrics() {
     metrics::gauge!(names::GATEWAY_CHANNELS).set(0.0);
-    for result in ["hit", "miss", "unpooled", "evicted", "expired", "invalid"] {
+    for result in [
+        "hit", "miss", "unpooled", "evicted", "expired", "invalid", "local",
+    ] {
         count(result, 0);
     }
 }
@@ -92,6 +95,8 @@ pub struct ChannelPool {
     mailbox: BoundedRef<PoolMsg>,
     tls: ClientTls,
     connect_timeout: Duration,
+    /// Nodes in this process by address: called without the network, never pooled.
+    locals: Arc<HashMap<String, LocalNode>>,
 }
 
 impl ChannelPool {
@@ -107,7 +112,14 @@ impl ChannelPool {
             mailbox: BoundedRef::new(POOL_KIND, POOL_MAILBOX),
             tls,
             connect_timeout,
+            locals: Arc::default(),
         }
+    }
+
+    /// Calls to these addresses go to the nodes in this process ([`LocalNode`]).
+    pub fn with_locals(mut self, locals: Arc<HashMap<String, LocalNode>>) -> Self {
+        self.locals = locals;
+        self
     }
 
     /// The mailbox of the pool's actor (for its child spec).
@@ -124,7 +136,11 @@ impl ChannelPool {
 
     /// The channel to `addr` (`http://host:port` or `https://host:port`): the pooled one, or a
     /// new lazy one offered to the pool.
-    pub fn get(&self, addr: &str) -> Result<tonic::transport::Channel, String> {
+    pub fn get(&self, addr: &str) -> Result<NodeChannel, String> {
+        if let Some(local) = self.locals.get(addr) {
+            count("local", 1);
+            return Ok(NodeChannel::Local(local.clone()));
+        }
         {
             let map = self
                 .shared
@@ -134,7 +150,7 @@ impl ChannelPool {
             if let Some(p) = map.get(addr) {
                 p.used_ms.store(self.shared.now_ms(), Ordering::Relaxed);
                 count("hit", 1);
-                return Ok(p.channel.clone());
+                return Ok(p.channel.clone().into());
             }
         }
         let channel = match self.tls.endpoint(addr) {
@@ -154,7 +170,7 @@ impl ChannelPool {
             Ok(()) => count("miss", 1),
             Err(_) => count("unpooled", 1),
         }
-        Ok(channel)
+        Ok(channel.into())
     }
 
     /// Drops the channel to `addr` (its node left), once the actor has done it.
