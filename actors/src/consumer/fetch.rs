@@ -30,6 +30,8 @@ pub(super) async fn fetch_loop<E: DeserializeOwned + Send + Sync + 'static>(
     mut drain: watch::Receiver<bool>,
     control: BoundedRef<ConsumerMsg>,
 ) {
+    // Shared by every message's settlement task: one reference count each, not a copy.
+    let (config, poison_kv) = (Arc::new(config), Arc::new(poison_kv));
     let failure = fetch_batches(&config, &consumer, &poison_kv, &shared, &mut drain).await;
     shared.fetching.store(false, Ordering::SeqCst);
     shared.settled.notify_waiters();
@@ -46,9 +48,9 @@ pub const STRAY_REDELIVERY_MARGIN: Duration = Duration::from_millis(500);
 /// Fetches and dispatches until drained (`None`) or until fetching keeps failing
 /// (`Some(reason)`).
 async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
-    config: &ConsumerConfig<E>,
+    config: &Arc<ConsumerConfig<E>>,
     consumer: &PullConsumer,
-    poison_kv: &kv::Store,
+    poison_kv: &Arc<kv::Store>,
     shared: &Arc<Shared>,
     drain: &mut watch::Receiver<bool>,
 ) -> Option<String> {
@@ -159,8 +161,8 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
 }
 
 async fn process<E: DeserializeOwned + Send + Sync + 'static>(
-    config: &ConsumerConfig<E>,
-    poison_kv: &kv::Store,
+    config: &Arc<ConsumerConfig<E>>,
+    poison_kv: &Arc<kv::Store>,
     shared: &Arc<Shared>,
     msg: jetstream::Message,
     slot: Reservation<'_, Delivery<E>>,
