@@ -74,6 +74,7 @@ pub mod node;
 mod records;
 mod rehydrate;
 mod snapshot;
+mod tagged;
 
 pub use entity::ENTITY_KIND;
 pub(crate) use host::{AggregateHost, Host};
@@ -192,14 +193,25 @@ pub fn decode_event<A: Aggregate>(env: &EventEnvelope) -> Result<A::Event, Strin
             A::TYPE
         ));
     }
-    let mut event_type = env.event_type.clone();
-    let mut payload = env.payload.clone();
-    for from in env.schema_version..A::SCHEMA_VERSION {
-        A::upcast(from, &mut event_type, &mut payload)
-            .map_err(|e| format!("{}: upcast from version {from} failed: {e}", name()))?;
-    }
-    let tagged = serde_json::json!({ "type": event_type, "payload": payload });
-    serde_json::from_value(tagged).map_err(|e| {
+    let decoded = if env.schema_version == A::SCHEMA_VERSION {
+        // The common case: read in place.
+        A::Event::deserialize(tagged::Tagged {
+            event_type: &env.event_type,
+            payload: &env.payload,
+        })
+    } else {
+        let mut event_type = env.event_type.clone();
+        let mut payload = env.payload.clone();
+        for from in env.schema_version..A::SCHEMA_VERSION {
+            A::upcast(from, &mut event_type, &mut payload)
+                .map_err(|e| format!("{}: upcast from version {from} failed: {e}", name()))?;
+        }
+        A::Event::deserialize(tagged::Tagged {
+            event_type: &event_type,
+            payload: &payload,
+        })
+    };
+    decoded.map_err(|e| {
         format!(
             "{} does not decode as an event of aggregate `{}`: {e}",
             name(),
