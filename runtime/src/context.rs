@@ -363,20 +363,29 @@ impl RequestContext {
     /// `traceparent`, the derived `trace-id`, and `tracestate` when present. `Nats-Msg-Id` is the
     /// publisher's to set (see [`crate::nats::publish_headers`]).
     pub fn inject_nats(&self, map: &mut async_nats::HeaderMap) {
-        map.insert(headers::NATS_TENANT_ID, self.tenant.as_str());
-        map.insert(headers::CORRELATION_ID, self.correlation_id.as_str());
-        map.insert(headers::NATS_CORRELATION_ID, self.correlation_id.as_str());
-        map.insert(headers::TRACEPARENT, self.traceparent.to_string().as_str());
-        map.insert(headers::NATS_TRACE_ID, self.trace_id().as_str());
+        map.insert(nats_name(headers::NATS_TENANT_ID), self.tenant.as_str());
+        map.insert(
+            nats_name(headers::CORRELATION_ID),
+            self.correlation_id.as_str(),
+        );
+        map.insert(
+            nats_name(headers::NATS_CORRELATION_ID),
+            self.correlation_id.as_str(),
+        );
+        map.insert(
+            nats_name(headers::TRACEPARENT),
+            self.traceparent.to_string(),
+        );
+        map.insert(nats_name(headers::NATS_TRACE_ID), self.trace_id().as_str());
         if let Some(ts) = &self.tracestate {
-            map.insert(headers::TRACESTATE, ts.to_string().as_str());
+            map.insert(nats_name(headers::TRACESTATE), ts.to_string());
         }
     }
 
     /// Hydrates a context from a consumed NATS message's headers. Missing correlation or trace
     /// values are generated; the consumer continues the producer's trace with a new span.
     pub fn extract_nats(map: &async_nats::HeaderMap) -> Result<Self, ContextError> {
-        let get = |name: &str| map.get(name).map(|v| v.as_str());
+        let get = |name: &'static str| map.get(nats_name(name)).map(|v| v.as_str());
         let tenant = get(headers::NATS_TENANT_ID)
             .ok_or(ContextError::MissingTenant(headers::NATS_TENANT_ID))?;
         let correlation = get(headers::CORRELATION_ID).or(get(headers::NATS_CORRELATION_ID));
@@ -404,10 +413,16 @@ impl RequestContext {
     }
 }
 
+/// `name` as a NATS header name, made without allocating or validating (a `&str` key makes an
+/// owned name on every insert and lookup). `name` is one of [`headers`]' constants.
+pub fn nats_name(name: &'static str) -> async_nats::header::HeaderName {
+    async_nats::header::HeaderName::from_static(name)
+}
+
 /// Every value of header `name` in NATS headers, its exact spelling first, then other casings
 /// (NATS header names are case-sensitive; W3C names are not).
-fn nats_lines<'a>(map: &'a async_nats::HeaderMap, name: &str) -> Vec<&'a str> {
-    let mut lines: Vec<&str> = map.get_all(name).map(|v| v.as_str()).collect();
+fn nats_lines<'a>(map: &'a async_nats::HeaderMap, name: &'static str) -> Vec<&'a str> {
+    let mut lines: Vec<&str> = map.get_all(nats_name(name)).map(|v| v.as_str()).collect();
     let mut others: Vec<(&str, &Vec<async_nats::HeaderValue>)> = map
         .iter()
         .filter(|(k, _)| {

@@ -207,7 +207,7 @@ pub fn jetstream(client: async_nats::Client, request_timeout: Duration) -> jetst
 pub fn publish_headers(ctx: &RequestContext, msg_id: &str) -> async_nats::HeaderMap {
     let mut map = async_nats::HeaderMap::new();
     ctx.inject_nats(&mut map);
-    map.insert(headers::NATS_MSG_ID, msg_id);
+    map.insert(crate::context::nats_name(headers::NATS_MSG_ID), msg_id);
     map
 }
 

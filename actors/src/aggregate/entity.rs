@@ -12,7 +12,7 @@ use super::host::*;
 use super::*;
 use async_nats::jetstream;
 use bytes::Bytes;
-use cloudlysis_runtime::context::{RequestContext, TenantId, headers};
+use cloudlysis_runtime::context::{RequestContext, TenantId, headers, nats_name};
 use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, EventEnvelope};
 use cloudlysis_runtime::nats::{self, NatsError};
 use cloudlysis_runtime::{SubjectToken, kv as buckets, subject};
@@ -411,7 +411,7 @@ impl<A: Aggregate> Entity<A> {
             .map_err(|e| CommandError::Unavailable(format!("reading the earlier commit: {e}")))?;
         let fingerprint = msg
             .headers
-            .get(headers::NATS_REQUEST_FINGERPRINT)
+            .get(nats_name(headers::NATS_REQUEST_FINGERPRINT))
             .map(|v| v.as_str().to_string());
         let commit = serde_json::from_slice(&msg.payload).map_err(|e| {
             CommandError::Unavailable(format!("earlier commit does not decode: {e}"))
@@ -515,11 +515,11 @@ impl<A: Aggregate> Entity<A> {
         })?;
         let mut extra = async_nats::HeaderMap::new();
         extra.insert(
-            headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE,
-            last_seq.to_string().as_str(),
+            nats_name(headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE),
+            async_nats::HeaderValue::from(last_seq),
         );
         if let Some(f) = fingerprint {
-            extra.insert(headers::NATS_REQUEST_FINGERPRINT, f);
+            extra.insert(nats_name(headers::NATS_REQUEST_FINGERPRINT), f);
         }
         nats::publish(
             &self.shared.js,

@@ -19,7 +19,7 @@ use super::entity::*;
 use super::*;
 use async_nats::HeaderMap;
 use async_nats::jetstream::{self, consumer::pull};
-use cloudlysis_runtime::context::headers;
+use cloudlysis_runtime::context::{headers, nats_name};
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::metrics::names;
 use futures::StreamExt;
@@ -282,11 +282,11 @@ impl<A: Aggregate> Entity<A> {
         headers: Option<&HeaderMap>,
     ) -> Result<(), String> {
         // Commits made with an idempotency key carry it as their msg id.
-        if let Some(id) = headers.and_then(|h| h.get(headers::NATS_MSG_ID))
+        if let Some(id) = headers.and_then(|h| h.get(nats_name(headers::NATS_MSG_ID)))
             && id.as_str() != commit.commit_id
         {
             let fingerprint = headers
-                .and_then(|h| h.get(headers::NATS_REQUEST_FINGERPRINT))
+                .and_then(|h| h.get(nats_name(headers::NATS_REQUEST_FINGERPRINT)))
                 .map(|v| v.as_str().to_string());
             acc.keys.push((
                 id.as_str().to_string(),
