@@ -59,7 +59,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap, right: &str) -> Result<Operator, Pro
     ctx.correlation_id = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
     Ok(Operator {
         credential: gw.credential(&claims, &format!("admin:{right}"))?,
-        subject: claims.sub,
+        subject: claims.sub.clone(),
         ctx,
     })
 }

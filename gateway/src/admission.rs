@@ -181,19 +181,18 @@ impl Admission {
 /// tenant or refused at once; one whose token does not verify goes on to its route's 401.
 pub(crate) async fn admit(
     axum::extract::State(gw): axum::extract::State<Gateway>,
-    request: Request,
+    mut request: Request,
     next: Next,
 ) -> Response {
-    let tenant = gw
+    let claims = gw
         .inner
         .auth
         .verify(header_str(request.headers(), "authorization"))
-        .ok()
-        .map(|claims| claims.tenant);
-    let Some(tenant) = tenant else {
+        .ok();
+    let Some(claims) = claims else {
         return next.run(request).await;
     };
-    let permit = match gw.inner.admission.try_admit(&tenant) {
+    let permit = match gw.inner.admission.try_admit(&claims.tenant) {
         Ok(p) => p,
         Err(refusal) => {
             let problem = match refusal {
@@ -233,6 +232,10 @@ pub(crate) async fn admit(
     }
     gw.inner.in_flight.increment(1.0);
     let _gauged = Gauged(gw.inner.in_flight.clone());
+    // The handler authenticates with these claims instead of verifying the token again.
+    request
+        .extensions_mut()
+        .insert(crate::auth::Verified(claims));
     let response = next.run(request).await;
     drop(permit);
     response

@@ -84,17 +84,17 @@ pub const MAX_VERIFIED_TOKENS: usize = 8192;
 /// [`MAX_VERIFIED_TOKENS`]; `cloudlysis_gateway_token_cache_total{outcome}` counts hits and
 /// misses.
 #[derive(Default)]
-struct VerifiedTokens(Mutex<HashMap<Box<str>, Claims>>);
+struct VerifiedTokens(Mutex<HashMap<Box<str>, Arc<Claims>>>);
 
 impl VerifiedTokens {
-    fn get(&self, token: &str, now: u64) -> Option<Claims> {
+    fn get(&self, token: &str, now: u64) -> Option<Arc<Claims>> {
         let map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         let hit = map.get(token).filter(|c| c.exp > now).cloned();
         TOKEN_CACHE_COUNTERS[usize::from(hit.is_none())].increment(1);
         hit
     }
 
-    fn put(&self, token: &str, claims: &Claims) {
+    fn put(&self, token: &str, claims: &Arc<Claims>) {
         let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
         if map.len() >= MAX_VERIFIED_TOKENS {
             map.clear();
@@ -102,6 +102,11 @@ impl VerifiedTokens {
         map.insert(token.into(), claims.clone());
     }
 }
+
+/// The claims the admission layer verified for a request, passed on in the request's
+/// extensions so that its handler does not verify the token a second time.
+#[derive(Clone, Debug)]
+pub(crate) struct Verified(pub(crate) Arc<Claims>);
 
 fn unix_now() -> u64 {
     SystemTime::now()
@@ -169,8 +174,9 @@ impl Authenticator {
             .map_err(|e| AuthError::Invalid(e.to_string()))
     }
 
-    /// Verifies an `Authorization` header value (`Bearer <jwt>`).
-    pub fn verify(&self, authorization: Option<&str>) -> Result<Claims, AuthError> {
+    /// Verifies an `Authorization` header value (`Bearer <jwt>`). The claims are shared: a
+    /// remembered token's are handed out without a copy.
+    pub fn verify(&self, authorization: Option<&str>) -> Result<Arc<Claims>, AuthError> {
         let token = authorization
             .and_then(|v| {
                 let (scheme, token) = v.split_once(' ')?;
@@ -186,7 +192,7 @@ impl Authenticator {
         match (header.alg, &self.oidc) {
             (Algorithm::HS256, _) => {}
             (Algorithm::RS256 | Algorithm::ES256, Some(oidc)) => {
-                return oidc.verify(token, &header);
+                return oidc.verify(token, &header).map(Arc::new);
             }
             (Algorithm::RS256 | Algorithm::ES256, None) => {
                 return Err(AuthError::Invalid(format!(
@@ -202,8 +208,9 @@ impl Authenticator {
         }
         jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| {
-                self.verified.put(token, &data.claims);
-                data.claims
+                let claims = Arc::new(data.claims);
+                self.verified.put(token, &claims);
+                claims
             })
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -290,7 +297,7 @@ mod tests {
         // A token whose exp has passed, planted in the cache as if it had been verified.
         let past = Claims {
             exp: unix_now() - 10,
-            ..first.clone()
+            ..(*first).clone()
         };
         let expired = jsonwebtoken::encode(
             &Header::new(Algorithm::HS256),
@@ -298,7 +305,7 @@ mod tests {
             &EncodingKey::from_secret(SECRET),
         )
         .unwrap();
-        a.verified.put(&expired, &past);
+        a.verified.put(&expired, &Arc::new(past));
         assert_eq!(
             a.verify(Some(&format!("Bearer {expired}"))),
             Err(AuthError::Expired)

@@ -74,7 +74,7 @@ pub(crate) async fn post(
         &gw,
         &aggregate_type,
         &aggregate_id,
-        headers,
+        &parts,
         body,
         &correlation,
         (&traceparent, tracestate),
@@ -120,7 +120,7 @@ async fn handle(
     gw: &Gateway,
     aggregate_type: &str,
     aggregate_id: &str,
-    headers: &HeaderMap,
+    parts: &axum::http::request::Parts,
     body: Body,
     correlation: &cloudlysis_runtime::CorrelationId,
     (traceparent, tracestate): (
@@ -129,7 +129,9 @@ async fn handle(
     ),
 ) -> Result<Response, Problem> {
     // Authentication first: nothing about the request is answered before it.
-    let (claims, tenant) = authenticate(gw, headers)?;
+    let headers = &parts.headers;
+    let verified = parts.extensions.get::<crate::auth::Verified>();
+    let (claims, tenant) = authenticate_with(gw, headers, verified)?;
     validate_token(aggregate_type)
         .map_err(|e| Problem::bad_request(format!("aggregate type: {e}")))?;
     validate_token(aggregate_id).map_err(|e| Problem::bad_request(format!("aggregate id: {e}")))?;
@@ -294,11 +296,20 @@ async fn handle(
 pub(crate) fn authenticate(
     gw: &Gateway,
     headers: &HeaderMap,
-) -> Result<(crate::Claims, TenantId), Problem> {
-    let claims = gw
-        .inner
-        .auth
-        .verify(header_str(headers, "authorization"))
+) -> Result<(std::sync::Arc<crate::Claims>, TenantId), Problem> {
+    authenticate_with(gw, headers, None)
+}
+
+/// [`authenticate`] with the claims the admission layer verified for this request, if any
+/// (then the token is not verified again).
+pub(crate) fn authenticate_with(
+    gw: &Gateway,
+    headers: &HeaderMap,
+    verified: Option<&crate::auth::Verified>,
+) -> Result<(std::sync::Arc<crate::Claims>, TenantId), Problem> {
+    let verified = verified.map(|v| Ok(v.0.clone()));
+    let claims = verified
+        .unwrap_or_else(|| gw.inner.auth.verify(header_str(headers, "authorization")))
         .map_err(|e| match e {
             AuthError::Missing => Problem::unauthorized("missing bearer token"),
             AuthError::Expired => Problem::unauthorized("token expired"),

@@ -46,7 +46,7 @@ fn admit(gw: &Gateway, headers: &HeaderMap) -> Result<Admin, Problem> {
     }
     Ok(Admin {
         credential: gw.credential(&claims, "runner:admin")?,
-        subject: claims.sub,
+        subject: claims.sub.clone(),
     })
 }
 

@@ -117,7 +117,7 @@ fn admit(
             },
             credential: gw.credential(&claims, &format!("workflows:{right}"))?,
         },
-        claims.sub,
+        claims.sub.clone(),
     ))
 }
 
