@@ -1,6 +1,6 @@
-//! A command's bearer token is looked up once per request: the admission layer verifies it
-//! (to know the tenant it admits) and hands the claims to the handler, which does not verify
-//! the token again. Before, every command verified its token twice (two look-ups in the
+//! An API request's bearer token is looked up once: the admission layer verifies it (to know
+//! the tenant it admits) and hands the claims to the handler, which does not verify the token
+//! again. Before, every command and query verified its token twice (two look-ups in the
 //! Gateway's token cache, each copying the claims).
 
 mod common;
@@ -15,10 +15,10 @@ fn lookups(text: &str) -> f64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn each_command_looks_its_token_up_once() {
+async fn each_command_and_query_looks_its_token_up_once() {
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let p = Platform::start().await;
-    let token = p.token("acme", &["commands:account"]);
+    let token = p.token("acme", &["commands:account", "queries:balances"]);
     p.account_command(&token, "once", r#"{"type":"Open","payload":{"owner":"o"}}"#)
         .await;
     let before = lookups(&metrics.render());
@@ -34,6 +34,15 @@ async fn each_command_looks_its_token_up_once() {
         lookups(&metrics.render()) - before,
         3.0,
         "one token-cache look-up per command"
+    );
+
+    let before = lookups(&metrics.render());
+    let (s, body) = query(&p, "/v1/query/balances/once", &token, &[]).await;
+    assert!(s == 200 || s == 404, "{s} {body}");
+    assert_eq!(
+        lookups(&metrics.render()) - before,
+        1.0,
+        "one token-cache look-up per query"
     );
 
     // A request the admission layer cannot verify is still refused by the handler.

@@ -108,6 +108,21 @@ impl VerifiedTokens {
 #[derive(Clone, Debug)]
 pub(crate) struct Verified(pub(crate) Arc<Claims>);
 
+/// The claims the admission layer verified for this request, if it did (an extractor for the
+/// API handlers: they authenticate with these instead of verifying the token again).
+pub(crate) struct Admitted(pub(crate) Option<Verified>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admitted {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(Self(parts.extensions.get::<Verified>().cloned()))
+    }
+}
+
 fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

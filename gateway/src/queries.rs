@@ -23,8 +23,8 @@ use cloudlysis_runtime::subject::validate_token;
 use serde::Deserialize;
 
 use crate::Gateway;
-use crate::auth::allows;
-use crate::commands::{authenticate, header_str, node_status_problem};
+use crate::auth::{Admitted, Verified, allows};
+use crate::commands::{authenticate_with, header_str, node_status_problem};
 use crate::problem::Problem;
 use crate::upstream::deadline::Deadline;
 use crate::upstream::retry;
@@ -67,9 +67,10 @@ pub(crate) struct ListParams {
 pub(crate) async fn get(
     State(gw): State<Gateway>,
     Path((view, key)): Path<(String, String)>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, &headers, &view, "query_get", |ctx, min, mut client, timeout| {
+    respond(&gw, (&headers, verified.as_ref()), &view, "query_get", |ctx, min, mut client, timeout| {
         let (view, key) = (view.clone(), key.clone());
         async move {
             token("view", &view)?;
@@ -97,9 +98,10 @@ pub(crate) async fn list(
     State(gw): State<Gateway>,
     Path(view): Path<String>,
     Query(params): Query<ListParams>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, &headers, &view, "query_list", |ctx, min, mut client, timeout| {
+    respond(&gw, (&headers, verified.as_ref()), &view, "query_list", |ctx, min, mut client, timeout| {
         let view = view.clone();
         let (prefix, cursor, limit) = (params.prefix.clone(), params.cursor.clone(), params.limit);
         async move {
@@ -150,7 +152,7 @@ fn token(what: &str, v: &str) -> Result<(), Problem> {
 /// `UNAVAILABLE`, and shapes the response.
 async fn respond<F, Fut>(
     gw: &Gateway,
-    headers: &HeaderMap,
+    (headers, verified): (&HeaderMap, Option<&Verified>),
     view: &str,
     route: &'static str,
     call: F,
@@ -168,7 +170,7 @@ where
     let correlation = normalize_correlation_id(header_str(headers, h::CORRELATION_ID));
     let (traceparent, tracestate) = incoming_trace(headers);
     let result = async {
-        let (claims, tenant) = authenticate(gw, headers)?;
+        let (claims, tenant) = authenticate_with(gw, headers, verified)?;
         token("view", view)?;
         // Deny by default: reading a view needs `queries:<view>` or `queries:*`.
         if !allows(&claims.rights, "queries", view) {

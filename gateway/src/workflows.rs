@@ -49,8 +49,8 @@ use cloudlysis_runtime::subject::validate_token;
 use serde::Deserialize;
 
 use crate::Gateway;
-use crate::auth::allows;
-use crate::commands::{BODY_READ_TIMEOUT, authenticate, header_str, node_status_problem};
+use crate::auth::{Admitted, Verified, allows};
+use crate::commands::{BODY_READ_TIMEOUT, authenticate_with, header_str, node_status_problem};
 use crate::problem::Problem;
 
 /// The JSON form of an instance.
@@ -92,12 +92,12 @@ fn instance_json(i: &Instance) -> serde_json::Value {
 /// caller named for audit records.
 fn admit(
     gw: &Gateway,
-    headers: &HeaderMap,
+    (headers, verified): (&HeaderMap, Option<&Verified>),
     name: &str,
     right: &str,
     correlation: &cloudlysis_runtime::CorrelationId,
 ) -> Result<(crate::NodeCall, String), Problem> {
-    let (claims, tenant) = authenticate(gw, headers)?;
+    let (claims, tenant) = authenticate_with(gw, headers, verified)?;
     validate_token(name).map_err(|e| Problem::bad_request(format!("workflow: {e}")))?;
     if !allows(&claims.rights, "workflows", right) {
         return Err(Problem::forbidden(format!(
@@ -222,13 +222,20 @@ async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, Problem> {
 pub(crate) async fn start(
     State(gw): State<Gateway>,
     Path((name, id)): Path<(String, String)>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        let (ctx, actor) = admit(
+            &gw,
+            (&headers, verified.as_ref()),
+            &name,
+            &name,
+            &correlation,
+        )?;
         validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
         let bytes = read_body(&gw, body).await?;
         let input: serde_json::Value = serde_json::from_slice(&bytes)
@@ -263,12 +270,19 @@ pub(crate) async fn start(
 pub(crate) async fn get(
     State(gw): State<Gateway>,
     Path((name, id)): Path<(String, String)>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        let (ctx, actor) = admit(
+            &gw,
+            (&headers, verified.as_ref()),
+            &name,
+            &name,
+            &correlation,
+        )?;
         validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
         let timeout = gw.inner.settings.command_timeout;
         let instance = on_runners(&gw, &id, |mut client| {
@@ -308,12 +322,19 @@ pub(crate) async fn list(
     State(gw): State<Gateway>,
     Path(name): Path<String>,
     Query(params): Query<ListParams>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
     let started = Instant::now();
     let correlation = normalize_correlation_id(header_str(&headers, h::CORRELATION_ID));
     let result = async {
-        let (ctx, actor) = admit(&gw, &headers, &name, &name, &correlation)?;
+        let (ctx, actor) = admit(
+            &gw,
+            (&headers, verified.as_ref()),
+            &name,
+            &name,
+            &correlation,
+        )?;
         if !params.cursor.is_empty() {
             validate_token(&params.cursor)
                 .map_err(|e| Problem::bad_request(format!("cursor: {e}")))?;
@@ -355,6 +376,7 @@ struct VerbBody {
 pub(crate) async fn operate(
     State(gw): State<Gateway>,
     Path((name, id, verb)): Path<(String, String, String)>,
+    Admitted(verified): Admitted,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -363,7 +385,7 @@ pub(crate) async fn operate(
     let result = async {
         let (ctx, actor) = admit(
             &gw,
-            &headers,
+            (&headers, verified.as_ref()),
             &name,
             &format!("{name}:operate"),
             &correlation,
