@@ -14,6 +14,7 @@ use common::*;
 /// Where nothing listens: only the in-process path can reach a node registered there.
 const DEAD: &str = "http://127.0.0.1:1";
 const OPEN: &str = r#"{"type":"Open","payload":{"owner":"local"}}"#;
+const DEPOSIT: &str = r#"{"type":"Deposit","payload":{"amount":1}}"#;
 
 fn gateway(
     p: &Platform,
@@ -142,9 +143,7 @@ async fn calls_over_the_wire_and_in_process_share_the_nodes_max_in_flight() {
             let req = axum::http::Request::post("/v1/commands/account/held")
                 .header("content-type", "application/json")
                 .header("authorization", format!("Bearer {token}"))
-                .body(axum::body::Body::from(
-                    r#"{"type":"Deposit","payload":{"amount":1}}"#,
-                ))
+                .body(axum::body::Body::from(DEPOSIT))
                 .unwrap();
             tower::ServiceExt::oneshot(gw.router(), req)
                 .await
@@ -162,12 +161,7 @@ async fn calls_over_the_wire_and_in_process_share_the_nodes_max_in_flight() {
 
     // In process, the node is full: refused at once, nothing sent on.
     let (s, resp) = p
-        .command_via(
-            &local,
-            "/v1/commands/account/refused",
-            &token,
-            r#"{"type":"Deposit","payload":{"amount":1}}"#,
-        )
+        .command_via(&local, "/v1/commands/account/refused", &token, DEPOSIT)
         .await;
     let retry_after = resp.headers().get("retry-after").cloned();
     let body = body_json(resp).await;
@@ -178,12 +172,7 @@ async fn calls_over_the_wire_and_in_process_share_the_nodes_max_in_flight() {
     assert_eq!(held.await.unwrap(), 200, "the held call completes");
     // The place is given back: the in-process call goes through now.
     let (s, resp) = p
-        .command_via(
-            &local,
-            "/v1/commands/account/refused",
-            &token,
-            r#"{"type":"Deposit","payload":{"amount":1}}"#,
-        )
+        .command_via(&local, "/v1/commands/account/refused", &token, DEPOSIT)
         .await;
     assert_eq!(s, 200, "{}", body_json(resp).await);
     assert_eq!(serving.in_flight(), 0);
