@@ -189,6 +189,7 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
     if args.local_node {
         locals.insert(aggregate_addr.clone(), node.local(&serving).await);
     }
+    let records = node.clone();
     let server = tokio::spawn(node.serve_grpc(grpc, serving, wait()));
     let gateway = Gateway::with_local_nodes(
         bench_settings(&aggregate_addr, "http://127.0.0.1:1", "http://127.0.0.1:1"),
@@ -290,6 +291,9 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
         }
     })
     .await?;
+    // Keyed commands' idempotency records are written after the answers: the phase's cost
+    // includes them, so wait for the last ones before reading CPU and traffic.
+    records.flush_records(Duration::from_secs(10)).await;
     let cpu_cmd = CpuPerOp::between(cpu_before_cmd, cpu_seconds(), ops);
     let traffic_after_cmd = traffic();
     // The HTTP edge alone: GET /health over the same socket, same workers.
