@@ -379,8 +379,10 @@ pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
         Some(ErrorKind::NotCommitted) => return node_status_problem(status, "aggregate"),
         None => {}
     }
+    if never_sent(status) {
+        return node_status_problem(status, "aggregate");
+    }
     match status.code() {
-        Code::Unavailable if never_sent(status) => node_status_problem(status, "aggregate"),
         // Sent, then the call failed: the node may have acted on it.
         Code::Unavailable | Code::Unknown | Code::Internal => outcome_unknown(
             StatusCode::BAD_GATEWAY,
@@ -411,16 +413,27 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
         crate::upstream::retry::Pushback::Wait(d) => d.as_millis().div_ceil(1000).max(1) as u64,
         _ => 1,
     };
-    if never_sent(status) {
-        // No connection could be made (refused, DNS, connect timeout, untrusted certificate).
+    if let Some(why) = cloudlysis_runtime::outcome::not_taken(status) {
+        // The node certainly did not take the call: no connection could be made, or it refused
+        // the call at the HTTP/2 layer (closing: GOAWAY; REFUSED_STREAM).
         let role: &'static str = match role {
             "aggregate" => "aggregate",
             "projection" => "projection",
             "runner" => "runner",
             _ => "other",
         };
-        metrics::counter!(cloudlysis_runtime::metrics::names::GATEWAY_NODE_UNREACHABLE, "role" => role)
-            .increment(1);
+        metrics::counter!(
+            cloudlysis_runtime::metrics::names::GATEWAY_NODE_UNREACHABLE,
+            "role" => role,
+            "reason" => why.label()
+        )
+        .increment(1);
+        return Problem::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "unavailable",
+            format!("the {role} node is unavailable: {why}; nothing was done there ({msg})"),
+        )
+        .retry_after(hint);
     }
     match status.code() {
         Code::InvalidArgument => Problem::bad_request(msg),

@@ -95,7 +95,10 @@ fn register_metrics() {
         metrics::counter!(names::GATEWAY_PROBES, "result" => result).increment(0);
     }
     for role in ["aggregate", "projection", "runner"] {
-        metrics::counter!(names::GATEWAY_NODE_UNREACHABLE, "role" => role).increment(0);
+        for why in cloudlysis_runtime::outcome::NotTaken::ALL {
+            metrics::counter!(names::GATEWAY_NODE_UNREACHABLE, "role" => role, "reason" => why.label())
+                .increment(0);
+        }
     }
     for outcome in ["hit", "miss"] {
         metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(0);

@@ -10,7 +10,7 @@
 //!
 //! With several runner addresses (`gateway.runner_addr` is a comma-separated list), a call goes
 //! to the runner the instance id hashes to and moves on to the next when a runner refuses at its
-//! door (draining, the workflow disabled there, unreachable): nothing happened on it, so the next
+//! door (draining, the workflow disabled there, unreachable, closing its connection as it exits): nothing happened on it, so the next
 //! one may take the call. A start is never retried after a runner could have acted: a second
 //! start of the same id is refused (409), so a client that lost the answer reads the instance.
 //!
@@ -122,19 +122,14 @@ fn admit(
 }
 
 /// True when a runner refused at its door: nothing happened there, the next runner may try.
-/// That includes a request the client dropped before the runner processed it (hyper's
-/// "operation was canceled": e.g. sent as a drained runner closed its connections on exit).
+/// That includes a call it never took (no connection; the connection closed before the call was
+/// written, or the runner refused it at the HTTP/2 layer as it closed on exit —
+/// `runtime::outcome::not_taken`).
 fn refused_at_the_door(status: &tonic::Status) -> bool {
     let m = status.message();
-    if status.code() == tonic::Code::Cancelled && m == "operation was canceled" {
-        return true;
-    }
-    status.code() == tonic::Code::Unavailable
-        && (m.contains("draining")
-            || m.contains("is disabled on this runner")
-            || m.contains("tcp connect error")
-            || m.contains("error trying to connect")
-            || m.contains("Connection refused"))
+    cloudlysis_runtime::outcome::never_sent(status)
+        || status.code() == tonic::Code::Unavailable
+            && (m.contains("draining") || m.contains("is disabled on this runner"))
 }
 
 /// Runs `call` on the runners, starting with the one `key` hashes to, moving on while they

@@ -103,8 +103,10 @@ pub mod names {
     pub const GATEWAY_CHANNEL_POOL: &str = "cloudlysis_gateway_channel_pool_total";
     /// Live nodes in the Gateway's registry view, by `role`.
     pub const GATEWAY_LIVE_NODES: &str = "cloudlysis_gateway_live_nodes";
-    /// Requests the Gateway answered 503 because no connection to the node could be made
-    /// (refused, DNS, connect timeout, untrusted TLS certificate), by `role`.
+    /// Requests the Gateway answered 503 because the node certainly did not take the call, by
+    /// `role` and `reason`: `no_connection` (refused, DNS, connect timeout, untrusted TLS
+    /// certificate), `going_away` (the node was closing: HTTP/2 GOAWAY), `refused_stream`,
+    /// `connection_closed` (closed before the call was written).
     pub const GATEWAY_NODE_UNREACHABLE: &str = "cloudlysis_gateway_node_unreachable_total";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
@@ -408,7 +410,7 @@ fn describe() {
     );
     metrics::describe_counter!(
         names::GATEWAY_NODE_UNREACHABLE,
-        "Requests answered 503 because no connection to the node could be made (refused, DNS, connect timeout, untrusted TLS certificate), by role."
+        "Requests answered 503 because the node did not take the call, by role and reason (no_connection: refused, DNS, connect timeout, untrusted TLS certificate; going_away: the node was closing, HTTP/2 GOAWAY; refused_stream: HTTP/2 REFUSED_STREAM; connection_closed: the connection closed before the call was written)."
     );
     metrics::describe_counter!(
         names::GATEWAY_TOKEN_CACHE,

@@ -4,14 +4,14 @@
 //! A gRPC code alone cannot say it: `DEADLINE_EXCEEDED` is true both of a command that never
 //! reached the store and of one whose commit was acknowledged a moment too late. So a node marks
 //! a failed call with the trailing metadata key [`ERROR_KIND`] (one of [`ErrorKind`]), and a
-//! caller that got no such mark judges by where the call failed ([`never_sent`]):
+//! caller that got no such mark judges by where the call failed ([`not_taken`]):
 //!
 //! | what happened | mark | Gateway answer |
 //! |---|---|---|
 //! | the deadline passed before any publish started | `not-committed` | 504 `timeout` + `Retry-After` (nothing was committed) |
 //! | a publish had started when the deadline passed, or its ack never came | `outcome-unknown` | 504 `outcome-unknown` (retry with the same `Idempotency-Key`, or read the aggregate) |
 //! | an idempotency key reused with a different command | `idempotency-key-reused` | 422 `idempotency-key-reused` |
-//! | no connection to the node could be made (the request was never sent) | — | 503 `unavailable` + `Retry-After` |
+//! | no connection to the node could be made, or the node refused the call at the HTTP/2 layer (GOAWAY below its stream, `REFUSED_STREAM`: not processed) | — | 503 `unavailable` + `Retry-After` (nothing was done there) |
 //! | the connection failed after the request was sent, or the caller's own deadline passed | — | 502 / 504 `outcome-unknown` |
 
 use std::fmt;
@@ -75,31 +75,120 @@ impl fmt::Display for ErrorKind {
     }
 }
 
-/// True when a transport failure happened before the request could be sent (connecting
-/// failed: refused, DNS, connect timeout, a TLS handshake whose certificate was not trusted),
-/// so the call certainly did not reach the node.
-/// Everything else that fails after connecting may have reached it.
-pub fn never_sent(status: &tonic::Status) -> bool {
-    if status.code() != tonic::Code::Unavailable {
-        return false;
+/// Why a failed call certainly did not reach the node's handler, so that repeating it (here or
+/// on another node) cannot do anything twice.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NotTaken {
+    /// No connection could be made: refused, DNS, connect timeout, a TLS handshake whose
+    /// certificate was not trusted. The request was never sent.
+    NoConnection,
+    /// The node was closing the connection: its HTTP/2 GOAWAY named a last stream below this
+    /// call's, and a server processes no stream above it (RFC 9113 §6.8) — a node shutting down
+    /// while the call was on the wire.
+    GoingAway,
+    /// The node refused the call's stream with HTTP/2 `REFUSED_STREAM`, which says it was not
+    /// processed (RFC 9113 §8.7).
+    RefusedStream,
+    /// The connection closed while the request waited to be sent on it (hyper's "operation
+    /// was canceled"): it was never written.
+    ConnectionClosed,
+}
+
+impl NotTaken {
+    /// Every kind, for pre-registering metric series.
+    pub const ALL: [NotTaken; 4] = [
+        NotTaken::NoConnection,
+        NotTaken::GoingAway,
+        NotTaken::RefusedStream,
+        NotTaken::ConnectionClosed,
+    ];
+
+    /// The `reason` label of `cloudlysis_gateway_node_unreachable_total`.
+    pub fn label(&self) -> &'static str {
+        match self {
+            NotTaken::NoConnection => "no_connection",
+            NotTaken::GoingAway => "going_away",
+            NotTaken::RefusedStream => "refused_stream",
+            NotTaken::ConnectionClosed => "connection_closed",
+        }
     }
-    let mut text = status.message().to_ascii_lowercase();
+
+    /// What happened, for a problem's detail or a log line.
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            NotTaken::NoConnection => "no connection could be made",
+            NotTaken::GoingAway => {
+                "the node was closing its connection and did not take the call (HTTP/2 GOAWAY)"
+            }
+            NotTaken::RefusedStream => {
+                "the node refused the call before processing it (HTTP/2 REFUSED_STREAM)"
+            }
+            NotTaken::ConnectionClosed => "the connection closed before the call was sent on it",
+        }
+    }
+}
+
+impl fmt::Display for NotTaken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Whether, and why, a failed call certainly did not reach the node's handler: connecting
+/// failed, the connection closed before the request was written, or the node refused the call
+/// at the HTTP/2 layer (GOAWAY below its stream, `REFUSED_STREAM`). Everything else that fails
+/// after connecting may have reached it.
+///
+/// The HTTP/2 refusals are read from the `h2` error tonic keeps as the status's source: tonic's
+/// code for them (`INTERNAL` for a graceful GOAWAY, `UNAVAILABLE` for `REFUSED_STREAM`) and its
+/// message ("h2 protocol error: http2 error") do not tell them from a connection that broke
+/// after the node took the call. Only frames the node sent count (`is_remote`): an error h2
+/// raised itself says nothing about what the node did.
+pub fn not_taken(status: &tonic::Status) -> Option<NotTaken> {
+    if !matches!(
+        status.code(),
+        tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Cancelled
+    ) {
+        return None;
+    }
     let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut text = status.message().to_ascii_lowercase();
     while let Some(e) = source {
+        if e.downcast_ref::<hyper::Error>()
+            .is_some_and(hyper::Error::is_canceled)
+        {
+            return Some(NotTaken::ConnectionClosed);
+        }
+        if let Some(h2) = e.downcast_ref::<h2::Error>() {
+            if h2.is_remote() && h2.is_go_away() {
+                return Some(NotTaken::GoingAway);
+            }
+            if h2.is_remote() && h2.is_reset() && h2.reason() == Some(h2::Reason::REFUSED_STREAM) {
+                return Some(NotTaken::RefusedStream);
+            }
+        }
         text.push(' ');
         text.push_str(&e.to_string().to_ascii_lowercase());
         source = e.source();
     }
-    [
-        "tcp connect error",
-        "connection refused",
-        "error trying to connect",
-        "dns error",
-        // rustls refused the node's certificate: the handshake, before any request, failed.
-        "invalid peer certificate",
-    ]
-    .iter()
-    .any(|m| text.contains(m))
+    let no_connection = status.code() == tonic::Code::Unavailable
+        && [
+            "tcp connect error",
+            "connection refused",
+            "error trying to connect",
+            "dns error",
+            // rustls refused the node's certificate: the handshake, before any request, failed.
+            "invalid peer certificate",
+        ]
+        .iter()
+        .any(|m| text.contains(m));
+    no_connection.then_some(NotTaken::NoConnection)
+}
+
+/// True when a failed call certainly did not reach the node's handler ([`not_taken`]), so it
+/// is safe to repeat.
+pub fn never_sent(status: &tonic::Status) -> bool {
+    not_taken(status).is_some()
 }
 
 #[cfg(test)]
@@ -135,5 +224,24 @@ mod tests {
         assert!(!never_sent(&tonic::Status::deadline_exceeded(
             "tcp connect error"
         )));
+        assert_eq!(not_taken(&refused), Some(NotTaken::NoConnection));
+    }
+
+    #[test]
+    fn an_http2_error_the_node_did_not_send_does_not_count() {
+        // h2 raised these itself (no frame from the node): they say nothing about what the node
+        // did. The node's own GOAWAY and REFUSED_STREAM are exercised against a real HTTP/2
+        // connection by `tests/a_call_a_closing_node_refused_is_retried_or_answered_503.rs`.
+        for reason in [h2::Reason::REFUSED_STREAM, h2::Reason::NO_ERROR] {
+            let status = tonic::Status::from_error(Box::new(h2::Error::from(reason)));
+            assert!(
+                matches!(
+                    status.code(),
+                    tonic::Code::Unavailable | tonic::Code::Internal
+                ),
+                "{status:?}"
+            );
+            assert_eq!(not_taken(&status), None, "{status:?}");
+        }
     }
 }

@@ -112,10 +112,9 @@ pub fn classify(status: &tonic::Status) -> EffectError {
         }
         // The node knows nothing was committed (its deadline passed before a publish).
         _ if ErrorKind::of(status) == Some(ErrorKind::NotCommitted) => EffectError::retryable(msg),
-        // No connection could be made: the command was never sent.
-        Code::Unavailable if cloudlysis_runtime::outcome::never_sent(status) => {
-            EffectError::retryable(msg)
-        }
+        // No connection could be made, or the node refused the call at the HTTP/2 layer (it was
+        // closing): the command was never processed.
+        _ if cloudlysis_runtime::outcome::never_sent(status) => EffectError::retryable(msg),
         _ => EffectError::unknown(msg),
     }
 }

@@ -76,9 +76,11 @@ impl RetryProfile {
         bound.mul_f64(r)
     }
 
-    /// Whether `status` is one of the profile's retryable codes.
+    /// Whether `status` is one of the profile's retryable codes, or a call the node certainly
+    /// did not take (no connection; refused at the HTTP/2 layer, whatever code tonic gave it —
+    /// `runtime::outcome::not_taken`).
     pub fn retryable(&self, status: &tonic::Status) -> bool {
-        self.retryable.contains(&status.code())
+        self.retryable.contains(&status.code()) || cloudlysis_runtime::outcome::never_sent(status)
     }
 }
 
