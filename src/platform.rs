@@ -1,7 +1,8 @@
 //! The whole platform in one process — an aggregate, a projection and a runner node on
-//! ephemeral loopback gRPC ports, and a Gateway routing to them (to the aggregate node in
-//! process, without the network: `runtime::local`) — over an application's behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`] starts it for a
-//! user's integration tests.
+//! ephemeral loopback gRPC ports, and a Gateway routing to them (to the aggregate and projection
+//! nodes in process, without the network: `runtime::local`; to the runner over gRPC) — over an
+//! application's behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`]
+//! starts it for a user's integration tests.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -63,9 +64,12 @@ impl Platform {
             nodes::projection_node(src, &nats.js, None, None, app.behaviours()).await?;
         let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
         let query_addr = query_grpc.local_addr()?;
+        // The Gateway's queries and view admin go to it in this process too.
+        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let local_projection = projection.local(&serving).await;
         servers.push(tokio::spawn(projection.serve_grpc(
             query_grpc,
-            keys.clone(),
+            serving,
             wait(),
         )));
 
@@ -102,7 +106,10 @@ impl Platform {
         )?;
         let gateway = Gateway::with_local_nodes(
             settings,
-            std::collections::HashMap::from([(aggregate_uri.clone(), local_aggregate)]),
+            std::collections::HashMap::from([
+                (aggregate_uri.clone(), local_aggregate),
+                (projection_uri.clone(), local_projection),
+            ]),
         )?;
         let day = Duration::from_secs(24 * 3600);
         let token = gateway.authenticator().mint(

@@ -178,3 +178,42 @@ async fn calls_over_the_wire_and_in_process_share_the_nodes_max_in_flight() {
     assert_eq!(serving.in_flight(), 0);
     server.abort();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_reaches_a_projection_node_in_the_process_with_nothing_listening() {
+    let p = Platform::start().await;
+    let token = p.token("acme", &["commands:account", "queries:*"]);
+    p.account_command(&token, "q-1", OPEN).await;
+    let seq = p.account_command(&token, "q-1", DEPOSIT).await;
+    let query = |gw: Gateway| {
+        let token = token.clone();
+        async move {
+            let req = axum::http::Request::get("/v1/query/balances/q-1")
+                .header("authorization", format!("Bearer {token}"))
+                .header("x-min-sequence", seq.to_string())
+                .body(axum::body::Body::empty())
+                .unwrap();
+            let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
+            (resp.status().as_u16(), body_json(resp).await)
+        }
+    };
+    let settings = || {
+        let mut s = gateway_settings(p.grpc_addr, p.projection_addr, None);
+        s.projection_addr = DEAD.into();
+        s
+    };
+
+    // Over the network the address is dead.
+    let (s, body) = query(Gateway::new(settings()).unwrap()).await;
+    assert_eq!(s, 503, "{body}");
+
+    // The projection node registered at that address in this process answers, once the view
+    // has the deposit.
+    let serving: NodeServing = cloudlysis_test_support::node_keys().into();
+    let local = p.projection.local(&serving).await;
+    let gw =
+        Gateway::with_local_nodes(settings(), HashMap::from([(DEAD.to_string(), local)])).unwrap();
+    let (s, body) = query(gw).await;
+    assert_eq!(s, 200, "{body}");
+    assert_eq!(body["document"]["balance"], 1, "{body}");
+}

@@ -31,6 +31,7 @@ mod controller;
 mod mode;
 mod node;
 mod query;
+mod serve;
 mod tracker;
 
 pub use controller::{IDLE_POLL, REBUILD_POLL, RETIRE_GRACE, SWITCH_WAIT};

@@ -235,6 +235,14 @@ impl Gateway {
             address: address.clone(),
             channel: channel.clone(),
         }));
+        // Which static addresses this Gateway calls in its own process.
+        for role in ["aggregate", "projection", "runner"] {
+            let local = targets
+                .iter()
+                .filter(|t| t.role == role && t.channel.is_local())
+                .count();
+            metrics::gauge!(cloudlysis_runtime::metrics::names::GATEWAY_LOCAL_NODES, "role" => role).set(local as f64);
+        }
         Ok(Self {
             inner: Arc::new(Inner {
                 auth,

@@ -108,6 +108,9 @@ pub mod names {
     /// certificate), `going_away` (the node was closing: HTTP/2 GOAWAY), `refused_stream`,
     /// `connection_closed` (closed before the call was written).
     pub const GATEWAY_NODE_UNREACHABLE: &str = "cloudlysis_gateway_node_unreachable_total";
+    /// Gauge of the Gateway's static node addresses (settings) it calls in its own process,
+    /// without the network (`runtime::local`), by `role`.
+    pub const GATEWAY_LOCAL_NODES: &str = "cloudlysis_gateway_local_nodes";
 
     /// Counter of consumed messages, labelled `stream`, `consumer`, `outcome`
     /// (`ack`, `nak`, `term`, `skip`, `defer`).
@@ -226,6 +229,7 @@ pub mod names {
         GATEWAY_CHANNEL_POOL,
         GATEWAY_LIVE_NODES,
         GATEWAY_NODE_UNREACHABLE,
+        GATEWAY_LOCAL_NODES,
         CONSUMER_MESSAGES,
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
@@ -407,6 +411,10 @@ fn describe() {
     metrics::describe_counter!(
         names::NODE_CALL_REJECTIONS,
         "gRPC calls a node refused for their node credential, by reason (missing, expired, invalid, tenant_mismatch, forbidden)."
+    );
+    metrics::describe_gauge!(
+        names::GATEWAY_LOCAL_NODES,
+        "The Gateway's static node addresses it calls in its own process, without the network, by role (0: every call goes over gRPC)."
     );
     metrics::describe_counter!(
         names::GATEWAY_NODE_UNREACHABLE,

@@ -1,5 +1,5 @@
 //! The projection node itself: registration of views, the start of their consumers in either
-//! mode, the state each view keeps on this node, and gRPC serving.
+//! mode, and the state each view keeps on this node (its gRPC serving: `serve.rs`).
 
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -8,8 +8,6 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use async_nats::jetstream::{self, kv};
-use cloudlysis_proto::projection::query_service_server::QueryServiceServer;
-use cloudlysis_proto::projection_admin::projection_admin_server::ProjectionAdminServer;
 use cloudlysis_runtime::consumer::{ConsumerPolicy, ConsumerSettings, DurableName};
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::metrics::names;
@@ -23,7 +21,6 @@ use super::mode::*;
 use super::tracker::*;
 use super::view::{Checkpoint, View, ViewHandler, ViewStore};
 use crate::consumer::{self, CheckpointFn, PartitionFn};
-use crate::node_admin::NodeAdminService;
 use crate::task::AbortOnDrop;
 
 /// gRPC listen address of the projection node.
@@ -385,6 +382,7 @@ impl ProjectionNodeBuilder {
                 lists: Arc::new(tokio::sync::Semaphore::new(super::MAX_CONCURRENT_LISTS)),
                 redrivers,
                 ctx,
+                instance: uuid::Uuid::new_v4().to_string(),
             }),
         })
     }
@@ -475,6 +473,8 @@ pub(crate) struct Inner {
     /// Each view's redrive (poison records applied again).
     pub(crate) redrivers: HashMap<&'static str, MakeRedrive>,
     pub(crate) ctx: Arc<Ctx>,
+    /// This node's id in `NodeAdmin` answers, the same whether called over gRPC or in process.
+    pub(crate) instance: String,
 }
 
 impl ProjectionNode {
@@ -565,65 +565,5 @@ impl ProjectionNode {
         let mut names: Vec<_> = self.inner.views.keys().copied().collect();
         names.sort_unstable();
         names
-    }
-
-    /// Serves `QueryService`, `NodeAdmin` and gRPC health on `listener` until `shutdown`.
-    pub async fn serve_grpc(
-        self,
-        listener: tokio::net::TcpListener,
-        serving: impl Into<cloudlysis_runtime::admission::NodeServing>,
-        shutdown: impl Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
-        let serving = serving.into();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<QueryServiceServer<ProjectionNode>>()
-            .await;
-        health
-            .set_serving::<ProjectionAdminServer<ProjectionNode>>()
-            .await;
-        let views_admin = ProjectionAdminServer::new(self.clone());
-        let mut views: Vec<&str> = self.inner.views.keys().copied().collect();
-        views.sort_unstable();
-        let admin = NodeAdminService::new(
-            "projection",
-            uuid::Uuid::new_v4().to_string(),
-            self.inner.root.clone(),
-        )
-        .behaviours(views);
-        let ops = crate::ops::OpsService::new(self.inner.js.clone(), Some(self.clone())).await;
-        let root = self.inner.root.clone();
-        let mut router = serving
-            .server()?
-            // Work whose caller has gone is counted; every call but health and reflection needs
-            // a node credential, then a place within node.max_in_flight.
-            .layer(cloudlysis_runtime::abandon::AbandonLayer)
-            .layer(serving.keys.layer())
-            .layer(serving.admission())
-            .add_service(health_service)
-            .add_service(admin.into_server())
-            .add_service(views_admin)
-            .add_service(QueryServiceServer::new(self.clone()));
-        match ops {
-            Ok(ops) => router = router.add_service(ops.server()),
-            Err(e) => {
-                tracing::error!(error = %e, "OpsAdmin could not start; poison operations are not served")
-            }
-        }
-        let result = crate::grpc::with_reflection(router)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(Duration::from_secs(60))),
-                shutdown,
-            )
-            .await;
-        self.inner
-            .controllers
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
-        let _ = root.shutdown(Duration::from_secs(30)).await;
-        result
     }
 }
