@@ -70,7 +70,7 @@ async fn bench(
     let runner = nodes::runner_node(
         src,
         &nats.js,
-        Some(&aggregate),
+        nodes::Aggregate::Addr(Some(&aggregate)),
         None,
         &crate::bench::node_keys()?,
         crate::demo::app().behaviours(),

@@ -78,33 +78,47 @@ pub async fn projection_node(
         .context("projection node could not start")
 }
 
+/// Where a runner's effects send their commands.
+pub enum Aggregate<'a> {
+    /// Over gRPC: `runner.aggregate_addr` (this flag value, if given, wins).
+    Addr(Option<&'a str>),
+    /// To an aggregate node in this process (`cloudlysis dev`).
+    Local(cloudlysis_runtime::local::LocalNode),
+}
+
 /// Builds the runner node with the application's workflows and effects; effects send commands to
-/// the aggregate node at `runner.aggregate_addr` (`aggregate_addr_flag` over env over file),
-/// with credentials signed by `keys`.
+/// `aggregate` — the aggregate node at `runner.aggregate_addr` (the flag over env over file), or
+/// one in this process — with credentials signed by `keys`.
 /// A test-only fault point is read from `CLOUDLYSIS_TEST_FAULT`.
 pub async fn runner_node(
     src: &ConfigSource,
     js: &async_nats::jetstream::Context,
-    aggregate_addr_flag: Option<&str>,
+    aggregate: Aggregate<'_>,
     reload: Option<cloudlysis_actors::runner::ReloadSource>,
     keys: &cloudlysis_runtime::credential::NodeKeys,
     behaviours: &Behaviours,
 ) -> anyhow::Result<cloudlysis_actors::runner::RunnerNode> {
     use cloudlysis_actors::runner::{self, CommandClient, RunnerNode, RunnerSettings};
     let settings = RunnerSettings::load(src)?;
-    let addr: String = src.get_or(
-        &runner::AGGREGATE_ADDR,
-        aggregate_addr_flag,
-        "http://127.0.0.1:50051".into(),
-    )?;
-    let addr = if addr.contains("://") {
-        addr
-    } else {
-        format!("http://{addr}")
+    let client = match aggregate {
+        Aggregate::Local(node) => CommandClient::local(node, keys.clone()),
+        Aggregate::Addr(flag) => {
+            let addr: String = src.get_or(
+                &runner::AGGREGATE_ADDR,
+                flag,
+                "http://127.0.0.1:50051".into(),
+            )?;
+            let addr = if addr.contains("://") {
+                addr
+            } else {
+                format!("http://{addr}")
+            };
+            let tls = cloudlysis_runtime::tls::ClientTls::load(src)?;
+            CommandClient::lazy(&addr, keys.clone(), &tls).map_err(|e| {
+                anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)")
+            })?
+        }
     };
-    let tls = cloudlysis_runtime::tls::ClientTls::load(src)?;
-    let client = CommandClient::lazy(&addr, keys.clone(), &tls)
-        .map_err(|e| anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)"))?;
     let fault = runner::outbox::Fault::from_env();
     if let Some(f) = fault {
         tracing::warn!(fault = ?f, "TEST-ONLY fault injection is on ({})", runner::outbox::FAULT_ENV);

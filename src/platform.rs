@@ -1,6 +1,6 @@
 //! The whole platform in one process — an aggregate, a projection and a runner node on
-//! ephemeral loopback gRPC ports, and a Gateway routing to them (to the aggregate and projection
-//! nodes in process, without the network: `runtime::local`; to the runner over gRPC) — over an
+//! ephemeral loopback gRPC ports, and a Gateway routing to them — in process, without the
+//! network (`runtime::local`), as the runner's effects reach the aggregate node — over an
 //! application's behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`]
 //! starts it for a user's integration tests.
 
@@ -53,8 +53,8 @@ impl Platform {
         let grpc_addr = grpc.local_addr()?;
         let aggregate_types = node.aggregate_types().join(", ");
         let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
-        // The Gateway calls it in this process (no network, the same layers and credential);
-        // its gRPC port serves everyone else (the runner's effects, grpcurl).
+        // The Gateway and the runner's effects call it in this process (no network, the same
+        // layers and credential); its gRPC port serves everyone else (grpcurl, other processes).
         let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
         let local_aggregate = node.local(&serving).await;
         servers.push(tokio::spawn(node.serve_grpc(grpc, serving, wait())));
@@ -73,12 +73,12 @@ impl Platform {
             wait(),
         )));
 
-        // The runner node; its effects send commands to the aggregate node.
+        // The runner node; its effects send commands to the aggregate node in this process.
         let aggregate_uri = format!("http://{grpc_addr}");
         let runner = nodes::runner_node(
             src,
             &nats.js,
-            Some(&aggregate_uri),
+            nodes::Aggregate::Local(local_aggregate.clone()),
             None,
             &keys,
             app.behaviours(),
@@ -87,9 +87,13 @@ impl Platform {
         let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
         let runner_addr = runner_grpc.local_addr()?;
         let workflows = runner.workflows().join(", ");
+        // The Gateway's workflow calls go to it in this process; its health (NOT_SERVING while
+        // draining) is its server's.
+        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let local_runner = runner.local(&serving).await;
         servers.push(tokio::spawn(runner.serve_grpc(
             runner_grpc,
-            keys.clone(),
+            serving,
             wait(),
         )));
 
@@ -109,6 +113,7 @@ impl Platform {
             std::collections::HashMap::from([
                 (aggregate_uri.clone(), local_aggregate),
                 (projection_uri.clone(), local_projection),
+                (runner_uri.clone(), local_runner),
             ]),
         )?;
         let day = Duration::from_secs(24 * 3600);

@@ -145,7 +145,7 @@ pub async fn runner(
     let node = nodes::runner_node(
         src,
         &nats.js,
-        args.aggregate_addr.as_deref(),
+        nodes::Aggregate::Addr(args.aggregate_addr.as_deref()),
         Some(reload),
         &keys.keys,
         app.behaviours(),

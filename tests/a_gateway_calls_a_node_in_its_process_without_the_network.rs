@@ -1,7 +1,8 @@
-//! A Gateway in the same process as an aggregate node calls it without the network
-//! (`runtime::local`): the command reaches the node with nothing listening at its address, the
-//! node credential is still verified as on the wire (the same refusal when the secrets
-//! differ), and the node's `max_in_flight` counts calls from both paths.
+//! A Gateway in the same process as its nodes calls them without the network
+//! (`runtime::local`): a command, a query and a workflow start reach their nodes with nothing
+//! listening at their addresses, the node credential is still verified as on the wire (the same
+//! refusal when the secrets differ), the node's `max_in_flight` counts calls from both paths,
+//! and a draining runner's health is `NOT_SERVING` in process as on its server.
 
 mod common;
 
@@ -216,4 +217,67 @@ async fn a_query_reaches_a_projection_node_in_the_process_with_nothing_listening
     let (s, body) = query(gw).await;
     assert_eq!(s, 200, "{body}");
     assert_eq!(body["document"]["balance"], 1, "{body}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_reaches_a_runner_in_the_process_and_its_health_follows_a_drain() {
+    use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+    use tonic_health::pb::health_check_response::ServingStatus;
+    use tonic_health::pb::health_client::HealthClient;
+
+    let mut p = Platform::start().await;
+    let client = p.command_client();
+    let runner = p
+        .start_runner(move |b| {
+            b.workflow::<Transfer>()
+                .effect(WithdrawEffect(client.clone()))
+                .effect(DepositEffect(client))
+        })
+        .await;
+    let serving: NodeServing = cloudlysis_test_support::node_keys().into();
+    let local = runner.local(&serving).await;
+    let mut settings = gateway_settings(p.grpc_addr, p.projection_addr, None);
+    settings.runner_addr = DEAD.into();
+    let gw =
+        Gateway::with_local_nodes(settings, HashMap::from([(DEAD.to_string(), local.clone())]))
+            .unwrap();
+    let token = p.token("acme", &["workflows:*"]);
+    let start = |id: &'static str| {
+        let gw = gw.clone();
+        let token = token.clone();
+        async move {
+            gateway_call(
+                &gw,
+                "POST",
+                &format!("/v1/workflows/transfer/{id}"),
+                &token,
+                r#"{"from":"a","to":"b","amount":1}"#,
+            )
+            .await
+        }
+    };
+    let (s, body) = start("in-process-1").await;
+    assert_eq!(s, 201, "{body}");
+
+    let health = || async {
+        let mut h = HealthClient::new(cloudlysis_runtime::local::NodeChannel::Local(local.clone()));
+        let r = h
+            .check(tonic_health::pb::HealthCheckRequest {
+                service: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        ServingStatus::try_from(r.status).unwrap()
+    };
+    assert_eq!(health().await, ServingStatus::Serving);
+    runner.drain(std::time::Duration::from_secs(5), false).await;
+    assert_eq!(health().await, ServingStatus::NotServing);
+    // Refused at the door, and no other runner: nothing started.
+    let (s, body) = start("in-process-2").await;
+    assert_eq!(s, 503, "{body}");
+    assert!(
+        body["detail"].as_str().unwrap().contains("draining"),
+        "{body}"
+    );
 }

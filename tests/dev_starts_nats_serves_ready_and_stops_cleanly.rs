@@ -25,8 +25,8 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     let (status, body) = http_get(&format!("{http}/metrics")).await.unwrap();
     assert_eq!(status, 200);
     assert!(body.contains("cloudlysis_build_info"), "{body}");
-    // The Gateway calls dev's aggregate and projection nodes in process, the runner over gRPC.
-    for (role, n) in [("aggregate", 1), ("projection", 1), ("runner", 0)] {
+    // The Gateway calls dev's nodes in process.
+    for (role, n) in [("aggregate", 1), ("projection", 1), ("runner", 1)] {
         let line = format!("cloudlysis_gateway_local_nodes{{role=\"{role}\"}} {n}");
         assert!(body.lines().any(|l| l == line), "no `{line}` in the scrape");
     }

@@ -1,7 +1,11 @@
-//! gRPC plumbing every node shares: the caller's deadline from `grpc-timeout`, and server
-//! reflection (v1 and v1alpha, so older clients such as grpcurl 1.8 can list services too).
+//! gRPC plumbing every node shares: serving its services behind its layers, the caller's
+//! deadline from `grpc-timeout`, and server reflection (v1 and v1alpha, so older clients such as
+//! grpcurl 1.8 can list services too).
 
+use std::future::Future;
 use std::time::Duration;
+
+use cloudlysis_runtime::admission::NodeServing;
 
 use tonic::metadata::MetadataMap;
 
@@ -24,6 +28,34 @@ pub fn with_reflection<L>(
         Err(e) => tracing::error!(error = %e, "reflection v1alpha could not be built"),
     }
     router
+}
+
+/// Serves a node's `routes` on `listener` until `shutdown` resolves, behind the layers every
+/// node puts in front of its services — the same ones a caller in the process goes through
+/// ([`cloudlysis_runtime::local::LocalNode::new`]) — plus reflection: work whose caller has gone
+/// is counted, and every call but health and reflection needs a node credential verified by
+/// `serving.keys`, then a place within `serving`'s `node.max_in_flight`. No Nagle (small unary
+/// replies must not wait for a delayed ACK), TCP keepalive every 60 s.
+pub async fn serve(
+    routes: tonic::service::Routes,
+    serving: &NodeServing,
+    listener: tokio::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
+    let router = serving
+        .server()?
+        .layer(cloudlysis_runtime::abandon::AbandonLayer)
+        .layer(serving.keys.layer())
+        .layer(serving.admission())
+        .add_routes(routes);
+    with_reflection(router)
+        .serve_with_incoming_shutdown(
+            tonic::transport::server::TcpIncoming::from(listener)
+                .with_nodelay(Some(true))
+                .with_keepalive(Some(Duration::from_secs(60))),
+            shutdown,
+        )
+        .await
 }
 
 /// Margin kept from the caller's deadline so an answer still reaches it in time.

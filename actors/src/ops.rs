@@ -65,6 +65,22 @@ impl OpsService {
         })
     }
 
+    /// `routes` with this service added — or, when the poison bucket or the audit log cannot
+    /// be opened, without it (logged: the node serves everything else).
+    pub(crate) async fn added_to(
+        routes: tonic::service::Routes,
+        js: jetstream::Context,
+        views: Option<ProjectionNode>,
+    ) -> tonic::service::Routes {
+        match Self::new(js, views).await {
+            Ok(ops) => routes.add_service(ops.server()),
+            Err(e) => {
+                tracing::error!(error = %e, "OpsAdmin could not start; poison operations are not served");
+                routes
+            }
+        }
+    }
+
     /// The tonic server of this service.
     pub fn server(self) -> cloudlysis_proto::ops::ops_admin_server::OpsAdminServer<Self> {
         cloudlysis_proto::ops::ops_admin_server::OpsAdminServer::new(self)

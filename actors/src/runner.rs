@@ -41,6 +41,7 @@ mod inputs;
 mod instance;
 mod node;
 mod reload;
+mod serve;
 mod service;
 pub mod settings;
 mod worker;

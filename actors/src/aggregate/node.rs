@@ -376,20 +376,24 @@ impl AggregateNode {
         &self,
         serving: &cloudlysis_runtime::admission::NodeServing,
     ) -> cloudlysis_runtime::local::LocalNode {
+        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving)
+    }
+
+    /// The node's services: `CommandService`, `NodeAdmin`, gRPC health.
+    async fn routes(&self) -> tonic::service::Routes {
         let (health, health_service) = tonic_health::server::health_reporter();
         health
             .set_serving::<CommandServiceServer<AggregateNode>>()
             .await;
-        let routes = tonic::service::Routes::new(health_service)
+        tonic::service::Routes::new(health_service)
             .add_service(self.admin().into_server())
-            .add_service(CommandServiceServer::new(self.clone()));
-        cloudlysis_runtime::local::LocalNode::new(routes, serving)
+            .add_service(CommandServiceServer::new(self.clone()))
     }
 
     /// Serves `CommandService`, `NodeAdmin`, gRPC health and reflection on `listener` until
-    /// `shutdown` resolves; then stops the supervision tree. Calls need a node credential
-    /// verified by `serving.keys` (see [`cloudlysis_runtime::credential`]) and a place within
-    /// `serving.max_in_flight` ([`cloudlysis_runtime::admission`]).
+    /// `shutdown` resolves ([`crate::grpc::serve`]); then stops the supervision tree. Calls need
+    /// a node credential verified by `serving.keys` (see [`cloudlysis_runtime::credential`]) and
+    /// a place within `serving.max_in_flight` ([`cloudlysis_runtime::admission`]).
     pub async fn serve_grpc(
         self,
         listener: tokio::net::TcpListener,
@@ -397,35 +401,10 @@ impl AggregateNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let serving = serving.into();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health
-            .set_serving::<CommandServiceServer<AggregateNode>>()
-            .await;
-        let admin = self.admin();
-        let root = self.inner.root.clone();
-        let node = self.clone();
-        let router = serving
-            .server()?
-            // Work whose caller has gone is counted; every call but health and reflection needs
-            // a node credential, then a place within node.max_in_flight.
-            .layer(cloudlysis_runtime::abandon::AbandonLayer)
-            .layer(serving.keys.layer())
-            .layer(serving.admission())
-            .add_service(health_service)
-            .add_service(admin.into_server())
-            .add_service(CommandServiceServer::new(self));
-        let result = crate::grpc::with_reflection(router)
-            .serve_with_incoming_shutdown(
-                // No Nagle: small unary replies must not wait for a delayed ACK.
-                tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(Duration::from_secs(60))),
-                shutdown,
-            )
-            .await;
+        let result = crate::grpc::serve(self.routes().await, &serving, listener, shutdown).await;
         // Idempotency records still being written land before the node leaves.
-        node.flush_records(Duration::from_secs(10)).await;
-        let _ = root.shutdown(Duration::from_secs(30)).await;
+        self.flush_records(Duration::from_secs(10)).await;
+        let _ = self.inner.root.shutdown(Duration::from_secs(30)).await;
         result
     }
 

@@ -24,8 +24,8 @@ use cloudlysis_runtime::{kv as buckets, stream};
 use cloudlysis_supervision::{Backoff, ChildSpec, SupervisorConfig, SupervisorRef};
 use futures::StreamExt;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -529,7 +529,7 @@ impl RunnerNodeBuilder {
                 live: std::sync::Mutex::new(live),
                 reload: self.reload,
                 reload_lock: tokio::sync::Mutex::new(()),
-                health: OnceLock::new(),
+                health: tonic_health::server::HealthReporter::new(),
                 relay,
                 relay_ctx,
                 audit,

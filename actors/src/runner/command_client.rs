@@ -27,7 +27,7 @@ use super::effect::{EffectContext, EffectError};
 /// Sends commands to an aggregate node on behalf of effects. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CommandClient {
-    channel: tonic::transport::Channel,
+    channel: cloudlysis_runtime::local::NodeChannel,
     keys: cloudlysis_runtime::credential::NodeKeys,
 }
 
@@ -46,9 +46,22 @@ impl CommandClient {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         Ok(Self {
-            channel: endpoint.connect_lazy(),
+            channel: endpoint.connect_lazy().into(),
             keys,
         })
+    }
+
+    /// A client of the `CommandService` of an aggregate node in this process (see
+    /// [`cloudlysis_runtime::local`]): no network, the same credential check and statuses;
+    /// calls carry credentials signed with `keys`.
+    pub fn local(
+        node: cloudlysis_runtime::local::LocalNode,
+        keys: cloudlysis_runtime::credential::NodeKeys,
+    ) -> Self {
+        Self {
+            channel: cloudlysis_runtime::local::NodeChannel::Local(node),
+            keys,
+        }
     }
 
     /// Executes `command_type` with `payload` on `aggregate_type/aggregate_id` for the effect's

@@ -1,14 +1,13 @@
 //! The running runner node: its registered workflows and effect types, its supervision tree,
-//! the consumers it runs (and replaces on a reload), and gRPC serving (`WorkflowService`,
-//! `RunnerAdmin`, `NodeAdmin`, health, reflection). Registration and start are in `builder`.
+//! and the consumers it runs (and replaces on a reload). Registration and start are in
+//! `builder`; its gRPC services in `serve`.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use async_nats::jetstream;
-use cloudlysis_proto::runner::runner_admin_server::RunnerAdminServer;
 use cloudlysis_proto::workflows::workflow_service_server::WorkflowServiceServer;
 use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::mailbox::BoundedRef;
@@ -22,7 +21,6 @@ use super::outbox::{Relay, RelayCtx};
 use super::settings::{LiveSettings, RunnerSettings};
 use super::worker::RetryNow;
 use crate::consumer::ConsumerMsg;
-use crate::node_admin::NodeAdminService;
 use crate::task::AbortOnDrop;
 
 /// `max_ack_pending` of every effect consumer: a ceiling for all runners together. Each node's
@@ -133,7 +131,8 @@ pub(crate) struct Inner {
     pub(crate) reload: Option<ReloadSource>,
     /// One reload at a time.
     pub(crate) reload_lock: tokio::sync::Mutex<()>,
-    pub(crate) health: OnceLock<tonic_health::server::HealthReporter>,
+    /// The node's gRPC health, shared by its server and its in-process callers (`serve.rs`).
+    pub(crate) health: tonic_health::server::HealthReporter,
     pub(crate) relay: Relay,
     pub(crate) relay_ctx: RelayCtx,
     pub(crate) audit: jetstream::kv::Store,
@@ -246,87 +245,23 @@ impl RunnerNode {
         Ok(())
     }
 
-    /// Serves `WorkflowService`, `RunnerAdmin`, `NodeAdmin`, gRPC health and reflection on
-    /// `listener` until `shutdown` resolves; then stops the supervision tree.
-    pub async fn serve_grpc(
-        self,
-        listener: tokio::net::TcpListener,
-        serving: impl Into<cloudlysis_runtime::admission::NodeServing>,
-        shutdown: impl std::future::Future<Output = ()> + Send,
-    ) -> Result<(), tonic::transport::Error> {
-        let serving = serving.into();
-        let (health, health_service) = tonic_health::server::health_reporter();
-        health.set_serving::<RunnerAdminServer<RunnerNode>>().await;
-        let _ = self.inner.health.set(health);
-        self.set_health(!self.draining()).await;
-        let behaviours: Vec<&str> = self
-            .workflows()
-            .into_iter()
-            .chain(self.effect_types())
-            .collect();
-        let me = self.clone();
-        let admin = NodeAdminService::new(
-            "runner",
-            self.inner.node_id.clone(),
-            self.inner.root.clone(),
-        )
-        .behaviours(behaviours)
-        .state(Arc::new(move || {
-            let state = me.drain_progress().state;
-            (
-                state == super::drain::DrainState::Serving,
-                state.as_str().to_string(),
-            )
-        }));
-        let ops = crate::ops::OpsService::new(self.inner.ctx.js.clone(), None).await;
-        let root = self.inner.root.clone();
-        let mut router = serving
-            .server()?
-            // Work whose caller has gone is counted; every call but health and reflection needs
-            // a node credential, then a place within node.max_in_flight.
-            .layer(cloudlysis_runtime::abandon::AbandonLayer)
-            .layer(serving.keys.layer())
-            .layer(serving.admission())
-            .add_service(health_service)
-            .add_service(admin.into_server())
-            .add_service(RunnerAdminServer::new(self.clone()))
-            .add_service(WorkflowServiceServer::new(self.clone()));
-        match ops {
-            Ok(ops) => router = router.add_service(ops.server()),
-            Err(e) => {
-                tracing::error!(error = %e, "OpsAdmin could not start; poison operations are not served")
-            }
-        }
-        let result = crate::grpc::with_reflection(router)
-            .serve_with_incoming_shutdown(
-                tonic::transport::server::TcpIncoming::from(listener)
-                    .with_nodelay(Some(true))
-                    .with_keepalive(Some(Duration::from_secs(60))),
-                shutdown,
-            )
-            .await;
-        let _ = root.shutdown(Duration::from_secs(30)).await;
-        result
-    }
-
     /// Sets the gRPC health of `WorkflowService` and of the whole server (the empty service
     /// name that load balancers and probes ask for): serving unless draining. `RunnerAdmin`
     /// stays serving, so a draining node can still be watched and undrained.
     pub(crate) async fn set_health(&self, serving: bool) {
         use tonic_health::ServingStatus;
-        if let Some(h) = self.inner.health.get() {
-            let status = if serving {
-                ServingStatus::Serving
-            } else {
-                ServingStatus::NotServing
-            };
-            h.set_service_status("", status).await;
-            if serving {
-                h.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
-            } else {
-                h.set_not_serving::<WorkflowServiceServer<RunnerNode>>()
-                    .await;
-            }
+        let h = &self.inner.health;
+        let status = if serving {
+            ServingStatus::Serving
+        } else {
+            ServingStatus::NotServing
+        };
+        h.set_service_status("", status).await;
+        if serving {
+            h.set_serving::<WorkflowServiceServer<RunnerNode>>().await;
+        } else {
+            h.set_not_serving::<WorkflowServiceServer<RunnerNode>>()
+                .await;
         }
     }
 }
