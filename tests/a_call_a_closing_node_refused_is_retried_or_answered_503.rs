@@ -18,7 +18,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use axum::body::Body;
 use axum::http::Request;
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use common::{Platform, body_json, gateway_call};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tower::ServiceExt;
@@ -160,16 +159,27 @@ async fn a_read_a_closing_node_refused_is_retried_then_503() {
     }
 }
 
+/// Starts a transfer `id` through `gw`.
+async fn start(
+    gw: &cloudlysis_gateway::Gateway,
+    token: &str,
+    id: &str,
+) -> (u16, serde_json::Value) {
+    let path = format!("/v1/workflows/transfer/{id}");
+    gateway_call(
+        gw,
+        "POST",
+        &path,
+        token,
+        r#"{"from":"a","to":"b","amount":1}"#,
+    )
+    .await
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_a_closing_runner_refused_goes_to_the_next_runner() {
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    p.start_runner(move |b| {
-        b.workflow::<Transfer>()
-            .effect(WithdrawEffect(client.clone()))
-            .effect(DepositEffect(client))
-    })
-    .await;
+    p.start_transfer_runner().await;
     let runner = format!("http://{}", p.runner_addr.unwrap());
     let token = p.token("acme", &["workflows:*", "commands:*"]);
     for how in [Refusal::GoAway, Refusal::RefusedStream] {
@@ -178,14 +188,7 @@ async fn a_start_a_closing_runner_refused_goes_to_the_next_runner() {
         // runner its id hashes to, so some of these ids begin at the closing one.
         let gw = p.gateway_with(|s| s.runner_addr = format!("{closing},{runner}"));
         for k in 0..6 {
-            let (status, body) = gateway_call(
-                &gw,
-                "POST",
-                &format!("/v1/workflows/transfer/t-{how:?}-{k}"),
-                &token,
-                r#"{"from":"a","to":"b","amount":1}"#,
-            )
-            .await;
+            let (status, body) = start(&gw, &token, &format!("t-{how:?}-{k}")).await;
             assert_eq!(status, 201, "{how:?} t-{k}: {body}");
         }
         assert!(
@@ -195,14 +198,7 @@ async fn a_start_a_closing_runner_refused_goes_to_the_next_runner() {
 
         // The closing runner alone: nothing was started, the client may try again.
         let gw = p.gateway_with(|s| s.runner_addr = closing.clone());
-        let (status, body) = gateway_call(
-            &gw,
-            "POST",
-            &format!("/v1/workflows/transfer/u-{how:?}"),
-            &token,
-            r#"{"from":"a","to":"b","amount":1}"#,
-        )
-        .await;
+        let (status, body) = start(&gw, &token, &format!("u-{how:?}")).await;
         assert_eq!(status, 503, "{how:?}: {body}");
         assert!(
             body["detail"]

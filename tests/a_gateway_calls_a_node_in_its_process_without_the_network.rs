@@ -221,19 +221,11 @@ async fn a_query_reaches_a_projection_node_in_the_process_with_nothing_listening
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_reaches_a_runner_in_the_process_and_its_health_follows_a_drain() {
-    use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
     use tonic_health::pb::health_check_response::ServingStatus;
     use tonic_health::pb::health_client::HealthClient;
 
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    let runner = p
-        .start_runner(move |b| {
-            b.workflow::<Transfer>()
-                .effect(WithdrawEffect(client.clone()))
-                .effect(DepositEffect(client))
-        })
-        .await;
+    let runner = p.start_transfer_runner().await;
     let serving: NodeServing = cloudlysis_test_support::node_keys().into();
     let local = runner.local(&serving).await;
     let mut settings = gateway_settings(p.grpc_addr, p.projection_addr, None);

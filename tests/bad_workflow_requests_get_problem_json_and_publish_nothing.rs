@@ -3,18 +3,11 @@
 
 mod common;
 
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use common::{Platform, body_json, query};
 
 async fn platform() -> Platform {
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    p.start_runner(move |b| {
-        b.workflow::<Transfer>()
-            .effect(WithdrawEffect(client.clone()))
-            .effect(DepositEffect(client))
-    })
-    .await;
+    p.start_transfer_runner().await;
     p
 }
 

@@ -9,7 +9,6 @@ mod common;
 
 use std::path::Path;
 
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use common::Platform;
 
 fn grpcurl() -> String {
@@ -45,13 +44,7 @@ async fn run(args: &[&str]) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn grpcurl_lists_and_calls_every_node() {
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    p.start_runner(move |b| {
-        b.workflow::<Transfer>()
-            .effect(WithdrawEffect(client.clone()))
-            .effect(DepositEffect(client))
-    })
-    .await;
+    p.start_transfer_runner().await;
     let nodes = [
         (
             p.grpc_addr.to_string(),

@@ -21,7 +21,6 @@ use std::time::Duration;
 use cloudlysis_actors::projection::ProjectionNode;
 use cloudlysis_actors::projection::view::View;
 use cloudlysis_examples::balances::Balances;
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use cloudlysis_runtime::consumer::{ConsumerSettings, NakBackoff};
 use cloudlysis_runtime::envelope::EventEnvelope;
 use common::{Platform, gateway_call};
@@ -137,13 +136,7 @@ async fn against_dev() {
 /// A platform whose `picky` view failed on an event that a fix now lets through.
 async fn against_a_poisoned_view() {
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    p.start_runner(move |b| {
-        b.workflow::<Transfer>()
-            .effect(WithdrawEffect(client.clone()))
-            .effect(DepositEffect(client))
-    })
-    .await;
+    p.start_transfer_runner().await;
     // The settings of the platform's own projection node: both bind the `balances` durable.
     let settings = ConsumerSettings {
         nak_backoff: NakBackoff {

@@ -84,6 +84,19 @@ impl Platform {
         self.start_runner_with(runner_settings(), build).await
     }
 
+    /// [`Platform::start_runner`] with the demo `transfer` saga and its `withdraw` and `deposit`
+    /// effects, which send their commands to this platform's aggregate node.
+    pub async fn start_transfer_runner(&mut self) -> RunnerNode {
+        use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+        let client = self.command_client();
+        self.start_runner(move |b| {
+            b.workflow::<Transfer>()
+                .effect(WithdrawEffect(client.clone()))
+                .effect(DepositEffect(client))
+        })
+        .await
+    }
+
     /// [`Platform::start_runner`] with its settings.
     pub async fn start_runner_with(
         &mut self,
