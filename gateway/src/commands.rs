@@ -34,7 +34,7 @@ use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::aggregate::ExecuteRequest;
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_runtime::context::{
-    RequestContext, TenantId, headers as h, incoming_trace, normalize_correlation_id,
+    RequestContext, TenantId, header_names, headers as h, incoming_trace, normalize_correlation_id,
 };
 use cloudlysis_runtime::outcome::{ErrorKind, never_sent};
 use cloudlysis_runtime::subject::validate_token;
@@ -96,10 +96,10 @@ pub(crate) async fn post(
     };
     let hs = resp.headers_mut();
     if let Ok(v) = HeaderValue::from_str(correlation.as_str()) {
-        hs.insert(h::CORRELATION_ID, v);
+        hs.insert(header_names::CORRELATION_ID, v);
     }
     if let Ok(v) = HeaderValue::from_str(&traceparent.to_string()) {
-        hs.insert(h::TRACEPARENT, v);
+        hs.insert(header_names::TRACEPARENT, v);
     }
     cloudlysis_runtime::telemetry::record(
         cloudlysis_runtime::telemetry::Kind::Server,
@@ -226,7 +226,7 @@ async fn handle(
         .payload
         .map_or(&b"null"[..], |p| p.get().as_bytes())
         .to_vec();
-    let credential = gw.credential(&claims, &format!("commands:{aggregate_type}"))?;
+    let credential = gw.credential(&claims, &["commands:", aggregate_type].concat())?;
     let throttle = &gw.inner.throttle;
     let mut attempt = 0;
     let reply = loop {
@@ -319,7 +319,10 @@ pub(crate) fn authenticate_with(
 ) -> Result<(std::sync::Arc<crate::Claims>, TenantId), Problem> {
     let verified = verified.map(|v| Ok(v.0.clone()));
     let claims = verified
-        .unwrap_or_else(|| gw.inner.auth.verify(header_str(headers, "authorization")))
+        .unwrap_or_else(|| {
+            let bearer = headers.get(header::AUTHORIZATION);
+            gw.inner.auth.verify(bearer.and_then(|v| v.to_str().ok()))
+        })
         .map_err(|e| match e {
             AuthError::Missing => Problem::unauthorized("missing bearer token"),
             AuthError::Expired => Problem::unauthorized("token expired"),
@@ -484,5 +487,9 @@ fn is_length_limit(e: &axum::Error) -> bool {
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
-    headers.get(name).and_then(|v| v.to_str().ok())
+    match header_names::of(name) {
+        Some(n) => headers.get(n),
+        None => headers.get(name),
+    }
+    .and_then(|v| v.to_str().ok())
 }

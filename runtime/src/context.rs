@@ -72,6 +72,49 @@ pub mod headers {
     pub const NATS_REQUEST_FINGERPRINT: &str = "Cloudlysis-Request-Fingerprint";
 }
 
+/// The HTTP and gRPC [`headers`] as parsed names. A lookup or insert by a string parses and
+/// checks the name every time (≈ 3 % of a command's instructions, docs/performance.md); these are
+/// made once, at compile time.
+pub mod header_names {
+    use super::headers;
+    use http::HeaderName;
+
+    /// [`headers::TENANT_ID`].
+    pub const TENANT_ID: HeaderName = HeaderName::from_static(headers::TENANT_ID);
+    /// [`headers::CORRELATION_ID`].
+    pub const CORRELATION_ID: HeaderName = HeaderName::from_static(headers::CORRELATION_ID);
+    /// [`headers::TRACEPARENT`].
+    pub const TRACEPARENT: HeaderName = HeaderName::from_static(headers::TRACEPARENT);
+    /// [`headers::TRACESTATE`].
+    pub const TRACESTATE: HeaderName = HeaderName::from_static(headers::TRACESTATE);
+    /// [`headers::REQUEST_ID`].
+    pub const REQUEST_ID: HeaderName = HeaderName::from_static(headers::REQUEST_ID);
+    /// [`headers::IDEMPOTENCY_KEY`].
+    pub const IDEMPOTENCY_KEY: HeaderName = HeaderName::from_static(headers::IDEMPOTENCY_KEY);
+    /// [`headers::ACTOR`].
+    pub const ACTOR: HeaderName = HeaderName::from_static(headers::ACTOR);
+    /// [`headers::NODE_CREDENTIAL`].
+    pub const NODE_CREDENTIAL: HeaderName = HeaderName::from_static(headers::NODE_CREDENTIAL);
+    /// [`headers::REQUEST_TIMEOUT_MS`].
+    pub const REQUEST_TIMEOUT_MS: HeaderName = HeaderName::from_static(headers::REQUEST_TIMEOUT_MS);
+
+    /// The parsed name of one of the contract's HTTP/gRPC headers, `None` for any other name.
+    pub fn of(name: &str) -> Option<HeaderName> {
+        Some(match name {
+            headers::TENANT_ID => TENANT_ID,
+            headers::CORRELATION_ID => CORRELATION_ID,
+            headers::TRACEPARENT => TRACEPARENT,
+            headers::TRACESTATE => TRACESTATE,
+            headers::REQUEST_ID => REQUEST_ID,
+            headers::IDEMPOTENCY_KEY => IDEMPOTENCY_KEY,
+            headers::ACTOR => ACTOR,
+            headers::NODE_CREDENTIAL => NODE_CREDENTIAL,
+            headers::REQUEST_TIMEOUT_MS => REQUEST_TIMEOUT_MS,
+            _ => return None,
+        })
+    }
+}
+
 /// Longest accepted correlation id, in bytes.
 pub const MAX_CORRELATION_ID_LEN: usize = 128;
 /// Longest accepted `tracestate`, in bytes (the spec allows 32 members of at most 256 bytes each;
@@ -460,33 +503,38 @@ pub trait Carrier {
 
 impl Carrier for http::HeaderMap {
     fn get(&self, name: &str) -> Option<&str> {
-        http::HeaderMap::get(self, name).and_then(|v| v.to_str().ok())
+        match header_names::of(name) {
+            Some(n) => http::HeaderMap::get(self, n),
+            None => http::HeaderMap::get(self, name),
+        }
+        .and_then(|v| v.to_str().ok())
     }
 
     fn get_all(&self, name: &str) -> Vec<&str> {
-        http::HeaderMap::get_all(self, name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
+        let all = match header_names::of(name) {
+            Some(n) => http::HeaderMap::get_all(self, n),
+            None => http::HeaderMap::get_all(self, name),
+        };
+        all.iter().filter_map(|v| v.to_str().ok()).collect()
     }
 
     fn set(&mut self, name: &'static str, value: &str) {
         if let Ok(v) = http::HeaderValue::from_str(value) {
-            self.insert(http::HeaderName::from_static(name), v);
+            let name = header_names::of(name).unwrap_or(http::HeaderName::from_static(name));
+            self.insert(name, v);
         }
     }
 }
 
 impl Carrier for tonic::metadata::MetadataMap {
+    // Reads go to the underlying header map by parsed name (the contract's headers are ASCII
+    // metadata, so the values are the same).
     fn get(&self, name: &str) -> Option<&str> {
-        tonic::metadata::MetadataMap::get(self, name).and_then(|v| v.to_str().ok())
+        Carrier::get(self.as_ref(), name)
     }
 
     fn get_all(&self, name: &str) -> Vec<&str> {
-        tonic::metadata::MetadataMap::get_all(self, name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .collect()
+        Carrier::get_all(self.as_ref(), name)
     }
 
     fn set(&mut self, name: &'static str, value: &str) {

@@ -34,7 +34,12 @@ pub(crate) struct EntityCell<A: Aggregate> {
 impl<A: Aggregate> EntityCell<A> {
     /// Runs `req` in the entity's turn. A command whose deadline passed while it waited is not
     /// run (its caller was already answered).
-    async fn run(&self, req: CommandRequest, claim: &Claim) -> Result<ExecuteReply, CommandError> {
+    async fn run(
+        &self,
+        req: CommandRequest,
+        command: A::Command,
+        claim: &Claim,
+    ) -> Result<ExecuteReply, CommandError> {
         let mut turn = self.state.lock().await;
         if req
             .deadline
@@ -47,7 +52,7 @@ impl<A: Aggregate> EntityCell<A> {
         // Taken out while the command runs: if the aggregate's code panics, the cell is left
         // with no state and the next command reloads it from the stream.
         let mut loaded = turn.take();
-        let result = self.entity.execute(req, claim, &mut loaded).await;
+        let result = self.entity.execute(req, command, claim, &mut loaded).await;
         *turn = loaded;
         result
     }
@@ -144,13 +149,14 @@ impl<A: Aggregate> Entities<A> {
         self.epoch.elapsed().as_millis() as u64
     }
 
-    /// Runs `req` on its entity — loaded on demand, bounded by `aggregate.max_entities` and the
+    /// Runs `req` (decoded: `command`) on its entity — loaded on demand, bounded by `aggregate.max_entities` and the
     /// entity's mailbox — and answers by `timeout`, truthfully about what may have been
     /// committed.
     pub(crate) async fn execute(
         self: &Arc<Self>,
         key: String,
         req: CommandRequest,
+        command: A::Command,
         timeout: Duration,
     ) -> Result<ExecuteReply, CommandError> {
         let cell = self.admit(key, &req)?;
@@ -164,7 +170,7 @@ impl<A: Aggregate> Entities<A> {
             let claim = claim.clone();
             async move {
                 let done = done;
-                done.cell.run(req, &claim).await
+                done.cell.run(req, command, &claim).await
             }
         });
         match tokio::time::timeout(timeout, task).await {

@@ -1,6 +1,6 @@
 //! Commands as an entity receives them: the aggregate type as a subject token, a command's
 //! payload decoded into the aggregate's `Command`, its fingerprint for idempotency keys, and
-//! the split of a tagged event into its type and payload.
+//! the split of an encoded tagged event into its type and payload.
 
 use super::*;
 use cloudlysis_runtime::SubjectToken;
@@ -105,16 +105,26 @@ fn without_position(e: &serde_json::Error) -> String {
     }
 }
 
-/// Splits `{"type": t, "payload": p}` into `(t, p)`; other shapes keep the whole value.
-pub(crate) fn split_tagged(value: serde_json::Value) -> (String, serde_json::Value) {
-    if let serde_json::Value::Object(mut map) = value {
-        if let Some(serde_json::Value::String(t)) = map.remove("type") {
-            let payload = map.remove("payload").unwrap_or(serde_json::Value::Null);
-            return (t, payload);
-        }
-        return ("event".into(), serde_json::Value::Object(map));
+/// An event serialised as `{"type": t, "payload": p}` (the adjacently tagged enums aggregates
+/// use), read in place.
+#[derive(serde::Deserialize)]
+struct Tagged<'a> {
+    #[serde(rename = "type", borrow)]
+    ty: std::borrow::Cow<'a, str>,
+    #[serde(borrow, default)]
+    payload: Option<&'a serde_json::value::RawValue>,
+}
+
+/// Splits an encoded event `{"type": t, "payload": p}` into `(t, p)` without building its
+/// tree (a missing or null payload is `null`); any other shape is an `event` whose payload is
+/// the whole document.
+pub(crate) fn tagged_parts(
+    json: &[u8],
+) -> Result<(std::borrow::Cow<'_, str>, &serde_json::value::RawValue), serde_json::Error> {
+    match serde_json::from_slice::<Tagged<'_>>(json) {
+        Ok(t) => Ok((t.ty, t.payload.unwrap_or(serde_json::value::RawValue::NULL))),
+        Err(_) => Ok(("event".into(), serde_json::from_slice(json)?)),
     }
-    ("event".into(), value)
 }
 
 #[cfg(test)]
@@ -145,6 +155,36 @@ mod tests {
             Ok(vec![Added])
         }
         fn apply(_: &mut (), _: &Added) {}
+    }
+
+    #[test]
+    fn a_tagged_event_is_split_in_place_and_other_shapes_are_whole() {
+        let parts = |j: &str| {
+            let (t, p) = tagged_parts(j.as_bytes()).unwrap();
+            (t.into_owned(), p.get().to_string())
+        };
+        assert_eq!(
+            parts(r#"{"type":"Deposited","payload":{"amount":5}}"#),
+            ("Deposited".into(), r#"{"amount":5}"#.into())
+        );
+        assert_eq!(
+            parts(r#"{"type":"Closed"}"#),
+            ("Closed".into(), "null".into())
+        );
+        assert_eq!(
+            parts(r#"{"type":"Closed","payload":null}"#),
+            ("Closed".into(), "null".into())
+        );
+        assert_eq!(
+            parts(r#"{"type":"caf\u00e9","payload":[1]}"#),
+            ("café".into(), "[1]".into())
+        );
+        assert_eq!(
+            parts(r#"{"amount":5}"#),
+            ("event".into(), r#"{"amount":5}"#.into())
+        );
+        assert_eq!(parts("7"), ("event".into(), "7".into()));
+        assert!(tagged_parts(b"{").is_err());
     }
 
     #[test]

@@ -13,11 +13,21 @@ use super::*;
 use async_nats::jetstream;
 use bytes::Bytes;
 use cloudlysis_runtime::context::{RequestContext, TenantId, headers, nats_name};
-use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, EventEnvelope};
+use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, CommitRef, EventEnvelopeRef};
 use cloudlysis_runtime::nats::{self, NatsError};
 use cloudlysis_runtime::{SubjectToken, kv as buckets, subject};
 
-pub(crate) use super::command::{decode_command, fingerprint, split_tagged, token};
+pub(crate) use super::command::{decode_command, fingerprint, tagged_parts, token};
+
+/// A commit encoded for the stream, with what its reply needs.
+struct Encoded {
+    /// The commit document ([`Commit`]'s wire form).
+    bytes: Bytes,
+    /// The aggregate version after its last event.
+    version: u64,
+    /// Its events' ids, in order; the first is the commit id.
+    event_ids: Vec<String>,
+}
 
 /// Actor kind of entities (the `kind` label of their mailbox metrics).
 pub const ENTITY_KIND: &str = "entity";
@@ -158,11 +168,12 @@ impl<A: Aggregate> Entity<A> {
         );
     }
 
-    /// Runs one command on `loaded` (the cached state, `None` when not loaded): the entity's
-    /// whole decision and commit. The caller holds the entity's turn.
+    /// Runs one command (`command`, decoded from `req`) on `loaded` (the cached state, `None`
+    /// when not loaded): the entity's whole decision and commit. The caller holds the turn.
     pub(crate) async fn execute(
         &self,
         req: CommandRequest,
+        command: A::Command,
         claim: &Claim,
         loaded: &mut Option<Loaded<A::State>>,
     ) -> Result<ExecuteReply, CommandError> {
@@ -190,6 +201,8 @@ impl<A: Aggregate> Entity<A> {
         // or a no-op on the assumed state loads the real one and decides again, with the usual
         // two tries on loaded state after it.
         let assumed = loaded.is_none();
+        // The first decision takes the command the host decoded; a later one decodes it again.
+        let mut command = Some(command);
         if assumed {
             *loaded = Some(Loaded::empty());
         }
@@ -213,7 +226,7 @@ impl<A: Aggregate> Entity<A> {
             {
                 return self.replay(&req, previous.clone(), fingerprint.as_deref());
             }
-            let events = match self.decide(&req, current) {
+            let events = match self.decide(&req, command.take(), current) {
                 Ok(events) if !events.is_empty() => events,
                 // Not a commit on the assumed empty state: read the real one.
                 _ if assumed && attempt == 0 => continue,
@@ -244,7 +257,9 @@ impl<A: Aggregate> Entity<A> {
             // With an idempotency key the de-duplication id is derived from it, so a replay
             // whose stored result was lost is still dropped by JetStream within its duplicate
             // window, and recognised from the stream after it.
-            let msg_id = idem_key.clone().unwrap_or_else(|| commit.commit_id.clone());
+            let msg_id = idem_key
+                .clone()
+                .unwrap_or_else(|| commit.event_ids[0].clone());
             // The publish gets what is left of the caller's deadline (at most the I/O timeout).
             let publish_timeout = deadline.map_or(self.shared.settings.io_timeout, |d| {
                 d.saturating_duration_since(tokio::time::Instant::now())
@@ -303,8 +318,8 @@ impl<A: Aggregate> Entity<A> {
                     current.version += events.len() as u64;
                     current.last_seq = ack.sequence;
                     let reply = ExecuteReply {
-                        version: commit.events.last().map_or(0, |e| e.sequence),
-                        event_ids: commit.events.iter().map(|e| e.event_id.clone()).collect(),
+                        version: commit.version,
+                        event_ids: commit.event_ids,
                         stream_sequence: ack.sequence,
                         replayed: false,
                     };
@@ -367,6 +382,7 @@ impl<A: Aggregate> Entity<A> {
     fn decide(
         &self,
         req: &CommandRequest,
+        command: Option<A::Command>,
         current: &Loaded<A::State>,
     ) -> Result<Vec<A::Event>, CommandError> {
         if let Some(expected) = req.expected_version
@@ -382,7 +398,10 @@ impl<A: Aggregate> Entity<A> {
             aggregate_id: self.id.to_string(),
             version: current.version,
         };
-        let command = decode_command::<A>(&req.command_type, &req.payload)?;
+        let command = match command {
+            Some(c) => c,
+            None => decode_command::<A>(&req.command_type, &req.payload)?,
+        };
         A::handle(&current.state, command, &ctx).map_err(|r| CommandError::Rejected(r.0))
     }
 
@@ -472,47 +491,67 @@ impl<A: Aggregate> Entity<A> {
         ctx: &RequestContext,
         version: u64,
         events: &[A::Event],
-    ) -> Result<Commit, CommandError> {
+    ) -> Result<Encoded, CommandError> {
+        let failed =
+            |e: serde_json::Error| CommandError::Unavailable(format!("event encoding failed: {e}"));
         let occurred_at = cloudlysis_runtime::time::rfc3339(SystemTime::now());
-        let mut envelopes = Vec::with_capacity(events.len());
-        for (i, e) in events.iter().enumerate() {
-            let value = serde_json::to_value(e)
-                .map_err(|e| CommandError::Unavailable(format!("event encoding failed: {e}")))?;
-            let (event_type, payload) = split_tagged(value);
-            envelopes.push(EventEnvelope {
-                event_id: uuid::Uuid::now_v7().to_string(),
-                tenant_id: self.tenant.to_string(),
-                aggregate_type: A::TYPE.to_string(),
-                aggregate_id: self.id.to_string(),
+        let correlation_id = ctx.correlation_id.to_string();
+        let traceparent = ctx.traceparent.to_string();
+        // Each event encoded once; the envelope takes its payload as written, not as a tree.
+        let encoded = events
+            .iter()
+            .map(serde_json::to_vec)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let event_ids: Vec<String> = events
+            .iter()
+            .map(|_| uuid::Uuid::now_v7().to_string())
+            .collect();
+        let parts = encoded
+            .iter()
+            .map(|json| tagged_parts(json))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(failed)?;
+        let envelopes: Vec<EventEnvelopeRef<'_>> = parts
+            .iter()
+            .zip(&event_ids)
+            .enumerate()
+            .map(|(i, ((event_type, payload), event_id))| EventEnvelopeRef {
+                event_id,
+                tenant_id: self.tenant.as_str(),
+                aggregate_type: A::TYPE,
+                aggregate_id: self.id.as_str(),
                 sequence: version + i as u64 + 1,
                 event_type,
                 schema_version: A::SCHEMA_VERSION,
-                occurred_at: occurred_at.clone(),
+                occurred_at: &occurred_at,
                 payload,
-                correlation_id: Some(ctx.correlation_id.to_string()),
-                traceparent: Some(ctx.traceparent.to_string()),
-            });
-        }
-        Ok(Commit {
+                correlation_id: Some(&correlation_id),
+                traceparent: Some(&traceparent),
+            })
+            .collect();
+        let bytes = serde_json::to_vec(&CommitRef {
             schema_version: COMMIT_SCHEMA_VERSION,
-            commit_id: envelopes[0].event_id.clone(),
-            events: envelopes,
+            commit_id: &event_ids[0],
+            events: &envelopes,
+        })
+        .map_err(failed)?;
+        Ok(Encoded {
+            bytes: Bytes::from(bytes),
+            version: version + events.len() as u64,
+            event_ids,
         })
     }
 
     async fn publish(
         &self,
         ctx: &RequestContext,
-        commit: &Commit,
+        commit: &Encoded,
         msg_id: &str,
         fingerprint: Option<&str>,
         last_seq: u64,
         timeout: Duration,
     ) -> Result<jetstream::publish::PublishAck, NatsError> {
-        let payload = serde_json::to_vec(commit).map_err(|e| NatsError::Publish {
-            subject: self.subject(),
-            reason: e.to_string(),
-        })?;
         let mut extra = async_nats::HeaderMap::new();
         extra.insert(
             nats_name(headers::NATS_EXPECTED_LAST_SUBJECT_SEQUENCE),
@@ -527,7 +566,7 @@ impl<A: Aggregate> Entity<A> {
             ctx,
             msg_id,
             Some(&extra),
-            Bytes::from(payload),
+            commit.bytes.clone(),
             timeout,
         )
         .await

@@ -95,9 +95,10 @@ impl<A: Aggregate> Host for AggregateHost<A> {
         req: CommandRequest,
     ) -> futures::future::BoxFuture<'_, Result<ExecuteReply, CommandError>> {
         Box::pin(async move {
-            // Malformed commands are refused before any entity is loaded for them.
-            decode_command::<A>(&req.command_type, &req.payload)?;
-            let key = format!("{}.{}", req.ctx.tenant, req.aggregate_id);
+            // Malformed commands are refused before any entity is loaded for them; the decoded
+            // command is the entity's first decision's (later ones decode it again).
+            let command = decode_command::<A>(&req.command_type, &req.payload)?;
+            let key = [req.ctx.tenant.as_str(), ".", req.aggregate_id.as_str()].concat();
             let now = tokio::time::Instant::now();
             let deadline = req
                 .deadline
@@ -106,7 +107,7 @@ impl<A: Aggregate> Host for AggregateHost<A> {
             let mut req = req;
             req.deadline = Some(deadline);
             let timeout = deadline.saturating_duration_since(now);
-            self.entities.execute(key, req, timeout).await
+            self.entities.execute(key, req, command, timeout).await
         })
     }
 
