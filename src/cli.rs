@@ -34,6 +34,9 @@ pub enum Command {
     Runner(RunnerArgs),
     /// Run the whole platform on this machine, starting a NATS server for you
     Dev(DevArgs),
+    /// Run a Gateway and an aggregate, a projection and a runner node in one process (a
+    /// deployment: the Gateway calls its nodes in process; secrets and NATS are configured)
+    All(AllArgs),
     /// Load generators: `bench commands` (command path vs raw JetStream publish), `bench views`
     /// (event path vs a raw pull consumer), `bench workflows` (sagas vs the command path)
     #[command(subcommand)]
@@ -100,6 +103,15 @@ pub struct RunnerArgs {
     #[arg(long, value_name = "URI", help = cloudlysis_actors::runner::AGGREGATE_ADDR.help())]
     pub aggregate_addr: Option<String>,
     /// Listen address of /health /ready /metrics [default: 127.0.0.1:8083] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
+    #[arg(long, value_name = "ADDR")]
+    pub http_addr: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct AllArgs {
+    #[arg(long, value_name = "URL", help = settings::NATS_URL.help())]
+    pub nats_url: Option<String>,
+    /// Listen address of the Gateway's HTTP API and /health /ready /metrics [default: 127.0.0.1:8080] [env: CLOUDLYSIS_HTTP_ADDR] [file: http.addr]
     #[arg(long, value_name = "ADDR")]
     pub http_addr: Option<String>,
 }
@@ -327,6 +339,7 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
     // Span export when the OTEL_* environment asks for it; flushed when this returns.
     let role = match &cli.command {
         Command::Dev(_) => "dev",
+        Command::All(_) => "all",
         Command::Gateway(_) => "gateway",
         Command::Aggregate(_) => "aggregate",
         Command::Projection(_) => "projection",
@@ -346,6 +359,9 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
             }
         },
         Command::Dev(args) => crate::dev::run(&src, args, &app).await,
+        Command::All(args) => {
+            crate::all::run(&src, args, config_path(cli.config.as_ref()), &app).await
+        }
         Command::Gateway(args) => crate::roles::gateway(&src, args).await,
         Command::Aggregate(args) => crate::roles::aggregate(&src, args, &app).await,
         Command::Token(args) => crate::roles::token(&src, args),

@@ -12,7 +12,7 @@ use cloudlysis_runtime::nats_server;
 
 use crate::App;
 use crate::cli::DevArgs;
-use crate::platform::Platform;
+use crate::platform::{Hosting, Platform};
 use crate::{nodes, streams};
 
 /// The token secret of `cloudlysis dev` when `CLOUDLYSIS_JWT_SECRET` is not set. Dev only.
@@ -240,15 +240,15 @@ async fn serve(
         return Ok(ExitCode::FAILURE);
     }
 
-    let platform = Platform::start(src, &nats, app).await?;
+    let platform = Platform::start(src, &nats, app, Hosting::Dev).await?;
+    let (token, operator) = platform.dev_tokens()?;
+    let (token, operator) = (&token, &operator);
     let Platform {
         grpc_addr,
         query_addr,
         runner_addr,
         ref aggregate_types,
         ref workflows,
-        ref token,
-        ref operator,
         ..
     } = platform;
 

@@ -23,7 +23,7 @@ use cloudlysis_runtime::config::ConfigSource;
 use cloudlysis_runtime::nats_server;
 
 use crate::App;
-use crate::platform::Platform;
+use crate::platform::{Hosting, Platform};
 
 /// How long the private nats-server may take to answer.
 const NATS_START: Duration = Duration::from_secs(30);
@@ -103,7 +103,8 @@ impl Harness {
         if !problems.is_empty() {
             return Err(HarnessError(format!("{table}{}", problems.join("; "))));
         }
-        let platform = Platform::start(&src, &nats, app).await?;
+        let platform = Platform::start(&src, &nats, app, Hosting::Dev).await?;
+        let (token, operator_token) = platform.dev_tokens()?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .map_err(|e| io("the Gateway's port", e))?;
@@ -121,8 +122,8 @@ impl Harness {
         });
         Ok(Self {
             http,
-            token: platform.token.clone(),
-            operator_token: platform.operator.clone(),
+            token,
+            operator_token,
             nats_url,
             platform: Some(platform),
             http_server,

@@ -4,6 +4,7 @@
 //! provides every role subcommand over them; the shipped `cloudlysis` binary is that builder
 //! with the demo domain (`src/main.rs`). The other modules are the subcommands' wiring.
 
+mod all;
 pub mod app;
 mod bench;
 mod bench_entities;

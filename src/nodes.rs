@@ -166,9 +166,23 @@ pub fn ops_router_with(
     };
     readiness.jetstream(async_nats::jetstream::new(client.clone()), streams);
     // A node whose supervision tree failed (escalated to the root) is not ready.
-    let tree = root.clone();
-    readiness.register("supervision", move || {
-        let running = tree.is_running();
+    supervision_check(&readiness, "supervision", root.clone());
+    checks(&readiness);
+    Ok(service::router(ServiceEndpoints {
+        readiness,
+        metrics: handle,
+    }))
+}
+
+/// Readiness check `name`: fails once the supervision tree `root` has stopped (a failure
+/// escalated to its root).
+pub fn supervision_check(
+    readiness: &Readiness,
+    name: &'static str,
+    root: cloudlysis_supervision::SupervisorRef,
+) {
+    readiness.register(name, move || {
+        let running = root.is_running();
         async move {
             if running {
                 Ok(())
@@ -177,11 +191,20 @@ pub fn ops_router_with(
             }
         }
     });
-    checks(&readiness);
-    Ok(service::router(ServiceEndpoints {
-        readiness,
-        metrics: handle,
-    }))
+}
+
+/// Readiness check `intake`: fails while the runner drains.
+pub fn intake_check(readiness: &Readiness, runner: cloudlysis_actors::runner::RunnerNode) {
+    readiness.register("intake", move || {
+        let draining = runner.draining();
+        async move {
+            if draining {
+                Err("the runner is draining".into())
+            } else {
+                Ok(())
+            }
+        }
+    });
 }
 
 /// Registers a node in the node registry (`cloudlysis_nodes`) at the address Gateways reach

@@ -1,20 +1,75 @@
-//! The whole platform in one process — an aggregate, a projection and a runner node on
-//! ephemeral loopback gRPC ports, and a Gateway routing to them — in process, without the
-//! network (`runtime::local`), as the runner's effects reach the aggregate node — over an
-//! application's behaviours. `cloudlysis dev` serves it on its HTTP port; [`crate::harness`]
-//! starts it for a user's integration tests.
+//! The whole platform in one process — an aggregate, a projection and a runner node, each
+//! on its gRPC port, and a Gateway routing to them — in process, without the network
+//! (`runtime::local`), as the runner's effects reach the aggregate node — over an application's
+//! behaviours. `cloudlysis dev` serves it on its HTTP port and [`crate::harness`] starts it for
+//! a user's integration tests ([`Hosting::Dev`]); `cloudlysis all` runs it as a deployment
+//! ([`Hosting::Deployed`], see [`crate::all`]).
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use cloudlysis_actors::runner::{ReloadSource, RunnerNode};
 use cloudlysis_gateway::{Gateway, GatewaySettings};
-use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::admission::NodeServing;
+use cloudlysis_runtime::config::{ConfigSource, Setting};
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
 use crate::App;
 use crate::dev::{DEV_JWT_SECRET, DEV_NODE_SECRET, DEV_OPERATOR_RIGHTS, DEV_TENANT};
 use crate::nodes::{self, Nats};
+
+/// How a [`Platform`] is hosted.
+pub(crate) enum Hosting {
+    /// `cloudlysis dev` and the test harness: nodes on ephemeral loopback ports, the public dev
+    /// secrets wherever no secret is configured.
+    Dev,
+    /// `cloudlysis all`: nodes on their configured gRPC addresses (`aggregate.grpc_addr`,
+    /// `projection.grpc_addr`, `runner.grpc_addr`) with the node settings (`node.secret`
+    /// required, `node.max_in_flight`, TLS), the Gateway's secret required, and the runner's
+    /// settings reloadable from `reload`.
+    Deployed {
+        /// Where a reload reads the settings from.
+        reload: ReloadSource,
+    },
+}
+
+impl Hosting {
+    fn role(&self) -> &'static str {
+        match self {
+            Self::Dev => "dev",
+            Self::Deployed { .. } => "all",
+        }
+    }
+
+    /// Binds a node's gRPC listener: an ephemeral loopback port in dev, else `setting`.
+    async fn bind(
+        &self,
+        src: &ConfigSource,
+        setting: &Setting,
+        default: &str,
+    ) -> anyhow::Result<tokio::net::TcpListener> {
+        match self {
+            Self::Dev => nodes::bind("127.0.0.1:0", setting.key).await,
+            Self::Deployed { .. } => {
+                let addr: String = src.get_or(setting, None, default.into())?;
+                nodes::bind(&addr, &format!("{} ({})", setting.key, setting.env)).await
+            }
+        }
+    }
+
+    /// A node's credential keys and admission budget.
+    fn serving(
+        &self,
+        keys: &cloudlysis_runtime::credential::NodeKeys,
+        src: &ConfigSource,
+    ) -> anyhow::Result<NodeServing> {
+        match self {
+            Self::Dev => Ok(keys.clone().into()),
+            Self::Deployed { .. } => nodes::serving(src),
+        }
+    }
+}
 
 /// A running platform. [`Platform::stop`] drains its nodes.
 pub(crate) struct Platform {
@@ -30,42 +85,62 @@ pub(crate) struct Platform {
     pub aggregate_types: String,
     /// The workflows run, comma-separated.
     pub workflows: String,
-    /// A user token of [`DEV_TENANT`] (`commands:*`, `queries:*`, `workflows:*`, 24 h).
-    pub token: String,
-    /// An operator token of [`DEV_TENANT`] with [`DEV_OPERATOR_RIGHTS`] (24 h).
-    pub operator: String,
+    /// The runner node (to drain it before stopping).
+    pub runner: RunnerNode,
+    gateway: Gateway,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
 
 impl Platform {
-    /// Starts the nodes and the Gateway on `nats` (whose streams exist). Nodes take calls with
-    /// credentials signed by the configured node secret, else the dev one; the Gateway verifies
-    /// tokens with the configured secret, else the dev one.
-    pub(crate) async fn start(src: &ConfigSource, nats: &Nats, app: &App) -> anyhow::Result<Self> {
-        let keys = cloudlysis_runtime::credential::NodeKeys::load(src, Some(DEV_NODE_SECRET))?;
+    /// Starts the nodes and the Gateway on `nats` (whose streams exist), hosted as `hosting`
+    /// says. In dev, nodes take calls with credentials signed by the configured node secret,
+    /// else the dev one, and the Gateway verifies tokens with the configured secret, else the
+    /// dev one; deployed, both secrets must be configured.
+    pub(crate) async fn start(
+        src: &ConfigSource,
+        nats: &Nats,
+        app: &App,
+        hosting: Hosting,
+    ) -> anyhow::Result<Self> {
+        let dev = matches!(hosting, Hosting::Dev);
+        let keys =
+            cloudlysis_runtime::credential::NodeKeys::load(src, dev.then_some(DEV_NODE_SECRET))?;
         let (stop, wait) = nodes::shutdown_channel();
         let mut servers = Vec::new();
 
-        // The aggregate node, on an ephemeral gRPC port of this machine.
+        // The aggregate node.
         let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
-        let grpc = nodes::bind("127.0.0.1:0", "the dev aggregate node").await?;
+        let grpc = hosting
+            .bind(
+                src,
+                &cloudlysis_actors::aggregate::node::GRPC_ADDR,
+                "127.0.0.1:50051",
+            )
+            .await?;
         let grpc_addr = grpc.local_addr()?;
         let aggregate_types = node.aggregate_types().join(", ");
-        let ops = nodes::ops_router(&nats.client, "dev", node.supervisor())?;
+        let aggregate_tree = node.supervisor().clone();
         // The Gateway and the runner's effects call it in this process (no network, the same
         // layers and credential); its gRPC port serves everyone else (grpcurl, other processes).
-        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let serving = hosting.serving(&keys, src)?;
         let local_aggregate = node.local(&serving).await;
         servers.push(tokio::spawn(node.serve_grpc(grpc, serving, wait())));
 
-        // The projection node with the application's views, on another ephemeral port.
+        // The projection node with the application's views.
         let projection =
             nodes::projection_node(src, &nats.js, None, None, app.behaviours()).await?;
-        let query_grpc = nodes::bind("127.0.0.1:0", "the dev projection node").await?;
+        let query_grpc = hosting
+            .bind(
+                src,
+                &cloudlysis_actors::projection::GRPC_ADDR,
+                "127.0.0.1:50052",
+            )
+            .await?;
         let query_addr = query_grpc.local_addr()?;
+        let projection_tree = projection.supervisor().clone();
         // The Gateway's queries and view admin go to it in this process too.
-        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let serving = hosting.serving(&keys, src)?;
         let local_projection = projection.local(&serving).await;
         servers.push(tokio::spawn(projection.serve_grpc(
             query_grpc,
@@ -79,19 +154,28 @@ impl Platform {
             src,
             &nats.js,
             nodes::Aggregate::Local(local_aggregate.clone()),
-            None,
+            match &hosting {
+                Hosting::Dev => None,
+                Hosting::Deployed { reload } => Some(reload.clone()),
+            },
             &keys,
             app.behaviours(),
         )
         .await?;
-        let runner_grpc = nodes::bind("127.0.0.1:0", "the dev runner node").await?;
+        let runner_grpc = hosting
+            .bind(
+                src,
+                &cloudlysis_actors::runner::GRPC_ADDR,
+                "127.0.0.1:50053",
+            )
+            .await?;
         let runner_addr = runner_grpc.local_addr()?;
         let workflows = runner.workflows().join(", ");
         // The Gateway's workflow calls go to it in this process; its health (NOT_SERVING while
         // draining) is its server's.
-        let serving: cloudlysis_runtime::admission::NodeServing = keys.clone().into();
+        let serving = hosting.serving(&keys, src)?;
         let local_runner = runner.local(&serving).await;
-        servers.push(tokio::spawn(runner.serve_grpc(
+        servers.push(tokio::spawn(runner.clone().serve_grpc(
             runner_grpc,
             serving,
             wait(),
@@ -105,8 +189,8 @@ impl Platform {
             Some(&aggregate_uri),
             Some(&projection_uri),
             Some(&runner_uri),
-            Some(DEV_JWT_SECRET),
-            Some(DEV_NODE_SECRET),
+            dev.then_some(DEV_JWT_SECRET),
+            dev.then_some(DEV_NODE_SECRET),
         )?;
         let gateway = Gateway::with_local_nodes(
             settings,
@@ -116,8 +200,35 @@ impl Platform {
                 (runner_uri.clone(), local_runner),
             ]),
         )?;
+        // `/health`, `/ready`, `/metrics`: ready while NATS and JetStream answer for every
+        // stream, each node's supervision tree runs and the runner takes new work.
+        let runner_tree = runner.supervisor().clone();
+        let intake = runner.clone();
+        let ops = nodes::ops_router_with(&nats.client, hosting.role(), &aggregate_tree, |r| {
+            nodes::supervision_check(r, "projection-supervision", projection_tree);
+            nodes::supervision_check(r, "runner-supervision", runner_tree);
+            nodes::intake_check(r, intake);
+        })?;
+        Ok(Self {
+            router: gateway.router().merge(ops),
+            grpc_addr,
+            query_addr,
+            runner_addr,
+            aggregate_types,
+            workflows,
+            runner,
+            gateway,
+            stop,
+            servers,
+        })
+    }
+
+    /// A user token of [`DEV_TENANT`] (`commands:*`, `queries:*`, `workflows:*`) and an
+    /// operator token of [`DEV_TENANT`] with [`DEV_OPERATOR_RIGHTS`], both valid 24 h, signed
+    /// with the Gateway's secret.
+    pub(crate) fn dev_tokens(&self) -> anyhow::Result<(String, String)> {
         let day = Duration::from_secs(24 * 3600);
-        let token = gateway.authenticator().mint(
+        let token = self.gateway.authenticator().mint(
             "dev",
             DEV_TENANT,
             &[
@@ -128,7 +239,7 @@ impl Platform {
             day,
         )?;
         // The dev operator signs in to the Control UI with every right, admin included.
-        let operator = gateway.authenticator().mint(
+        let operator = self.gateway.authenticator().mint(
             "dev-operator",
             DEV_TENANT,
             &DEV_OPERATOR_RIGHTS
@@ -137,18 +248,7 @@ impl Platform {
                 .collect::<Vec<_>>(),
             day,
         )?;
-        Ok(Self {
-            router: gateway.router().merge(ops),
-            grpc_addr,
-            query_addr,
-            runner_addr,
-            aggregate_types,
-            workflows,
-            token,
-            operator,
-            stop,
-            servers,
-        })
+        Ok((token, operator))
     }
 
     /// Stops the nodes, each within [`nodes::DRAIN`].

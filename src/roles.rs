@@ -152,17 +152,7 @@ pub async fn runner(
     )
     .await?;
     let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
-        let node = node.clone();
-        r.register("intake", move || {
-            let draining = node.draining();
-            async move {
-                if draining {
-                    Err("the runner is draining".into())
-                } else {
-                    Ok(())
-                }
-            }
-        });
+        nodes::intake_check(r, node.clone());
     })?;
     eprintln!(
         "runner node: gRPC on {}, HTTP on http://{} (workflows: {}; effects: {})",

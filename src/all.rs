@@ -1,0 +1,93 @@
+//! `cloudlysis all`: a deployment of the whole platform in one process — a Gateway and an
+//! aggregate, a projection and a runner node — where the Gateway calls its nodes in process
+//! (ADR 0013: no HTTP/2 hop, ≈ a quarter less CPU per command, docs/performance.md) and each
+//! node still serves gRPC on its configured address for everyone else. Settings are the roles'
+//! own (`http.addr` for the Gateway's HTTP, `aggregate.grpc_addr`, `projection.grpc_addr`,
+//! `runner.grpc_addr`, `node.secret` and `gateway.jwt_secret` required); the Gateway routes to
+//! the nodes of its process (`gateway.placement = static`).
+//!
+//! On SIGTERM or Ctrl-C the runner drains first (intake stops, `/ready` fails `intake`, work in
+//! flight finishes within `runner.drain_grace_ms`, the outbox is flushed) while the Gateway and
+//! the nodes still serve — a draining workflow's effects still reach the aggregate node — then
+//! the HTTP server and the nodes stop, each within [`nodes::DRAIN`], and the process exits 0.
+
+use std::process::ExitCode;
+
+use cloudlysis_actors::runner::{ReloadSource, RunnerSettings};
+use cloudlysis_runtime::config::{ConfigSource, settings};
+use cloudlysis_runtime::consumer::{ConsumerRole, ConsumerSettings};
+
+use crate::cli::AllArgs;
+use crate::platform::{Hosting, Platform};
+use crate::{App, nodes};
+
+/// Runs the whole platform until Ctrl-C or SIGTERM, then drains the runner and stops.
+pub async fn run(
+    src: &ConfigSource,
+    args: AllArgs,
+    config_path: Option<std::path::PathBuf>,
+    app: &App,
+) -> anyhow::Result<ExitCode> {
+    // Every role's settings are checked before anything is bound or connected: the secrets
+    // (`node.secret`, `gateway.jwt_secret`), node TLS and admission, the Gateway's, the
+    // runner's and the projection's.
+    nodes::serving(src)?;
+    cloudlysis_gateway::GatewaySettings::load(src, None, None, None, None, None)?;
+    let grace = RunnerSettings::load(src)?.drain_grace;
+    ConsumerSettings::load(ConsumerRole::Projection, src)?;
+    let placement: String = src.get_or(
+        &cloudlysis_gateway::config::PLACEMENT,
+        None,
+        "static".into(),
+    )?;
+    if placement != "static" {
+        anyhow::bail!(
+            "cloudlysis all routes to the nodes of its own process: {} ({}) must be static, \
+             not {placement:?}; run the roles as separate processes to place work by the node \
+             registry",
+            cloudlysis_gateway::config::PLACEMENT.key,
+            cloudlysis_gateway::config::PLACEMENT.env,
+        );
+    }
+    let http_addr: String = src.get_or(
+        &settings::HTTP_ADDR,
+        args.http_addr.as_deref(),
+        "127.0.0.1:8080".into(),
+    )?;
+    let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
+    let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-all").await?;
+    // Reload re-reads the environment and the same config file.
+    let reload: ReloadSource = std::sync::Arc::new(move || {
+        crate::cli::config_source(config_path.as_ref()).map_err(|e| format!("{e:#}"))
+    });
+    let platform = Platform::start(src, &nats, app, Hosting::Deployed { reload }).await?;
+    eprintln!(
+        "all: Gateway HTTP on http://{} (with /health /ready /metrics); aggregate gRPC on {} \
+         (aggregates: {}), projection gRPC on {} (views: {}), runner gRPC on {} (workflows: {}; \
+         effects: {}); the Gateway calls them in process",
+        http.local_addr()?,
+        platform.grpc_addr,
+        platform.aggregate_types,
+        platform.query_addr,
+        app.behaviours().view_names().join(", "),
+        platform.runner_addr,
+        platform.workflows,
+        app.behaviours().effect_types().join(", "),
+    );
+
+    let (stop, wait) = nodes::shutdown_channel();
+    let server = tokio::spawn(
+        axum::serve(http, platform.router.clone())
+            .with_graceful_shutdown(wait())
+            .into_future(),
+    );
+    nodes::shutdown_signal().await;
+    eprintln!("draining the runner (grace {grace:?})");
+    let progress = platform.runner.drain(grace, true).await;
+    eprintln!("runner {}: {}", progress.state.as_str(), progress.detail);
+    eprintln!("shutting down");
+    let _ = stop.send(true);
+    let _ = tokio::time::timeout(nodes::DRAIN, server).await;
+    platform.stop().await;
+    Ok(ExitCode::SUCCESS)
+}
