@@ -30,11 +30,24 @@ pub async fn run(
 ) -> anyhow::Result<ExitCode> {
     // Every role's settings are checked before anything is bound or connected: the secrets
     // (`node.secret`, `gateway.jwt_secret`), node TLS and admission, the Gateway's, the
-    // runner's and the projection's.
+    // aggregate's, the runner's and the projection's (its consumers, mode and lanes).
     nodes::serving(src)?;
     cloudlysis_gateway::GatewaySettings::load(src, None, None, None, None, None)?;
+    cloudlysis_actors::aggregate::AggregateSettings::load(src)?;
     let grace = RunnerSettings::load(src)?.drain_grace;
     ConsumerSettings::load(ConsumerRole::Projection, src)?;
+    let _: cloudlysis_actors::projection::ProjectionMode = src.get_or(
+        &cloudlysis_actors::projection::MODE,
+        None,
+        Default::default(),
+    )?;
+    src.get_in_range(
+        &cloudlysis_actors::projection::LANES,
+        None,
+        cloudlysis_actors::projection::DEFAULT_LANES as u64,
+        1,
+        cloudlysis_actors::projection::MAX_LANES as u64,
+    )?;
     let placement: String = src.get_or(
         &cloudlysis_gateway::config::PLACEMENT,
         None,
@@ -55,12 +68,33 @@ pub async fn run(
         "127.0.0.1:8080".into(),
     )?;
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
+    let listeners = [
+        bind_grpc(
+            src,
+            &cloudlysis_actors::aggregate::node::GRPC_ADDR,
+            "127.0.0.1:50051",
+        )
+        .await?,
+        bind_grpc(
+            src,
+            &cloudlysis_actors::projection::GRPC_ADDR,
+            "127.0.0.1:50052",
+        )
+        .await?,
+        bind_grpc(
+            src,
+            &cloudlysis_actors::runner::GRPC_ADDR,
+            "127.0.0.1:50053",
+        )
+        .await?,
+    ];
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-all").await?;
     // Reload re-reads the environment and the same config file.
     let reload: ReloadSource = std::sync::Arc::new(move || {
         crate::cli::config_source(config_path.as_ref()).map_err(|e| format!("{e:#}"))
     });
-    let platform = Platform::start(src, &nats, app, Hosting::Deployed { reload }).await?;
+    let hosting = Hosting::Deployed { reload, listeners };
+    let platform = Platform::start(src, &nats, app, hosting).await?;
     eprintln!(
         "all: Gateway HTTP on http://{} (with /health /ready /metrics); aggregate gRPC on {} \
          (aggregates: {}), projection gRPC on {} (views: {}), runner gRPC on {} (workflows: {}; \
@@ -90,4 +124,14 @@ pub async fn run(
     let _ = tokio::time::timeout(nodes::DRAIN, server).await;
     platform.stop().await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Binds a node's gRPC listener at its `setting` (else `default`), naming the setting on failure.
+async fn bind_grpc(
+    src: &ConfigSource,
+    setting: &cloudlysis_runtime::config::Setting,
+    default: &str,
+) -> anyhow::Result<tokio::net::TcpListener> {
+    let addr: String = src.get_or(setting, None, default.into())?;
+    nodes::bind(&addr, &format!("{} ({})", setting.key, setting.env)).await
 }

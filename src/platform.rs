@@ -11,7 +11,7 @@ use std::time::Duration;
 use cloudlysis_actors::runner::{ReloadSource, RunnerNode};
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::admission::NodeServing;
-use cloudlysis_runtime::config::{ConfigSource, Setting};
+use cloudlysis_runtime::config::ConfigSource;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -24,51 +24,15 @@ pub(crate) enum Hosting {
     /// `cloudlysis dev` and the test harness: nodes on ephemeral loopback ports, the public dev
     /// secrets wherever no secret is configured.
     Dev,
-    /// `cloudlysis all`: nodes on their configured gRPC addresses (`aggregate.grpc_addr`,
-    /// `projection.grpc_addr`, `runner.grpc_addr`) with the node settings (`node.secret`
-    /// required, `node.max_in_flight`, TLS), the Gateway's secret required, and the runner's
-    /// settings reloadable from `reload`.
+    /// `cloudlysis all`: nodes on the listeners bound from their settings, with the node
+    /// settings (`node.secret` required, `node.max_in_flight`, TLS), the Gateway's secret
+    /// required, and the runner's settings reloadable from `reload`.
     Deployed {
         /// Where a reload reads the settings from.
         reload: ReloadSource,
+        /// The aggregate, projection and runner nodes' gRPC listeners, in that order.
+        listeners: [tokio::net::TcpListener; 3],
     },
-}
-
-impl Hosting {
-    fn role(&self) -> &'static str {
-        match self {
-            Self::Dev => "dev",
-            Self::Deployed { .. } => "all",
-        }
-    }
-
-    /// Binds a node's gRPC listener: an ephemeral loopback port in dev, else `setting`.
-    async fn bind(
-        &self,
-        src: &ConfigSource,
-        setting: &Setting,
-        default: &str,
-    ) -> anyhow::Result<tokio::net::TcpListener> {
-        match self {
-            Self::Dev => nodes::bind("127.0.0.1:0", setting.key).await,
-            Self::Deployed { .. } => {
-                let addr: String = src.get_or(setting, None, default.into())?;
-                nodes::bind(&addr, &format!("{} ({})", setting.key, setting.env)).await
-            }
-        }
-    }
-
-    /// A node's credential keys and admission budget.
-    fn serving(
-        &self,
-        keys: &cloudlysis_runtime::credential::NodeKeys,
-        src: &ConfigSource,
-    ) -> anyhow::Result<NodeServing> {
-        match self {
-            Self::Dev => Ok(keys.clone().into()),
-            Self::Deployed { .. } => nodes::serving(src),
-        }
-    }
 }
 
 /// A running platform. [`Platform::stop`] drains its nodes.
@@ -103,44 +67,53 @@ impl Platform {
         app: &App,
         hosting: Hosting,
     ) -> anyhow::Result<Self> {
-        let dev = matches!(hosting, Hosting::Dev);
+        // Before any node exists: metric handles made earlier would record nowhere (the CLI
+        // installed it already; the harness has not).
+        cloudlysis_runtime::metrics::install()?;
+        let (dev, role, reload, [grpc, query_grpc, runner_grpc]) = match hosting {
+            Hosting::Dev => (
+                true,
+                "dev",
+                None,
+                [
+                    nodes::bind("127.0.0.1:0", "the dev aggregate node").await?,
+                    nodes::bind("127.0.0.1:0", "the dev projection node").await?,
+                    nodes::bind("127.0.0.1:0", "the dev runner node").await?,
+                ],
+            ),
+            Hosting::Deployed { reload, listeners } => (false, "all", Some(reload), listeners),
+        };
         let keys =
             cloudlysis_runtime::credential::NodeKeys::load(src, dev.then_some(DEV_NODE_SECRET))?;
+        // Each node's credential keys and admission budget.
+        let node_serving = || -> anyhow::Result<NodeServing> {
+            if dev {
+                Ok(keys.clone().into())
+            } else {
+                nodes::serving(src)
+            }
+        };
         let (stop, wait) = nodes::shutdown_channel();
         let mut servers = Vec::new();
 
         // The aggregate node.
         let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
-        let grpc = hosting
-            .bind(
-                src,
-                &cloudlysis_actors::aggregate::node::GRPC_ADDR,
-                "127.0.0.1:50051",
-            )
-            .await?;
         let grpc_addr = grpc.local_addr()?;
         let aggregate_types = node.aggregate_types().join(", ");
         let aggregate_tree = node.supervisor().clone();
         // The Gateway and the runner's effects call it in this process (no network, the same
         // layers and credential); its gRPC port serves everyone else (grpcurl, other processes).
-        let serving = hosting.serving(&keys, src)?;
+        let serving = node_serving()?;
         let local_aggregate = node.local(&serving).await;
         servers.push(tokio::spawn(node.serve_grpc(grpc, serving, wait())));
 
         // The projection node with the application's views.
         let projection =
             nodes::projection_node(src, &nats.js, None, None, app.behaviours()).await?;
-        let query_grpc = hosting
-            .bind(
-                src,
-                &cloudlysis_actors::projection::GRPC_ADDR,
-                "127.0.0.1:50052",
-            )
-            .await?;
         let query_addr = query_grpc.local_addr()?;
         let projection_tree = projection.supervisor().clone();
         // The Gateway's queries and view admin go to it in this process too.
-        let serving = hosting.serving(&keys, src)?;
+        let serving = node_serving()?;
         let local_projection = projection.local(&serving).await;
         servers.push(tokio::spawn(projection.serve_grpc(
             query_grpc,
@@ -154,26 +127,16 @@ impl Platform {
             src,
             &nats.js,
             nodes::Aggregate::Local(local_aggregate.clone()),
-            match &hosting {
-                Hosting::Dev => None,
-                Hosting::Deployed { reload } => Some(reload.clone()),
-            },
+            reload,
             &keys,
             app.behaviours(),
         )
         .await?;
-        let runner_grpc = hosting
-            .bind(
-                src,
-                &cloudlysis_actors::runner::GRPC_ADDR,
-                "127.0.0.1:50053",
-            )
-            .await?;
         let runner_addr = runner_grpc.local_addr()?;
         let workflows = runner.workflows().join(", ");
         // The Gateway's workflow calls go to it in this process; its health (NOT_SERVING while
         // draining) is its server's.
-        let serving = hosting.serving(&keys, src)?;
+        let serving = node_serving()?;
         let local_runner = runner.local(&serving).await;
         servers.push(tokio::spawn(runner.clone().serve_grpc(
             runner_grpc,
@@ -204,7 +167,7 @@ impl Platform {
         // stream, each node's supervision tree runs and the runner takes new work.
         let runner_tree = runner.supervisor().clone();
         let intake = runner.clone();
-        let ops = nodes::ops_router_with(&nats.client, hosting.role(), &aggregate_tree, |r| {
+        let ops = nodes::ops_router_with(&nats.client, role, &aggregate_tree, |r| {
             nodes::supervision_check(r, "projection-supervision", projection_tree);
             nodes::supervision_check(r, "runner-supervision", runner_tree);
             nodes::intake_check(r, intake);

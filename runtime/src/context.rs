@@ -520,7 +520,8 @@ impl Carrier for http::HeaderMap {
 
     fn set(&mut self, name: &'static str, value: &str) {
         if let Ok(v) = http::HeaderValue::from_str(value) {
-            let name = header_names::of(name).unwrap_or(http::HeaderName::from_static(name));
+            let name =
+                header_names::of(name).unwrap_or_else(|| http::HeaderName::from_static(name));
             self.insert(name, v);
         }
     }
@@ -529,11 +530,18 @@ impl Carrier for http::HeaderMap {
 impl Carrier for tonic::metadata::MetadataMap {
     // Reads go to the underlying header map by parsed name (the contract's headers are ASCII
     // metadata, so the values are the same).
+    // `-bin` keys are binary metadata, never text (as `MetadataMap::get` answers).
     fn get(&self, name: &str) -> Option<&str> {
+        if name.ends_with("-bin") {
+            return None;
+        }
         Carrier::get(self.as_ref(), name)
     }
 
     fn get_all(&self, name: &str) -> Vec<&str> {
+        if name.ends_with("-bin") {
+            return Vec::new();
+        }
         Carrier::get_all(self.as_ref(), name)
     }
 

@@ -121,10 +121,71 @@ struct Tagged<'a> {
 pub(crate) fn tagged_parts(
     json: &[u8],
 ) -> Result<(std::borrow::Cow<'_, str>, &serde_json::value::RawValue), serde_json::Error> {
-    match serde_json::from_slice::<Tagged<'_>>(json) {
-        Ok(t) => Ok((t.ty, t.payload.unwrap_or(serde_json::value::RawValue::NULL))),
-        Err(_) => Ok(("event".into(), serde_json::from_slice(json)?)),
+    // Only an object is a tagged event (serde would also fill `Tagged` from an array).
+    if json.first() == Some(&b'{')
+        && let Ok(t) = serde_json::from_slice::<Tagged<'_>>(json)
+    {
+        return Ok((t.ty, t.payload.unwrap_or(serde_json::value::RawValue::NULL)));
     }
+    Ok(("event".into(), serde_json::from_slice(json)?))
+}
+
+/// True when every integer in the JSON document `json` fits in 64 bits (`i64` or `u64`). The
+/// stream's readers decode a wider one as a float, so an event carrying one is refused before
+/// it is committed — as encoding it through a `serde_json::Value` refused it.
+pub(crate) fn integers_fit_64_bits(json: &[u8]) -> bool {
+    // An integer outside the 64-bit range has at least 19 digits; most documents have no such
+    // run of digits at all (inside strings or not), so most are answered by this pass alone.
+    let mut run = 0usize;
+    let mut long_run = false;
+    for &b in json {
+        run = if b.is_ascii_digit() { run + 1 } else { 0 };
+        if run >= 19 {
+            long_run = true;
+            break;
+        }
+    }
+    if !long_run {
+        return true;
+    }
+    let mut i = 0;
+    let mut in_string = false;
+    while i < json.len() {
+        let b = json[i];
+        i += 1;
+        if in_string {
+            match b {
+                b'\\' => i += 1,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'-' | b'0'..=b'9' => {
+                let start = i - 1;
+                while i < json.len()
+                    && matches!(json[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                // Up to 19 characters always fits; only longer integers are parsed.
+                if token.len() > 19 && !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) {
+                    let fits = std::str::from_utf8(token)
+                        .ok()
+                        .and_then(|t| t.parse::<i128>().ok())
+                        .is_some_and(|n| n >= i128::from(i64::MIN) && n <= i128::from(u64::MAX));
+                    if !fits {
+                        return false;
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    true
 }
 
 #[cfg(test)]
@@ -184,7 +245,31 @@ mod tests {
             ("event".into(), r#"{"amount":5}"#.into())
         );
         assert_eq!(parts("7"), ("event".into(), "7".into()));
+        // An array is never a tagged event, whatever its first element.
+        assert_eq!(
+            parts(r#"["Deposited",{"amount":5}]"#),
+            ("event".into(), r#"["Deposited",{"amount":5}]"#.into())
+        );
         assert!(tagged_parts(b"{").is_err());
+    }
+
+    #[test]
+    fn integers_wider_than_64_bits_are_found_outside_strings_only() {
+        for fits in [
+            r#"{"a":18446744073709551615,"b":-9223372036854775808}"#,
+            r#"{"a":1.5e300,"b":123456789012345678901234.5,"c":-0.0000000000000000000001}"#,
+            r#"{"s":"123456789012345678901234567890","e":"\\\"99999999999999999999999"}"#,
+            r#"[1,2,3]"#,
+        ] {
+            assert!(integers_fit_64_bits(fits.as_bytes()), "{fits}");
+        }
+        for wide in [
+            r#"{"a":18446744073709551616}"#,
+            r#"{"a":-9223372036854775809}"#,
+            r#"[0,{"b":[1234567890123456789012345678901234567890123]}]"#,
+        ] {
+            assert!(!integers_fit_64_bits(wide.as_bytes()), "{wide}");
+        }
     }
 
     #[test]

@@ -17,7 +17,9 @@ use cloudlysis_runtime::envelope::{COMMIT_SCHEMA_VERSION, Commit, CommitRef, Eve
 use cloudlysis_runtime::nats::{self, NatsError};
 use cloudlysis_runtime::{SubjectToken, kv as buckets, subject};
 
-pub(crate) use super::command::{decode_command, fingerprint, tagged_parts, token};
+pub(crate) use super::command::{
+    decode_command, fingerprint, integers_fit_64_bits, tagged_parts, token,
+};
 
 /// A commit encoded for the stream, with what its reply needs.
 struct Encoded {
@@ -503,6 +505,13 @@ impl<A: Aggregate> Entity<A> {
             .map(serde_json::to_vec)
             .collect::<Result<Vec<_>, _>>()
             .map_err(failed)?;
+        if !encoded.iter().all(|json| integers_fit_64_bits(json)) {
+            return Err(CommandError::Unavailable(
+                "event encoding failed: an integer does not fit in 64 bits, which readers of the \
+                 stream could not decode exactly; nothing was committed"
+                    .into(),
+            ));
+        }
         let event_ids: Vec<String> = events
             .iter()
             .map(|_| uuid::Uuid::now_v7().to_string())
