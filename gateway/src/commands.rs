@@ -25,14 +25,16 @@
 //! | the connection to the node failed after the command was sent | 502 `outcome-unknown` |
 //! | body not received within 10 s | 408 |
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cloudlysis_proto::aggregate::ExecuteRequest;
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
+use cloudlysis_proto::aggregate::command_service_server::CommandService;
+use cloudlysis_proto::aggregate::{EXECUTE_PATH, ExecuteRequest};
 use cloudlysis_runtime::context::{
     RequestContext, TenantId, header_names, headers as h, incoming_trace, normalize_correlation_id,
 };
@@ -242,11 +244,7 @@ async fn handle(
             .retry_after(1));
         }
         // Placed again on each attempt: a retry goes to the node that owns the entity now.
-        let mut client = CommandServiceClient::new(gw.aggregate_channel(
-            ctx.tenant.as_str(),
-            aggregate_type,
-            aggregate_id,
-        )?);
+        let channel = gw.aggregate_channel(ctx.tenant.as_str(), aggregate_type, aggregate_id)?;
         let mut request = tonic::Request::new(ExecuteRequest {
             aggregate_type: aggregate_type.to_string(),
             aggregate_id: aggregate_id.to_string(),
@@ -259,7 +257,13 @@ async fn handle(
             .metadata_mut()
             .insert(h::NODE_CREDENTIAL, credential.clone());
         request.set_timeout(remaining);
-        match tokio::time::timeout(remaining, client.execute(request)).await {
+        let call = channel.unary(
+            EXECUTE_PATH,
+            request,
+            |node: Arc<dyn CommandService>, r| async move { node.execute(r).await },
+            |channel, r| async move { CommandServiceClient::new(channel).execute(r).await },
+        );
+        match tokio::time::timeout(remaining, call).await {
             // The request was sent: the node may have committed it.
             Err(_) => {
                 return Err(outcome_unknown(

@@ -18,6 +18,9 @@
 pub mod aggregate {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("aggregate.gateway.v1");
+
+    /// The path of `CommandService/Execute` (what a call in the Gateway's process names).
+    pub const EXECUTE_PATH: &str = "/aggregate.gateway.v1.CommandService/Execute";
 }
 
 /// `projection.gateway.v1`: the query service.
@@ -63,6 +66,15 @@ pub const FILE_DESCRIPTOR_SET: &[u8] =
 #[cfg(test)]
 mod tests {
     use prost::Message;
+
+    #[test]
+    fn method_paths_name_their_generated_services() {
+        let service = super::aggregate::command_service_server::SERVICE_NAME;
+        assert_eq!(
+            super::aggregate::EXECUTE_PATH,
+            format!("/{service}/Execute")
+        );
+    }
 
     #[test]
     fn descriptor_set_names_every_service() {

@@ -50,16 +50,56 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let deadline = req
-            .headers()
-            .get("grpc-timeout")
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_grpc_timeout)
-            .map(|t| Instant::now() + t);
+        let watch = Watch::new(
+            req.headers()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok()),
+        );
         Watched {
             inner: Box::pin(self.inner.call(req)),
-            deadline,
+            watch,
+        }
+    }
+}
+
+/// One call, counted in [`names::NODE_CALLS_ABANDONED`] if it is dropped before it is
+/// answered, or answered `DEADLINE_EXCEEDED`. What [`Abandon`] keeps per call, and what a call
+/// in this process ([`crate::local`]) holds.
+#[derive(Debug)]
+pub struct Watch {
+    deadline: Option<Instant>,
+    done: bool,
+}
+
+impl Watch {
+    /// A call that arrived now with this `grpc-timeout` value, if any.
+    pub fn new(grpc_timeout: Option<&str>) -> Self {
+        Self {
+            deadline: grpc_timeout
+                .and_then(parse_grpc_timeout)
+                .map(|t| Instant::now() + t),
             done: false,
+        }
+    }
+
+    /// The call was answered — with `DEADLINE_EXCEEDED` when `deadline_exceeded` (the handler
+    /// gave up at the caller's deadline itself).
+    pub fn answered(&mut self, deadline_exceeded: bool) {
+        self.done = true;
+        if deadline_exceeded {
+            metrics::counter!(names::NODE_CALLS_ABANDONED, "reason" => "deadline").increment(1);
+        }
+    }
+}
+
+impl Drop for Watch {
+    fn drop(&mut self) {
+        if !self.done {
+            let reason = match self.deadline {
+                Some(d) if Instant::now() >= d => "deadline",
+                _ => "cancelled",
+            };
+            metrics::counter!(names::NODE_CALLS_ABANDONED, "reason" => reason).increment(1);
         }
     }
 }
@@ -67,13 +107,14 @@ where
 /// A call's future that counts itself when dropped unanswered.
 pub struct Watched<F> {
     inner: Pin<Box<F>>,
-    deadline: Option<Instant>,
-    done: bool,
+    watch: Watch,
 }
 
 impl<F> std::fmt::Debug for Watched<F> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Watched").field("done", &self.done).finish()
+        f.debug_struct("Watched")
+            .field("watch", &self.watch)
+            .finish()
     }
 }
 
@@ -86,31 +127,15 @@ where
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let out = self.inner.as_mut().poll(cx);
         if let Poll::Ready(result) = &out {
-            self.done = true;
-            // The handler stopped at the caller's deadline itself: a trailers-only answer
-            // carries its status in the headers.
-            if let Ok(resp) = result
-                && resp
-                    .headers()
+            // A trailers-only answer carries its status in the headers.
+            let deadline_exceeded = result.as_ref().is_ok_and(|resp| {
+                resp.headers()
                     .get("grpc-status")
                     .is_some_and(|v| v.as_bytes() == b"4")
-            {
-                metrics::counter!(names::NODE_CALLS_ABANDONED, "reason" => "deadline").increment(1);
-            }
+            });
+            self.watch.answered(deadline_exceeded);
         }
         out
-    }
-}
-
-impl<F> Drop for Watched<F> {
-    fn drop(&mut self) {
-        if !self.done {
-            let reason = match self.deadline {
-                Some(d) if Instant::now() >= d => "deadline",
-                _ => "cancelled",
-            };
-            metrics::counter!(names::NODE_CALLS_ABANDONED, "reason" => reason).increment(1);
-        }
     }
 }
 

@@ -128,6 +128,42 @@ impl<S> tower::Layer<S> for AdmitLayer {
     }
 }
 
+impl AdmitLayer {
+    /// Admits one call to `path` (a call in this process, [`crate::local`]): the permit to
+    /// hold until it is answered — none for health and reflection — or the status a call
+    /// beyond `node.max_in_flight` gets, as from the layer.
+    pub fn try_admit(&self, path: &str) -> Result<Option<Permit>, tonic::Status> {
+        admit(&self.permits, self.max, path)
+    }
+}
+
+fn admit(
+    permits: &Arc<Semaphore>,
+    max: usize,
+    path: &str,
+) -> Result<Option<Permit>, tonic::Status> {
+    if required_right(path) == MethodRight::Open {
+        return Ok(None);
+    }
+    match permits.clone().try_acquire_owned() {
+        Ok(p) => {
+            IN_FLIGHT.increment(1.0);
+            Ok(Some(Permit { _permit: p }))
+        }
+        Err(_) => {
+            metrics::counter!(names::NODE_ADMISSION_REJECTIONS).increment(1);
+            let mut status = ErrorKind::NotCommitted.mark(tonic::Status::unavailable(format!(
+                "the node is at its limit of {max} calls in flight (node.max_in_flight); \
+                 nothing was done, retry after {PUSHBACK_MS} ms"
+            )));
+            if let Ok(v) = PUSHBACK_MS.to_string().parse() {
+                status.metadata_mut().insert(PUSHBACK_TRAILER, v);
+            }
+            Err(status)
+        }
+    }
+}
+
 /// The service of [`AdmitLayer`].
 #[derive(Debug, Clone)]
 pub struct Admit<S> {
@@ -152,8 +188,9 @@ impl<F> std::fmt::Debug for Admitted<F> {
 static IN_FLIGHT: std::sync::LazyLock<metrics::Gauge> =
     std::sync::LazyLock::new(|| metrics::gauge!(names::NODE_CALLS_IN_FLIGHT));
 
-/// A permit that keeps the in-flight gauge true.
-struct Permit {
+/// A place among `node.max_in_flight`, counted in `cloudlysis_node_calls_in_flight` until dropped.
+#[derive(Debug)]
+pub struct Permit {
     _permit: OwnedSemaphorePermit,
 }
 
@@ -187,29 +224,10 @@ where
     }
 
     fn call(&mut self, req: http::Request<B>) -> Self::Future {
-        let permit = if required_right(req.uri().path()) == MethodRight::Open {
-            None
-        } else {
-            match self.permits.clone().try_acquire_owned() {
-                Ok(p) => {
-                    IN_FLIGHT.increment(1.0);
-                    Some(Permit { _permit: p })
-                }
-                Err(_) => {
-                    metrics::counter!(names::NODE_ADMISSION_REJECTIONS).increment(1);
-                    let mut status =
-                        ErrorKind::NotCommitted.mark(tonic::Status::unavailable(format!(
-                            "the node is at its limit of {} calls in flight (node.max_in_flight); \
-                             nothing was done, retry after {PUSHBACK_MS} ms",
-                            self.max
-                        )));
-                    if let Ok(v) = PUSHBACK_MS.to_string().parse() {
-                        status.metadata_mut().insert(PUSHBACK_TRAILER, v);
-                    }
-                    return futures::future::Either::Right(std::future::ready(Ok(
-                        status.into_http()
-                    )));
-                }
+        let permit = match admit(&self.permits, self.max, req.uri().path()) {
+            Ok(permit) => permit,
+            Err(status) => {
+                return futures::future::Either::Right(std::future::ready(Ok(status.into_http())));
             }
         };
         futures::future::Either::Left(Admitted {

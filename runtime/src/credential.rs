@@ -131,6 +131,14 @@ impl CredentialError {
         }
     }
 
+    /// Counts this refusal of a call to `path` ([`names::NODE_CALL_REJECTIONS`]), logs it, and
+    /// gives the status the caller gets.
+    pub fn refuse(&self, path: &str) -> tonic::Status {
+        metrics::counter!(names::NODE_CALL_REJECTIONS, "reason" => self.reason()).increment(1);
+        tracing::debug!(path, error = %self, "node call refused");
+        self.to_status()
+    }
+
     /// The `reason` label of [`names::NODE_CALL_REJECTIONS`].
     pub fn reason(&self) -> &'static str {
         match self {
@@ -550,18 +558,34 @@ impl NodeKeys {
     /// method's right; then pins `x-tenant-id` and `x-actor` to the credential's and puts the
     /// [`Caller`] into the extensions.
     pub fn admit<B>(&self, req: &mut http::Request<B>) -> Result<(), CredentialError> {
-        let right = required_right(req.uri().path());
+        let mut headers = std::mem::take(req.headers_mut());
+        let mut extensions = std::mem::take(req.extensions_mut());
+        let admitted = self.admit_parts(req.uri().path(), &mut headers, &mut extensions);
+        *req.headers_mut() = headers;
+        *req.extensions_mut() = extensions;
+        admitted
+    }
+
+    /// [`NodeKeys::admit`] on a call's parts: its method `path`, its headers (gRPC metadata)
+    /// and extensions — what a call in this process ([`crate::local`]) has instead of an HTTP
+    /// request.
+    pub fn admit_parts(
+        &self,
+        path: &str,
+        headers: &mut http::HeaderMap,
+        extensions: &mut http::Extensions,
+    ) -> Result<(), CredentialError> {
+        let right = required_right(path);
         if right == MethodRight::Open {
             return Ok(());
         }
-        let token = req
-            .headers()
+        let token = headers
             .get(header_names::NODE_CREDENTIAL)
             .and_then(|v| v.to_str().ok())
             .filter(|t| !t.is_empty())
             .ok_or(CredentialError::Missing)?;
         let caller = self.verify(token)?;
-        if let Some(sent) = req.headers().get(header_names::TENANT_ID)
+        if let Some(sent) = headers.get(header_names::TENANT_ID)
             && sent.as_bytes() != caller.tenant.as_str().as_bytes()
         {
             return Err(CredentialError::TenantMismatch {
@@ -585,13 +609,10 @@ impl NodeKeys {
                 }
             }
             MethodRight::Unknown => {
-                return Err(CredentialError::Forbidden(format!(
-                    "(none maps to {})",
-                    req.uri().path()
-                )));
+                return Err(CredentialError::Forbidden(format!("(none maps to {path})")));
             }
         }
-        let h = req.headers_mut();
+        let h = headers;
         if let Ok(v) = http::HeaderValue::from_str(caller.tenant.as_str()) {
             h.insert(header_names::TENANT_ID, v);
         }
@@ -599,7 +620,7 @@ impl NodeKeys {
         if let Ok(v) = http::HeaderValue::from_str(&caller.subject) {
             h.insert(header_names::ACTOR, v);
         }
-        req.extensions_mut().insert(caller);
+        extensions.insert(caller);
         Ok(())
     }
 
@@ -677,11 +698,9 @@ where
     fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
         match self.keys.admit(&mut req) {
             Ok(()) => futures::future::Either::Left(self.inner.call(req)),
-            Err(e) => {
-                metrics::counter!(names::NODE_CALL_REJECTIONS, "reason" => e.reason()).increment(1);
-                tracing::debug!(path = %req.uri().path(), error = %e, "node call refused");
-                futures::future::Either::Right(std::future::ready(Ok(e.to_status().into_http())))
-            }
+            Err(e) => futures::future::Either::Right(std::future::ready(Ok(e
+                .refuse(req.uri().path())
+                .into_http()))),
         }
     }
 }

@@ -11,15 +11,30 @@
 //!
 //! What differs: the call runs in the caller's task, so the caller's deadline (which drops the
 //! call) is the node's; there is no TLS and no connection to lose.
+//!
+//! **Typed calls.** A node may also give its service to [`LocalNode::with_typed`] (as
+//! `Arc<dyn Service>` of the generated trait); a caller that finds it
+//! ([`NodeChannel::local_typed`]) calls it with [`LocalNode::unary`]: the same request — message,
+//! metadata, `grpc-timeout` — and the same checks in the same order (abandoned-call counting,
+//! credential, admission, tonic's message size limit of [`MAX_MESSAGE_BYTES`] each way), without
+//! encoding the message to protobuf and framing it into an HTTP body to decode it again. The
+//! service gets a `tonic::Request` with the caller's metadata and the verified [`Caller`]; the
+//! caller gets its `tonic::Response` or `Status` as they are. The command path's hot call.
+//!
+//! [`Caller`]: crate::credential::Caller
 
 use std::convert::Infallible;
+use std::future::Future;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use futures::TryFutureExt as _;
 use futures::future::{BoxFuture, Either, MapErr};
 use tower::util::BoxCloneSyncService;
 
-use crate::admission::NodeServing;
+use crate::abandon::Watch;
+use crate::admission::{AdmitLayer, NodeServing};
+use crate::credential::NodeKeys;
 
 /// Errors of a call through a [`NodeChannel`].
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -27,10 +42,24 @@ pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 type Req = http::Request<tonic::body::Body>;
 type Resp = http::Response<tonic::body::Body>;
 
+/// The largest message tonic decodes by default — on a node's server (requests) and in a
+/// client (answers); neither side raises it. A typed call refuses a bigger message with the
+/// status the wire gives.
+pub const MAX_MESSAGE_BYTES: usize = 4 * 1024 * 1024;
+
 /// A node's gRPC services in this process, behind its server's layers. Cheap to clone.
 #[derive(Clone)]
 pub struct LocalNode {
     service: BoxCloneSyncService<Req, Resp, Infallible>,
+    typed: Arc<Typed>,
+}
+
+/// What typed calls need: the server layers' checks and the typed services.
+#[derive(Clone)]
+struct Typed {
+    keys: NodeKeys,
+    admission: AdmitLayer,
+    services: http::Extensions,
 }
 
 impl std::fmt::Debug for LocalNode {
@@ -43,15 +72,100 @@ impl LocalNode {
     /// `routes` (the node's services) behind the layers a node's server puts in front of
     /// them, with `serving`'s keys and its count of calls in flight (shared with the server).
     pub fn new(routes: tonic::service::Routes, serving: &NodeServing) -> Self {
+        let admission = serving.admission();
         let service = tower::ServiceBuilder::new()
             .layer(crate::abandon::AbandonLayer)
             .layer(serving.keys.layer())
-            .layer(serving.admission())
+            .layer(admission.clone())
             .service(routes);
         Self {
             service: BoxCloneSyncService::new(service),
+            typed: Arc::new(Typed {
+                keys: serving.keys.clone(),
+                admission,
+                services: http::Extensions::new(),
+            }),
         }
     }
+
+    /// Also serves `service` to typed calls (see the module docs): an `Arc<dyn Trait>` of one
+    /// of the node's generated service traits, found again by that type.
+    pub fn with_typed<T: Clone + Send + Sync + 'static>(mut self, service: T) -> Self {
+        Arc::make_mut(&mut self.typed).services.insert(service);
+        self
+    }
+
+    /// The service of type `T` given to [`LocalNode::with_typed`], if any.
+    pub fn typed<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
+        self.typed.services.get::<T>().cloned()
+    }
+
+    /// Calls the method at `path` (`/package.Service/Method`) with `request` through `call` (the
+    /// typed service's method), behind the checks the node's server makes, in its order: counted
+    /// if abandoned, refused without a valid credential, beyond `node.max_in_flight`, or with a
+    /// message over [`MAX_MESSAGE_BYTES`]; an answer over it is refused as a client would.
+    pub async fn unary<Q, R, F, Fut>(
+        &self,
+        path: &str,
+        request: tonic::Request<Q>,
+        call: F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        Q: prost::Message,
+        R: prost::Message,
+        F: FnOnce(tonic::Request<Q>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let mut watch = Watch::new(
+            request
+                .metadata()
+                .get("grpc-timeout")
+                .and_then(|v| v.to_str().ok()),
+        );
+        let answer = self.admitted(path, request, call).await;
+        watch.answered(matches!(&answer, Err(s) if s.code() == tonic::Code::DeadlineExceeded));
+        answer
+    }
+
+    async fn admitted<Q, R, F, Fut>(
+        &self,
+        path: &str,
+        request: tonic::Request<Q>,
+        call: F,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        Q: prost::Message,
+        R: prost::Message,
+        F: FnOnce(tonic::Request<Q>) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        let (metadata, mut extensions, message) = request.into_parts();
+        let mut headers = metadata.into_headers();
+        self.typed
+            .keys
+            .admit_parts(path, &mut headers, &mut extensions)
+            .map_err(|e| e.refuse(path))?;
+        let _permit = self.typed.admission.try_admit(path)?;
+        within_limit(message.encoded_len())?;
+        let request = tonic::Request::from_parts(
+            tonic::metadata::MetadataMap::from_headers(headers),
+            extensions,
+            message,
+        );
+        let response = call(request).await?;
+        within_limit(response.get_ref().encoded_len())?;
+        Ok(response)
+    }
+}
+
+/// tonic's refusal of a message over [`MAX_MESSAGE_BYTES`], word for word.
+fn within_limit(len: usize) -> Result<(), tonic::Status> {
+    if len > MAX_MESSAGE_BYTES {
+        return Err(tonic::Status::out_of_range(format!(
+            "Error, decoded message length too large: found {len} bytes, the limit is: {MAX_MESSAGE_BYTES} bytes"
+        )));
+    }
+    Ok(())
 }
 
 /// A channel to a node: over the network, or to a node in this process. What a gRPC client of
@@ -74,6 +188,40 @@ impl NodeChannel {
     /// True for a node in this process.
     pub fn is_local(&self) -> bool {
         matches!(self, Self::Local(_))
+    }
+
+    /// The node in this process and its typed service `T`, if it is here and gave one
+    /// ([`LocalNode::with_typed`]): call it with [`LocalNode::unary`].
+    pub fn local_typed<T: Clone + Send + Sync + 'static>(&self) -> Option<(&LocalNode, T)> {
+        match self {
+            Self::Local(node) => node.typed::<T>().map(|service| (node, service)),
+            Self::Remote(_) => None,
+        }
+    }
+
+    /// Calls the unary method at `path`: through `local` with the node's typed service `S` when
+    /// the node is in this process and gave one ([`LocalNode::unary`]), else through `remote`
+    /// (the generated client on this channel).
+    pub async fn unary<S, Q, R, L, LF, W, WF>(
+        self,
+        path: &str,
+        request: tonic::Request<Q>,
+        local: L,
+        remote: W,
+    ) -> Result<tonic::Response<R>, tonic::Status>
+    where
+        S: Clone + Send + Sync + 'static,
+        Q: prost::Message,
+        R: prost::Message,
+        L: FnOnce(S, tonic::Request<Q>) -> LF,
+        LF: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+        W: FnOnce(Self, tonic::Request<Q>) -> WF,
+        WF: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
+    {
+        if let Some((node, service)) = self.local_typed::<S>() {
+            return node.unary(path, request, |r| local(service, r)).await;
+        }
+        remote(self, request).await
     }
 }
 
@@ -107,3 +255,6 @@ impl tower::Service<Req> for NodeChannel {
         }
     }
 }
+
+#[cfg(test)]
+mod tests;

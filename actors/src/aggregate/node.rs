@@ -376,7 +376,8 @@ impl AggregateNode {
         &self,
         serving: &cloudlysis_runtime::admission::NodeServing,
     ) -> cloudlysis_runtime::local::LocalNode {
-        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving)
+        let command: Arc<dyn CommandService> = Arc::new(self.clone());
+        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving).with_typed(command)
     }
 
     /// The node's services: `CommandService`, `NodeAdmin`, gRPC health.

@@ -14,10 +14,12 @@
 //! | any status the node marked `not-committed` ([`cloudlysis_runtime::outcome`]) | retryable |
 //! | other `UNAVAILABLE`, `DEADLINE_EXCEEDED`, `CANCELLED`, others | unknown (the command may have committed; a retry with the same key tells) |
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
-use cloudlysis_proto::aggregate::{ExecuteRequest, ExecuteResponse};
+use cloudlysis_proto::aggregate::command_service_server::CommandService;
+use cloudlysis_proto::aggregate::{EXECUTE_PATH, ExecuteRequest, ExecuteResponse};
 use cloudlysis_runtime::outcome::ErrorKind;
 use serde::Serialize;
 use tonic::Code;
@@ -99,8 +101,13 @@ impl CommandClient {
             return Err(EffectError::retryable("no time left before the deadline"));
         }
         request.set_timeout(remaining);
-        let mut client = CommandServiceClient::new(self.channel.clone());
-        match tokio::time::timeout(remaining, client.execute(request)).await {
+        let call = self.channel.clone().unary(
+            EXECUTE_PATH,
+            request,
+            |node: Arc<dyn CommandService>, r| async move { node.execute(r).await },
+            |channel, r| async move { CommandServiceClient::new(channel).execute(r).await },
+        );
+        match tokio::time::timeout(remaining, call).await {
             Ok(Ok(reply)) => Ok(reply.into_inner()),
             Ok(Err(status)) => Err(classify(&status)),
             Err(_) => Err(EffectError::unknown(format!(
