@@ -9,13 +9,15 @@
 //! Responses: `{"key", "document", "checkpoint"}` and `{"documents": [{"key", "document"}],
 //! "next_cursor", "checkpoint"}`; the `x-view-checkpoint` header carries the checkpoint too.
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
-use cloudlysis_proto::projection::{GetRequest, ListRequest};
+use cloudlysis_proto::projection::query_service_server::QueryService;
+use cloudlysis_proto::projection::{GET_PATH, GetRequest, LIST_PATH, ListRequest};
 use cloudlysis_runtime::context::{
     RequestContext, headers as h, incoming_trace, normalize_correlation_id,
 };
@@ -70,7 +72,7 @@ pub(crate) async fn get(
     Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, (&headers, verified.as_ref()), &view, "query_get", |ctx, min, mut client, timeout| {
+    respond(&gw, (&headers, verified.as_ref()), &view, "query_get", |ctx, min, channel, timeout| {
         let (view, key) = (view.clone(), key.clone());
         async move {
             token("view", &view)?;
@@ -82,7 +84,15 @@ pub(crate) async fn get(
             });
             ctx.inject(req.metadata_mut());
             req.set_timeout(timeout);
-            let r = client.get(req).await?.into_inner();
+            let r = channel
+                .unary(
+                    GET_PATH,
+                    req,
+                    |node: Arc<dyn QueryService>, r| async move { node.get(r).await },
+                    |c, r| async move { QueryServiceClient::new(c).get(r).await },
+                )
+                .await?
+                .into_inner();
             let document: serde_json::Value =
                 serde_json::from_slice(&r.document_json).unwrap_or(serde_json::Value::Null);
             Ok((
@@ -101,7 +111,7 @@ pub(crate) async fn list(
     Admitted(verified): Admitted,
     headers: HeaderMap,
 ) -> Response {
-    respond(&gw, (&headers, verified.as_ref()), &view, "query_list", |ctx, min, mut client, timeout| {
+    respond(&gw, (&headers, verified.as_ref()), &view, "query_list", |ctx, min, channel, timeout| {
         let view = view.clone();
         let (prefix, cursor, limit) = (params.prefix.clone(), params.cursor.clone(), params.limit);
         async move {
@@ -121,7 +131,15 @@ pub(crate) async fn list(
             });
             ctx.inject(req.metadata_mut());
             req.set_timeout(timeout);
-            let r = client.list(req).await?.into_inner();
+            let r = channel
+                .unary(
+                    LIST_PATH,
+                    req,
+                    |node: Arc<dyn QueryService>, r| async move { node.list(r).await },
+                    |c, r| async move { QueryServiceClient::new(c).list(r).await },
+                )
+                .await?
+                .into_inner();
             let documents: Vec<serde_json::Value> = r
                 .documents
                 .into_iter()
@@ -158,12 +176,7 @@ async fn respond<F, Fut>(
     call: F,
 ) -> Response
 where
-    F: Fn(
-        crate::NodeCall,
-        Option<u64>,
-        QueryServiceClient<cloudlysis_runtime::local::NodeChannel>,
-        Duration,
-    ) -> Fut,
+    F: Fn(crate::NodeCall, Option<u64>, cloudlysis_runtime::local::NodeChannel, Duration) -> Fut,
     Fut: std::future::Future<Output = Result<(u64, serde_json::Value), CallError>>,
 {
     let started = Instant::now();
@@ -224,12 +237,12 @@ where
         attempt += 1;
         let remaining = deadline.remaining();
         // Chosen again on each attempt: a retry may go to another projection node.
-        let client = match gw.projection_channel(view) {
-            Ok(c) => QueryServiceClient::new(c),
+        let channel = match gw.projection_channel(view) {
+            Ok(c) => c,
             Err(p) => break p,
         };
         let answer =
-            tokio::time::timeout(remaining, call(ctx.clone(), min, client, remaining)).await;
+            tokio::time::timeout(remaining, call(ctx.clone(), min, channel, remaining)).await;
         match answer {
             Ok(Ok((checkpoint, body))) => {
                 throttle.on_success();

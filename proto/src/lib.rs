@@ -27,6 +27,11 @@ pub mod aggregate {
 pub mod projection {
     #![allow(missing_docs, clippy::all)]
     tonic::include_proto!("projection.gateway.v1");
+
+    /// The path of `QueryService/Get`.
+    pub const GET_PATH: &str = "/projection.gateway.v1.QueryService/Get";
+    /// The path of `QueryService/List`.
+    pub const LIST_PATH: &str = "/projection.gateway.v1.QueryService/List";
 }
 
 /// `projection.admin.v1`: view status and rebuilds.

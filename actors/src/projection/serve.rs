@@ -4,9 +4,10 @@
 //! put the same layers in front of the same services.
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
-use cloudlysis_proto::projection::query_service_server::QueryServiceServer;
+use cloudlysis_proto::projection::query_service_server::{QueryService, QueryServiceServer};
 use cloudlysis_proto::projection_admin::projection_admin_server::ProjectionAdminServer;
 use cloudlysis_runtime::admission::NodeServing;
 
@@ -41,9 +42,10 @@ impl ProjectionNode {
     /// The node's services for callers in this process, behind the layers
     /// [`ProjectionNode::serve_grpc`] puts in front of them, with `serving`'s keys and count of
     /// calls in flight (pass the `NodeServing` the server gets, so both count against one
-    /// `node.max_in_flight`).
+    /// `node.max_in_flight`). `QueryService` is also served to typed calls.
     pub async fn local(&self, serving: &NodeServing) -> cloudlysis_runtime::local::LocalNode {
-        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving)
+        let query: Arc<dyn QueryService> = Arc::new(self.clone());
+        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving).with_typed(query)
     }
 
     /// Serves `QueryService`, `ProjectionAdmin`, `OpsAdmin`, `NodeAdmin`, gRPC health and
