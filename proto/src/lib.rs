@@ -79,6 +79,9 @@ mod tests {
             super::aggregate::EXECUTE_PATH,
             format!("/{service}/Execute")
         );
+        let service = super::projection::query_service_server::SERVICE_NAME;
+        assert_eq!(super::projection::GET_PATH, format!("/{service}/Get"));
+        assert_eq!(super::projection::LIST_PATH, format!("/{service}/List"));
     }
 
     #[test]

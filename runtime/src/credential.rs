@@ -135,7 +135,7 @@ impl CredentialError {
     /// gives the status the caller gets.
     pub fn refuse(&self, path: &str) -> tonic::Status {
         metrics::counter!(names::NODE_CALL_REJECTIONS, "reason" => self.reason()).increment(1);
-        tracing::debug!(path, error = %self, "node call refused");
+        tracing::debug!(path = %path, error = %self, "node call refused");
         self.to_status()
     }
 
@@ -612,13 +612,12 @@ impl NodeKeys {
                 return Err(CredentialError::Forbidden(format!("(none maps to {path})")));
             }
         }
-        let h = headers;
         if let Ok(v) = http::HeaderValue::from_str(caller.tenant.as_str()) {
-            h.insert(header_names::TENANT_ID, v);
+            headers.insert(header_names::TENANT_ID, v);
         }
-        h.remove(header_names::ACTOR);
+        headers.remove(header_names::ACTOR);
         if let Ok(v) = http::HeaderValue::from_str(&caller.subject) {
-            h.insert(header_names::ACTOR, v);
+            headers.insert(header_names::ACTOR, v);
         }
         extensions.insert(caller);
         Ok(())

@@ -4,10 +4,11 @@
 //! embeds both) calls that node through [`LocalNode`]: the node's gRPC services behind the
 //! same layers its server puts in front of them — abandoned-call counting, the node credential
 //! (verified as on the wire), `node.max_in_flight` admission shared with the server — called
-//! directly, with no HTTP/2 framing, HPACK, loopback TCP or hand-off between tasks. Requests
-//! and answers are still gRPC messages (protobuf, metadata, status), so the node cannot tell
-//! the two apart and the caller sees the same statuses. [`NodeChannel`] is what a caller holds:
-//! a network channel or a local node.
+//! directly, with no HTTP/2 framing, HPACK, loopback TCP or hand-off between tasks. Through
+//! [`NodeChannel`]'s `tower::Service` requests and answers are still gRPC messages (protobuf,
+//! metadata, status); typed calls (below) skip the protobuf. Either way the node cannot tell the
+//! paths apart and the caller sees the same statuses. [`NodeChannel`] is what a caller holds: a
+//! network channel or a local node.
 //!
 //! What differs: the call runs in the caller's task, so the caller's deadline (which drops the
 //! call) is the node's; there is no TLS and no connection to lose.
@@ -19,7 +20,9 @@
 //! credential, admission, tonic's message size limit of [`MAX_MESSAGE_BYTES`] each way), without
 //! encoding the message to protobuf and framing it into an HTTP body to decode it again. The
 //! service gets a `tonic::Request` with the caller's metadata and the verified [`Caller`]; the
-//! caller gets its `tonic::Response` or `Status` as they are. The command path's hot call.
+//! caller gets its `tonic::Response` or `Status` as it is — without a `source`, which a status
+//! never carries across the wire (`outcome::not_taken` reads it). The Gateway's commands and
+//! queries and the runner's command client call so.
 //!
 //! [`Caller`]: crate::credential::Caller
 
@@ -116,6 +119,10 @@ impl LocalNode {
         F: FnOnce(tonic::Request<Q>) -> Fut,
         Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
     {
+        debug_assert!(
+            crate::credential::required_right(path) != crate::credential::MethodRight::Unknown,
+            "{path} is no method of a node"
+        );
         let mut watch = Watch::new(
             request
                 .metadata()
@@ -152,10 +159,24 @@ impl LocalNode {
             extensions,
             message,
         );
-        let response = call(request).await?;
+        let response = call(request).await.map_err(as_on_the_wire)?;
         within_limit(response.get_ref().encoded_len())?;
         Ok(response)
     }
+}
+
+/// `status` as a caller over the wire gets it: code, message, details and metadata, no `source`
+/// (the wire carries none, and `outcome::not_taken` would read one as a call never taken).
+fn as_on_the_wire(status: tonic::Status) -> tonic::Status {
+    if std::error::Error::source(&status).is_none() {
+        return status;
+    }
+    tonic::Status::with_details_and_metadata(
+        status.code(),
+        status.message(),
+        status.details().to_vec().into(),
+        status.metadata().clone(),
+    )
 }
 
 /// tonic's refusal of a message over [`MAX_MESSAGE_BYTES`], word for word.

@@ -135,13 +135,32 @@ async fn a_typed_call_reaches_the_service_with_the_verified_caller_and_its_metad
     assert_eq!(serving.in_flight(), 0, "the place is given back");
 
     // A call dropped before its answer gives its place back too.
-    let token = token.clone();
     let pending = node.unary(EXECUTE, request(Some(&token), None, 1), |_| {
         std::future::pending::<Result<tonic::Response<Blob>, tonic::Status>>()
     });
     let timed_out = tokio::time::timeout(Duration::from_millis(1), pending).await;
     assert!(timed_out.is_err());
     assert_eq!(serving.in_flight(), 0);
+}
+
+#[tokio::test]
+async fn a_status_from_the_service_reaches_the_caller_as_over_the_wire() {
+    let (node, _serving) = node(4);
+    let token = credential(SECRET, "acme");
+    let status = node
+        .unary(EXECUTE, request(Some(&token), None, 1), |_| async {
+            let mut s = tonic::Status::from_error(Box::new(std::io::Error::other("inner")));
+            s.metadata_mut().insert("x-mark", "kept".parse().unwrap());
+            Err::<tonic::Response<Blob>, _>(s)
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), tonic::Code::Unknown);
+    assert_eq!(status.metadata().get("x-mark").unwrap(), "kept");
+    assert!(
+        std::error::Error::source(&status).is_none(),
+        "no source crosses the wire, so none crosses here"
+    );
 }
 
 #[tokio::test]
