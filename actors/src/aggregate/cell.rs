@@ -166,13 +166,16 @@ impl<A: Aggregate> Entities<A> {
             registry: self.clone(),
             started: tokio::time::Instant::now(),
         };
-        let task = tokio::spawn({
+        // Boxed: the turn's state machine is several KiB (it holds the rehydration's), and a
+        // task's future is moved into its cell at the spawn and its stage rewritten as it runs
+        // and completes — with a box, each of those moves a pointer, not the state machine.
+        let task = tokio::spawn(Box::pin({
             let claim = claim.clone();
             async move {
                 let done = done;
                 done.cell.run(req, command, &claim).await
             }
-        });
+        }));
         match tokio::time::timeout(timeout, task).await {
             Ok(Ok(result)) => result,
             // The aggregate's code panicked mid-command: if it had started publishing, the
