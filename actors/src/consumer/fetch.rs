@@ -225,7 +225,10 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         n => slot.send_to(&config.lanes[n - 1], delivery).is_ok(),
     };
     let (config, poison_kv, shared) = (config.clone(), poison_kv.clone(), shared.clone());
-    tokio::spawn(async move {
+    // Boxed, as the entity's turn (`aggregate/cell.rs`): the settlement's state machine holds the
+    // message and the quarantine's, and tokio moves a task's future at the spawn and at every
+    // stage change — with a box, a pointer.
+    tokio::spawn(Box::pin(async move {
         // `handled`: the handler ran and failed (counts towards poison). Otherwise it never
         // ran — the handler was down or failed on another message — and the message is only
         // redelivered, unless this was the server's last delivery.
@@ -306,7 +309,7 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
             );
         }
         drop(in_flight);
-    });
+    }));
 }
 
 /// Waits for `outcome`, sending an in-progress ack every third of the ack wait, so a message
