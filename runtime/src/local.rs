@@ -129,39 +129,27 @@ impl LocalNode {
                 .get("grpc-timeout")
                 .and_then(|v| v.to_str().ok()),
         );
-        let answer = self.admitted(path, request, call).await;
+        let answer: Result<_, tonic::Status> = async {
+            let (metadata, mut extensions, message) = request.into_parts();
+            let mut headers = metadata.into_headers();
+            self.typed
+                .keys
+                .admit_parts(path, &mut headers, &mut extensions)
+                .map_err(|e| e.refuse(path))?;
+            let _permit = self.typed.admission.try_admit(path)?;
+            within_limit(message.encoded_len())?;
+            let request = tonic::Request::from_parts(
+                tonic::metadata::MetadataMap::from_headers(headers),
+                extensions,
+                message,
+            );
+            let response = call(request).await.map_err(as_on_the_wire)?;
+            within_limit(response.get_ref().encoded_len())?;
+            Ok(response)
+        }
+        .await;
         watch.answered(matches!(&answer, Err(s) if s.code() == tonic::Code::DeadlineExceeded));
         answer
-    }
-
-    async fn admitted<Q, R, F, Fut>(
-        &self,
-        path: &str,
-        request: tonic::Request<Q>,
-        call: F,
-    ) -> Result<tonic::Response<R>, tonic::Status>
-    where
-        Q: prost::Message,
-        R: prost::Message,
-        F: FnOnce(tonic::Request<Q>) -> Fut,
-        Fut: Future<Output = Result<tonic::Response<R>, tonic::Status>>,
-    {
-        let (metadata, mut extensions, message) = request.into_parts();
-        let mut headers = metadata.into_headers();
-        self.typed
-            .keys
-            .admit_parts(path, &mut headers, &mut extensions)
-            .map_err(|e| e.refuse(path))?;
-        let _permit = self.typed.admission.try_admit(path)?;
-        within_limit(message.encoded_len())?;
-        let request = tonic::Request::from_parts(
-            tonic::metadata::MetadataMap::from_headers(headers),
-            extensions,
-            message,
-        );
-        let response = call(request).await.map_err(as_on_the_wire)?;
-        within_limit(response.get_ref().encoded_len())?;
-        Ok(response)
     }
 }
 
