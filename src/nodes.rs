@@ -219,25 +219,51 @@ pub async fn register(
     load: impl Fn() -> u64 + Send + Sync + 'static,
     draining: impl Fn() -> bool + Send + Sync + 'static,
 ) -> anyhow::Result<cloudlysis_runtime::registry::Registration> {
-    use cloudlysis_runtime::registry::{self, ADVERTISE_ADDR, NodeEntry};
-    let local = grpc.local_addr()?;
+    let addr = advertised(
+        src,
+        &cloudlysis_runtime::registry::ADVERTISE_ADDR,
+        grpc.local_addr()?,
+    )?;
+    register_at(js, role, addr, behaviours, load, draining).await
+}
+
+/// The URI a node listening at `local` registers: `setting` if set (a bare `host:port` gets
+/// `https://` when the node serves TLS, else `http://`), else the bound address — refused,
+/// naming `setting`, when that is `0.0.0.0` or `[::]`, which other processes cannot dial.
+pub fn advertised(
+    src: &ConfigSource,
+    setting: &cloudlysis_runtime::config::Setting,
+    local: std::net::SocketAddr,
+) -> anyhow::Result<String> {
     // A node serving TLS is dialled at https://.
     let scheme = if src.raw(&cloudlysis_runtime::tls::CERT_FILE, None).is_some() {
         "https"
     } else {
         "http"
     };
-    let addr = match src.raw(&ADVERTISE_ADDR, None) {
+    Ok(match src.raw(setting, None) {
         Some((v, _)) if v.contains("://") => v,
         Some((v, _)) => format!("{scheme}://{v}"),
         None if local.ip().is_unspecified() => anyhow::bail!(
             "gRPC listens on {local}, which other processes cannot dial: set {} ({}) to the \
              address Gateways reach this node at",
-            ADVERTISE_ADDR.key,
-            ADVERTISE_ADDR.env
+            setting.key,
+            setting.env
         ),
         None => format!("{scheme}://{local}"),
-    };
+    })
+}
+
+/// [`register`] at `addr` (a URI from [`advertised`]).
+pub async fn register_at(
+    js: &async_nats::jetstream::Context,
+    role: &'static str,
+    addr: String,
+    behaviours: Vec<String>,
+    load: impl Fn() -> u64 + Send + Sync + 'static,
+    draining: impl Fn() -> bool + Send + Sync + 'static,
+) -> anyhow::Result<cloudlysis_runtime::registry::Registration> {
+    use cloudlysis_runtime::registry::{self, NodeEntry};
     let id = format!("{role}-{}", uuid::Uuid::new_v4().simple());
     registry::register(js, move || {
         let mut e = NodeEntry::new(role, &id, &addr);

@@ -12,6 +12,7 @@ use cloudlysis_actors::runner::{ReloadSource, RunnerNode};
 use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::admission::NodeServing;
 use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::registry::Registration;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
@@ -32,7 +33,16 @@ pub(crate) enum Hosting {
         reload: ReloadSource,
         /// The aggregate, projection and runner nodes' gRPC listeners, in that order.
         listeners: [tokio::net::TcpListener; 3],
+        /// With registry placement: the nodes register and the Gateway places work by the
+        /// registry (`gateway.placement = registry`).
+        registry: Option<Box<Registry>>,
     },
+}
+
+/// `cloudlysis all` with registry placement: where other processes reach its nodes.
+pub(crate) struct Registry {
+    /// The aggregate, projection and runner nodes' advertised URIs, in that order.
+    pub advertised: [String; 3],
 }
 
 /// A running platform. [`Platform::stop`] drains its nodes.
@@ -52,6 +62,8 @@ pub(crate) struct Platform {
     /// The runner node (to drain it before stopping).
     pub runner: RunnerNode,
     gateway: Gateway,
+    /// The aggregate, projection and runner nodes' registry entries (registry placement).
+    registrations: Option<[Registration; 3]>,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -70,7 +82,7 @@ impl Platform {
         // Before any node exists: metric handles made earlier would record nowhere (the CLI
         // installed it already; the harness has not).
         cloudlysis_runtime::metrics::install()?;
-        let (dev, role, reload, [grpc, query_grpc, runner_grpc]) = match hosting {
+        let (dev, role, reload, [grpc, query_grpc, runner_grpc], registry) = match hosting {
             Hosting::Dev => (
                 true,
                 "dev",
@@ -80,8 +92,13 @@ impl Platform {
                     nodes::bind("127.0.0.1:0", "the dev projection node").await?,
                     nodes::bind("127.0.0.1:0", "the dev runner node").await?,
                 ],
+                None,
             ),
-            Hosting::Deployed { reload, listeners } => (false, "all", Some(reload), listeners),
+            Hosting::Deployed {
+                reload,
+                listeners,
+                registry,
+            } => (false, "all", Some(reload), listeners, registry),
         };
         let keys =
             cloudlysis_runtime::credential::NodeKeys::load(src, dev.then_some(DEV_NODE_SECRET))?;
@@ -100,10 +117,16 @@ impl Platform {
         let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
         let grpc_addr = grpc.local_addr()?;
         let aggregate_types = node.aggregate_types().join(", ");
+        let node_types: Vec<String> = node
+            .aggregate_types()
+            .iter()
+            .map(|t| t.to_string())
+            .collect();
         let aggregate_tree = node.supervisor().clone();
         // The Gateway and the runner's effects call it in this process (no network, the same
         // layers and credential); its gRPC port serves everyone else (grpcurl, other processes).
         let serving = node_serving()?;
+        let aggregate_load = serving.clone();
         let local_aggregate = node.local(&serving).await;
         servers.push(tokio::spawn(node.serve_grpc(grpc, serving, wait())));
 
@@ -114,6 +137,12 @@ impl Platform {
         let projection_tree = projection.supervisor().clone();
         // The Gateway's queries and view admin go to it in this process too.
         let serving = node_serving()?;
+        let projection_load = serving.clone();
+        let view_names: Vec<String> = projection
+            .view_names()
+            .iter()
+            .map(|v| v.to_string())
+            .collect();
         let local_projection = projection.local(&serving).await;
         servers.push(tokio::spawn(projection.serve_grpc(
             query_grpc,
@@ -137,6 +166,7 @@ impl Platform {
         // The Gateway's workflow calls go to it in this process; its health (NOT_SERVING while
         // draining) is its server's.
         let serving = node_serving()?;
+        let runner_load = serving.clone();
         let local_runner = runner.local(&serving).await;
         servers.push(tokio::spawn(runner.clone().serve_grpc(
             runner_grpc,
@@ -155,14 +185,66 @@ impl Platform {
             dev.then_some(DEV_JWT_SECRET),
             dev.then_some(DEV_NODE_SECRET),
         )?;
-        let gateway = Gateway::with_local_nodes(
-            settings,
-            std::collections::HashMap::from([
-                (aggregate_uri.clone(), local_aggregate),
-                (projection_uri.clone(), local_projection),
-                (runner_uri.clone(), local_runner),
-            ]),
-        )?;
+        // The nodes by their bound addresses (static placement) and, under registry placement,
+        // by the addresses they register: the Gateway's channel pool finds them there and calls
+        // them in process, and the other processes' nodes over gRPC.
+        let mut locals = std::collections::HashMap::from([
+            (aggregate_uri.clone(), local_aggregate.clone()),
+            (projection_uri.clone(), local_projection.clone()),
+            (runner_uri.clone(), local_runner.clone()),
+        ]);
+        if let Some(registry) = &registry {
+            let [a, p, r] = &registry.advertised;
+            locals.insert(a.clone(), local_aggregate);
+            locals.insert(p.clone(), local_projection);
+            locals.insert(r.clone(), local_runner);
+        }
+        let gateway = Gateway::with_local_nodes(settings, locals)?;
+        let registrations = match registry {
+            None => None,
+            Some(registry) => {
+                let Registry {
+                    advertised: [a, p, r],
+                } = *registry;
+                gateway.use_registry(nats.js.clone()).await?;
+                let draining = runner.clone();
+                let workflows_and_effects = runner
+                    .workflows()
+                    .into_iter()
+                    .chain(runner.effect_types())
+                    .map(str::to_string)
+                    .collect();
+                Some([
+                    nodes::register_at(
+                        &nats.js,
+                        "aggregate",
+                        a,
+                        node_types,
+                        move || aggregate_load.in_flight() as u64,
+                        || false,
+                    )
+                    .await?,
+                    nodes::register_at(
+                        &nats.js,
+                        "projection",
+                        p,
+                        view_names,
+                        move || projection_load.in_flight() as u64,
+                        || false,
+                    )
+                    .await?,
+                    nodes::register_at(
+                        &nats.js,
+                        "runner",
+                        r,
+                        workflows_and_effects,
+                        move || runner_load.in_flight() as u64,
+                        move || draining.draining(),
+                    )
+                    .await?,
+                ])
+            }
+        };
         // `/health`, `/ready`, `/metrics`: ready while NATS and JetStream answer for every
         // stream, each node's supervision tree runs and the runner takes new work.
         let runner_tree = runner.supervisor().clone();
@@ -181,6 +263,7 @@ impl Platform {
             workflows,
             runner,
             gateway,
+            registrations,
             stop,
             servers,
         })
@@ -212,6 +295,31 @@ impl Platform {
             day,
         )?;
         Ok((token, operator))
+    }
+
+    /// True when the nodes are in the node registry (registry placement).
+    pub(crate) fn registered(&self) -> bool {
+        self.registrations.is_some()
+    }
+
+    /// With registry placement, the start of a stop: the aggregate and projection nodes leave
+    /// the registry (Gateways stop placing work on them at once) and the runner starts draining
+    /// with `grace` — its intake stops — and says so in its entry.
+    pub(crate) async fn begin_leaving(&self, grace: Duration) {
+        let Some([aggregate, projection, runner]) = &self.registrations else {
+            return;
+        };
+        tokio::join!(aggregate.leave(), projection.leave(), async {
+            self.runner.drain(grace, false).await;
+            runner.refresh().await;
+        });
+    }
+
+    /// With registry placement, after the runner drained: its entry leaves too.
+    pub(crate) async fn finish_leaving(&self) {
+        if let Some([_, _, runner]) = &self.registrations {
+            runner.leave().await;
+        }
     }
 
     /// Stops the nodes, each within [`nodes::DRAIN`].

@@ -4,8 +4,9 @@
 //! it, a transfer saga to completion) works through its HTTP port; the Gateway calls its nodes
 //! in process (`cloudlysis_gateway_local_nodes` is 1 per role) while each node still answers
 //! gRPC health on its own port; `/ready` is 200. On SIGTERM the runner drains first and the
-//! process exits 0. Without a secret, or with registry placement, it refuses to start and names
-//! the setting.
+//! process exits 0. Two of them with registry placement share the entities, each on one node.
+//! Without a secret, or with one advertised address for its three nodes, it refuses to start
+//! and names the setting.
 
 use std::time::Duration;
 
@@ -28,10 +29,11 @@ fn cloudlysis(args: &[&str]) -> tokio::process::Command {
     cmd
 }
 
-/// `cloudlysis all` on ephemeral ports: the child, its stderr lines, and the Gateway's URL
-/// with the three gRPC addresses from its start line.
+/// `cloudlysis all` on ephemeral ports, with `env` besides: the child, its stderr lines, and
+/// the Gateway's URL with the three gRPC addresses from its start line.
 async fn spawn_all(
     nats: &str,
+    env: &[(&str, &str)],
 ) -> (
     tokio::process::Child,
     tokio::sync::mpsc::UnboundedReceiver<String>,
@@ -42,6 +44,7 @@ async fn spawn_all(
         .env("CLOUDLYSIS_GRPC_ADDR", "127.0.0.1:0")
         .env("CLOUDLYSIS_PROJECTION_GRPC_ADDR", "127.0.0.1:0")
         .env("CLOUDLYSIS_RUNNER_GRPC_ADDR", "127.0.0.1:0")
+        .envs(env.iter().copied())
         .stdout(std::process::Stdio::null())
         .stderr(std::process::Stdio::piped())
         .spawn()
@@ -118,29 +121,9 @@ async fn serving(grpc: &str) -> i32 {
 async fn cloudlysis_all_serves_the_walkthrough_in_process_and_drains_on_sigterm() {
     let server = NatsServer::start().await.unwrap();
     let url = server.url();
-    let ensured = cloudlysis(&["streams", "ensure", "--nats-url", &url])
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        ensured.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ensured.stderr)
-    );
-    let minted = cloudlysis(&[
-        "token",
-        "--tenant",
-        "demo",
-        "--rights",
-        "commands:*,queries:*,workflows:*",
-    ])
-    .output()
-    .await
-    .unwrap();
-    assert!(minted.status.success());
-    let token = String::from_utf8_lossy(&minted.stdout).trim().to_string();
+    let token = prepare(&url).await;
 
-    let (mut child, mut lines, http, grpc) = spawn_all(&url).await;
+    let (mut child, mut lines, http, grpc) = spawn_all(&url, &[]).await;
     let ready = eventually(Duration::from_secs(30), || {
         let http = http.clone();
         async move { matches!(http_get(&format!("{http}/ready")).await, Ok((200, _))) }
@@ -202,7 +185,7 @@ async fn cloudlysis_all_serves_the_walkthrough_in_process_and_drains_on_sigterm(
 }
 
 #[tokio::test]
-async fn cloudlysis_all_refuses_to_start_without_a_secret_or_with_registry_placement() {
+async fn cloudlysis_all_refuses_to_start_without_a_secret_or_with_one_address_for_three_nodes() {
     let run = |cmd: &mut tokio::process::Command| {
         let out = cmd.output();
         async move {
@@ -215,9 +198,178 @@ async fn cloudlysis_all_refuses_to_start_without_a_secret_or_with_registry_place
     assert!(no_jwt.contains("gateway.jwt_secret"), "{no_jwt}");
     let no_node = run(cloudlysis(&["all"]).env_remove("CLOUDLYSIS_NODE_SECRET")).await;
     assert!(no_node.contains("node.secret"), "{no_node}");
-    let registry = run(cloudlysis(&["all"]).env("CLOUDLYSIS_GATEWAY_PLACEMENT", "registry")).await;
+    // Under registry placement its three nodes register, and one address cannot be all three.
+    let shared = run(cloudlysis(&["all"])
+        .env("CLOUDLYSIS_GATEWAY_PLACEMENT", "registry")
+        .env("CLOUDLYSIS_NODE_ADVERTISE_ADDR", "10.0.0.5:50051"))
+    .await;
     assert!(
-        registry.contains("gateway.placement") && registry.contains("static"),
-        "{registry}"
+        shared.contains("node.advertise_addr") && shared.contains("aggregate.advertise_addr"),
+        "{shared}"
     );
+    // A node bound where no one can dial it needs its role's address.
+    let unspecified = run(cloudlysis(&["all", "--http-addr", "127.0.0.1:0"])
+        .env("CLOUDLYSIS_GATEWAY_PLACEMENT", "registry")
+        .env("CLOUDLYSIS_GRPC_ADDR", "127.0.0.1:0")
+        .env("CLOUDLYSIS_PROJECTION_GRPC_ADDR", "0.0.0.0:0")
+        .env("CLOUDLYSIS_RUNNER_GRPC_ADDR", "127.0.0.1:0"))
+    .await;
+    assert!(
+        unspecified.contains("projection.advertise_addr"),
+        "{unspecified}"
+    );
+    let placement = run(cloudlysis(&["all"]).env("CLOUDLYSIS_GATEWAY_PLACEMENT", "nearest")).await;
+    assert!(placement.contains("gateway.placement"), "{placement}");
+}
+
+/// The streams ensured and a user token of tenant `demo`, as an operator prepares a deployment.
+async fn prepare(url: &str) -> String {
+    let ensured = cloudlysis(&["streams", "ensure", "--nats-url", url])
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        ensured.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ensured.stderr)
+    );
+    let minted = cloudlysis(&[
+        "token",
+        "--tenant",
+        "demo",
+        "--rights",
+        "commands:*,queries:*,workflows:*",
+    ])
+    .output()
+    .await
+    .unwrap();
+    assert!(minted.status.success());
+    String::from_utf8_lossy(&minted.stdout).trim().to_string()
+}
+
+/// The sum of the series of `metric` whose labels contain `label`, on `/metrics` at `http`.
+async fn metric(http: &str, metric: &str, label: &str) -> f64 {
+    let (_, text) = http_get(&format!("{http}/metrics")).await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with(metric) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// POSTs a command to account `id` through the Gateway at `http`, with `key` as its
+/// `Idempotency-Key` if given: the answer's status and body.
+async fn command(
+    http: &str,
+    token: &str,
+    id: &str,
+    body: &str,
+    key: Option<&str>,
+) -> (u16, String) {
+    let key = key.map_or(String::new(), |k| format!(" -H 'Idempotency-Key: {k}'"));
+    let out = sh(&format!(
+        "curl -s -w '\\n%{{http_code}}' -X POST {http}/v1/commands/account/{id}{key} \
+         -H 'Authorization: Bearer {token}' -H 'Content-Type: application/json' -d '{body}'"
+    ))
+    .await;
+    let (body, status) = out.trim_end().rsplit_once('\n').unwrap();
+    (status.parse().unwrap(), body.to_string())
+}
+
+/// Live `account` entities of the process at `http`.
+async fn live(http: &str) -> f64 {
+    metric(http, "cloudlysis_entities{", "account").await
+}
+
+const ACCOUNTS: usize = 24;
+const DEPOSIT: &str = r#"{"type":"Deposit","payload":{"amount":5}}"#;
+
+/// Two `cloudlysis all` processes with `gateway.placement = registry` share one deployment:
+/// each registers its nodes, and an entity's commands go to one aggregate node whichever
+/// process's Gateway takes them — its own node in process, the other's over gRPC. When one
+/// process stops (SIGTERM), its nodes leave the registry first and its entities answer from the
+/// other process, every acknowledged command kept. Before, `all` refused registry placement, so
+/// two of them each owned every entity they were sent.
+#[tokio::test]
+async fn two_all_processes_place_each_entity_on_one_node_by_the_registry() {
+    let server = NatsServer::start().await.unwrap();
+    let url = server.url();
+    let token = prepare(&url).await;
+    let registry = [("CLOUDLYSIS_GATEWAY_PLACEMENT", "registry")];
+    let (mut a, mut a_said, http_a, _) = spawn_all(&url, &registry).await;
+    let (_b, _, http_b, _) = spawn_all(&url, &registry).await;
+    // Each Gateway sees both processes' nodes.
+    for http in [&http_a, &http_b] {
+        let both = eventually(Duration::from_secs(30), || async move {
+            metric(http, "cloudlysis_gateway_live_nodes", r#"role="aggregate""#).await == 2.0
+                && metric(http, "cloudlysis_gateway_live_nodes", r#"role="runner""#).await == 2.0
+        })
+        .await;
+        assert!(both, "{http} sees two aggregate and two runner nodes");
+    }
+
+    // Opened through one process, deposited to through the other: no conflict, one entity each.
+    for i in 0..ACCOUNTS {
+        let open = r#"{"type":"Open","payload":{"owner":"alice"}}"#;
+        let (status, body) = command(&http_a, &token, &format!("acc-{i}"), open, None).await;
+        assert_eq!(status, 200, "{body}");
+    }
+    for i in 0..ACCOUNTS {
+        let (status, body) = command(&http_b, &token, &format!("acc-{i}"), DEPOSIT, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""version":2"#), "{body}");
+    }
+    let (on_a, on_b) = (live(&http_a).await, live(&http_b).await);
+    assert_eq!(
+        on_a + on_b,
+        ACCOUNTS as f64,
+        "each entity is live on one node: {on_a} on A, {on_b} on B"
+    );
+    assert!(on_a > 0.0 && on_b > 0.0, "{on_a} on A, {on_b} on B");
+    for http in [&http_a, &http_b] {
+        let pool = |result: &str| {
+            let label = format!(r#"result="{result}""#);
+            async move { metric(http, "cloudlysis_gateway_channel_pool_total", &label).await }
+        };
+        assert!(
+            pool("local").await > 0.0,
+            "{http} called its own node in process"
+        );
+        assert!(
+            pool("miss").await + pool("hit").await > 0.0,
+            "{http} called the other process's node over gRPC"
+        );
+    }
+
+    // A stops: its nodes leave the registry first; B takes A's entities, none of them lost. Each
+    // deposit is retried with its idempotency key until it is answered, as a client would.
+    let pid = rustix::process::Pid::from_raw(a.id().unwrap() as i32).unwrap();
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
+    for i in 0..ACCOUNTS {
+        let id = format!("acc-{i}");
+        let moved = eventually(Duration::from_secs(30), || {
+            let (http, token, id) = (http_b.clone(), token.clone(), id.clone());
+            let key = format!("move-{id}");
+            async move { command(&http, &token, &id, DEPOSIT, Some(&key)).await.0 == 200 }
+        })
+        .await;
+        assert!(moved, "{id} answers through B after A stopped");
+    }
+    assert_eq!(live(&http_b).await, ACCOUNTS as f64, "B holds every entity");
+    for i in 0..ACCOUNTS {
+        // Open, the deposit through B, the deposit after A stopped: the next is the fourth.
+        let (status, body) = command(&http_b, &token, &format!("acc-{i}"), DEPOSIT, None).await;
+        assert_eq!(status, 200, "{body}");
+        assert!(body.contains(r#""version":4"#), "acc-{i}: {body}");
+    }
+    let status = tokio::time::timeout(Duration::from_secs(60), a.wait())
+        .await
+        .expect("A exits after SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status}");
+    let mut said = Vec::new();
+    while let Ok(line) = a_said.try_recv() {
+        said.push(line);
+    }
+    let said = said.join("\n");
+    assert!(said.contains("left the node registry"), "{said}");
 }

@@ -30,6 +30,31 @@ pub const ADVERTISE_ADDR: crate::config::Setting = crate::config::Setting {
     doc: "gRPC address this node registers for Gateways to reach, e.g. http://10.0.0.5:50051 [default: the bound gRPC address; required when bound to 0.0.0.0]",
 };
 
+/// `aggregate.advertise_addr`: where other processes reach the aggregate node of a
+/// `cloudlysis all` process (its three nodes cannot share [`ADVERTISE_ADDR`]).
+pub const AGGREGATE_ADVERTISE_ADDR: crate::config::Setting = crate::config::Setting {
+    key: "aggregate.advertise_addr",
+    env: "CLOUDLYSIS_AGGREGATE_ADVERTISE_ADDR",
+    flag: "",
+    doc: "cloudlysis all with registry placement: gRPC address its aggregate node registers [default: the bound aggregate.grpc_addr]",
+};
+
+/// `projection.advertise_addr`: [`AGGREGATE_ADVERTISE_ADDR`] for the projection node.
+pub const PROJECTION_ADVERTISE_ADDR: crate::config::Setting = crate::config::Setting {
+    key: "projection.advertise_addr",
+    env: "CLOUDLYSIS_PROJECTION_ADVERTISE_ADDR",
+    flag: "",
+    doc: "cloudlysis all with registry placement: gRPC address its projection node registers [default: the bound projection.grpc_addr]",
+};
+
+/// `runner.advertise_addr`: [`AGGREGATE_ADVERTISE_ADDR`] for the runner node.
+pub const RUNNER_ADVERTISE_ADDR: crate::config::Setting = crate::config::Setting {
+    key: "runner.advertise_addr",
+    env: "CLOUDLYSIS_RUNNER_ADVERTISE_ADDR",
+    flag: "",
+    doc: "cloudlysis all with registry placement: gRPC address its runner node registers [default: the bound runner.grpc_addr]",
+};
+
 /// The registry bucket.
 pub const NODES_BUCKET: &str = "cloudlysis_nodes";
 /// How often a node refreshes its entry.
