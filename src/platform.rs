@@ -250,6 +250,8 @@ impl Platform {
         let runner_tree = runner.supervisor().clone();
         let intake = runner.clone();
         let ops = nodes::ops_router_with(&nats.client, role, &aggregate_tree, |r| {
+            // The Gateway's own: its identity provider's keys, its view of the registry.
+            gateway.edge_checks(r);
             nodes::supervision_check(r, "projection-supervision", projection_tree);
             nodes::supervision_check(r, "runner-supervision", runner_tree);
             nodes::intake_check(r, intake);

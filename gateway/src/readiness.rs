@@ -44,6 +44,24 @@ impl Gateway {
     /// Readiness checks of this Gateway (see the module docs), for its `/ready`.
     pub fn readiness(&self) -> Readiness {
         let readiness = Readiness::new();
+        self.edge_checks(&readiness);
+        if self.placement().is_some() {
+            return readiness;
+        }
+        let s = &self.inner.settings;
+        let aggregate = vec![(s.aggregate_addr.clone(), self.inner.aggregate.clone())];
+        let projection = vec![(s.projection_addr.clone(), self.inner.projection.clone())];
+        register(&readiness, "aggregate", aggregate);
+        register(&readiness, "projection", projection);
+        register(&readiness, "runner", self.inner.runners.clone());
+        readiness
+    }
+
+    /// The checks of [`Gateway::readiness`] that do not call its static node addresses, added to
+    /// `readiness`: `identity_provider` (with `gateway.jwks_url`) and, with registry placement, a
+    /// live node of each role in its view of the registry. For a process that checks the nodes
+    /// it hosts itself (`cloudlysis all`, `cloudlysis dev`).
+    pub fn edge_checks(&self, readiness: &Readiness) {
         if self.inner.settings.oidc.jwks_url.is_some() {
             // Provider tokens cannot be checked before the first fetch of gateway.jwks_url.
             let auth = self.inner.auth.clone();
@@ -67,15 +85,7 @@ impl Gateway {
                     }
                 });
             }
-            return readiness;
         }
-        let s = &self.inner.settings;
-        let aggregate = vec![(s.aggregate_addr.clone(), self.inner.aggregate.clone())];
-        let projection = vec![(s.projection_addr.clone(), self.inner.projection.clone())];
-        register(&readiness, "aggregate", aggregate);
-        register(&readiness, "projection", projection);
-        register(&readiness, "runner", self.inner.runners.clone());
-        readiness
     }
 }
 
