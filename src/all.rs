@@ -10,8 +10,9 @@
 //! `runner.advertise_addr`, else the bound addresses), and each Gateway places work by the
 //! registry as a separate Gateway does — an entity's commands go to the one aggregate node
 //! rendezvous hashing picks, whichever process takes the request — calling the nodes of its own
-//! process in process and the others' over gRPC. The runner's effects still go to the aggregate
-//! node of their own process.
+//! process in process and the others' over gRPC. The runner's effects send each command to the
+//! entity's node by the same placement (`CommandClient::placed`), so every entity lives on one
+//! node.
 //!
 //! On SIGTERM or Ctrl-C, under registry placement, the nodes leave the registry first (other
 //! Gateways stop placing work here at once; the runner's entry says `draining`) and keep serving

@@ -6,6 +6,7 @@
 //! ([`Hosting::Deployed`], see [`crate::all`]).
 
 use std::net::SocketAddr;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use cloudlysis_actors::runner::{ReloadSource, RunnerNode};
@@ -150,12 +151,25 @@ impl Platform {
             wait(),
         )));
 
-        // The runner node; its effects send commands to the aggregate node in this process.
+        // The runner node; its effects send commands to the aggregate node in this process —
+        // under registry placement, to the node that owns the entity, as the Gateway's commands
+        // (the Gateway is made below, so the placement reads it once it is there).
         let aggregate_uri = format!("http://{grpc_addr}");
+        let placing: Arc<OnceLock<Gateway>> = Arc::default();
+        let effects_go_to = if registry.is_some() {
+            let placing = placing.clone();
+            let place: cloudlysis_actors::runner::command_client::Placement =
+                Arc::new(move |tenant: &str, ty: &str, id: &str| {
+                    placing.get()?.placed_aggregate_channel(tenant, ty, id)
+                });
+            nodes::Aggregate::Placed(local_aggregate.clone(), place)
+        } else {
+            nodes::Aggregate::Local(local_aggregate.clone())
+        };
         let runner = nodes::runner_node(
             src,
             &nats.js,
-            nodes::Aggregate::Local(local_aggregate.clone()),
+            effects_go_to,
             reload,
             &keys,
             app.behaviours(),
@@ -207,6 +221,7 @@ impl Platform {
                     advertised: [a, p, r],
                 } = *registry;
                 gateway.use_registry(nats.js.clone()).await?;
+                let _ = placing.set(gateway.clone());
                 let draining = runner.clone();
                 let workflows_and_effects = runner
                     .workflows()

@@ -322,6 +322,29 @@ async fn two_all_processes_place_each_entity_on_one_node_by_the_registry() {
         assert_eq!(status, 200, "{body}");
         assert!(body.contains(r#""version":2"#), "{body}");
     }
+    // Transfers between them, started through either process: each runs on the runner its
+    // instance is placed on, and its effects' commands go to the node that holds each account.
+    for t in 0..ACCOUNTS / 2 {
+        let (from, to) = (2 * t, 2 * t + 1);
+        let http = if t % 2 == 0 { &http_a } else { &http_b };
+        let out = sh(&format!(
+            "curl -s -X POST {http}/v1/workflows/transfer/t-{t} -H 'Authorization: Bearer {token}' \
+             -H 'Content-Type: application/json' -d '{{\"from\":\"acc-{from}\",\"to\":\"acc-{to}\",\"amount\":1}}'"
+        ))
+        .await;
+        assert!(out.contains(r#""status":"running""#), "{out}");
+    }
+    for t in 0..ACCOUNTS / 2 {
+        let read = format!(
+            "curl -s {http_b}/v1/workflows/transfer/t-{t} -H 'Authorization: Bearer {token}'"
+        );
+        let completed = eventually(Duration::from_secs(30), || {
+            let read = read.clone();
+            async move { sh(&read).await.contains(r#""status":"completed""#) }
+        })
+        .await;
+        assert!(completed, "t-{t} completed: {}", sh(&read).await);
+    }
     let (on_a, on_b) = (live(&http_a).await, live(&http_b).await);
     assert_eq!(
         on_a + on_b,
@@ -329,6 +352,22 @@ async fn two_all_processes_place_each_entity_on_one_node_by_the_registry() {
         "each entity is live on one node: {on_a} on A, {on_b} on B"
     );
     assert!(on_a > 0.0 && on_b > 0.0, "{on_a} on A, {on_b} on B");
+    assert_eq!(
+        metric(
+            &http_a,
+            "cloudlysis_commands_total",
+            r#"outcome="conflict""#
+        )
+        .await
+            + metric(
+                &http_b,
+                "cloudlysis_commands_total",
+                r#"outcome="conflict""#
+            )
+            .await,
+        0.0,
+        "no command met another node's commit"
+    );
     for http in [&http_a, &http_b] {
         let pool = |result: &str| {
             let label = format!(r#"result="{result}""#);
@@ -360,10 +399,11 @@ async fn two_all_processes_place_each_entity_on_one_node_by_the_registry() {
     }
     assert_eq!(live(&http_b).await, ACCOUNTS as f64, "B holds every entity");
     for i in 0..ACCOUNTS {
-        // Open, the deposit through B, the deposit after A stopped: the next is the fourth.
+        // Open, the deposit through B, the transfer, the deposit after A stopped: the next is
+        // the fifth.
         let (status, body) = command(&http_b, &token, &format!("acc-{i}"), DEPOSIT, None).await;
         assert_eq!(status, 200, "{body}");
-        assert!(body.contains(r#""version":4"#), "acc-{i}: {body}");
+        assert!(body.contains(r#""version":5"#), "acc-{i}: {body}");
     }
     let status = tokio::time::timeout(Duration::from_secs(60), a.wait())
         .await

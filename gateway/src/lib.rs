@@ -404,6 +404,20 @@ impl Gateway {
         })
     }
 
+    /// With registry placement, the channel to the aggregate node that owns one entity — in
+    /// this process or not — as this Gateway's commands for it use; `None` with static placement
+    /// or when no live node serves `ty`. For a runner in the Gateway's process
+    /// (`CommandClient::placed`).
+    pub fn placed_aggregate_channel(
+        &self,
+        tenant: &str,
+        ty: &str,
+        id: &str,
+    ) -> Option<cloudlysis_runtime::local::NodeChannel> {
+        self.placement()?;
+        self.aggregate_channel(tenant, ty, id).ok()
+    }
+
     /// The channel to the aggregate node of one entity.
     pub(crate) fn aggregate_channel(
         &self,

@@ -29,8 +29,37 @@ use super::effect::{EffectContext, EffectError};
 /// Sends commands to an aggregate node on behalf of effects. Cheap to clone.
 #[derive(Clone, Debug)]
 pub struct CommandClient {
-    channel: cloudlysis_runtime::local::NodeChannel,
+    route: Route,
     keys: cloudlysis_runtime::credential::NodeKeys,
+}
+
+/// Where an entity's commands go by placement: the channel to the aggregate node that owns
+/// `(tenant, aggregate type, aggregate id)`, or `None` when the placement names none.
+pub type Placement =
+    Arc<dyn Fn(&str, &str, &str) -> Option<cloudlysis_runtime::local::NodeChannel> + Send + Sync>;
+
+/// Which aggregate node a command goes to.
+#[derive(Clone)]
+enum Route {
+    /// Always this one.
+    Fixed(cloudlysis_runtime::local::NodeChannel),
+    /// The entity's node by `place`, else `fallback`.
+    Placed {
+        place: Placement,
+        fallback: cloudlysis_runtime::local::NodeChannel,
+    },
+}
+
+impl std::fmt::Debug for Route {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Route::Fixed(c) => f.debug_tuple("Fixed").field(c).finish(),
+            Route::Placed { fallback, .. } => f
+                .debug_struct("Placed")
+                .field("fallback", fallback)
+                .finish_non_exhaustive(),
+        }
+    }
 }
 
 impl CommandClient {
@@ -48,7 +77,7 @@ impl CommandClient {
             .connect_timeout(Duration::from_secs(2))
             .tcp_nodelay(true);
         Ok(Self {
-            channel: endpoint.connect_lazy().into(),
+            route: Route::Fixed(endpoint.connect_lazy().into()),
             keys,
         })
     }
@@ -61,7 +90,26 @@ impl CommandClient {
         keys: cloudlysis_runtime::credential::NodeKeys,
     ) -> Self {
         Self {
-            channel: cloudlysis_runtime::local::NodeChannel::Local(node),
+            route: Route::Fixed(cloudlysis_runtime::local::NodeChannel::Local(node)),
+            keys,
+        }
+    }
+
+    /// A client that sends each entity's commands to the aggregate node `place` names for it —
+    /// the one a Gateway placing by the node registry would pick, in this process or not — and
+    /// to `fallback`, an aggregate node in this process, when `place` names none (no placement
+    /// yet, no live node). What `cloudlysis all` under registry placement uses, so that an
+    /// effect's command lands on the node that holds the entity.
+    pub fn placed(
+        fallback: cloudlysis_runtime::local::LocalNode,
+        place: Placement,
+        keys: cloudlysis_runtime::credential::NodeKeys,
+    ) -> Self {
+        Self {
+            route: Route::Placed {
+                place,
+                fallback: cloudlysis_runtime::local::NodeChannel::Local(fallback),
+            },
             keys,
         }
     }
@@ -101,7 +149,14 @@ impl CommandClient {
             return Err(EffectError::retryable("no time left before the deadline"));
         }
         request.set_timeout(remaining);
-        let call = self.channel.clone().unary(
+        let channel = match &self.route {
+            Route::Fixed(channel) => channel.clone(),
+            Route::Placed { place, fallback } => {
+                place(rctx.tenant.as_str(), aggregate_type, aggregate_id)
+                    .unwrap_or_else(|| fallback.clone())
+            }
+        };
+        let call = channel.unary(
             EXECUTE_PATH,
             request,
             |node: Arc<dyn CommandService>, r| async move { node.execute(r).await },
