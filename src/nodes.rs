@@ -84,12 +84,8 @@ pub enum Aggregate<'a> {
     Addr(Option<&'a str>),
     /// To an aggregate node in this process (`cloudlysis dev`).
     Local(cloudlysis_runtime::local::LocalNode),
-    /// To each entity's node by placement, else to the one in this process (`cloudlysis all`
-    /// under registry placement).
-    Placed(
-        cloudlysis_runtime::local::LocalNode,
-        cloudlysis_actors::runner::command_client::Placement,
-    ),
+    /// To each entity's node by placement (`cloudlysis all` under registry placement).
+    Placed(cloudlysis_actors::runner::command_client::Placement),
 }
 
 /// Builds the runner node with the application's workflows and effects; effects send commands to
@@ -108,7 +104,7 @@ pub async fn runner_node(
     let settings = RunnerSettings::load(src)?;
     let client = match aggregate {
         Aggregate::Local(node) => CommandClient::local(node, keys.clone()),
-        Aggregate::Placed(node, place) => CommandClient::placed(node, place, keys.clone()),
+        Aggregate::Placed(place) => CommandClient::placed(place, keys.clone()),
         Aggregate::Addr(flag) => {
             let addr: String = src.get_or(
                 &runner::AGGREGATE_ADDR,

@@ -6,7 +6,7 @@
 //! ([`Hosting::Deployed`], see [`crate::all`]).
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cloudlysis_actors::runner::{ReloadSource, RunnerNode};
@@ -40,6 +40,9 @@ pub(crate) enum Hosting {
     },
 }
 
+/// The Gateway the runner's effects read the placement from (registry placement), once made.
+type Placing = Arc<Mutex<Option<Gateway>>>;
+
 /// `cloudlysis all` with registry placement: where other processes reach its nodes.
 pub(crate) struct Registry {
     /// The aggregate, projection and runner nodes' advertised URIs, in that order.
@@ -65,6 +68,8 @@ pub(crate) struct Platform {
     gateway: Gateway,
     /// The aggregate, projection and runner nodes' registry entries (registry placement).
     registrations: Option<[Registration; 3]>,
+    /// The Gateway as the runner's effects see it, let go of by [`Platform::stop`].
+    placing: Placing,
     stop: watch::Sender<bool>,
     servers: Vec<JoinHandle<Result<(), tonic::transport::Error>>>,
 }
@@ -153,16 +158,20 @@ impl Platform {
 
         // The runner node; its effects send commands to the aggregate node in this process —
         // under registry placement, to the node that owns the entity, as the Gateway's commands
-        // (the Gateway is made below, so the placement reads it once it is there).
+        // (the Gateway is made below: until it is there, effects are retried; `stop` lets go of
+        // it, which holds the runner in turn).
         let aggregate_uri = format!("http://{grpc_addr}");
-        let placing: Arc<OnceLock<Gateway>> = Arc::default();
+        let placing: Placing = Arc::default();
         let effects_go_to = if registry.is_some() {
             let placing = placing.clone();
             let place: cloudlysis_actors::runner::command_client::Placement =
                 Arc::new(move |tenant: &str, ty: &str, id: &str| {
-                    placing.get()?.placed_aggregate_channel(tenant, ty, id)
+                    let gateway = placing.lock().unwrap_or_else(|p| p.into_inner()).clone();
+                    gateway
+                        .ok_or_else(|| "the node registry is not watched yet".to_string())?
+                        .placed_aggregate_channel(tenant, ty, id)
                 });
-            nodes::Aggregate::Placed(local_aggregate.clone(), place)
+            nodes::Aggregate::Placed(place)
         } else {
             nodes::Aggregate::Local(local_aggregate.clone())
         };
@@ -221,7 +230,7 @@ impl Platform {
                     advertised: [a, p, r],
                 } = *registry;
                 gateway.use_registry(nats.js.clone()).await?;
-                let _ = placing.set(gateway.clone());
+                *placing.lock().unwrap_or_else(|p| p.into_inner()) = Some(gateway.clone());
                 let draining = runner.clone();
                 let workflows_and_effects = runner
                     .workflows()
@@ -281,6 +290,7 @@ impl Platform {
             runner,
             gateway,
             registrations,
+            placing,
             stop,
             servers,
         })
@@ -345,5 +355,10 @@ impl Platform {
         for server in self.servers {
             let _ = tokio::time::timeout(nodes::DRAIN, server).await;
         }
+        // The runner's effects held the Gateway, which holds the runner: let go of it.
+        self.placing
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take();
     }
 }

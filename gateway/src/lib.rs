@@ -405,17 +405,19 @@ impl Gateway {
     }
 
     /// With registry placement, the channel to the aggregate node that owns one entity — in
-    /// this process or not — as this Gateway's commands for it use; `None` with static placement
-    /// or when no live node serves `ty`. For a runner in the Gateway's process
-    /// (`CommandClient::placed`).
+    /// this process or not — as this Gateway's commands for it use, or why there is none (static
+    /// placement, no live node serves `ty`, the channel pool refused). For a runner in the
+    /// Gateway's process (`CommandClient::placed`).
     pub fn placed_aggregate_channel(
         &self,
         tenant: &str,
         ty: &str,
         id: &str,
-    ) -> Option<cloudlysis_runtime::local::NodeChannel> {
-        self.placement()?;
-        self.aggregate_channel(tenant, ty, id).ok()
+    ) -> Result<cloudlysis_runtime::local::NodeChannel, String> {
+        if self.placement().is_none() {
+            return Err("the Gateway does not place by the node registry".into());
+        }
+        self.aggregate_channel(tenant, ty, id).map_err(|p| p.detail)
     }
 
     /// The channel to the aggregate node of one entity.

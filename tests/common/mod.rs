@@ -2,6 +2,8 @@
 //! gRPC on an ephemeral port, and a Gateway router pointed at it.
 #![allow(dead_code)]
 
+pub mod all;
+
 use std::time::Duration;
 
 use axum::body::Body;

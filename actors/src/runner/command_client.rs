@@ -34,30 +34,28 @@ pub struct CommandClient {
 }
 
 /// Where an entity's commands go by placement: the channel to the aggregate node that owns
-/// `(tenant, aggregate type, aggregate id)`, or `None` when the placement names none.
-pub type Placement =
-    Arc<dyn Fn(&str, &str, &str) -> Option<cloudlysis_runtime::local::NodeChannel> + Send + Sync>;
+/// `(tenant, aggregate type, aggregate id)`, or why there is none yet (no placement, no live
+/// node serving the type) — nothing was sent, so the effect is retried.
+pub type Placement = Arc<
+    dyn Fn(&str, &str, &str) -> Result<cloudlysis_runtime::local::NodeChannel, String>
+        + Send
+        + Sync,
+>;
 
 /// Which aggregate node a command goes to.
 #[derive(Clone)]
 enum Route {
     /// Always this one.
     Fixed(cloudlysis_runtime::local::NodeChannel),
-    /// The entity's node by `place`, else `fallback`.
-    Placed {
-        place: Placement,
-        fallback: cloudlysis_runtime::local::NodeChannel,
-    },
+    /// The entity's node by the placement.
+    Placed(Placement),
 }
 
 impl std::fmt::Debug for Route {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Route::Fixed(c) => f.debug_tuple("Fixed").field(c).finish(),
-            Route::Placed { fallback, .. } => f
-                .debug_struct("Placed")
-                .field("fallback", fallback)
-                .finish_non_exhaustive(),
+            Route::Placed(_) => f.write_str("Placed"),
         }
     }
 }
@@ -96,20 +94,13 @@ impl CommandClient {
     }
 
     /// A client that sends each entity's commands to the aggregate node `place` names for it —
-    /// the one a Gateway placing by the node registry would pick, in this process or not — and
-    /// to `fallback`, an aggregate node in this process, when `place` names none (no placement
-    /// yet, no live node). What `cloudlysis all` under registry placement uses, so that an
-    /// effect's command lands on the node that holds the entity.
-    pub fn placed(
-        fallback: cloudlysis_runtime::local::LocalNode,
-        place: Placement,
-        keys: cloudlysis_runtime::credential::NodeKeys,
-    ) -> Self {
+    /// the one a Gateway placing by the node registry picks, in this process or not. When it
+    /// names none (its view of the registry not loaded yet, no live node serving the type), the
+    /// command is not sent and the effect is retried, as the Gateway answers a client 503. What
+    /// `cloudlysis all` under registry placement uses, so that every entity lives on one node.
+    pub fn placed(place: Placement, keys: cloudlysis_runtime::credential::NodeKeys) -> Self {
         Self {
-            route: Route::Placed {
-                place,
-                fallback: cloudlysis_runtime::local::NodeChannel::Local(fallback),
-            },
+            route: Route::Placed(place),
             keys,
         }
     }
@@ -151,10 +142,12 @@ impl CommandClient {
         request.set_timeout(remaining);
         let channel = match &self.route {
             Route::Fixed(channel) => channel.clone(),
-            Route::Placed { place, fallback } => {
-                place(rctx.tenant.as_str(), aggregate_type, aggregate_id)
-                    .unwrap_or_else(|| fallback.clone())
-            }
+            Route::Placed(place) => place(rctx.tenant.as_str(), aggregate_type, aggregate_id)
+                .map_err(|why| {
+                    EffectError::retryable(format!(
+                        "{aggregate_type}/{aggregate_id}: {why}; nothing was sent"
+                    ))
+                })?,
         };
         let call = channel.unary(
             EXECUTE_PATH,
