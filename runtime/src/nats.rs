@@ -206,30 +206,31 @@ pub fn jetstream(client: async_nats::Client, request_timeout: Duration) -> jetst
 /// headers plus `Nats-Msg-Id` for de-duplication.
 pub fn publish_headers(ctx: &RequestContext, msg_id: &str) -> async_nats::HeaderMap {
     let mut map = async_nats::HeaderMap::new();
-    ctx.inject_nats(&mut map);
-    map.insert(crate::context::nats_name(headers::NATS_MSG_ID), msg_id);
+    write_publish_headers(&mut map, ctx, msg_id);
     map
 }
 
-/// Publishes `payload` to `subject` with [`publish_headers`] (plus `extra`), and waits for the
-/// JetStream ack up to `timeout`.
+/// Writes [`publish_headers`] into `map`, replacing any value they name.
+fn write_publish_headers(map: &mut async_nats::HeaderMap, ctx: &RequestContext, msg_id: &str) {
+    ctx.inject_nats(map);
+    map.insert(crate::context::nats_name(headers::NATS_MSG_ID), msg_id);
+}
+
+/// Publishes `payload` to `subject` with [`publish_headers`] (written into `extra`, the
+/// publisher's own headers such as `Nats-Expected-Last-Subject-Sequence`, when given: one map per
+/// message, nothing copied; a context header in `extra` is replaced by the context's), and waits
+/// for the JetStream ack up to `timeout`.
 pub async fn publish(
     js: &jetstream::Context,
     subject: String,
     ctx: &RequestContext,
     msg_id: &str,
-    extra: Option<&async_nats::HeaderMap>,
+    extra: Option<async_nats::HeaderMap>,
     payload: Bytes,
     timeout: Duration,
 ) -> Result<jetstream::publish::PublishAck, NatsError> {
-    let mut map = publish_headers(ctx, msg_id);
-    if let Some(extra) = extra {
-        for (name, values) in extra.iter() {
-            for v in values {
-                map.append(name.clone(), v.clone());
-            }
-        }
-    }
+    let mut map = extra.unwrap_or_default();
+    write_publish_headers(&mut map, ctx, msg_id);
     let fail = |reason: String| NatsError::Publish {
         subject: subject.clone(),
         reason,

@@ -76,10 +76,13 @@ pub fn validate_token(value: &str) -> Result<(), SubjectTokenError> {
     if value.is_empty() {
         return Err(SubjectTokenError::Empty);
     }
-    if let Some(found) = value
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_' || *c == '-'))
+    // Bytes, not chars: every allowed character is ASCII, and a token is checked several times
+    // on every command. The first byte not allowed starts the character reported.
+    if let Some(at) = value
+        .bytes()
+        .position(|b| !(b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
     {
+        let found = value[at..].chars().next().unwrap_or('\u{fffd}');
         return Err(SubjectTokenError::InvalidChar { found });
     }
     if value.len() > MAX_TOKEN_LEN {

@@ -10,9 +10,8 @@ use cloudlysis_runtime::{TraceParent, stream, subject};
 use cloudlysis_test_support::NatsServer;
 use futures::StreamExt;
 
-#[tokio::test]
-async fn published_messages_carry_every_required_header() {
-    let server = NatsServer::start().await.unwrap();
+/// A JetStream context on `server` with the aggregate events stream in place.
+async fn events_stream(server: &NatsServer) -> async_nats::jetstream::Context {
     let client = nats::connect(&NatsSettings::for_url(server.url()))
         .await
         .unwrap();
@@ -20,6 +19,13 @@ async fn published_messages_carry_every_required_header() {
     stream::ensure_stream(&js, &stream::aggregate_events())
         .await
         .unwrap();
+    js
+}
+
+#[tokio::test]
+async fn published_messages_carry_every_required_header() {
+    let server = NatsServer::start().await.unwrap();
+    let js = events_stream(&server).await;
 
     let tenant = TenantId::new("acme").unwrap();
     let mut ctx = RequestContext::new(tenant.clone());
@@ -97,6 +103,67 @@ async fn published_messages_carry_every_required_header() {
     assert_eq!(back.tenant, tenant);
     assert_eq!(back.correlation_id, ctx.correlation_id);
     assert_eq!(back.trace_id(), ctx.trace_id());
+}
+
+#[tokio::test]
+async fn the_publishers_own_headers_go_with_the_contexts_and_a_context_header_is_never_doubled() {
+    let server = NatsServer::start().await.unwrap();
+    let js = events_stream(&server).await;
+    let tenant = TenantId::new("acme").unwrap();
+    let ctx = RequestContext::new(tenant.clone());
+    let subject = subject::aggregate_event(
+        &tenant,
+        &"account".try_into().unwrap(),
+        &"a-2".try_into().unwrap(),
+    );
+    let mut extra = async_nats::HeaderMap::new();
+    extra.insert("Nats-Expected-Last-Subject-Sequence", "0");
+    extra.insert("x-publisher", "entity");
+    // A context header the publisher should not set: the context's value wins, once.
+    extra.insert("tenant-id", "other");
+    nats::publish(
+        &js,
+        subject.clone(),
+        &ctx,
+        "event-2",
+        Some(extra),
+        Bytes::from_static(b"{}"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap();
+    // The expected-sequence header took effect: a second publish expecting 0 is refused.
+    let mut stale = async_nats::HeaderMap::new();
+    stale.insert("Nats-Expected-Last-Subject-Sequence", "0");
+    let err = nats::publish(
+        &js,
+        subject.clone(),
+        &ctx,
+        "event-3",
+        Some(stale),
+        Bytes::from_static(b"{}"),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(
+        matches!(err, nats::NatsError::WrongLastSequence { .. }),
+        "{err}"
+    );
+
+    let msg = js
+        .get_stream("AGGREGATE_EVENTS")
+        .await
+        .unwrap()
+        .get_last_raw_message_by_subject(&subject)
+        .await
+        .unwrap();
+    let h = msg.headers;
+    let all = |n: &str| -> Vec<String> { h.get_all(n).map(|v| v.as_str().to_string()).collect() };
+    assert_eq!(all("tenant-id"), ["acme"]);
+    assert_eq!(all("x-publisher"), ["entity"]);
+    assert_eq!(all("Nats-Msg-Id"), ["event-2"]);
+    assert_eq!(all("correlation-id"), [ctx.correlation_id.to_string()]);
 }
 
 #[tokio::test]

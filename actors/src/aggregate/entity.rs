@@ -574,7 +574,7 @@ impl<A: Aggregate> Entity<A> {
             self.subject(),
             ctx,
             msg_id,
-            Some(&extra),
+            Some(extra),
             commit.bytes.clone(),
             timeout,
         )
