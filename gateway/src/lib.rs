@@ -633,6 +633,10 @@ impl Gateway {
             .route("/admin/poison/{id}/redrive", post(admin::poison_redrive))
             .route("/admin/audit", axum::routing::get(admin::audit))
             .merge(ui::router(&self.inner.settings.ui_dir))
+            // Unknown paths and methods answer problem+json too (after every route above: the
+            // 405 answer applies to the routes present when it is set).
+            .fallback(problem::no_route)
+            .method_not_allowed_fallback(problem::wrong_method)
             .with_state(self.clone())
     }
 }

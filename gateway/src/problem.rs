@@ -98,3 +98,25 @@ impl IntoResponse for Problem {
         resp
     }
 }
+
+/// The answer to a path no route serves: 404 naming the path (the router's fallback).
+pub(crate) async fn no_route(uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    Problem::new(
+        StatusCode::NOT_FOUND,
+        "not-found",
+        format!("no route for `{path}`: the API is under /v1/, operations under /admin/"),
+    )
+    .into_response()
+}
+
+/// The answer to a method a route does not serve: 405 naming both (the router adds `Allow`).
+pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
+    let path = uri.path();
+    Problem::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method-not-allowed",
+        format!("`{method}` is not served on `{path}`: the `Allow` header lists what is"),
+    )
+    .into_response()
+}

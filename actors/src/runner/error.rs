@@ -9,8 +9,13 @@ pub enum RunnerError {
     #[error("{0}")]
     InvalidArgument(String),
     /// No workflow of that name on this node.
-    #[error("unknown workflow `{0}`")]
-    UnknownWorkflow(String),
+    #[error("unknown workflow `{name}` (this runner runs: {})", runs_list(.runs))]
+    UnknownWorkflow {
+        /// The name asked for.
+        name: String,
+        /// The workflows this node runs.
+        runs: Vec<String>,
+    },
     /// No such instance (for this tenant).
     #[error("{0}")]
     NotFound(String),
@@ -34,13 +39,22 @@ pub enum RunnerError {
     Timeout(Duration),
 }
 
+/// `` `a`, `b` ``, or `none`.
+fn runs_list(runs: &[String]) -> String {
+    if runs.is_empty() {
+        return "none".into();
+    }
+    let quoted: Vec<String> = runs.iter().map(|r| format!("`{r}`")).collect();
+    quoted.join(", ")
+}
+
 impl RunnerError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {
         let msg = self.to_string();
         match self {
             Self::InvalidArgument(_) => tonic::Status::invalid_argument(msg),
-            Self::UnknownWorkflow(_) | Self::NotFound(_) => tonic::Status::not_found(msg),
+            Self::UnknownWorkflow { .. } | Self::NotFound(_) => tonic::Status::not_found(msg),
             Self::AlreadyExists(_) => tonic::Status::already_exists(msg),
             Self::Rejected(_) => tonic::Status::failed_precondition(msg),
             Self::Conflict(_) => tonic::Status::aborted(msg),
@@ -48,5 +62,31 @@ impl RunnerError {
             Self::Unavailable(_) => tonic::Status::unavailable(msg),
             Self::Timeout(_) => tonic::Status::deadline_exceeded(msg),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_unknown_workflow_names_what_the_runner_runs_in_a_closed_sentence() {
+        let e = RunnerError::UnknownWorkflow {
+            name: "nosuch".into(),
+            runs: vec!["transfer".into(), "payout".into()],
+        };
+        assert_eq!(
+            e.to_string(),
+            "unknown workflow `nosuch` (this runner runs: `transfer`, `payout`)"
+        );
+        assert_eq!(e.to_status().code(), tonic::Code::NotFound);
+        let none = RunnerError::UnknownWorkflow {
+            name: "x".into(),
+            runs: vec![],
+        };
+        assert_eq!(
+            none.to_string(),
+            "unknown workflow `x` (this runner runs: none)"
+        );
     }
 }

@@ -106,10 +106,10 @@ impl RunnerNode {
         workflow: &str,
     ) -> Result<&std::sync::Arc<dyn super::instance::WorkflowHost>, Status> {
         self.inner.hosts.get(workflow).ok_or_else(|| {
-            RunnerError::UnknownWorkflow(format!(
-                "{workflow}` (this runner runs: `{}",
-                self.workflows().join("`, `")
-            ))
+            RunnerError::UnknownWorkflow {
+                name: workflow.to_string(),
+                runs: self.workflows().into_iter().map(String::from).collect(),
+            }
             .to_status()
         })
     }

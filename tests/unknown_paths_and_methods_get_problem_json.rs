@@ -1,0 +1,73 @@
+//! A path the Gateway does not serve, and a method a route does not serve, are answered like
+//! every other refusal: problem+json with the right status (and `Allow` on a 405), not an
+//! empty body.
+
+mod common;
+
+use axum::body::Body;
+use axum::http::Request;
+use common::*;
+use tower::ServiceExt;
+
+#[tokio::test]
+async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json() {
+    let p = Platform::start().await;
+    let token = p.token("acme", &["commands:*", "queries:*", "workflows:*"]);
+    let cases = [
+        ("GET", "/v2/commands/account/a-1", 404, "not-found", None),
+        ("GET", "/nothing-here", 404, "not-found", None),
+        (
+            "GET",
+            "/v1/commands/account/a-1",
+            405,
+            "method-not-allowed",
+            Some("POST"),
+        ),
+        (
+            "DELETE",
+            "/v1/query/balances/a-1",
+            405,
+            "method-not-allowed",
+            Some("GET"),
+        ),
+        (
+            "PUT",
+            "/admin/nodes",
+            405,
+            "method-not-allowed",
+            Some("GET"),
+        ),
+    ];
+    for (method, path, status, slug, allow) in cases {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .body(Body::empty())
+            .unwrap();
+        let resp = p.gateway.router().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), status, "{method} {path}");
+        let header = |n: &str| {
+            resp.headers()
+                .get(n)
+                .map(|v| v.to_str().unwrap().to_string())
+        };
+        assert_eq!(
+            header("content-type").as_deref(),
+            Some("application/problem+json"),
+            "{method} {path}"
+        );
+        let got_allow = header("allow");
+        if let Some(allow) = allow {
+            let got = got_allow.unwrap_or_default();
+            assert!(got.contains(allow), "{method} {path}: allow {got:?}");
+        }
+        let json = body_json(resp).await;
+        assert_eq!(json["status"], status);
+        assert_eq!(json["type"], format!("urn:cloudlysis:problem:{slug}"));
+        let detail = json["detail"].as_str().unwrap();
+        assert!(detail.contains(path), "{method} {path}: {detail}");
+    }
+    // Nothing was sent on: no message reached the stream.
+    assert_eq!(p.message_count().await, 0);
+}
