@@ -15,7 +15,8 @@
 
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, Query, State};
+use crate::extract::{Path, Query};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::node::{ChildNode, DescribeResponse, SupervisorNode};

@@ -28,8 +28,9 @@
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::extract::Path;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;

@@ -38,6 +38,7 @@ pub mod upstream;
 
 mod admin;
 mod commands;
+mod extract;
 mod queries;
 mod runner_admin;
 mod ui;

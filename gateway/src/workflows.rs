@@ -34,8 +34,9 @@
 
 use std::time::Instant;
 
+use crate::extract::{Path, Query};
 use axum::body::Body;
-use axum::extract::{Path, Query, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient;

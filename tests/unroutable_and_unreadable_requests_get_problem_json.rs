@@ -1,6 +1,6 @@
-//! A path the Gateway does not serve, and a method a route does not serve, are answered like
-//! every other refusal: problem+json with the right status (and `Allow` on a 405), not an
-//! empty body.
+//! A path the Gateway does not serve, a method a route does not serve, a path segment that is
+//! not UTF-8 and a query string that does not fit are answered like every other refusal:
+//! problem+json with the right status (and `Allow` on a 405), not an empty or plain-text body.
 
 mod common;
 
@@ -69,5 +69,46 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
         assert!(detail.contains(path), "{method} {path}: {detail}");
     }
     // Nothing was sent on: no message reached the stream.
+    assert_eq!(p.message_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_path_or_query_string_the_gateway_cannot_read_is_a_400_problem() {
+    let p = Platform::start().await;
+    let token = p.token(
+        "acme",
+        &["commands:*", "queries:*", "workflows:*", "admin:read"],
+    );
+    let cases = [
+        ("POST", "/v1/commands/account/%FF", "UTF-8"),
+        ("GET", "/v1/query/balances/%FF", "UTF-8"),
+        ("GET", "/v1/query/balances?limit=abc", "limit"),
+        (
+            "GET",
+            "/v1/workflows/transfer?limit=1&limit=2",
+            "duplicate field `limit`",
+        ),
+        ("GET", "/admin/poison?limit=zz", "limit"),
+    ];
+    for (method, path, words) in cases {
+        let req = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .body(Body::from(r#"{"type":"Deposit","payload":{"amount":1}}"#))
+            .unwrap();
+        let resp = p.gateway.router().oneshot(req).await.unwrap();
+        assert_eq!(resp.status().as_u16(), 400, "{method} {path}");
+        let ctype = resp
+            .headers()
+            .get("content-type")
+            .map(|v| v.to_str().unwrap().to_string());
+        assert_eq!(ctype.as_deref(), Some("application/problem+json"), "{path}");
+        let json = body_json(resp).await;
+        assert_eq!(json["type"], "urn:cloudlysis:problem:bad-request", "{path}");
+        let detail = json["detail"].as_str().unwrap();
+        assert!(detail.contains(words), "{method} {path}: {detail}");
+    }
     assert_eq!(p.message_count().await, 0);
 }

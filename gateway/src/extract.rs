@@ -1,0 +1,59 @@
+//! The Gateway's path and query extractors: axum's, with their refusals answered as
+//! problem+json like every other refusal (axum's own answer is `text/plain`).
+//!
+//! A path segment that is not UTF-8 after percent-decoding (`/v1/commands/account/%FF`) or a
+//! query string that does not fit its parameters (`?limit=abc`, `?limit=1&limit=2`) is a 400
+//! `bad-request` naming what did not fit.
+
+use axum::extract::FromRequestParts;
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use serde::de::DeserializeOwned;
+
+use crate::problem::Problem;
+
+/// [`axum::extract::Path`], refused as problem+json.
+pub(crate) struct Path<T>(pub T);
+
+/// [`axum::extract::Query`], refused as problem+json.
+pub(crate) struct Query<T>(pub T);
+
+/// A refusal of axum's: a client error is `bad-request`; anything else (a route declared with
+/// parameters its handler does not take) is the Gateway's fault.
+fn refused(status: StatusCode, what: &str, text: String) -> Problem {
+    if status.is_client_error() {
+        Problem::bad_request(format!("{what}: {text}"))
+    } else {
+        Problem::new(status, "internal", format!("{what}: {text}"))
+    }
+}
+
+impl<T, S> FromRequestParts<S> for Path<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(refused(e.status(), "path", e.body_text())),
+        }
+    }
+}
+
+impl<T, S> FromRequestParts<S> for Query<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = Problem;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(refused(e.status(), "query string", e.body_text())),
+        }
+    }
+}
