@@ -76,3 +76,32 @@ async fn a_bad_min_sequence_or_missing_right_is_refused() {
     .await;
     assert_eq!(s, 404);
 }
+
+#[tokio::test]
+async fn a_read_that_waited_past_its_deadline_says_when_to_retry() {
+    let p = Platform::start().await;
+    let reader = p.token("acme", &["queries:balances"]);
+    // A sequence the view has not reached: the read waits for it until its deadline. A read
+    // is safe to repeat, so the 504 says when to (a command's 504 never does).
+    let req = axum::http::Request::builder()
+        .uri("/v1/query/balances/acc")
+        .header("authorization", format!("Bearer {reader}"))
+        .header("x-min-sequence", "1000000")
+        .header("x-request-timeout-ms", "300")
+        .body(axum::body::Body::empty())
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(p.gateway.router(), req)
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 504);
+    let retry = resp
+        .headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(retry.as_deref(), Some("1"));
+    let body = body_json(resp).await;
+    assert!(
+        body["detail"].as_str().unwrap().contains("not yet 1000000"),
+        "{body}"
+    );
+}

@@ -278,6 +278,13 @@ where
             }
         }
     };
+    // A read is safe to repeat: a deadline that passed (the view behind `x-min-sequence`, a
+    // slow node) says when to try again, unlike a command's, whose outcome may be unknown.
+    let p = if p.status == StatusCode::GATEWAY_TIMEOUT && p.retry_after.is_none() {
+        p.retry_after(1)
+    } else {
+        p
+    };
     finish(
         p.with_correlation(correlation.as_str()).into_response(),
         route,
