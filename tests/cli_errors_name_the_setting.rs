@@ -40,6 +40,12 @@ fn every_role_refuses_to_start_without_a_node_secret() {
             stderr.contains("CLOUDLYSIS_NODE_SECRET"),
             "{role}: {stderr}"
         );
+        // It says the setting is not set — not that some value from the variable is invalid.
+        assert!(
+            stderr.contains("setting `node.secret` is not set"),
+            "{role}: {stderr}"
+        );
+        assert!(!stderr.contains("invalid value"), "{role}: {stderr}");
     }
     // A short one is refused as well.
     let out = cloudlysis()
@@ -249,4 +255,21 @@ fn projection_lanes_out_of_range_is_named() {
         stderr.contains("projection.lanes") && stderr.contains("between 1 and 64"),
         "{stderr}"
     );
+}
+
+#[test]
+fn a_gateway_without_a_token_secret_says_it_is_not_set() {
+    let out = cloudlysis()
+        .env_remove("CLOUDLYSIS_JWT_SECRET")
+        .args(["gateway", "--http-addr", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("setting `gateway.jwt_secret` is not set")
+            && stderr.contains("CLOUDLYSIS_JWT_SECRET"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("invalid value"), "{stderr}");
 }

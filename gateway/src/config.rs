@@ -307,11 +307,13 @@ impl GatewaySettings {
             None => match jwt_secret_default {
                 Some(s) => s.to_string(),
                 None => {
-                    return Err(ConfigError::Invalid {
+                    return Err(ConfigError::Missing {
                         setting: JWT_SECRET.key,
-                        origin: Origin::Env(JWT_SECRET.env),
-                        value: String::new(),
-                        reason: "required: set CLOUDLYSIS_JWT_SECRET (at least 32 bytes)".into(),
+                        reason: format!(
+                            "set {} (at least {} bytes) to verify the API's bearer tokens",
+                            JWT_SECRET.env,
+                            crate::auth::MIN_SECRET_LEN
+                        ),
                     });
                 }
             },
@@ -376,11 +378,9 @@ fn oidc(src: &ConfigSource) -> Result<crate::oidc::OidcSettings, ConfigError> {
         match src.raw(setting, None) {
             Some((v, _)) if !v.trim().is_empty() => *slot = v,
             _ => {
-                return Err(ConfigError::Invalid {
+                return Err(ConfigError::Missing {
                     setting: setting.key,
-                    origin: Origin::Env(setting.env),
-                    value: String::new(),
-                    reason: format!("required with {} (set {})", source.key, setting.env),
+                    reason: format!("required with {}: set {}", source.key, setting.env),
                 });
             }
         }

@@ -133,6 +133,14 @@ pub enum ConfigError {
         /// Why it is invalid.
         reason: String,
     },
+    /// A setting that must be given was not (no flag, variable or file key holds it).
+    #[error("setting `{setting}` is not set: {reason}")]
+    Missing {
+        /// The setting's key.
+        setting: &'static str,
+        /// What it is needed for and how to set it.
+        reason: String,
+    },
     /// A setting Cloudlysis refuses on purpose.
     #[error("setting `{setting}` (from {origin}) is not supported: {reason}")]
     Unsupported {

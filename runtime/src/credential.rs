@@ -384,14 +384,13 @@ impl NodeKeys {
                     invalid(&NODE_SECRET, Origin::Env(NODE_SECRET.env), e.to_string())
                 })?,
                 None => {
-                    return Err(invalid(
-                        &NODE_SECRET,
-                        Origin::Env(NODE_SECRET.env),
-                        format!(
-                            "required: set {} (at least {MIN_SECRET_LEN} bytes) on every node, Gateway and CLI of the deployment",
+                    return Err(ConfigError::Missing {
+                        setting: NODE_SECRET.key,
+                        reason: format!(
+                            "set {} (at least {MIN_SECRET_LEN} bytes; the same on every node, Gateway and CLI of the deployment)",
                             NODE_SECRET.env
                         ),
-                    ));
+                    });
                 }
             },
         };
