@@ -39,10 +39,12 @@ async fn an_ack_delayed_past_the_deadline_is_an_unknown_outcome_and_the_commit_l
 
     assert_eq!(status, 504, "{body}");
     assert_eq!(problem_type(&body), "outcome-unknown", "{body}");
-    assert!(
-        body["detail"].as_str().unwrap().contains("Idempotency-Key"),
-        "{body}"
-    );
+    // The command carried no key: the advice is to read first, not to "retry with the same
+    // key" it never had — and it is given once.
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("carried no Idempotency-Key"), "{body}");
+    assert!(!detail.contains("same Idempotency-Key"), "{body}");
+    assert_eq!(detail.matches("outcome is unknown").count(), 1, "{body}");
     // The server goes on with what it was sent: the commit lands, as "unknown" allowed.
     assert!(
         eventually(Duration::from_secs(10), || async {
@@ -147,4 +149,21 @@ async fn a_node_that_dies_mid_call_is_an_unknown_outcome() {
     assert_eq!(status, 502, "{body}");
     assert_eq!(problem_type(&body), "outcome-unknown", "{body}");
     assert_eq!(retry_after, None, "no blind retry: {body}");
+
+    // With a key, the same failure says to retry with that key.
+    let req = axum::http::Request::builder()
+        .method("POST")
+        .uri("/v1/commands/account/d")
+        .header("authorization", format!("Bearer {token}"))
+        .header("content-type", "application/json")
+        .header("idempotency-key", "k-d-1")
+        .body(axum::body::Body::from(DEPOSIT))
+        .unwrap();
+    let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
+    assert_eq!(resp.status().as_u16(), 502);
+    let body = common::body_json(resp).await;
+    assert_eq!(problem_type(&body), "outcome-unknown", "{body}");
+    let detail = body["detail"].as_str().unwrap();
+    assert!(detail.contains("same Idempotency-Key"), "{body}");
+    assert!(!detail.contains("carried no"), "{body}");
 }

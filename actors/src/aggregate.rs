@@ -248,10 +248,8 @@ pub enum CommandError {
     #[error("{0}")]
     IdempotencyKeyReused(String),
     /// The commit was sent but not acknowledged: it may or may not have landed. Retry only with
-    /// an idempotency key.
-    #[error(
-        "the outcome is unknown (the commit may have landed): {0}; retry only with an Idempotency-Key"
-    )]
+    /// an idempotency key (the caller says so: it knows whether the command carried one).
+    #[error("the outcome is unknown (the commit may have landed): {0}")]
     OutcomeUnknown(String),
 }
 

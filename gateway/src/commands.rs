@@ -270,6 +270,7 @@ async fn handle(
                 return Err(outcome_unknown(
                     StatusCode::GATEWAY_TIMEOUT,
                     "the aggregate node did not answer in time",
+                    ctx.idempotency_key.is_some(),
                 ));
             }
             Ok(Ok(r)) => {
@@ -287,10 +288,15 @@ async fn handle(
                     deadline.remaining(),
                 ) {
                     retry::Next::RetryAfter(wait) => tokio::time::sleep(wait).await,
-                    retry::Next::GiveUp => return Err(command_status_problem(&status)),
+                    retry::Next::GiveUp => return Err(command_status_problem(&status, true)),
                 }
             }
-            Ok(Err(status)) => return Err(command_status_problem(&status)),
+            Ok(Err(status)) => {
+                return Err(command_status_problem(
+                    &status,
+                    ctx.idempotency_key.is_some(),
+                ));
+            }
         }
     };
     let body = Committed {
@@ -351,23 +357,34 @@ pub(crate) fn authenticate_with(
     Ok((claims, tenant))
 }
 
-/// The answer when a command may or may not have committed: never a blind retry.
-fn outcome_unknown(status: StatusCode, what: &str) -> Problem {
+/// How every outcome-unknown detail begins (the node's `CommandError::OutcomeUnknown` too).
+const UNKNOWN: &str = "the outcome is unknown (the commit may have landed): ";
+
+/// The answer when a command may or may not have committed: never a blind retry. `what` is
+/// why (the node's message, or the Gateway's reason); what is safe next depends on whether the
+/// command carried an `Idempotency-Key` (`keyed`).
+fn outcome_unknown(status: StatusCode, what: &str, keyed: bool) -> Problem {
+    // The node's message says so already; the Gateway's own reasons get the same opening.
+    let what = what.strip_prefix(UNKNOWN).unwrap_or(what);
+    let advice = if keyed {
+        "retry it with the same Idempotency-Key (a committed command is then answered, not run \
+         again), or read the aggregate first"
+    } else {
+        "read the aggregate before sending it again: it carried no Idempotency-Key, so a repeat \
+         could apply it twice (send one to make retries safe)"
+    };
     Problem::new(
         status,
         "outcome-unknown",
-        format!(
-            "{what}; the command may or may not have been committed: retry it with the same \
-             Idempotency-Key (a committed command is then answered, not run again), or read \
-             the aggregate before sending it again"
-        ),
+        format!("{UNKNOWN}{what}; {advice}"),
     )
 }
 
 /// Maps a failed command call to a problem. What the node marked ([`ErrorKind`]) decides
 /// whether anything may have committed; without a mark, only a call that never left the
-/// Gateway (no connection) is known not to have committed.
-pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
+/// Gateway (no connection) is known not to have committed. `keyed`: the command carried an
+/// `Idempotency-Key` (what a caller may safely do next depends on it).
+pub(crate) fn command_status_problem(status: &tonic::Status, keyed: bool) -> Problem {
     use tonic::Code;
     match ErrorKind::of(status) {
         Some(ErrorKind::IdempotencyKeyReused) => {
@@ -378,7 +395,7 @@ pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
             );
         }
         Some(ErrorKind::OutcomeUnknown) => {
-            return outcome_unknown(StatusCode::GATEWAY_TIMEOUT, status.message());
+            return outcome_unknown(StatusCode::GATEWAY_TIMEOUT, status.message(), keyed);
         }
         Some(ErrorKind::NotCommitted) if status.code() == Code::DeadlineExceeded => {
             return Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", status.message())
@@ -398,6 +415,7 @@ pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
                 "the call to the aggregate node failed: {}",
                 status.message()
             ),
+            keyed,
         ),
         Code::DeadlineExceeded | Code::Cancelled => outcome_unknown(
             StatusCode::GATEWAY_TIMEOUT,
@@ -405,6 +423,7 @@ pub(crate) fn command_status_problem(status: &tonic::Status) -> Problem {
                 "the aggregate node did not answer in time ({})",
                 status.message()
             ),
+            keyed,
         ),
         _ => node_status_problem(status, "aggregate"),
     }
