@@ -473,7 +473,8 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
         Code::Unavailable => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            format!("the {role} node is unavailable: {msg}"),
+            // The node answered: it, or what it depends on (NATS), cannot serve the call now.
+            format!("the {role} node could not serve the request: {msg}"),
         )
         .retry_after(hint),
         // Deadline: the node says whether the outcome is unknown; never a Retry-After here.

@@ -74,6 +74,15 @@ impl ProjectionNode {
     }
 }
 
+/// A read of the view's store (the NATS KV bucket) that failed: retryable, and named as the
+/// store's failure, not the node's.
+fn store_failed(view: &str, why: impl std::fmt::Display) -> Status {
+    Status::unavailable(format!(
+        "reading view `{view}` from its store ({}) failed: {why}",
+        buckets::VIEWS_BUCKET
+    ))
+}
+
 pub(crate) fn query_context<T>(
     request: &Request<T>,
 ) -> Result<(RequestContext, Option<tokio::time::Instant>), Status> {
@@ -105,8 +114,8 @@ impl QueryService for ProjectionNode {
         );
         let read = tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
             .await
-            .map_err(|_| Status::unavailable("reading the view timed out"))
-            .and_then(|r| r.map_err(|e| Status::unavailable(e.to_string())));
+            .map_err(|_| store_failed(&req.view, "no answer within 5s"))
+            .and_then(|r| r.map_err(|e| store_failed(&req.view, e)));
         let outcome = match &read {
             Ok(Some(_)) => "found",
             Ok(None) => "not_found",
@@ -177,7 +186,7 @@ impl QueryService for ProjectionNode {
                 |key| key.starts_with(req.prefix.as_str()),
             )
             .await
-            .map_err(|e| Status::unavailable(e.to_string()))?;
+            .map_err(|e| store_failed(&req.view, e))?;
             let kv = self.inner.kv.clone();
             let reads = futures::stream::iter(keys.keys.iter().cloned().map(|key| {
                 let (kv, full) = (kv.clone(), format!("{prefix}{key}"));
@@ -189,8 +198,7 @@ impl QueryService for ProjectionNode {
             let mut documents = Vec::with_capacity(reads.len());
             for read in reads {
                 // A document deleted since the scan is left out.
-                let (key, Some(bytes)) = read.map_err(|e| Status::unavailable(e.to_string()))?
-                else {
+                let (key, Some(bytes)) = read.map_err(|e| store_failed(&req.view, e))? else {
                     continue;
                 };
                 let record: DocumentRecord = serde_json::from_slice(&bytes).map_err(|e| {
