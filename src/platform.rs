@@ -281,7 +281,7 @@ impl Platform {
             nodes::intake_check(r, intake);
         })?;
         Ok(Self {
-            router: gateway.router().merge(ops),
+            router: gateway.router_with(ops),
             grpc_addr,
             query_addr,
             runner_addr,

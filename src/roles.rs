@@ -102,7 +102,7 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let handle = cloudlysis_runtime::metrics::install()?;
     cloudlysis_runtime::metrics::record_build_info("gateway");
-    let app = gateway.router().merge(service::router(ServiceEndpoints {
+    let app = gateway.router_with(service::router(ServiceEndpoints {
         readiness: gateway.readiness(),
         metrics: handle,
     }));

@@ -81,8 +81,8 @@ async fn a_bad_min_sequence_or_missing_right_is_refused() {
 async fn a_read_that_waited_past_its_deadline_says_when_to_retry() {
     let p = Platform::start().await;
     let reader = p.token("acme", &["queries:balances"]);
-    // A sequence the view has not reached: the read waits for it until its deadline. A read
-    // is safe to repeat, so the 504 says when to (a command's 504 never does).
+    // A sequence the view has not reached: the read waits for it until its deadline. The read
+    // is safe to repeat once the view caught up, so the 504 says when to.
     let req = axum::http::Request::builder()
         .uri("/v1/query/balances/acc")
         .header("authorization", format!("Bearer {reader}"))
@@ -99,9 +99,12 @@ async fn a_read_that_waited_past_its_deadline_says_when_to_retry() {
         .get("retry-after")
         .map(|v| v.to_str().unwrap().to_string());
     assert_eq!(retry.as_deref(), Some("1"));
+    // The node's answer (the view's sequence) or, when the Gateway's own timer fires first
+    // (the node's deadline keeps a margin), the Gateway's: either names the wait.
     let body = body_json(resp).await;
+    let detail = body["detail"].as_str().unwrap();
     assert!(
-        body["detail"].as_str().unwrap().contains("not yet 1000000"),
+        detail.contains("not yet 1000000") || detail.contains("did not answer within"),
         "{body}"
     );
 }

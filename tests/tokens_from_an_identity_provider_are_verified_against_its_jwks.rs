@@ -295,7 +295,20 @@ fn a_jwks_without_issuer_and_audience_or_unreadable_names_the_setting() {
     let jwks = fixture("jwks.json");
     let jwks = jwks.to_str().unwrap();
     let err = run(&[("CLOUDLYSIS_JWKS_FILE", jwks)]);
-    assert!(err.contains("gateway.jwt_issuer"), "{err}");
+    assert!(
+        err.contains("setting `gateway.jwt_issuer` is not set"),
+        "{err}"
+    );
+    // Set but blank is an invalid value, named with where it came from.
+    let err = run(&[
+        ("CLOUDLYSIS_JWKS_FILE", jwks),
+        ("CLOUDLYSIS_JWT_ISSUER", "  "),
+    ]);
+    assert!(
+        err.contains("gateway.jwt_issuer") && err.contains("CLOUDLYSIS_JWT_ISSUER"),
+        "{err}"
+    );
+    assert!(err.contains("must not be blank"), "{err}");
     let err = run(&[
         ("CLOUDLYSIS_JWKS_FILE", "/nonexistent/jwks.json"),
         ("CLOUDLYSIS_JWT_ISSUER", ISSUER),

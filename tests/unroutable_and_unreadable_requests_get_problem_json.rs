@@ -37,7 +37,15 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
             "method-not-allowed",
             Some("GET"),
         ),
+        ("POST", "/metrics", 405, "method-not-allowed", Some("GET")),
     ];
+    // Served as `cloudlysis gateway` serves it: the API beside /health, /ready and /metrics.
+    let router = p.gateway.router_with(cloudlysis_runtime::service::router(
+        cloudlysis_runtime::service::ServiceEndpoints {
+            readiness: cloudlysis_runtime::service::Readiness::new(),
+            metrics: cloudlysis_runtime::metrics::install().unwrap(),
+        },
+    ));
     for (method, path, status, slug, allow) in cases {
         let req = Request::builder()
             .method(method)
@@ -45,7 +53,7 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
             .header("authorization", format!("Bearer {token}"))
             .body(Body::empty())
             .unwrap();
-        let resp = p.gateway.router().oneshot(req).await.unwrap();
+        let resp = router.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{method} {path}");
         let header = |n: &str| {
             resp.headers()

@@ -21,7 +21,7 @@
 //! | entity mailbox full | 429 + `Retry-After` |
 //! | node unavailable, or no connection to it (nothing was sent) | 503 + `Retry-After` |
 //! | deadline passed before the commit was published (nothing was committed) | 504 `timeout` + `Retry-After` |
-//! | deadline passed after a publish started, or no answer in time | 504 `outcome-unknown` (retry with the same `Idempotency-Key`, or read the aggregate) |
+//! | deadline passed after a publish started, or no answer in time | 504 `outcome-unknown` (with the command's `Idempotency-Key`: retry with it; without one: read the aggregate first) |
 //! | the connection to the node failed after the command was sent | 502 `outcome-unknown` |
 //! | body not received within 10 s | 408 |
 
@@ -371,7 +371,7 @@ fn outcome_unknown(status: StatusCode, what: &str, keyed: bool) -> Problem {
          again), or read the aggregate first"
     } else {
         "read the aggregate before sending it again: it carried no Idempotency-Key, so a repeat \
-         could apply it twice (send one to make retries safe)"
+         could apply it twice (commands that carry one can be retried safely)"
     };
     Problem::new(
         status,
@@ -473,11 +473,12 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
         Code::Unavailable => Problem::new(
             StatusCode::SERVICE_UNAVAILABLE,
             "unavailable",
-            // The node answered: it, or what it depends on (NATS), cannot serve the call now.
-            format!("the {role} node could not serve the request: {msg}"),
+            // The node, or what it depends on (NATS), or the connection to it failed the call.
+            format!("the {role} node did not serve the request: {msg}"),
         )
         .retry_after(hint),
-        // Deadline: the node says whether the outcome is unknown; never a Retry-After here.
+        // Deadline: the node says whether the outcome is unknown; no Retry-After here (a read
+        // that waited for `x-min-sequence` adds one: queries.rs).
         Code::DeadlineExceeded | Code::Cancelled => {
             Problem::new(StatusCode::GATEWAY_TIMEOUT, "timeout", msg)
         }

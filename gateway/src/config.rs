@@ -377,7 +377,15 @@ fn oidc(src: &ConfigSource) -> Result<crate::oidc::OidcSettings, ConfigError> {
     ] {
         match src.raw(setting, None) {
             Some((v, _)) if !v.trim().is_empty() => *slot = v,
-            _ => {
+            Some((v, origin)) => {
+                return Err(ConfigError::Invalid {
+                    setting: setting.key,
+                    origin,
+                    value: v,
+                    reason: format!("must not be blank: it is required with {}", source.key),
+                });
+            }
+            None => {
                 return Err(ConfigError::Missing {
                     setting: setting.key,
                     reason: format!("required with {}: set {}", source.key, setting.env),

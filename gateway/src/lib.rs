@@ -582,8 +582,15 @@ impl Gateway {
         &self.inner.auth
     }
 
-    /// The Gateway's routes (merge the runtime's service endpoints next to them).
+    /// The Gateway's routes alone (see [`Gateway::router_with`]).
     pub fn router(&self) -> Router {
+        self.router_with(Router::new())
+    }
+
+    /// The Gateway's routes with `extra` (the runtime's service endpoints: `/health`, `/ready`,
+    /// `/metrics`) beside them; any other path answers 404 and a method no route serves 405,
+    /// both problem+json.
+    pub fn router_with(&self, extra: Router) -> Router {
         // The API routes, behind the per-tenant admission.
         let api = Router::new()
             .route(
@@ -634,10 +641,11 @@ impl Gateway {
             .route("/admin/poison/{id}/redrive", post(admin::poison_redrive))
             .route("/admin/audit", axum::routing::get(admin::audit))
             .merge(ui::router(&self.inner.settings.ui_dir))
-            // Unknown paths and methods answer problem+json too (after every route above: the
-            // 405 answer applies to the routes present when it is set).
+            .with_state(self.clone())
+            .merge(extra)
+            // Unknown paths and methods answer problem+json too (after every route: the 405
+            // answer applies to the routes present when it is set).
             .fallback(problem::no_route)
             .method_not_allowed_fallback(problem::wrong_method)
-            .with_state(self.clone())
     }
 }

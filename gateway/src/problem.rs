@@ -105,7 +105,10 @@ pub(crate) async fn no_route(uri: axum::http::Uri) -> Response {
     Problem::new(
         StatusCode::NOT_FOUND,
         "not-found",
-        format!("no route for `{path}`: the API is under /v1/, operations under /admin/"),
+        format!(
+            "no route for `{path}`: the API is under /v1/, operations under /admin/, the Control UI \
+             under /ui/"
+        ),
     )
     .into_response()
 }

@@ -278,9 +278,11 @@ where
             }
         }
     };
-    // A read is safe to repeat: a deadline that passed (the view behind `x-min-sequence`, a
-    // slow node) says when to try again, unlike a command's, whose outcome may be unknown.
-    let p = if p.status == StatusCode::GATEWAY_TIMEOUT && p.retry_after.is_none() {
+    // A read that waited for `x-min-sequence` and ran out of time found the view behind: it is
+    // safe to repeat once the view has caught up, so the 504 says when. Other reads out of time
+    // carry none (a list that ran out of time would only add load if repeated at once).
+    let waited = headers.contains_key("x-min-sequence");
+    let p = if waited && p.status == StatusCode::GATEWAY_TIMEOUT && p.retry_after.is_none() {
         p.retry_after(1)
     } else {
         p

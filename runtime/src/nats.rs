@@ -218,7 +218,7 @@ fn write_publish_headers(map: &mut async_nats::HeaderMap, ctx: &RequestContext, 
 
 /// Publishes `payload` to `subject` with [`publish_headers`] (written into `extra`, the
 /// publisher's own headers such as `Nats-Expected-Last-Subject-Sequence`, when given: one map per
-/// message, nothing copied; a context header in `extra` is replaced by the context's), and waits
+/// message, nothing copied; a header the context writes replaces the same one in `extra`), and waits
 /// for the JetStream ack up to `timeout`.
 pub async fn publish(
     js: &jetstream::Context,

@@ -9,7 +9,7 @@
 //! | what happened | mark | Gateway answer |
 //! |---|---|---|
 //! | the deadline passed before any publish started | `not-committed` | 504 `timeout` + `Retry-After` (nothing was committed) |
-//! | a publish had started when the deadline passed, or its ack never came | `outcome-unknown` | 504 `outcome-unknown` (retry with the same `Idempotency-Key`, or read the aggregate) |
+//! | a publish had started when the deadline passed, or its ack never came | `outcome-unknown` | 504 `outcome-unknown` (with the command's `Idempotency-Key`: retry with it; without one: read the aggregate first) |
 //! | an idempotency key reused with a different command | `idempotency-key-reused` | 422 `idempotency-key-reused` |
 //! | no connection to the node could be made, or the node refused the call at the HTTP/2 layer (GOAWAY below its stream, `REFUSED_STREAM`: not processed) | — | 503 `unavailable` + `Retry-After` (nothing was done there) |
 //! | the connection failed after the request was sent, or the caller's own deadline passed | — | 502 / 504 `outcome-unknown` |
