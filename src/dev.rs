@@ -12,6 +12,7 @@ use cloudlysis_runtime::nats_server;
 
 use crate::App;
 use crate::cli::DevArgs;
+use crate::dev_nats::{Keeper, Member, Respawn};
 use crate::platform::{Hosting, Platform};
 use crate::{nodes, streams};
 
@@ -70,7 +71,7 @@ pub async fn run(src: &ConfigSource, args: DevArgs, app: &App) -> anyhow::Result
         );
     }
 
-    let mut nats_children = Vec::new();
+    let mut nats_members = Vec::new();
     let nats_url = match src.raw(&settings::NATS_URL, args.nats_url.as_deref()) {
         Some(_) if args.cluster => {
             anyhow::bail!(
@@ -79,38 +80,48 @@ pub async fn run(src: &ConfigSource, args: DevArgs, app: &App) -> anyhow::Result
         }
         Some((url, _)) => url,
         None if args.cluster => {
-            let (children, urls) = start_nats_cluster(&data_dir).await?;
-            nats_children = children;
+            let (members, urls) = start_nats_cluster(&data_dir).await?;
+            nats_members = members;
             urls
         }
         None => {
-            let (child, url) = start_nats(&data_dir).await?;
-            nats_children.push(child);
+            let member = start_nats(&data_dir).await?;
+            let url = member.url.clone();
+            nats_members.push(member);
             url
         }
     };
-    let result = serve(
-        src,
-        &nats_url,
-        listener,
-        app,
-        &data_dir,
-        !nats_children.is_empty(),
-        args.cluster,
-    )
-    .await;
-    for mut child in nats_children {
+    let own_nats = !nats_members.is_empty();
+    // The servers dev started are kept running while it runs (`dev_nats`); one that cannot be
+    // kept stops dev like Ctrl-C does, and dev then exits with the reason.
+    let keeper = Keeper::start(nats_members);
+    let failed = keeper.failed();
+    let stopped = async move {
+        tokio::select! {
+            _ = nodes::shutdown_signal() => {}
+            why = failed => eprintln!("stopping: {why}"),
+        }
+    };
+    let nats = DevNats {
+        url: &nats_url,
+        own: own_nats,
+        cluster: args.cluster,
+    };
+    let result = serve(src, nats, listener, app, &data_dir, stopped).await;
+    let failure = keeper.failure();
+    if own_nats {
         eprintln!("stopping nats-server");
-        nats_server::stop_gracefully(&mut child, Duration::from_secs(15)).await?;
     }
-    result
+    keeper.stop().await;
+    match failure {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => result,
+    }
 }
 
 /// Starts a 3-node JetStream cluster on loopback (stores under `<data dir>/nats-cluster/<i>`)
 /// and waits until every member answers; returns the children and the members' URLs.
-async fn start_nats_cluster(
-    data_dir: &std::path::Path,
-) -> anyhow::Result<(Vec<tokio::process::Child>, String)> {
+async fn start_nats_cluster(data_dir: &std::path::Path) -> anyhow::Result<(Vec<Member>, String)> {
     let binary = nats_server::find()?;
     let free = || -> anyhow::Result<u16> {
         Ok(std::net::TcpListener::bind("127.0.0.1:0")?
@@ -140,20 +151,25 @@ async fn start_nats_cluster(
             port: *route_port,
             routes: routes.clone(),
         };
-        children.push(nats_server::spawn_clustered(
-            &binary,
-            "127.0.0.1",
-            *port,
-            &store,
-            &log,
-            &args,
-        )?);
-        urls.push(format!("nats://127.0.0.1:{port}"));
+        let respawn: Respawn = {
+            let (binary, port, store, log) = (binary.clone(), *port, store.clone(), log.clone());
+            Box::new(move || {
+                nats_server::spawn_clustered(&binary, "127.0.0.1", port, &store, &log, &args)
+            })
+        };
+        let url = format!("nats://127.0.0.1:{port}");
+        children.push(Member {
+            child: respawn()?,
+            url: url.clone(),
+            log,
+            respawn,
+        });
+        urls.push(url);
     }
     for url in &urls {
         if let Err(e) = nats_server::wait_until_ready(url, NATS_START_DEADLINE).await {
-            for mut c in children {
-                let _ = c.kill().await;
+            for mut m in children {
+                let _ = m.child.kill().await;
             }
             anyhow::bail!(
                 "the NATS cluster did not become ready ({url}: {e}); see {}/nats-server-*.log",
@@ -170,7 +186,7 @@ async fn start_nats_cluster(
     Ok((children, urls.join(",")))
 }
 
-async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(tokio::process::Child, String)> {
+async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<Member> {
     let binary = nats_server::find()?;
     let store = data_dir.join("nats");
     std::fs::create_dir_all(&store).with_context(|| {
@@ -183,7 +199,11 @@ async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(tokio::proces
         .local_addr()?
         .port();
     let log = data_dir.join("nats-server.log");
-    let mut child = nats_server::spawn(&binary, "127.0.0.1", port, &store, &log)?;
+    let respawn: Respawn = {
+        let (binary, store, log) = (binary.clone(), store.clone(), log.clone());
+        Box::new(move || nats_server::spawn(&binary, "127.0.0.1", port, &store, &log))
+    };
+    let mut child = respawn()?;
     let url = format!("nats://127.0.0.1:{port}");
     if let Err(e) = nats_server::wait_until_ready(&url, NATS_START_DEADLINE).await {
         let _ = child.kill().await;
@@ -199,18 +219,34 @@ async fn start_nats(data_dir: &std::path::Path) -> anyhow::Result<(tokio::proces
         binary.path.display(),
         store.display()
     );
-    Ok((child, url))
+    Ok(Member {
+        child,
+        url,
+        log,
+        respawn,
+    })
+}
+
+/// The NATS dev uses: its URL, whether dev started it, and whether as a 3-node cluster.
+struct DevNats<'a> {
+    url: &'a str,
+    own: bool,
+    cluster: bool,
 }
 
 async fn serve(
     src: &ConfigSource,
-    nats_url: &str,
+    nats: DevNats<'_>,
     listener: tokio::net::TcpListener,
     app: &App,
     data_dir: &std::path::Path,
-    own_nats: bool,
-    cluster: bool,
+    stopped: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<ExitCode> {
+    let DevNats {
+        url: nats_url,
+        own: own_nats,
+        cluster,
+    } = nats;
     let http_local = listener.local_addr()?;
     let nats = nodes::connect(src, Some(nats_url), "cloudlysis-dev").await?;
     let (table, problems) = if cluster {
@@ -295,7 +331,7 @@ async fn serve(
     println!("Press Ctrl-C to stop.");
 
     axum::serve(listener, platform.router.clone())
-        .with_graceful_shutdown(nodes::shutdown_signal())
+        .with_graceful_shutdown(stopped)
         .await
         .context("HTTP server failed")?;
     eprintln!("shutting down");

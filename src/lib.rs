@@ -17,6 +17,7 @@ mod bench_workflows;
 mod cli;
 pub mod demo;
 mod dev;
+mod dev_nats;
 pub mod harness;
 mod nodes;
 mod platform;

@@ -96,12 +96,7 @@ async fn dev_runs_the_platform_and_shuts_down_cleanly() {
     drop(js);
 
     // SIGTERM, as Ctrl-C would be SIGINT: both shut down cleanly.
-    let pid = rustix::process::Pid::from_raw(dev.child.id().unwrap() as i32).unwrap();
-    rustix::process::kill_process(pid, rustix::process::Signal::TERM).unwrap();
-    let status = tokio::time::timeout(Duration::from_secs(30), dev.child.wait())
-        .await
-        .expect("dev exits after SIGTERM")
-        .unwrap();
+    let status = dev.terminate().await;
     assert!(status.success(), "{status}");
 
     // Its nats-server is gone too: the port no longer accepts connections.

@@ -100,4 +100,22 @@ impl Dev {
             _group: group,
         }
     }
+
+    /// Sends SIGTERM, as a terminal's Ctrl-C would SIGINT, and waits for the exit.
+    ///
+    /// # Panics
+    /// When dev does not exit within 30 s (a test's failure).
+    pub async fn terminate(&mut self) -> std::process::ExitStatus {
+        if let Some(pid) = self
+            .child
+            .id()
+            .and_then(|id| rustix::process::Pid::from_raw(id as i32))
+        {
+            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
+        }
+        tokio::time::timeout(std::time::Duration::from_secs(30), self.child.wait())
+            .await
+            .expect("dev exits within 30 s of SIGTERM")
+            .expect("dev's exit status")
+    }
 }
