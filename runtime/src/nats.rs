@@ -117,6 +117,16 @@ pub enum NatsError {
         /// The subject.
         subject: String,
     },
+    /// The connection to NATS was down: nothing was published (the client would have queued
+    /// the message and sent it whenever the connection came back, long after its caller gave
+    /// up on it).
+    #[error("NATS is not connected ({state}): nothing was published to {subject}")]
+    NotConnected {
+        /// The subject.
+        subject: String,
+        /// The connection's state (`disconnected`, `pending`).
+        state: String,
+    },
     /// A publish was not acknowledged before the deadline.
     #[error("publish to {subject} was not acknowledged within {timeout:?}")]
     PublishTimeout {
@@ -229,6 +239,16 @@ pub async fn publish(
     payload: Bytes,
     timeout: Duration,
 ) -> Result<jetstream::publish::PublishAck, NatsError> {
+    // Refused, not queued, while the connection is down: async-nats would keep the message and
+    // send it on reconnect, whenever that is. (A connection lost after this check leaves the
+    // outcome unknown, as any publish in flight.)
+    let state = js.client().connection_state();
+    if state != async_nats::connection::State::Connected {
+        return Err(NatsError::NotConnected {
+            subject,
+            state: state.to_string(),
+        });
+    }
     let mut map = extra.unwrap_or_default();
     write_publish_headers(&mut map, ctx, msg_id);
     let fail = |reason: String| NatsError::Publish {

@@ -340,6 +340,10 @@ impl<A: Aggregate> Entity<A> {
                     tracing::debug!(aggregate = A::TYPE, id = %self.id, attempt, "commit conflict; reloading");
                     continue;
                 }
+                // Nothing was sent: the cached state stands, and the client may retry.
+                Err(e @ NatsError::NotConnected { .. }) => {
+                    return Err(CommandError::Unavailable(e.to_string()));
+                }
                 Err(e) => {
                     // The commit may or may not have landed: reload before the next command,
                     // and tell the client the truth.
