@@ -1,5 +1,5 @@
-//! A command decided while the node's NATS connection is down is refused at once — 503 with
-//! `Retry-After`, nothing committed — and it never lands later.
+//! A command that reaches its commit while the node's NATS client knows its connection is down
+//! is refused at once — 503 with `Retry-After`, nothing committed — and it never lands later.
 //!
 //! Before: the NATS client queued the commit while it reconnected; the command waited out its
 //! deadline and was answered 504 *outcome unknown*, and when the server came back the queued
@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use async_nats::connection::State;
 use cloudlysis_test_support::eventually;
-use common::{Platform, gateway_call};
+use common::Platform;
 
 const DEPOSIT: &str = r#"{"type":"Deposit","payload":{"amount":7}}"#;
 
@@ -51,8 +51,8 @@ async fn a_deposit_while_nats_is_down_is_503_and_is_not_committed_when_it_comes_
     let detail = body["detail"].as_str().unwrap();
     assert!(detail.contains("nothing was published"), "{body}");
 
-    // The server comes back; a deposit after it commits, and it is the only new message: the
-    // refused one was not queued to land late.
+    // The server comes back; a deposit after it commits (keyed, so a retry of it cannot count
+    // twice), and it is the only new message: the refused one was not queued to land late.
     p.server.restart().await.unwrap();
     let up = eventually(Duration::from_secs(30), || {
         let client = client.clone();
@@ -61,8 +61,16 @@ async fn a_deposit_while_nats_is_down_is_503_and_is_not_committed_when_it_comes_
     .await;
     assert!(up, "the client did not reconnect");
     let landed = eventually(Duration::from_secs(30), || async {
-        let (s, _) = gateway_call(&gw, "POST", "/v1/commands/account/a", &token, DEPOSIT).await;
-        s == 200
+        let req = axum::http::Request::builder()
+            .method("POST")
+            .uri("/v1/commands/account/a")
+            .header("authorization", format!("Bearer {token}"))
+            .header("content-type", "application/json")
+            .header("idempotency-key", "after-restart")
+            .body(axum::body::Body::from(DEPOSIT))
+            .unwrap();
+        let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
+        resp.status().as_u16() == 200
     })
     .await;
     assert!(landed, "no deposit committed after the server came back");

@@ -226,6 +226,26 @@ fn write_publish_headers(map: &mut async_nats::HeaderMap, ctx: &RequestContext, 
     map.insert(crate::context::nats_name(headers::NATS_MSG_ID), msg_id);
 }
 
+/// `Ok` while `js`'s client is connected; [`NatsError::NotConnected`] otherwise. A message
+/// handed to a client that is not connected is queued and sent whenever the connection comes
+/// back — for a publisher that answers its caller before then (a commit), check first. The state
+/// is what the client has noticed: at once when the server closes the connection, after missed
+/// pings for a silent network cut.
+/// `subject` names the message's subject in the error (built only then).
+pub fn ensure_connected(
+    js: &jetstream::Context,
+    subject: impl FnOnce() -> String,
+) -> Result<(), NatsError> {
+    let state = js.client().connection_state();
+    if state == async_nats::connection::State::Connected {
+        return Ok(());
+    }
+    Err(NatsError::NotConnected {
+        subject: subject(),
+        state: state.to_string(),
+    })
+}
+
 /// Publishes `payload` to `subject` with [`publish_headers`] (written into `extra`, the
 /// publisher's own headers such as `Nats-Expected-Last-Subject-Sequence`, when given: one map per
 /// message, nothing copied; a header the context writes replaces the same one in `extra`), and waits
@@ -239,16 +259,6 @@ pub async fn publish(
     payload: Bytes,
     timeout: Duration,
 ) -> Result<jetstream::publish::PublishAck, NatsError> {
-    // Refused, not queued, while the connection is down: async-nats would keep the message and
-    // send it on reconnect, whenever that is. (A connection lost after this check leaves the
-    // outcome unknown, as any publish in flight.)
-    let state = js.client().connection_state();
-    if state != async_nats::connection::State::Connected {
-        return Err(NatsError::NotConnected {
-            subject,
-            state: state.to_string(),
-        });
-    }
     let mut map = extra.unwrap_or_default();
     write_publish_headers(&mut map, ctx, msg_id);
     let fail = |reason: String| NatsError::Publish {

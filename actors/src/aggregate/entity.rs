@@ -245,6 +245,15 @@ impl<A: Aggregate> Entity<A> {
                 }
                 Err(e) => return Err(e),
             };
+            // A commit handed to a NATS client that is not connected would be queued and sent
+            // whenever the connection came back, after this command was answered: refused
+            // instead, nothing sent. (An assumed empty state was never read: not kept.)
+            if let Err(e) = nats::ensure_connected(&self.shared.js, || self.subject()) {
+                if assumed && attempt == 0 {
+                    *loaded = None;
+                }
+                return Err(CommandError::Unavailable(e.to_string()));
+            }
             // From here on a commit may land: once the claim is ours the host answers "outcome
             // unknown" at the deadline, never "nothing was committed".
             if past_deadline() || !claim.start_publish() {
@@ -339,10 +348,6 @@ impl<A: Aggregate> Entity<A> {
                 Err(NatsError::WrongLastSequence { .. }) => {
                     tracing::debug!(aggregate = A::TYPE, id = %self.id, attempt, "commit conflict; reloading");
                     continue;
-                }
-                // Nothing was sent: the cached state stands, and the client may retry.
-                Err(e @ NatsError::NotConnected { .. }) => {
-                    return Err(CommandError::Unavailable(e.to_string()));
                 }
                 Err(e) => {
                     // The commit may or may not have landed: reload before the next command,
