@@ -35,15 +35,8 @@ async fn a_deposit_while_nats_is_down_is_503_and_is_not_committed_when_it_comes_
     assert!(down, "the client did not notice the server stop");
 
     let gw = p.gateway_with(|s| s.command_timeout = Duration::from_millis(1500));
-    let req = axum::http::Request::builder()
-        .method("POST")
-        .uri("/v1/commands/account/a")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .body(axum::body::Body::from(DEPOSIT))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
-    let status = resp.status().as_u16();
+    let (status, resp) =
+        common::post_command(&gw, "/v1/commands/account/a", &token, None, DEPOSIT).await;
     let retry_after = resp.headers().get("retry-after").cloned();
     let body = common::body_json(resp).await;
     assert_eq!(status, 503, "{body}");
@@ -61,16 +54,12 @@ async fn a_deposit_while_nats_is_down_is_503_and_is_not_committed_when_it_comes_
     .await;
     assert!(up, "the client did not reconnect");
     let landed = eventually(Duration::from_secs(30), || async {
-        let req = axum::http::Request::builder()
-            .method("POST")
-            .uri("/v1/commands/account/a")
-            .header("authorization", format!("Bearer {token}"))
-            .header("content-type", "application/json")
-            .header("idempotency-key", "after-restart")
-            .body(axum::body::Body::from(DEPOSIT))
-            .unwrap();
-        let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
-        resp.status().as_u16() == 200
+        let path = "/v1/commands/account/a";
+        let key = Some("after-restart");
+        common::post_command(&gw, path, &token, key, DEPOSIT)
+            .await
+            .0
+            == 200
     })
     .await;
     assert!(landed, "no deposit committed after the server came back");

@@ -151,16 +151,15 @@ async fn a_node_that_dies_mid_call_is_an_unknown_outcome() {
     assert_eq!(retry_after, None, "no blind retry: {body}");
 
     // With a key, the same failure says to retry with that key.
-    let req = axum::http::Request::builder()
-        .method("POST")
-        .uri("/v1/commands/account/d")
-        .header("authorization", format!("Bearer {token}"))
-        .header("content-type", "application/json")
-        .header("idempotency-key", "k-d-1")
-        .body(axum::body::Body::from(DEPOSIT))
-        .unwrap();
-    let resp = tower::ServiceExt::oneshot(gw.router(), req).await.unwrap();
-    assert_eq!(resp.status().as_u16(), 502);
+    let (status, resp) = common::post_command(
+        &gw,
+        "/v1/commands/account/d",
+        &token,
+        Some("k-d-1"),
+        DEPOSIT,
+    )
+    .await;
+    assert_eq!(status, 502);
     let body = common::body_json(resp).await;
     assert_eq!(problem_type(&body), "outcome-unknown", "{body}");
     let detail = body["detail"].as_str().unwrap();

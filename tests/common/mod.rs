@@ -325,13 +325,7 @@ impl Platform {
         token: &str,
         body: &str,
     ) -> (u16, Response<Body>) {
-        let req = Request::post(path)
-            .header("content-type", "application/json")
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::from(body.to_string()))
-            .unwrap();
-        let resp = gw.router().oneshot(req).await.unwrap();
-        (resp.status().as_u16(), resp)
+        post_command(gw, path, token, None, body).await
     }
 
     /// POSTs a command to `account` (aggregate type `account`) that must succeed; returns its
@@ -368,6 +362,29 @@ impl Platform {
         let mut stream = self.js.get_stream("AGGREGATE_EVENTS").await.unwrap();
         stream.info().await.unwrap().state.messages
     }
+}
+
+/// POSTs a command through `gw`'s router, with an `Idempotency-Key` when `key` is given; the
+/// status and the response.
+pub async fn post_command(
+    gw: &Gateway,
+    path: &str,
+    token: &str,
+    key: Option<&str>,
+    body: &str,
+) -> (u16, Response<Body>) {
+    let mut req = Request::post(path)
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"));
+    if let Some(key) = key {
+        req = req.header("idempotency-key", key);
+    }
+    let resp = gw
+        .router()
+        .oneshot(req.body(Body::from(body.to_string())).unwrap())
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp)
 }
 
 /// [`Platform::call`] on a Gateway handle (e.g. one moved into a load task).
