@@ -280,6 +280,7 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::NATS_URL,
     &settings::NATS_CONNECT_TIMEOUT_MS,
     &settings::NATS_REQUEST_TIMEOUT_MS,
+    &settings::NATS_PING_INTERVAL_MS,
     &settings::NATS_REPLICAS,
     &settings::HTTP_ADDR,
     &settings::DEV_DATA_DIR,

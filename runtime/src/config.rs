@@ -69,6 +69,14 @@ pub mod settings {
         flag: "--nats-request-timeout-ms",
         doc: "deadline for NATS requests and JetStream publish acks, milliseconds [default: 5000]",
     };
+    /// How often the NATS client pings an idle connection; three intervals without an answer
+    /// and the connection counts as down (a silent network cut or a frozen server).
+    pub const NATS_PING_INTERVAL_MS: Setting = Setting {
+        key: "nats.ping_interval_ms",
+        env: "CLOUDLYSIS_NATS_PING_INTERVAL_MS",
+        flag: "",
+        doc: "how often an idle NATS connection is pinged; down after three unanswered intervals, milliseconds [default: 10000]",
+    };
     /// Replicas of every stream and KV bucket Cloudlysis creates (and at least has).
     pub const NATS_REPLICAS: Setting = Setting {
         key: "nats.replicas",

@@ -16,6 +16,12 @@ use crate::metrics::names;
 
 /// Default NATS URL.
 pub const DEFAULT_NATS_URL: &str = "nats://127.0.0.1:4222";
+/// Default interval between pings of an idle connection (`nats.ping_interval_ms`). The client
+/// counts the connection down when a third ping goes out with two still unanswered, so a
+/// silent network cut or a frozen server is noticed after about three intervals (the NATS
+/// clients' own default of 60 s or 2 min leaves a node publishing into a dead connection for
+/// minutes).
+pub const DEFAULT_PING_INTERVAL: Duration = Duration::from_secs(10);
 /// Longest delay between reconnect attempts.
 pub const MAX_RECONNECT_DELAY: Duration = Duration::from_secs(5);
 
@@ -28,6 +34,8 @@ pub struct NatsSettings {
     pub connect_timeout: Duration,
     /// Deadline for requests and JetStream publish acks.
     pub request_timeout: Duration,
+    /// How often an idle connection is pinged; down after three unanswered intervals.
+    pub ping_interval: Duration,
     /// Client name shown by the server (`connz`).
     pub client_name: String,
     /// Replicas of the streams and KV buckets this process creates (`nats.replicas`).
@@ -73,6 +81,13 @@ impl NatsSettings {
                 Duration::from_millis(100),
                 Duration::from_secs(300),
             )?,
+            ping_interval: src.get_millis(
+                &settings::NATS_PING_INTERVAL_MS,
+                None,
+                DEFAULT_PING_INTERVAL,
+                Duration::from_millis(100),
+                Duration::from_secs(600),
+            )?,
             client_name: client_name.to_string(),
             replicas: src.get_in_range(&settings::NATS_REPLICAS, None, 1, 1, 5)? as usize,
         })
@@ -84,6 +99,7 @@ impl NatsSettings {
             url: url.into(),
             connect_timeout: Duration::from_secs(5),
             request_timeout: Duration::from_secs(5),
+            ping_interval: DEFAULT_PING_INTERVAL,
             client_name: "cloudlysis".into(),
             replicas: crate::stream::replicas(),
         }
@@ -164,6 +180,7 @@ pub async fn connect(settings: &NatsSettings) -> Result<async_nats::Client, Nats
         .name(&settings.client_name)
         .connection_timeout(settings.connect_timeout)
         .request_timeout(Some(settings.request_timeout))
+        .ping_interval(settings.ping_interval)
         .max_reconnects(None)
         .reconnect_delay_callback(|attempts| {
             let exp = attempts.min(6) as u32;
@@ -226,24 +243,31 @@ fn write_publish_headers(map: &mut async_nats::HeaderMap, ctx: &RequestContext, 
     map.insert(crate::context::nats_name(headers::NATS_MSG_ID), msg_id);
 }
 
-/// `Ok` while `js`'s client is connected; [`NatsError::NotConnected`] otherwise. A message
-/// handed to a client that is not connected is queued and sent whenever the connection comes
-/// back — for a publisher that answers its caller before then (a commit), check first. The state
-/// is what the client has noticed: at once when the server closes the connection, after missed
-/// pings for a silent network cut.
-/// `subject` names the message's subject in the error (built only then).
+/// The state of `js`'s connection when the client knows it is down (`disconnected`,
+/// `pending`), `None` while it is connected. A request made meanwhile would wait out its deadline
+/// and a publish would be queued until the connection came back: a caller that answers someone
+/// checks first. The state is what the client has noticed: at once when the server closes the
+/// connection, after three unanswered pings (`nats.ping_interval_ms`) for a silent network cut or
+/// a frozen server.
+pub fn not_connected(js: &jetstream::Context) -> Option<String> {
+    let state = js.client().connection_state();
+    (state != async_nats::connection::State::Connected).then(|| state.to_string())
+}
+
+/// `Ok` while `js`'s client is connected; [`NatsError::NotConnected`] otherwise (see
+/// [`not_connected`]): for a publisher that answers its caller before a queued message would be
+/// sent (a commit). `subject` names the message's subject in the error (built only then).
 pub fn ensure_connected(
     js: &jetstream::Context,
     subject: impl FnOnce() -> String,
 ) -> Result<(), NatsError> {
-    let state = js.client().connection_state();
-    if state == async_nats::connection::State::Connected {
-        return Ok(());
+    match not_connected(js) {
+        None => Ok(()),
+        Some(state) => Err(NatsError::NotConnected {
+            subject: subject(),
+            state,
+        }),
     }
-    Err(NatsError::NotConnected {
-        subject: subject(),
-        state: state.to_string(),
-    })
 }
 
 /// Publishes `payload` to `subject` with [`publish_headers`] (written into `extra`, the

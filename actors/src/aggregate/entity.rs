@@ -179,6 +179,11 @@ impl<A: Aggregate> Entity<A> {
         claim: &Claim,
         loaded: &mut Option<Loaded<A::State>>,
     ) -> Result<ExecuteReply, CommandError> {
+        // Every step below reads or writes NATS. A client that knows its connection is down
+        // would hold a read until its deadline (and queue a write until the connection came
+        // back): refused at once instead, nothing sent.
+        nats::ensure_connected(&self.shared.js, || self.subject())
+            .map_err(|e| CommandError::Unavailable(e.to_string()))?;
         let idem_key =
             req.ctx.idempotency_key.as_ref().map(|k| {
                 buckets::idempotency_key(self.tenant.as_str(), A::TYPE, self.id.as_str(), k)

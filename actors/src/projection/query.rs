@@ -11,6 +11,7 @@ use cloudlysis_proto::projection::{Document, GetRequest, GetResponse, ListReques
 use cloudlysis_runtime::context::RequestContext;
 use cloudlysis_runtime::kv as buckets;
 use cloudlysis_runtime::metrics::names;
+use cloudlysis_runtime::nats;
 use cloudlysis_runtime::subject::validate_token;
 use futures::StreamExt;
 use tonic::{Request, Response, Status};
@@ -83,6 +84,11 @@ fn store_failed(view: &str, why: impl std::fmt::Display) -> Status {
     ))
 }
 
+/// Why a read was not tried: the NATS client knows its connection is down.
+fn not_connected(state: &str) -> String {
+    format!("NATS is not connected ({state}); nothing was read")
+}
+
 pub(crate) fn query_context<T>(
     request: &Request<T>,
 ) -> Result<(RequestContext, Option<tokio::time::Instant>), Status> {
@@ -112,10 +118,14 @@ impl QueryService for ProjectionNode {
             ctx.tenant.as_str(),
             &req.key,
         );
-        let read = tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
-            .await
-            .map_err(|_| store_failed(&req.view, "no answer within 5s"))
-            .and_then(|r| r.map_err(|e| store_failed(&req.view, e)));
+        // A client that knows its connection is down would hold the read until its deadline.
+        let read = match nats::not_connected(&self.inner.js) {
+            Some(state) => Err(store_failed(&req.view, not_connected(&state))),
+            None => tokio::time::timeout(Duration::from_secs(5), self.inner.kv.get(&key))
+                .await
+                .map_err(|_| store_failed(&req.view, "no answer within 5s"))
+                .and_then(|r| r.map_err(|e| store_failed(&req.view, e))),
+        };
         let outcome = match &read {
             Ok(Some(_)) => "found",
             Ok(None) => "not_found",
@@ -167,6 +177,10 @@ impl QueryService for ProjectionNode {
         let (generation, checkpoint) = self
             .caught_up(&req.view, req.min_sequence, deadline)
             .await?;
+        if let Some(state) = nats::not_connected(&self.inner.js) {
+            count("error");
+            return Err(store_failed(&req.view, not_connected(&state)));
+        }
         let page = match req.page_size {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),

@@ -1,0 +1,152 @@
+//! A node whose NATS server stops answering without closing the connection (frozen here with
+//! SIGSTOP, as a silent network cut looks to the client) notices after three unanswered pings
+//! of `nats.ping_interval_ms`; from then on a command is refused at once — `UNAVAILABLE`,
+//! nothing published — instead of waiting out its reads' deadline or, on a warm entity, the
+//! publish deadline as *outcome unknown*; a query is refused at once as not read.
+//!
+//! Before: the interval was the NATS client's default of 60 s, not a setting, so a node went
+//! on sending into the dead connection for three minutes, and each command or query waited out
+//! a deadline.
+
+mod common;
+
+use std::time::Duration;
+
+use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
+use cloudlysis_proto::aggregate::{ExecuteRequest, ExecuteResponse};
+use cloudlysis_proto::projection::GetRequest;
+use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
+use cloudlysis_runtime::{RequestContext, TenantId};
+use cloudlysis_test_support::{NatsServer, eventually, http_get};
+use tonic::transport::Channel;
+
+async fn command(
+    client: &mut CommandServiceClient<Channel>,
+    command_type: &str,
+    payload: &str,
+) -> Result<ExecuteResponse, tonic::Status> {
+    let mut req = tonic::Request::new(ExecuteRequest {
+        aggregate_type: "account".into(),
+        aggregate_id: "a-1".into(),
+        command_type: command_type.into(),
+        payload_json: payload.as_bytes().to_vec(),
+        expected_version: None,
+    });
+    RequestContext::new(TenantId::new("acme").unwrap()).inject(req.metadata_mut());
+    common::sign(&mut req, "acme", &["commands:account"]);
+    req.set_timeout(Duration::from_secs(5));
+    client.execute(req).await.map(|r| r.into_inner())
+}
+
+/// A `role` node with a short ping interval, ready: the process and a channel to it.
+async fn ready_node(role: &str, server: &NatsServer) -> (tokio::process::Child, Channel) {
+    let env = [
+        ("CLOUDLYSIS_NATS_PING_INTERVAL_MS", "300"),
+        ("CLOUDLYSIS_NATS_REQUEST_TIMEOUT_MS", "1000"),
+    ];
+    let (child, grpc, http) = common::spawn_node(role, &server.url(), &env).await;
+    let ready = eventually(Duration::from_secs(20), || async {
+        matches!(http_get(&format!("{http}/ready")).await, Ok((200, _)))
+    })
+    .await;
+    assert!(ready, "the {role} node never became ready");
+    (child, common::node_channel(&grpc).await)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_command_after_the_pings_went_unanswered_is_refused_at_once_as_not_published() {
+    let server = NatsServer::start().await.unwrap();
+    let (_child, channel) = ready_node("aggregate", &server).await;
+    let mut client = CommandServiceClient::new(channel);
+    // A warm entity: a deposit is decided on cached state and goes straight to its commit.
+    let opened = command(&mut client, "Open", r#"{"owner":"o"}"#).await;
+    assert_eq!(opened.unwrap().version, 1);
+
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new(None);
+    let refused = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let last = &last;
+        async move {
+            let answer = command(&mut client, "Deposit", r#"{"amount":1}"#).await;
+            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
+                && s.message().contains("NATS is not connected")
+                && s.message().contains("nothing was published"));
+            *last.lock().unwrap() = Some(answer);
+            done
+        }
+    })
+    .await;
+    server.resume().unwrap();
+    assert!(
+        refused,
+        "commands with NATS frozen were never refused as not published; last answer: {:?}",
+        last.lock().unwrap()
+    );
+
+    // The server answers again: the node reconnects and commits.
+    let committed = eventually(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move {
+            command(&mut client, "Deposit", r#"{"amount":1}"#)
+                .await
+                .is_ok()
+        }
+    })
+    .await;
+    assert!(committed, "no command committed after the server came back");
+}
+
+async fn get(client: &mut QueryServiceClient<Channel>) -> Result<(), tonic::Status> {
+    let mut req = tonic::Request::new(GetRequest {
+        view: "balances".into(),
+        key: "nobody".into(),
+        min_sequence: None,
+    });
+    RequestContext::new(TenantId::new("acme").unwrap()).inject(req.metadata_mut());
+    common::sign(&mut req, "acme", &["queries:balances"]);
+    req.set_timeout(Duration::from_secs(5));
+    client.get(req).await.map(drop)
+}
+
+fn not_found(answer: &Result<(), tonic::Status>) -> bool {
+    matches!(answer, Err(s) if s.code() == tonic::Code::NotFound)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_query_after_the_pings_went_unanswered_is_refused_at_once_as_not_read() {
+    let server = NatsServer::start().await.unwrap();
+    let (_child, channel) = ready_node("projection", &server).await;
+    let mut client = QueryServiceClient::new(channel);
+    let first = get(&mut client).await;
+    assert!(not_found(&first), "{first:?}");
+
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new(None);
+    let refused = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let last = &last;
+        async move {
+            let answer = get(&mut client).await;
+            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
+                && s.message().contains("NATS is not connected")
+                && s.message().contains("nothing was read"));
+            *last.lock().unwrap() = Some(answer);
+            done
+        }
+    })
+    .await;
+    server.resume().unwrap();
+    assert!(
+        refused,
+        "queries with NATS frozen were never refused as not read; last answer: {:?}",
+        last.lock().unwrap()
+    );
+
+    let served = eventually(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        async move { not_found(&get(&mut client).await) }
+    })
+    .await;
+    assert!(served, "no query served after the server came back");
+}
