@@ -2,7 +2,8 @@
 //! SIGSTOP, as a silent network cut looks to the client) notices after three unanswered pings
 //! of `nats.ping_interval_ms`; from then on a command is refused at once — `UNAVAILABLE`,
 //! nothing published — instead of waiting out its reads' deadline or, on a warm entity, the
-//! publish deadline as *outcome unknown*; a query is refused at once as not read.
+//! publish deadline as *outcome unknown*; a query is refused at once as not read, and a
+//! workflow start as not started.
 //!
 //! Before: the interval was the NATS client's default of 60 s, not a setting, so a node went
 //! on sending into the dead connection for three minutes, and each command or query waited out
@@ -16,7 +17,10 @@ use cloudlysis_proto::aggregate::command_service_client::CommandServiceClient;
 use cloudlysis_proto::aggregate::{ExecuteRequest, ExecuteResponse};
 use cloudlysis_proto::projection::GetRequest;
 use cloudlysis_proto::projection::query_service_client::QueryServiceClient;
-use cloudlysis_runtime::{RequestContext, TenantId};
+use cloudlysis_proto::workflows::StartRequest;
+use cloudlysis_proto::workflows::workflow_service_client::WorkflowServiceClient;
+use cloudlysis_runtime::outcome::ErrorKind;
+use cloudlysis_runtime::{RequestContext, TenantId, stream};
 use cloudlysis_test_support::{NatsServer, eventually, http_get};
 use tonic::transport::Channel;
 
@@ -49,7 +53,8 @@ async fn ready_node(role: &str, server: &NatsServer) -> (tokio::process::Child, 
         matches!(http_get(&format!("{http}/ready")).await, Ok((200, _)))
     })
     .await;
-    assert!(ready, "the {role} node never became ready");
+    let answer = http_get(&format!("{http}/ready")).await;
+    assert!(ready, "the {role} node never became ready: {answer:?}");
     (child, common::node_channel(&grpc).await)
 }
 
@@ -149,4 +154,69 @@ async fn a_query_after_the_pings_went_unanswered_is_refused_at_once_as_not_read(
     })
     .await;
     assert!(served, "no query served after the server came back");
+}
+
+async fn start(client: &mut WorkflowServiceClient<Channel>, id: &str) -> Result<(), tonic::Status> {
+    let mut req = tonic::Request::new(StartRequest {
+        workflow: "transfer".into(),
+        instance: id.into(),
+        input_json: br#"{"from":"a","to":"b","amount":1}"#.to_vec(),
+    });
+    RequestContext::new(TenantId::new("acme").unwrap()).inject(req.metadata_mut());
+    common::sign(&mut req, "acme", &["workflows:transfer"]);
+    req.set_timeout(Duration::from_secs(5));
+    client.start(req).await.map(drop)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_workflow_start_after_the_pings_went_unanswered_is_refused_at_once_as_not_started() {
+    let server = NatsServer::start().await.unwrap();
+    // The aggregate nodes' stream, which a runner reads but does not create.
+    let js = server.jetstream().await;
+    stream::ensure_stream(&js, &stream::aggregate_events())
+        .await
+        .unwrap();
+    let (_child, channel) = ready_node("runner", &server).await;
+    let mut client = WorkflowServiceClient::new(channel);
+    start(&mut client, "t-0").await.unwrap();
+
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new(None);
+    let tries = std::sync::atomic::AtomicUsize::new(0);
+    let refused = eventually(Duration::from_secs(20), || {
+        let mut client = client.clone();
+        let (last, tries) = (&last, &tries);
+        async move {
+            let id = format!(
+                "t-{}",
+                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+            );
+            let answer = start(&mut client, &id).await;
+            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
+                && s.message().contains("NATS is not connected")
+                && s.message().contains("nothing was started")
+                && ErrorKind::of(s) == Some(ErrorKind::NotCommitted));
+            *last.lock().unwrap() = Some(answer);
+            done
+        }
+    })
+    .await;
+    server.resume().unwrap();
+    assert!(
+        refused,
+        "starts with NATS frozen were never refused as not started; last answer: {:?}",
+        last.lock().unwrap()
+    );
+
+    // (A fresh id per try: a try that timed out may still have started its instance.)
+    let started = eventually(Duration::from_secs(30), || {
+        let mut client = client.clone();
+        let id = format!(
+            "t-{}",
+            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
+        );
+        async move { start(&mut client, &id).await.is_ok() }
+    })
+    .await;
+    assert!(started, "no workflow started after the server came back");
 }

@@ -125,12 +125,16 @@ fn admit(
 /// True when a runner refused at its door: nothing happened there, the next runner may try.
 /// That includes a call it never took (no connection; the connection closed before the call was
 /// written, or the runner refused it at the HTTP/2 layer as it closed on exit —
-/// `runtime::outcome::not_taken`).
+/// `runtime::outcome::not_taken`) and one it refused as `not-committed` (its NATS connection
+/// down).
 fn refused_at_the_door(status: &tonic::Status) -> bool {
+    use cloudlysis_runtime::outcome::ErrorKind;
     let m = status.message();
     cloudlysis_runtime::outcome::never_sent(status)
         || status.code() == tonic::Code::Unavailable
-            && (m.contains("draining") || m.contains("is disabled on this runner"))
+            && (ErrorKind::of(status) == Some(ErrorKind::NotCommitted)
+                || m.contains("draining")
+                || m.contains("is disabled on this runner"))
 }
 
 /// Runs `call` on the runners, starting with the one `key` hashes to, moving on while they

@@ -20,6 +20,7 @@ use cloudlysis_proto::workflows::{
 use cloudlysis_runtime::SubjectToken;
 use cloudlysis_runtime::context::{RequestContext, headers};
 use cloudlysis_runtime::kv as buckets;
+use cloudlysis_runtime::outcome::ErrorKind;
 use tonic::{Request, Response, Status};
 
 use super::drain::DrainProgress;
@@ -112,6 +113,19 @@ impl RunnerNode {
             }
             .to_status()
         })
+    }
+
+    /// Refuses a call at once while this node's NATS client knows its connection is down: every
+    /// instance call reads or writes NATS, and would otherwise wait out its deadline (a write
+    /// would be queued and land whenever the connection came back, after the caller was told
+    /// the outcome is unknown). Marked `not-committed`: the Gateway may try another runner.
+    fn store_connected(&self, nothing: &str) -> Result<(), Status> {
+        match cloudlysis_runtime::nats::not_connected(&self.inner.ctx.js) {
+            None => Ok(()),
+            Some(state) => Err(ErrorKind::NotCommitted.mark(Status::unavailable(format!(
+                "NATS is not connected ({state}) on this runner node: {nothing}"
+            )))),
+        }
     }
 
     /// The state of every consumer of this node.
@@ -210,6 +224,7 @@ impl WorkflowService for RunnerNode {
                 req.workflow
             )));
         }
+        self.store_connected("nothing was started")?;
         let record = host
             .start(ctx.tenant.clone(), instance, req.input_json.into(), ctx)
             .await
@@ -224,6 +239,7 @@ impl WorkflowService for RunnerNode {
         let req = request.into_inner();
         let instance = tokens(&req.workflow, &req.instance)?;
         let host = self.host(&req.workflow)?;
+        self.store_connected("nothing was read")?;
         let Some(record) = host
             .get(ctx.tenant.clone(), instance)
             .await
@@ -278,6 +294,7 @@ impl WorkflowService for RunnerNode {
             0 => DEFAULT_PAGE_SIZE,
             n => n.min(MAX_PAGE_SIZE),
         } as usize;
+        self.store_connected("nothing was read")?;
         let prefix = format!("{}.{}.", req.workflow, ctx.tenant);
         let scan = tokio::time::timeout(
             Duration::from_secs(10),
@@ -336,6 +353,7 @@ impl WorkflowService for RunnerNode {
         let instance = tokens(&req.workflow, &req.instance)?;
         let host = self.host(&req.workflow)?;
         let verb = Verb::parse(&req.verb, &req.reason).map_err(|e| e.to_status())?;
+        self.store_connected("nothing was done")?;
         let target = format!("{}/{}", req.workflow, req.instance);
         let result = host
             .operate(ctx.tenant.clone(), instance, verb.clone())
