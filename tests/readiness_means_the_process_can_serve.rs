@@ -73,6 +73,34 @@ async fn a_node_is_not_ready_while_jetstream_does_not_answer_and_serves_once_it_
     assert_eq!(reply.version, 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_the_connection_known_down_jetstream_is_not_asked_and_the_check_says_why() {
+    let mut server = NatsServer::start().await.unwrap();
+    let (_child, _grpc, http) = common::spawn_aggregate(&server.url(), &[]).await;
+    assert!(
+        eventually(Duration::from_secs(20), || async {
+            ready(&http).await.0 == 200
+        })
+        .await,
+        "never ready: {:?}",
+        ready(&http).await
+    );
+    server.stop().await.unwrap();
+    // Both checks fail, and the JetStream one says the connection is down rather than that its
+    // request timed out.
+    let last = std::sync::Mutex::new((0, String::new()));
+    let said = eventually(Duration::from_secs(20), || async {
+        let answer = ready(&http).await;
+        let done = answer.0 == 503
+            && answer.1.contains("nats connection is disconnected")
+            && answer.1.contains("not asked: the nats connection is");
+        *last.lock().unwrap() = answer;
+        done
+    })
+    .await;
+    assert!(said, "{:?}", last.lock().unwrap());
+}
+
 #[tokio::test]
 async fn the_gateway_is_ready_only_while_every_role_it_routes_to_answers() {
     let mut p = Platform::start().await;

@@ -121,11 +121,15 @@ impl Readiness {
     /// Registers "JetStream answers": an info request to each of `streams` (answered by the
     /// stream's leader), so a node whose server is frozen, restarting or without a stream
     /// leader is not ready even while its TCP connection is up — and is ready again only once
-    /// it can append and consume.
+    /// it can append and consume. While the client knows its connection is down the check fails
+    /// at once, without a request that would only wait out the check's deadline.
     pub fn jetstream(&self, js: async_nats::jetstream::Context, streams: &'static [&'static str]) {
         self.register("jetstream", move || {
             let js = js.clone();
             async move {
+                if let Some(state) = crate::nats::not_connected(&js) {
+                    return Err(format!("not asked: the nats connection is {state}"));
+                }
                 for name in streams {
                     js.get_stream(*name)
                         .await
