@@ -1,6 +1,9 @@
 //! A path the Gateway does not serve, a method a route does not serve, a path segment that is
 //! not UTF-8 and a query string that does not fit are answered like every other refusal:
-//! problem+json with the right status (and `Allow` on a 405), not an empty or plain-text body.
+//! problem+json with the right status (and `Allow` on a 405), not an empty or plain-text body;
+//! each carries the request's correlation id (the caller's, or a new one) in its body and its
+//! `x-correlation-id`, and is counted in `cloudlysis_gateway_requests_total` (`route`
+//! `unrouted` or `unreadable`), as every other answer is.
 
 mod common;
 
@@ -40,19 +43,24 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
         ("POST", "/metrics", 405, "method-not-allowed", Some("GET")),
     ];
     // Served as `cloudlysis gateway` serves it: the API beside /health, /ready and /metrics.
+    let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let router = p.gateway.router_with(cloudlysis_runtime::service::router(
         cloudlysis_runtime::service::ServiceEndpoints {
             readiness: cloudlysis_runtime::service::Readiness::new(),
-            metrics: cloudlysis_runtime::metrics::install().unwrap(),
+            metrics: metrics.clone(),
         },
     ));
-    for (method, path, status, slug, allow) in cases {
-        let req = Request::builder()
+    for (i, (method, path, status, slug, allow)) in cases.into_iter().enumerate() {
+        // Every other request brings its own correlation id; the rest get a new one.
+        let sent = (i % 2 == 0).then(|| format!("corr-{i}"));
+        let mut req = Request::builder()
             .method(method)
             .uri(path)
-            .header("authorization", format!("Bearer {token}"))
-            .body(Body::empty())
-            .unwrap();
+            .header("authorization", format!("Bearer {token}"));
+        if let Some(id) = &sent {
+            req = req.header("x-correlation-id", id);
+        }
+        let req = req.body(Body::empty()).unwrap();
         let resp = router.clone().oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), status, "{method} {path}");
         let header = |n: &str| {
@@ -65,6 +73,10 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
             Some("application/problem+json"),
             "{method} {path}"
         );
+        let correlation = header("x-correlation-id").expect("x-correlation-id");
+        if let Some(id) = &sent {
+            assert_eq!(&correlation, id, "{method} {path}");
+        }
         let got_allow = header("allow");
         if let Some(allow) = allow {
             let got = got_allow.unwrap_or_default();
@@ -73,11 +85,19 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
         let json = body_json(resp).await;
         assert_eq!(json["status"], status);
         assert_eq!(json["type"], format!("urn:cloudlysis:problem:{slug}"));
+        assert_eq!(json["correlation_id"], correlation, "{method} {path}");
         let detail = json["detail"].as_str().unwrap();
         assert!(detail.contains(path), "{method} {path}: {detail}");
     }
     // Nothing was sent on: no message reached the stream.
     assert_eq!(p.message_count().await, 0);
+    // Counted like every other answer.
+    let text = metrics.render();
+    for status in [404, 405] {
+        let series =
+            format!("cloudlysis_gateway_requests_total{{route=\"unrouted\",status=\"{status}\"}}");
+        assert!(text.contains(&series), "no {series} in\n{text}");
+    }
 }
 
 #[tokio::test]
@@ -108,6 +128,11 @@ async fn a_path_or_query_string_the_gateway_cannot_read_is_a_400_problem() {
             .unwrap();
         let resp = p.gateway.router().oneshot(req).await.unwrap();
         assert_eq!(resp.status().as_u16(), 400, "{method} {path}");
+        let correlation = resp
+            .headers()
+            .get("x-correlation-id")
+            .map(|v| v.to_str().unwrap().to_string())
+            .expect("x-correlation-id");
         let ctype = resp
             .headers()
             .get("content-type")
@@ -115,8 +140,12 @@ async fn a_path_or_query_string_the_gateway_cannot_read_is_a_400_problem() {
         assert_eq!(ctype.as_deref(), Some("application/problem+json"), "{path}");
         let json = body_json(resp).await;
         assert_eq!(json["type"], "urn:cloudlysis:problem:bad-request", "{path}");
+        assert_eq!(json["correlation_id"], correlation, "{path}");
         let detail = json["detail"].as_str().unwrap();
         assert!(detail.contains(words), "{method} {path}: {detail}");
     }
+    let text = cloudlysis_runtime::metrics::install().unwrap().render();
+    let series = r#"cloudlysis_gateway_requests_total{route="unreadable",status="400"}"#;
+    assert!(text.contains(series), "no {series} in\n{text}");
     assert_eq!(p.message_count().await, 0);
 }

@@ -7,6 +7,7 @@
 
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use cloudlysis_runtime::context::{header_names, normalize_correlation_id};
 use serde::Serialize;
 
 /// Content type of problem responses.
@@ -76,6 +77,15 @@ impl Problem {
         self.correlation_id = Some(id.to_string());
         self
     }
+
+    /// Sets the correlation id from the request's `x-correlation-id` (a valid one is kept, else a
+    /// new one is made), for a refusal answered before any handler read it.
+    pub(crate) fn correlated(self, headers: &axum::http::HeaderMap) -> Self {
+        let incoming = headers
+            .get(header_names::CORRELATION_ID)
+            .and_then(|v| v.to_str().ok());
+        self.with_correlation(normalize_correlation_id(incoming).as_str())
+    }
 }
 
 impl IntoResponse for Problem {
@@ -95,14 +105,21 @@ impl IntoResponse for Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if let Some(id) = self.correlation_id.as_deref()
+            && let Ok(v) = HeaderValue::from_str(id)
+        {
+            resp.headers_mut().insert(header_names::CORRELATION_ID, v);
+        }
         resp
     }
 }
 
 /// The answer to a path no route serves: 404 naming the path (the router's fallback).
-pub(crate) async fn no_route(uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    Problem::new(
+/// Counted as `cloudlysis_gateway_requests_total{route="unrouted"}`.
+pub(crate) async fn no_route(parts: axum::http::request::Parts) -> Response {
+    let started = std::time::Instant::now();
+    let path = parts.uri.path();
+    let resp = Problem::new(
         StatusCode::NOT_FOUND,
         "not-found",
         format!(
@@ -110,16 +127,29 @@ pub(crate) async fn no_route(uri: axum::http::Uri) -> Response {
              under /ui/"
         ),
     )
-    .into_response()
+    .correlated(&parts.headers)
+    .into_response();
+    crate::request_metrics::record(UNROUTED, resp.status(), started.elapsed());
+    resp
 }
 
 /// The answer to a method a route does not serve: 405 naming both (the router adds `Allow`).
-pub(crate) async fn wrong_method(method: axum::http::Method, uri: axum::http::Uri) -> Response {
-    let path = uri.path();
-    Problem::new(
+/// Counted as `cloudlysis_gateway_requests_total{route="unrouted"}`.
+pub(crate) async fn wrong_method(parts: axum::http::request::Parts) -> Response {
+    let started = std::time::Instant::now();
+    let (method, path) = (&parts.method, parts.uri.path());
+    let resp = Problem::new(
         StatusCode::METHOD_NOT_ALLOWED,
         "method-not-allowed",
         format!("`{method}` is not served on `{path}`: the `Allow` header lists what is"),
     )
-    .into_response()
+    .correlated(&parts.headers)
+    .into_response();
+    crate::request_metrics::record(UNROUTED, resp.status(), started.elapsed());
+    resp
 }
+
+/// The `route` label of requests no route serves (404, 405).
+pub const UNROUTED: &str = "unrouted";
+/// The `route` label of requests whose path or query string the Gateway could not read (400).
+pub const UNREADABLE: &str = "unreadable";
