@@ -8,6 +8,7 @@ use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::nats_server::{self, NatsServerError};
 use tokio::process::Child;
 use tokio::sync::watch;
@@ -48,6 +49,8 @@ pub(crate) struct Keeper {
 impl Keeper {
     /// Watches `members` until [`Keeper::stop`].
     pub(crate) fn start(members: Vec<Member>) -> Self {
+        // The restart count exists (at 0) from the start, so an alert has a baseline.
+        metrics::counter!(names::DEV_NATS_RESTARTS).increment(0);
         let (stop, stop_rx) = watch::channel(false);
         let (failed_tx, failed) = watch::channel(None);
         let tasks = members
@@ -130,6 +133,7 @@ async fn keep(
             return;
         }
         restarts.push_back(now);
+        metrics::counter!(names::DEV_NATS_RESTARTS).increment(1);
         tracing::error!(
             url = %m.url,
             %status,

@@ -82,6 +82,12 @@ async fn a_nats_server_that_dies_under_dev_is_started_again_and_nothing_committe
     assert!(back, "dev is not ready again after its nats-server died");
     let again = nats_pids_under(&data);
     assert_eq!(again.len(), 1, "one nats-server again: {again:?}");
+    // Counted, for a dashboard or an alert.
+    let (_, metrics) = http_get(&format!("{http}/metrics")).await.unwrap();
+    assert!(
+        metrics.contains("cloudlysis_dev_nats_restarts_total 1\n"),
+        "{metrics}"
+    );
 
     // The store survived: the account opened before is at version 2 after a deposit.
     let deposited = eventually(Duration::from_secs(30), || {

@@ -20,6 +20,8 @@ pub mod names {
     pub const BUILD_INFO: &str = "cloudlysis_build_info";
     /// Counter of NATS connection events, labelled `event`.
     pub const NATS_CONNECTION_EVENTS: &str = "cloudlysis_nats_connection_events_total";
+    /// Counter of nats-server restarts by `cloudlysis dev` (its own server died while it ran).
+    pub const DEV_NATS_RESTARTS: &str = "cloudlysis_dev_nats_restarts_total";
     /// Counter of failed readiness checks, labelled `check`.
     pub const READINESS_CHECK_FAILURES: &str = "cloudlysis_readiness_check_failures_total";
     /// Counter of HTTP requests served by the service endpoints, labelled `route`, `status`.
@@ -194,6 +196,7 @@ pub mod names {
     pub const ALL: &[&str] = &[
         BUILD_INFO,
         NATS_CONNECTION_EVENTS,
+        DEV_NATS_RESTARTS,
         READINESS_CHECK_FAILURES,
         HTTP_REQUESTS,
         ACTOR_MAILBOX_DEPTH,
@@ -293,6 +296,10 @@ fn describe() {
     metrics::describe_counter!(
         names::NATS_CONNECTION_EVENTS,
         "NATS connection events (connected, disconnected, ...)."
+    );
+    metrics::describe_counter!(
+        names::DEV_NATS_RESTARTS,
+        "nats-server processes cloudlysis dev started again after its own died."
     );
     metrics::describe_counter!(
         names::READINESS_CHECK_FAILURES,
