@@ -162,6 +162,20 @@ pub(crate) struct VerbParams {
     grace_ms: Option<u64>,
 }
 
+impl VerbParams {
+    /// Refuses a `grace_ms` outside what a runner takes, before any node is asked.
+    fn check(&self) -> Result<(), Problem> {
+        use cloudlysis_runtime::workflow::{DRAIN_GRACE_MAX, DRAIN_GRACE_MIN};
+        let (min, max) = (DRAIN_GRACE_MIN.as_millis(), DRAIN_GRACE_MAX.as_millis());
+        match self.grace_ms {
+            Some(ms) if !(min..=max).contains(&u128::from(ms)) => Err(Problem::bad_request(
+                format!("grace_ms {ms}: must be {min} – {max} milliseconds"),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
 async fn verb_on(
     runner: &Runner,
     node: &str,
@@ -303,6 +317,7 @@ pub(crate) async fn node_verb(
     let result = async {
         let actor = admit(&gw, &headers)?;
         check_verb(&verb)?;
+        params.check()?;
         let runner = find(&gw, &node).await?;
         let out = verb_on(&runner, &node, &verb, &actor, &params).await?;
         Ok((StatusCode::OK, axum::Json(out)).into_response())
@@ -323,6 +338,7 @@ pub(crate) async fn all_verb(
     let result = async {
         let actor = admit(&gw, &headers)?;
         check_verb(&verb)?;
+        params.check()?;
         let mut out = Vec::new();
         for (runner, id) in nodes(&gw).await {
             let address = &runner.0;

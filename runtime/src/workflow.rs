@@ -25,6 +25,11 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
 
+/// The shortest drain grace a runner takes (`runner.drain_grace_ms`, a drain call's `grace_ms`).
+pub const DRAIN_GRACE_MIN: std::time::Duration = std::time::Duration::from_millis(100);
+/// The longest drain grace a runner takes: a drain waits at most an hour for in-flight effects.
+pub const DRAIN_GRACE_MAX: std::time::Duration = std::time::Duration::from_secs(3600);
+
 /// Version of every format in this module.
 pub const SCHEMA_VERSION: u32 = 1;
 

@@ -381,6 +381,18 @@ impl RunnerAdmin for RunnerNode {
             .grace_ms
             .map(Duration::from_millis)
             .unwrap_or(self.inner.ctx.settings.drain_grace);
+        let (min, max) = (
+            cloudlysis_runtime::workflow::DRAIN_GRACE_MIN,
+            cloudlysis_runtime::workflow::DRAIN_GRACE_MAX,
+        );
+        if !(min..=max).contains(&grace) {
+            return Err(Status::invalid_argument(format!(
+                "grace_ms {}: must be {} – {} (nothing was changed)",
+                grace.as_millis(),
+                min.as_millis(),
+                max.as_millis()
+            )));
+        }
         let progress = RunnerNode::drain(self, grace, req.wait).await;
         self.audit(
             &actor,

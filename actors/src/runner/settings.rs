@@ -234,8 +234,8 @@ impl RunnerSettings {
                 &DRAIN_GRACE_MS,
                 None,
                 d.drain_grace,
-                Duration::from_millis(100),
-                Duration::from_secs(3600),
+                cloudlysis_runtime::workflow::DRAIN_GRACE_MIN,
+                cloudlysis_runtime::workflow::DRAIN_GRACE_MAX,
             )?,
         })
     }
