@@ -80,6 +80,8 @@ pub const ROUTES: &[&str] = &[
     "workflows_operate",
     "admin_runner",
     "admin",
+    problem::UNROUTED,
+    problem::UNREADABLE,
 ];
 
 /// Registers the Gateway's series whose labels are known before any request (request counts
@@ -104,6 +106,7 @@ fn register_metrics() {
     for outcome in ["hit", "miss"] {
         metrics::counter!(names::GATEWAY_TOKEN_CACHE, "outcome" => outcome).increment(0);
     }
+    metrics::counter!(names::GATEWAY_HANDLER_PANICS).increment(0);
     cloudlysis_runtime::credential::register_cache_metrics(&["signed"]);
 }
 
@@ -647,5 +650,10 @@ impl Gateway {
             // answer applies to the routes present when it is set).
             .fallback(problem::no_route)
             .method_not_allowed_fallback(problem::wrong_method)
+            // A handler that panics (a bug) answers 500 problem+json instead of dropping the
+            // connection.
+            .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                problem::panicked,
+            ))
     }
 }

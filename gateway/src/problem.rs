@@ -153,3 +153,30 @@ pub(crate) async fn wrong_method(parts: axum::http::request::Parts) -> Response 
 pub const UNROUTED: &str = "unrouted";
 /// The `route` label of requests whose path or query string the Gateway could not read (400).
 pub const UNREADABLE: &str = "unreadable";
+
+/// The answer to a handler that panicked — a bug — caught by the router's `CatchPanicLayer`:
+/// 500 problem+json under a new correlation id, which the error logged with the panic's message
+/// also carries; counted in `cloudlysis_gateway_handler_panics_total`. It does not claim that
+/// nothing happened: the handler may have called a node before it failed.
+pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    let id = cloudlysis_runtime::context::CorrelationId::generate();
+    tracing::error!(
+        correlation_id = id.as_str(),
+        panic = message,
+        "a Gateway handler panicked"
+    );
+    metrics::counter!(cloudlysis_runtime::metrics::names::GATEWAY_HANDLER_PANICS).increment(1);
+    Problem::new(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        "internal",
+        "the Gateway failed while handling this request (a bug; its log has the details under \
+         this correlation id); whether a call it made before failing took effect is not known",
+    )
+    .with_correlation(id.as_str())
+    .into_response()
+}

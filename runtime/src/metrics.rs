@@ -66,6 +66,8 @@ pub mod names {
     pub const COMMAND_DURATION: &str = "cloudlysis_command_duration_seconds";
     /// Counter of Gateway HTTP requests, labelled `route` and `status`.
     pub const GATEWAY_REQUESTS: &str = "cloudlysis_gateway_requests_total";
+    /// Counter of Gateway handlers that panicked (answered 500).
+    pub const GATEWAY_HANDLER_PANICS: &str = "cloudlysis_gateway_handler_panics_total";
     /// Gauge of Gateway API requests being handled.
     pub const GATEWAY_IN_FLIGHT: &str = "cloudlysis_gateway_in_flight";
     /// Histogram of Gateway request time, labelled `route`.
@@ -215,6 +217,7 @@ pub mod names {
         ENTITIES,
         COMMAND_DURATION,
         GATEWAY_REQUESTS,
+        GATEWAY_HANDLER_PANICS,
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
@@ -365,6 +368,10 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_REQUESTS,
         "Gateway HTTP requests, by route and status."
+    );
+    metrics::describe_counter!(
+        names::GATEWAY_HANDLER_PANICS,
+        "Gateway request handlers that panicked (a bug), answered 500."
     );
     metrics::describe_gauge!(
         names::GATEWAY_IN_FLIGHT,
