@@ -396,10 +396,16 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
             per(3)
         );
     }
+    // CPU time is counted in ticks of 10 ms: a short run's raw publishes may count none.
     if cpu_raw.total_us() > 0.0 {
         println!(
             "cpu per op {cmd_name} / raw_publish: {:.1}x",
             cpu_cmd.total_us() / cpu_raw.total_us()
+        );
+    } else {
+        println!(
+            "cpu per op {cmd_name} / raw_publish: n/a (the raw publishes used less CPU than the \
+             10 ms the clock counts; run more operations)"
         );
     }
     let _ = stop.send(true);
