@@ -23,8 +23,8 @@ fn panics_total(text: &str) -> u64 {
 
 #[tokio::test]
 async fn a_panicking_handler_is_a_500_problem_and_the_gateway_serves_on() {
-    let p = Platform::start().await;
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
+    let p = Platform::start().await;
     // A route beside the Gateway's own, as the service endpoints are merged, that panics.
     let boom = axum::Router::new().route(
         "/boom",

@@ -14,6 +14,7 @@ use tower::ServiceExt;
 
 #[tokio::test]
 async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json() {
+    let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let p = Platform::start().await;
     let token = p.token("acme", &["commands:*", "queries:*", "workflows:*"]);
     let cases = [
@@ -43,7 +44,6 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
         ("POST", "/metrics", 405, "method-not-allowed", Some("GET")),
     ];
     // Served as `cloudlysis gateway` serves it: the API beside /health, /ready and /metrics.
-    let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let router = p.gateway.router_with(cloudlysis_runtime::service::router(
         cloudlysis_runtime::service::ServiceEndpoints {
             readiness: cloudlysis_runtime::service::Readiness::new(),
@@ -102,6 +102,8 @@ async fn unknown_paths_are_404_and_wrong_methods_405_with_allow_as_problem_json(
 
 #[tokio::test]
 async fn a_path_or_query_string_the_gateway_cannot_read_is_a_400_problem() {
+    // Installed before any request: a series recorded before the recorder is lost.
+    let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let p = Platform::start().await;
     let token = p.token(
         "acme",
@@ -144,7 +146,7 @@ async fn a_path_or_query_string_the_gateway_cannot_read_is_a_400_problem() {
         let detail = json["detail"].as_str().unwrap();
         assert!(detail.contains(words), "{method} {path}: {detail}");
     }
-    let text = cloudlysis_runtime::metrics::install().unwrap().render();
+    let text = metrics.render();
     let series = r#"cloudlysis_gateway_requests_total{route="unreadable",status="400"}"#;
     assert!(text.contains(series), "no {series} in\n{text}");
     assert_eq!(p.message_count().await, 0);
