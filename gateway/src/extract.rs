@@ -21,24 +21,16 @@ pub(crate) struct Query<T>(pub T);
 /// A refusal of axum's: a client error is `bad-request`; anything else (a route declared with
 /// parameters its handler does not take) is the Gateway's fault. It carries the request's
 /// correlation id and is counted as `cloudlysis_gateway_requests_total{route="unreadable"}`
-/// (the route's handler, which counts the others, never runs).
-fn refused(
-    parts: &Parts,
-    started: std::time::Instant,
-    status: StatusCode,
-    what: &str,
-    text: String,
-) -> Problem {
+/// (the route's handler, which counts the others, never runs; no duration is observed: the
+/// extractor does not know when the request began, and timing every request for its refusals
+/// would cost the ones that pass).
+fn refused(parts: &Parts, status: StatusCode, what: &str, text: String) -> Problem {
     let problem = if status.is_client_error() {
         Problem::bad_request(format!("{what}: {text}"))
     } else {
         Problem::new(status, "internal", format!("{what}: {text}"))
     };
-    crate::request_metrics::record(
-        crate::problem::UNREADABLE,
-        problem.status,
-        started.elapsed(),
-    );
+    crate::request_metrics::count(crate::problem::UNREADABLE, problem.status);
     problem.correlated(&parts.headers)
 }
 
@@ -50,10 +42,9 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let started = std::time::Instant::now();
         match axum::extract::Path::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Path(v)) => Ok(Path(v)),
-            Err(e) => Err(refused(parts, started, e.status(), "path", e.body_text())),
+            Err(e) => Err(refused(parts, e.status(), "path", e.body_text())),
         }
     }
 }
@@ -66,16 +57,9 @@ where
     type Rejection = Problem;
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Problem> {
-        let started = std::time::Instant::now();
         match axum::extract::Query::<T>::from_request_parts(parts, state).await {
             Ok(axum::extract::Query(v)) => Ok(Query(v)),
-            Err(e) => Err(refused(
-                parts,
-                started,
-                e.status(),
-                "query string",
-                e.body_text(),
-            )),
+            Err(e) => Err(refused(parts, e.status(), "query string", e.body_text())),
         }
     }
 }

@@ -69,7 +69,8 @@ pub enum GatewayError {
     },
 }
 
-/// The `route` labels of the Gateway's request metrics.
+/// The `route` labels of the Gateway's request durations (requests are also counted as
+/// `unreadable`, with no duration: see `extract`).
 pub const ROUTES: &[&str] = &[
     "commands",
     "query_get",
@@ -81,7 +82,6 @@ pub const ROUTES: &[&str] = &[
     "admin_runner",
     "admin",
     problem::UNROUTED,
-    problem::UNREADABLE,
 ];
 
 /// Registers the Gateway's series whose labels are known before any request (request counts

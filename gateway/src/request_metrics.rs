@@ -40,3 +40,10 @@ pub(crate) fn record(route: &'static str, status: StatusCode, took: Duration) {
     count.increment(1);
     duration.record(took.as_secs_f64());
 }
+
+/// Counts a request of `route` answered with `status`, observing no duration (for refusals made
+/// where the request's start is not known).
+pub(crate) fn count(route: &'static str, status: StatusCode) {
+    metrics::counter!(names::GATEWAY_REQUESTS, "route" => route, "status" => status.as_str().to_owned())
+        .increment(1);
+}
