@@ -395,6 +395,14 @@ pub fn token(src: &ConfigSource, args: crate::cli::TokenArgs) -> anyhow::Result<
     let auth = cloudlysis_gateway::Authenticator::new(settings.jwt_secret.as_bytes())?;
     let ttl = cloudlysis_gateway::auth::parse_ttl(&args.ttl)
         .map_err(|e| anyhow::anyhow!("invalid --ttl: {e}"))?;
+    let longest = cloudlysis_gateway::auth::MAX_TOKEN_TTL;
+    if ttl > longest {
+        anyhow::bail!(
+            "invalid --ttl {}: a token may live at most {}d",
+            args.ttl,
+            longest.as_secs() / 86_400
+        );
+    }
     cloudlysis_runtime::subject::validate_token(&args.tenant)
         .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
     let rights: Vec<String> = args

@@ -238,6 +238,24 @@ fn token_refuses_bad_rights_and_ttl() {
 }
 
 #[test]
+fn token_refuses_a_ttl_past_ten_years_instead_of_saturating_its_expiry() {
+    let out = cloudlysis()
+        .args(["token", "--tenant", "acme", "--ttl", "99999999999999999d"])
+        .env(
+            "CLOUDLYSIS_JWT_SECRET",
+            "cli-test-secret-cli-test-secret-cli",
+        )
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--ttl") && stderr.contains("at most 3650d"),
+        "{stderr}"
+    );
+}
+
+#[test]
 fn projection_lanes_out_of_range_is_named() {
     let out = cloudlysis()
         .args([

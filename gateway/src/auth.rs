@@ -176,6 +176,13 @@ impl Authenticator {
         rights: &[String],
         ttl: Duration,
     ) -> Result<String, AuthError> {
+        if ttl > MAX_TOKEN_TTL {
+            return Err(AuthError::Invalid(format!(
+                "a token may live at most {}d, not {}s",
+                MAX_TOKEN_TTL.as_secs() / 86_400,
+                ttl.as_secs()
+            )));
+        }
         let exp = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_secs())
@@ -258,6 +265,9 @@ pub fn allows(rights: &[String], scope: &str, name: &str) -> bool {
         (n_base == base || n_base == "*") && n_qualifier == qualifier
     })
 }
+
+/// The longest a minted token may live (`cloudlysis token --ttl`): ten years.
+pub const MAX_TOKEN_TTL: Duration = Duration::from_secs(3650 * 86_400);
 
 /// Parses a TTL such as `90s`, `15m`, `1h`, `7d` (a bare number is seconds).
 pub fn parse_ttl(text: &str) -> Result<Duration, String> {
@@ -411,5 +421,16 @@ mod tests {
         assert!(parse_ttl("1w").is_err());
         assert!(parse_ttl("0s").is_err());
         assert!(parse_ttl("").is_err());
+    }
+
+    #[test]
+    fn a_token_may_live_ten_years_and_no_longer() {
+        let auth = Authenticator::new(b"a-test-secret-a-test-secret-a-test").unwrap();
+        let rights = ["commands:*".to_string()];
+        assert!(auth.mint("s", "acme", &rights, MAX_TOKEN_TTL).is_ok());
+        let refused = auth
+            .mint("s", "acme", &rights, MAX_TOKEN_TTL + Duration::from_secs(1))
+            .unwrap_err();
+        assert!(refused.to_string().contains("at most 3650d"), "{refused}");
     }
 }
