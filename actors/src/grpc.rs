@@ -44,6 +44,7 @@ pub async fn serve(
 ) -> Result<(), tonic::transport::Error> {
     let router = serving
         .server()?
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(panicked))
         .layer(cloudlysis_runtime::abandon::AbandonLayer)
         .layer(serving.keys.layer())
         .layer(serving.admission())
@@ -56,6 +57,27 @@ pub async fn serve(
             shutdown,
         )
         .await
+}
+
+/// The answer to a call whose service panicked — a bug — caught by [`serve`]'s outermost layer
+/// instead of resetting the call's stream: `INTERNAL`, marked `outcome-unknown` (the call may
+/// have done its work before it failed), logged at error and counted in
+/// `cloudlysis_node_call_panics_total`.
+fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<tonic::body::Body> {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("(no message)");
+    tracing::error!(panic = message, "a node's call panicked");
+    metrics::counter!(cloudlysis_runtime::metrics::names::NODE_CALL_PANICS).increment(1);
+    let status = tonic::Status::internal(
+        "the node failed while handling this call (a bug; its log has the panic); whether it \
+         took effect is not known",
+    );
+    cloudlysis_runtime::outcome::ErrorKind::OutcomeUnknown
+        .mark(status)
+        .into_http()
 }
 
 /// Margin kept from the caller's deadline so an answer still reaches it in time.

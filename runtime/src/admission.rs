@@ -107,6 +107,7 @@ impl NodeServing {
 /// Makes the series exist (at 0).
 pub fn register_metrics() {
     metrics::gauge!(names::NODE_CALLS_IN_FLIGHT).set(0.0);
+    metrics::counter!(names::NODE_CALL_PANICS).increment(0);
     metrics::counter!(names::NODE_ADMISSION_REJECTIONS).increment(0);
 }
 

@@ -66,6 +66,8 @@ pub mod names {
     pub const COMMAND_DURATION: &str = "cloudlysis_command_duration_seconds";
     /// Counter of Gateway HTTP requests, labelled `route` and `status`.
     pub const GATEWAY_REQUESTS: &str = "cloudlysis_gateway_requests_total";
+    /// Counter of node calls whose service panicked (answered `INTERNAL`).
+    pub const NODE_CALL_PANICS: &str = "cloudlysis_node_call_panics_total";
     /// Counter of Gateway handlers that panicked (answered 500).
     pub const GATEWAY_HANDLER_PANICS: &str = "cloudlysis_gateway_handler_panics_total";
     /// Gauge of Gateway API requests being handled.
@@ -218,6 +220,7 @@ pub mod names {
         COMMAND_DURATION,
         GATEWAY_REQUESTS,
         GATEWAY_HANDLER_PANICS,
+        NODE_CALL_PANICS,
         GATEWAY_IN_FLIGHT,
         GATEWAY_REQUEST_DURATION,
         GATEWAY_PROBES,
@@ -368,6 +371,10 @@ fn describe() {
     metrics::describe_counter!(
         names::GATEWAY_REQUESTS,
         "Gateway HTTP requests, by route and status."
+    );
+    metrics::describe_counter!(
+        names::NODE_CALL_PANICS,
+        "Node gRPC calls whose service panicked (a bug), answered INTERNAL."
     );
     metrics::describe_counter!(
         names::GATEWAY_HANDLER_PANICS,
