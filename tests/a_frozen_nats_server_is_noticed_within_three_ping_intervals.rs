@@ -3,7 +3,9 @@
 //! of `nats.ping_interval_ms`; from then on a command is refused at once — `UNAVAILABLE`,
 //! nothing published — instead of waiting out its reads' deadline or, on a warm entity, the
 //! publish deadline as *outcome unknown*; a query is refused at once as not read, and a
-//! workflow start as not started.
+//! workflow start as not started. What an operator reads while NATS is gone answers at once:
+//! a poison or audit list is refused as not read, and a runner's Status answers with what the
+//! node itself knows instead of waiting out a deadline for each consumer's server counts.
 //!
 //! Before: the interval was the NATS client's default of 60 s, not a setting, so a node went
 //! on sending into the dead connection for three minutes, and each command or query waited out
@@ -219,4 +221,56 @@ async fn a_workflow_start_after_the_pings_went_unanswered_is_refused_at_once_as_
     })
     .await;
     assert!(started, "no workflow started after the server came back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_reads_answer_at_once_while_the_connection_is_known_down() {
+    use cloudlysis_proto::ops::ListPoisonRequest;
+    use cloudlysis_proto::ops::ops_admin_client::OpsAdminClient;
+    use cloudlysis_proto::runner::StatusRequest;
+    use cloudlysis_proto::runner::runner_admin_client::RunnerAdminClient;
+
+    let server = NatsServer::start().await.unwrap();
+    let js = server.jetstream().await;
+    stream::ensure_stream(&js, &stream::aggregate_events())
+        .await
+        .unwrap();
+    let (_projection, projection) = ready_node("projection", &server).await;
+    let (_runner, runner) = ready_node("runner", &server).await;
+    let mut ops = OpsAdminClient::with_interceptor(projection, common::operator_credential);
+    let admin = RunnerAdminClient::with_interceptor(runner, common::operator_credential);
+    let list = || {
+        let mut r = tonic::Request::new(ListPoisonRequest::default());
+        r.set_timeout(Duration::from_secs(4));
+        r
+    };
+    // A deadline shorter than one NATS request's (`nats.request_timeout_ms` is 1 s here, and
+    // the runner asks the server about each of its consumers): only an answer that asks
+    // nothing of NATS meets it.
+    let status = || {
+        let mut r = tonic::Request::new(StatusRequest {});
+        r.set_timeout(Duration::from_millis(900));
+        r
+    };
+    ops.list_poison(list()).await.unwrap();
+
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new(String::new());
+    let answered = eventually(Duration::from_secs(20), || {
+        let (mut ops, mut admin, last) = (ops.clone(), admin.clone(), &last);
+        async move {
+            let poison = ops.list_poison(list()).await;
+            let refused = matches!(&poison, Err(s) if s.code() == tonic::Code::Unavailable
+                && s.message().contains("NATS is not connected"));
+            let status = admin.status(status()).await;
+            let served = status
+                .as_ref()
+                .is_ok_and(|s| s.get_ref().drain_state == "serving");
+            *last.lock().unwrap() = format!("poison: {poison:?}\nstatus: {status:?}");
+            refused && served
+        }
+    })
+    .await;
+    server.resume().unwrap();
+    assert!(answered, "{}", last.lock().unwrap());
 }

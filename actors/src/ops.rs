@@ -294,12 +294,26 @@ fn limit(n: u32, default: u32) -> usize {
     n as usize
 }
 
+impl OpsService {
+    /// Refuses an operation at once while this node's NATS client knows its connection is
+    /// down: each one reads (and a verb writes) NATS, and would otherwise wait out its deadline.
+    fn connected(&self, nothing: &str) -> Result<(), Status> {
+        match cloudlysis_runtime::nats::not_connected(&self.js) {
+            None => Ok(()),
+            Some(state) => Err(Status::unavailable(format!(
+                "NATS is not connected ({state}) on this node: {nothing}"
+            ))),
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl OpsAdmin for OpsService {
     async fn list_poison(
         &self,
         request: Request<ListPoisonRequest>,
     ) -> Result<Response<ListPoisonResponse>, Status> {
+        self.connected("nothing was read")?;
         let req = request.into_inner();
         let source = req.source.clone();
         let keep = move |key: &str| {
@@ -343,6 +357,7 @@ impl OpsAdmin for OpsService {
         &self,
         request: Request<GetPoisonRequest>,
     ) -> Result<Response<PoisonDetail>, Status> {
+        self.connected("nothing was read")?;
         let id = request.into_inner().id;
         let record = self
             .record(&id)
@@ -369,6 +384,7 @@ impl OpsAdmin for OpsService {
         &self,
         request: Request<PoisonVerbRequest>,
     ) -> Result<Response<PoisonVerbResponse>, Status> {
+        self.connected("nothing was done")?;
         let (actor, tenant) = caller(&request);
         let id = request.into_inner().id;
         let response = match self.record(&id).await? {
@@ -395,6 +411,7 @@ impl OpsAdmin for OpsService {
         &self,
         request: Request<PoisonVerbRequest>,
     ) -> Result<Response<PoisonVerbResponse>, Status> {
+        self.connected("nothing was done")?;
         let (actor, tenant) = caller(&request);
         let id = request.into_inner().id;
         let response = match self.record(&id).await? {
@@ -424,6 +441,7 @@ impl OpsAdmin for OpsService {
         &self,
         request: Request<ListAuditRequest>,
     ) -> Result<Response<ListAuditResponse>, Status> {
+        self.connected("nothing was read")?;
         let req = request.into_inner();
         let page = tokio::time::timeout(
             OPS_TIMEOUT * 2,

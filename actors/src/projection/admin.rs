@@ -115,17 +115,23 @@ impl ProjectionAdmin for ProjectionNode {
         &self,
         _: Request<DescribeViewsRequest>,
     ) -> Result<Response<DescribeViewsResponse>, Status> {
-        // The stream's last sequence, so a caller sees each view's lag.
-        let last = match tokio::time::timeout(
-            super::node::NATS_TIMEOUT,
-            self.inner
-                .js
-                .get_stream(cloudlysis_runtime::stream::AGGREGATE_EVENTS),
-        )
-        .await
-        {
-            Ok(Ok(s)) => s.cached_info().state.last_sequence,
-            _ => 0,
+        // The stream's last sequence, so a caller sees each view's lag (0: not known — also
+        // at once, without a request that would wait out its deadline, while the connection
+        // is known down).
+        let connected = cloudlysis_runtime::nats::not_connected(&self.inner.js).is_none();
+        let last = match connected {
+            false => 0,
+            true => match tokio::time::timeout(
+                super::node::NATS_TIMEOUT,
+                self.inner
+                    .js
+                    .get_stream(cloudlysis_runtime::stream::AGGREGATE_EVENTS),
+            )
+            .await
+            {
+                Ok(Ok(s)) => s.cached_info().state.last_sequence,
+                _ => 0,
+            },
         };
         let mut views = self.describe_views();
         for v in &mut views {

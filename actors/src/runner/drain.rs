@@ -282,9 +282,12 @@ impl RunnerNode {
         );
     }
 
-    /// Outbox steps not yet published (entries of the outbox index; bounded count).
+    /// Outbox steps not yet published (entries of the outbox index; bounded count); 0 when
+    /// they could not be counted, and then the gauge keeps its last count.
     pub async fn outbox_depth(&self) -> u64 {
-        let n = super::outbox::index_depth(&self.inner.relay_ctx).await;
+        let Some(n) = super::outbox::index_depth(&self.inner.relay_ctx).await else {
+            return 0;
+        };
         metrics::gauge!(cloudlysis_runtime::metrics::names::OUTBOX_DEPTH).set(n as f64);
         n
     }

@@ -411,8 +411,12 @@ async fn sweep(ctx: &RelayCtx, grace: Duration) {
     }
 }
 
-/// Entries of the outbox index (counted up to [`MAX_SWEEP`] × 100).
-pub async fn index_depth(ctx: &RelayCtx) -> u64 {
+/// Entries of the outbox index (counted up to [`MAX_SWEEP`] × 100); `None` when they could not
+/// be counted — at once, without asking, while the connection is known down.
+pub async fn index_depth(ctx: &RelayCtx) -> Option<u64> {
+    if cloudlysis_runtime::nats::not_connected(&ctx.js).is_some() {
+        return None;
+    }
     let count = async {
         let keys = ctx.index.keys().await.ok()?;
         Some(keys.take(MAX_SWEEP * 100).count().await as u64)
@@ -421,7 +425,6 @@ pub async fn index_depth(ctx: &RelayCtx) -> u64 {
         .await
         .ok()
         .flatten()
-        .unwrap_or(0)
 }
 
 /// Why [`flush_instance`] left an outbox alone.

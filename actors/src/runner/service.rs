@@ -425,19 +425,29 @@ impl RunnerAdmin for RunnerNode {
     async fn status(&self, _: Request<StatusRequest>) -> Result<Response<StatusResponse>, Status> {
         let statuses = self.consumer_status().await;
         let entries = self.inner.consumers.lock().await.clone();
-        let mut consumers = Vec::new();
-        for e in &entries {
-            let mine = statuses
-                .iter()
-                .find(|s| s.durable == e.durable && s.stream == e.stream);
+        // The server's counts of each consumer, asked all at once under one deadline — and
+        // not at all while the connection is known down (0: not known), so Status answers
+        // with what the node itself knows instead of waiting out a deadline per consumer.
+        let connected = cloudlysis_runtime::nats::not_connected(&self.inner.ctx.js).is_none();
+        let infos = futures::future::join_all(entries.iter().map(|e| async move {
+            if !connected {
+                return None;
+            }
             let info = async {
                 let stream = self.inner.ctx.js.get_stream(e.stream).await.ok()?;
                 stream.consumer_info(&e.durable).await.ok()
             };
-            let info = tokio::time::timeout(self.inner.ctx.settings.io_timeout, info)
+            tokio::time::timeout(self.inner.ctx.settings.io_timeout, info)
                 .await
                 .ok()
-                .flatten();
+                .flatten()
+        }))
+        .await;
+        let mut consumers = Vec::new();
+        for (e, info) in entries.iter().zip(infos) {
+            let mine = statuses
+                .iter()
+                .find(|s| s.durable == e.durable && s.stream == e.stream);
             consumers.push(admin::ConsumerStatus {
                 stream: e.stream.to_string(),
                 durable: e.durable.clone(),
