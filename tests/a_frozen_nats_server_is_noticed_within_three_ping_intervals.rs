@@ -60,6 +60,38 @@ async fn ready_node(role: &str, server: &NatsServer) -> (tokio::process::Child, 
     (child, common::node_channel(&grpc).await)
 }
 
+/// Freezes `server` and calls `attempt` until it is refused as `UNAVAILABLE` naming the lost
+/// connection and `nothing` ("nothing was read"); resumes the server either way. The refusal,
+/// or a failure naming the last answer.
+async fn refused_while_frozen<T, F, Fut>(
+    server: &NatsServer,
+    nothing: &str,
+    attempt: F,
+) -> tonic::Status
+where
+    T: std::fmt::Debug,
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = Result<T, tonic::Status>>,
+{
+    server.pause().unwrap();
+    let last = std::sync::Mutex::new(None);
+    let refused = eventually(Duration::from_secs(20), || async {
+        let answer = attempt().await;
+        let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
+            && s.message().contains("NATS is not connected")
+            && s.message().contains(nothing));
+        *last.lock().unwrap() = Some(answer);
+        done
+    })
+    .await;
+    server.resume().unwrap();
+    let last = last.into_inner().unwrap();
+    match last {
+        Some(Err(status)) if refused => status,
+        other => panic!("never refused as `{nothing}` with NATS frozen; last answer: {other:?}"),
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_command_after_the_pings_went_unanswered_is_refused_at_once_as_not_published() {
     let server = NatsServer::start().await.unwrap();
@@ -69,27 +101,11 @@ async fn a_command_after_the_pings_went_unanswered_is_refused_at_once_as_not_pub
     let opened = command(&mut client, "Open", r#"{"owner":"o"}"#).await;
     assert_eq!(opened.unwrap().version, 1);
 
-    server.pause().unwrap();
-    let last = std::sync::Mutex::new(None);
-    let refused = eventually(Duration::from_secs(20), || {
+    refused_while_frozen(&server, "nothing was published", || {
         let mut client = client.clone();
-        let last = &last;
-        async move {
-            let answer = command(&mut client, "Deposit", r#"{"amount":1}"#).await;
-            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
-                && s.message().contains("NATS is not connected")
-                && s.message().contains("nothing was published"));
-            *last.lock().unwrap() = Some(answer);
-            done
-        }
+        async move { command(&mut client, "Deposit", r#"{"amount":1}"#).await }
     })
     .await;
-    server.resume().unwrap();
-    assert!(
-        refused,
-        "commands with NATS frozen were never refused as not published; last answer: {:?}",
-        last.lock().unwrap()
-    );
 
     // The server answers again: the node reconnects and commits.
     let committed = eventually(Duration::from_secs(30), || {
@@ -128,27 +144,11 @@ async fn a_query_after_the_pings_went_unanswered_is_refused_at_once_as_not_read(
     let first = get(&mut client).await;
     assert!(not_found(&first), "{first:?}");
 
-    server.pause().unwrap();
-    let last = std::sync::Mutex::new(None);
-    let refused = eventually(Duration::from_secs(20), || {
+    refused_while_frozen(&server, "nothing was read", || {
         let mut client = client.clone();
-        let last = &last;
-        async move {
-            let answer = get(&mut client).await;
-            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
-                && s.message().contains("NATS is not connected")
-                && s.message().contains("nothing was read"));
-            *last.lock().unwrap() = Some(answer);
-            done
-        }
+        async move { get(&mut client).await }
     })
     .await;
-    server.resume().unwrap();
-    assert!(
-        refused,
-        "queries with NATS frozen were never refused as not read; last answer: {:?}",
-        last.lock().unwrap()
-    );
 
     let served = eventually(Duration::from_secs(30), || {
         let mut client = client.clone();
@@ -182,41 +182,25 @@ async fn a_workflow_start_after_the_pings_went_unanswered_is_refused_at_once_as_
     let mut client = WorkflowServiceClient::new(channel);
     start(&mut client, "t-0").await.unwrap();
 
-    server.pause().unwrap();
-    let last = std::sync::Mutex::new(None);
     let tries = std::sync::atomic::AtomicUsize::new(0);
-    let refused = eventually(Duration::from_secs(20), || {
-        let mut client = client.clone();
-        let (last, tries) = (&last, &tries);
-        async move {
-            let id = format!(
-                "t-{}",
-                tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-            );
-            let answer = start(&mut client, &id).await;
-            let done = matches!(&answer, Err(s) if s.code() == tonic::Code::Unavailable
-                && s.message().contains("NATS is not connected")
-                && s.message().contains("nothing was started")
-                && ErrorKind::of(s) == Some(ErrorKind::NotCommitted));
-            *last.lock().unwrap() = Some(answer);
-            done
-        }
+    let next_id = || {
+        let n = tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        format!("t-{}", n + 1)
+    };
+    let refused = refused_while_frozen(&server, "nothing was started", || {
+        let (mut client, id) = (client.clone(), next_id());
+        async move { start(&mut client, &id).await }
     })
     .await;
-    server.resume().unwrap();
-    assert!(
-        refused,
-        "starts with NATS frozen were never refused as not started; last answer: {:?}",
-        last.lock().unwrap()
+    assert_eq!(
+        ErrorKind::of(&refused),
+        Some(ErrorKind::NotCommitted),
+        "{refused:?}"
     );
 
     // (A fresh id per try: a try that timed out may still have started its instance.)
     let started = eventually(Duration::from_secs(30), || {
-        let mut client = client.clone();
-        let id = format!(
-            "t-{}",
-            tries.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1
-        );
+        let (mut client, id) = (client.clone(), next_id());
         async move { start(&mut client, &id).await.is_ok() }
     })
     .await;

@@ -20,18 +20,20 @@ async fn ready(http: &str) -> (u16, String) {
         .unwrap_or((0, "no answer".into()))
 }
 
+/// Waits (20 s at most) for `/ready` to answer 200.
+async fn until_ready(http: &str) {
+    let ok = eventually(Duration::from_secs(20), || async {
+        ready(http).await.0 == 200
+    })
+    .await;
+    assert!(ok, "never ready: {:?}", ready(http).await);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_is_not_ready_while_jetstream_does_not_answer_and_serves_once_it_is() {
     let server = NatsServer::start().await.unwrap();
     let (_child, grpc, http) = common::spawn_aggregate(&server.url(), &[]).await;
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            ready(&http).await.0 == 200
-        })
-        .await,
-        "never ready: {:?}",
-        ready(&http).await
-    );
+    until_ready(&http).await;
 
     server.pause().unwrap();
     let last = std::sync::Mutex::new((0, String::new()));
@@ -77,14 +79,7 @@ async fn a_node_is_not_ready_while_jetstream_does_not_answer_and_serves_once_it_
 async fn with_the_connection_known_down_jetstream_is_not_asked_and_the_check_says_why() {
     let mut server = NatsServer::start().await.unwrap();
     let (_child, _grpc, http) = common::spawn_aggregate(&server.url(), &[]).await;
-    assert!(
-        eventually(Duration::from_secs(20), || async {
-            ready(&http).await.0 == 200
-        })
-        .await,
-        "never ready: {:?}",
-        ready(&http).await
-    );
+    until_ready(&http).await;
     server.stop().await.unwrap();
     // Both checks fail, and the JetStream one says the connection is down rather than that its
     // request timed out.

@@ -64,12 +64,8 @@ pub async fn serve(
 /// have done its work before it failed), logged at error and counted in
 /// `cloudlysis_node_call_panics_total`.
 fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> http::Response<tonic::body::Body> {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
-    tracing::error!(panic = message, "a node's call panicked");
+    let message = cloudlysis_runtime::mailbox::panic_message(&panic);
+    tracing::error!(panic = %message, "a node's call panicked");
     metrics::counter!(cloudlysis_runtime::metrics::names::NODE_CALL_PANICS).increment(1);
     let status = tonic::Status::internal(
         "the node failed while handling this call (a bug; its log has the panic); whether it \

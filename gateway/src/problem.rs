@@ -159,15 +159,11 @@ pub const UNREADABLE: &str = "unreadable";
 /// also carries; counted in `cloudlysis_gateway_handler_panics_total`. It does not claim that
 /// nothing happened: the handler may have called a node before it failed.
 pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
-    let message = panic
-        .downcast_ref::<String>()
-        .map(String::as_str)
-        .or_else(|| panic.downcast_ref::<&str>().copied())
-        .unwrap_or("(no message)");
+    let message = cloudlysis_runtime::mailbox::panic_message(&panic);
     let id = cloudlysis_runtime::context::CorrelationId::generate();
     tracing::error!(
         correlation_id = id.as_str(),
-        panic = message,
+        panic = %message,
         "a Gateway handler panicked"
     );
     metrics::counter!(cloudlysis_runtime::metrics::names::GATEWAY_HANDLER_PANICS).increment(1);
