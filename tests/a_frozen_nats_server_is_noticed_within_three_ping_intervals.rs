@@ -46,6 +46,11 @@ async fn command(
 
 /// A `role` node with a short ping interval, ready: the process and a channel to it.
 async fn ready_node(role: &str, server: &NatsServer) -> (tokio::process::Child, Channel) {
+    // The aggregate nodes' stream, which a runner reads but does not create.
+    let js = server.jetstream().await;
+    stream::ensure_stream(&js, &stream::aggregate_events())
+        .await
+        .unwrap();
     let env = [
         ("CLOUDLYSIS_NATS_PING_INTERVAL_MS", "300"),
         ("CLOUDLYSIS_NATS_REQUEST_TIMEOUT_MS", "1000"),
@@ -173,11 +178,6 @@ async fn start(client: &mut WorkflowServiceClient<Channel>, id: &str) -> Result<
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_workflow_start_after_the_pings_went_unanswered_is_refused_at_once_as_not_started() {
     let server = NatsServer::start().await.unwrap();
-    // The aggregate nodes' stream, which a runner reads but does not create.
-    let js = server.jetstream().await;
-    stream::ensure_stream(&js, &stream::aggregate_events())
-        .await
-        .unwrap();
     let (_child, channel) = ready_node("runner", &server).await;
     let mut client = WorkflowServiceClient::new(channel);
     start(&mut client, "t-0").await.unwrap();
@@ -215,10 +215,6 @@ async fn operator_reads_answer_at_once_while_the_connection_is_known_down() {
     use cloudlysis_proto::runner::runner_admin_client::RunnerAdminClient;
 
     let server = NatsServer::start().await.unwrap();
-    let js = server.jetstream().await;
-    stream::ensure_stream(&js, &stream::aggregate_events())
-        .await
-        .unwrap();
     let (_projection, projection) = ready_node("projection", &server).await;
     let (_runner, runner) = ready_node("runner", &server).await;
     let mut ops = OpsAdminClient::with_interceptor(projection, common::operator_credential);
