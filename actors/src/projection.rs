@@ -13,6 +13,9 @@
 //!   events into documents with a per-document redelivery guard.
 //! - [`typed`] — [`TypedView`]: a view over one aggregate type that folds its decoded events.
 //! - [`generation`] — view generations: rebuilding a view while it answers queries.
+//! - [`batch`] — a lane's batch writer: one write per document per batch (ADR 0006 (3)).
+//! - [`outage`] — a store that does not answer holds the events and is retried, never their
+//!   poison.
 //! - `node` — the [`ProjectionNode`] and its builder: registration, modes, gRPC serving.
 //! - `mode` — [`ProjectionMode`] (PerView or Single), and the refusal of a mode that would apply
 //!   events twice.
@@ -30,6 +33,7 @@ pub mod batch;
 mod controller;
 mod mode;
 mod node;
+pub mod outage;
 mod query;
 mod serve;
 mod tracker;

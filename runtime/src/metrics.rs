@@ -151,6 +151,9 @@ pub mod names {
     /// Counter of document-cache lookups before a view write, labelled `view`, `outcome` (`hit`:
     /// the KV read was skipped; `miss`).
     pub const VIEW_CACHE: &str = "cloudlysis_view_document_cache_total";
+    /// Counter of a view's document reads or writes tried again because its store did not
+    /// answer (the deliveries are held meanwhile, not failed towards poison); labelled `view`.
+    pub const VIEW_STORE_RETRIES: &str = "cloudlysis_view_store_retries_total";
     /// `List` queries by view and outcome (`ok`, `busy`: refused by the node's admission,
     /// `timeout`, `error`).
     pub const VIEW_LISTS: &str = "cloudlysis_view_lists_total";
@@ -251,6 +254,7 @@ pub mod names {
         VIEW_REBUILDING,
         VIEW_REBUILDS,
         VIEW_CACHE,
+        VIEW_STORE_RETRIES,
         VIEW_LISTS,
         VIEW_GETS,
         WORKFLOW_INSTANCES_STARTED,
@@ -484,6 +488,10 @@ fn describe() {
     metrics::describe_counter!(
         names::VIEW_CACHE,
         "View document-cache lookups before a write, by outcome."
+    );
+    metrics::describe_counter!(
+        names::VIEW_STORE_RETRIES,
+        "View document writes tried again because the view's store did not answer (events held, not poisoned)."
     );
     metrics::describe_counter!(
         names::VIEW_REBUILDS,

@@ -17,11 +17,6 @@ use tokio::sync::watch;
 use super::{ConsumerConfig, ConsumerMsg, Shared};
 use crate::handler::{Delivery, DeliveryMeta, HandlerError};
 
-/// Delay before fetch retry number `attempt`: 100 ms doubling, capped at 5 s.
-fn fetch_retry_delay(attempt: u32) -> Duration {
-    (Duration::from_millis(100) * 2u32.saturating_pow(attempt.min(6))).min(Duration::from_secs(5))
-}
-
 pub(super) async fn fetch_loop<E: DeserializeOwned + Send + Sync + 'static>(
     config: ConsumerConfig<E>,
     consumer: PullConsumer,
@@ -153,7 +148,7 @@ async fn fetch_batches<E: DeserializeOwned + Send + Sync + 'static>(
                 return Some(format!("fetch keeps failing: {e}"));
             }
             tokio::select! {
-                _ = tokio::time::sleep(fetch_retry_delay(failures)) => {},
+                _ = tokio::time::sleep(crate::task::retry_delay(failures + 1)) => {},
                 changed = drain.changed() => if changed.is_err() { return None },
             }
         }

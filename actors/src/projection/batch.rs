@@ -132,7 +132,7 @@ async fn apply_batch<V: View>(
                 let (indices, items): (Vec<usize>, Vec<(u64, Vec<&EventEnvelope>)>) =
                     items.into_iter().unzip();
                 Box::pin(async move {
-                    let outcome = store.apply_many(&key, &items, false).await;
+                    let outcome = store.apply_held(&key, &items).await;
                     (indices, outcome)
                 })
                     as std::pin::Pin<Box<dyn std::future::Future<Output = Written> + Send + '_>>

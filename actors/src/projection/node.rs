@@ -444,6 +444,7 @@ fn register_metrics(view: &'static str) {
         metrics::gauge!(gauge, "view" => view).set(0.0);
     }
     metrics::counter!(names::VIEW_REBUILDS, "view" => view).increment(0);
+    metrics::counter!(names::VIEW_STORE_RETRIES, "view" => view).increment(0);
     for outcome in super::query::LIST_OUTCOMES {
         metrics::counter!(names::VIEW_LISTS, "view" => view, "outcome" => *outcome).increment(0);
     }

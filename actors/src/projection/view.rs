@@ -38,6 +38,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use super::outage::StoreError;
+
 use async_nats::jetstream::kv;
 use bytes::Bytes;
 use cloudlysis_runtime::envelope::{Commit, EventEnvelope};
@@ -279,7 +281,15 @@ impl<V: View> ViewStore<V> {
         let mut applied = Applied::default();
         for (kv_key, events) in self.group(commit)? {
             let item = [(seq, events)];
-            match self.apply_many(&kv_key, &item, redrive).await?.remove(0) {
+            let outcomes = if redrive {
+                // An operator waits for the answer: an outage is reported, not waited out.
+                self.apply_many(&kv_key, &item, true)
+                    .await
+                    .map_err(|e| e.to_string())?
+            } else {
+                self.apply_held(&kv_key, &item).await?
+            };
+            match outcomes.into_iter().next().unwrap_or(Ok(false)) {
                 Ok(true) => applied.written += 1,
                 Ok(false) => applied.already += 1,
                 Err(e) => return Err(e),
@@ -323,13 +333,15 @@ impl<V: View> ViewStore<V> {
     /// all of them (a concurrent writer makes it read and apply again). Each item's outcome:
     /// `Ok(true)` applied, `Ok(false)` applied before (redelivery), `Err` its `apply` failed —
     /// the other items are written without it. `Err` as a whole: reading or writing failed and
-    /// nothing was written.
+    /// nothing was written, because the store did not answer ([`StoreError::Unavailable`]:
+    /// try again) or the document cannot be written ([`StoreError::Broken`]).
     pub(crate) async fn apply_many(
         &self,
         kv_key: &str,
         items: &[(u64, Vec<&EventEnvelope>)],
         redrive: bool,
-    ) -> Result<Vec<Result<bool, String>>, String> {
+    ) -> Result<Vec<Result<bool, String>>, StoreError> {
+        use StoreError::{Broken, Unavailable};
         for attempt in 0..5 {
             // The cached record is current exactly when its revision is the key's last one;
             // the revision-checked write below finds out.
@@ -343,16 +355,23 @@ impl<V: View> ViewStore<V> {
                 None => Cached::Miss(
                     tokio::time::timeout(self.io_timeout, self.kv.entry(kv_key))
                         .await
-                        .map_err(|_| format!("reading {kv_key} timed out"))?
-                        .map_err(|e| format!("reading {kv_key}: {e}"))?,
+                        .map_err(|_| Unavailable(format!("reading {kv_key} timed out")))?
+                        .map_err(|e| match e.kind() {
+                            kv::EntryErrorKind::InvalidKey => {
+                                Broken(format!("reading {kv_key}: {e}"))
+                            }
+                            _ => Unavailable(format!("reading {kv_key}: {e}")),
+                        })?,
                 ),
             };
             let (mut record, revision) = match entry {
                 Cached::Hit((r, rev)) => (r, Some(rev)),
                 Cached::Miss(entry) => match entry {
                     Some(e) if e.operation == kv::Operation::Put => {
-                        let r: DocumentRecord = serde_json::from_slice(&e.value)
-                            .map_err(|err| format!("document {kv_key} does not decode: {err}"))?;
+                        let r: DocumentRecord =
+                            serde_json::from_slice(&e.value).map_err(|err| {
+                                Broken(format!("document {kv_key} does not decode: {err}"))
+                            })?;
                         (r, Some(e.revision))
                     }
                     other => (
@@ -363,7 +382,7 @@ impl<V: View> ViewStore<V> {
                             applied: Vec::new(),
                             redriven: Vec::new(),
                             doc: serde_json::to_value(V::Document::default())
-                                .map_err(|e| e.to_string())?,
+                                .map_err(|e| Broken(e.to_string()))?,
                         },
                         other.map(|e| e.revision),
                     ),
@@ -418,7 +437,7 @@ impl<V: View> ViewStore<V> {
             // again without it (its partial changes must not be written).
             let doc = loop {
                 let mut doc: V::Document = serde_json::from_value(record.doc.clone())
-                    .map_err(|e| format!("document {kv_key} does not fit the view: {e}"))?;
+                    .map_err(|e| Broken(format!("document {kv_key} does not fit the view: {e}")))?;
                 let mut failed = None;
                 for (i, (_, events)) in items.iter().enumerate() {
                     if !matches!(outcome[i], Ok(true)) {
@@ -467,20 +486,21 @@ impl<V: View> ViewStore<V> {
                 record.applied.sort_unstable();
                 record.applied.drain(..excess);
             }
-            record.doc = serde_json::to_value(&doc).map_err(|e| e.to_string())?;
-            let bytes = Bytes::from(serde_json::to_vec(&record).map_err(|e| e.to_string())?);
+            record.doc = serde_json::to_value(&doc).map_err(|e| Broken(e.to_string()))?;
+            let bytes =
+                Bytes::from(serde_json::to_vec(&record).map_err(|e| Broken(e.to_string()))?);
             let write = async {
                 match revision {
                     Some(rev) => self.kv.update(kv_key, bytes, rev).await.map_err(|e| {
                         (
                             e.kind() == kv::UpdateErrorKind::WrongLastRevision,
-                            e.to_string(),
+                            StoreError::of_write(kv_key, &e),
                         )
                     }),
                     None => self.kv.create(kv_key, bytes).await.map_err(|e| {
                         (
                             e.kind() == kv::CreateErrorKind::AlreadyExists,
-                            e.to_string(),
+                            StoreError::of_write(kv_key, &e),
                         )
                     }),
                 }
@@ -492,11 +512,13 @@ impl<V: View> ViewStore<V> {
                 }
                 // Another node wrote the document since we read it: read again.
                 Ok(Err((true, _))) => continue,
-                Ok(Err((false, e))) => return Err(format!("writing {kv_key}: {e}")),
-                Err(_) => return Err(format!("writing {kv_key} timed out")),
+                Ok(Err((false, e))) => return Err(e),
+                Err(_) => return Err(Unavailable(format!("writing {kv_key} timed out"))),
             }
         }
-        Err(format!("writing {kv_key}: too many concurrent writers"))
+        Err(Unavailable(format!(
+            "writing {kv_key}: too many concurrent writers"
+        )))
     }
 }
 
