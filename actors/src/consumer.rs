@@ -13,6 +13,7 @@
 //! | payload does not decode | poison record, then term | `term` (+ poison) |
 //! | checkpoint hook says already applied | ack without dispatch | `skip` |
 //! | handler deferred it ([`HandlerError::defer`](crate::handler::HandlerError::defer)) | nak with its delay, not a failure | `defer` |
+//! | handler's store did not answer ([`HandlerError::unavailable`](crate::handler::HandlerError::unavailable)) | nothing yet: the handler holds it and tries again (the consumer keeps it ours); reported here by a handler that completes deliveries itself, nak with the initial delay, not a failure | `nak` |
 //!
 //! While a message waits for its lane or its handler runs, the consumer sends an in-progress
 //! ack every third of `ack_wait` (`cloudlysis_consumer_progress_acks_total`), so the server

@@ -9,6 +9,7 @@
 //! | `Ok(())` | acks the message |
 //! | `Err(e)` | naks it with backoff; after `max_deliver - 1` failures writes a poison record and terms it |
 //! | `Err(HandlerError::defer(d, ..))` | not yet: naks it with delay `d`, not counted as a failure (timers) |
+//! | `Err(HandlerError::unavailable(..))` | nothing yet: the handler's store did not answer; [`run_one`] holds the message and handles it again (100 ms doubling to 5 s) until it answers otherwise |
 //! | panics | the message counts as failed (nak, or poison on its last attempt); the handler actor fails and its supervisor restarts it |
 //!
 //! Messages that were queued for the handler when it failed, or fetched while it was down, did
@@ -83,12 +84,14 @@ impl<E> Delivery<E> {
 }
 
 /// Why a handler could not process a delivery: a failure (the message is retried, then
-/// quarantined) or a deferral (not yet: redeliver after a delay, not counted as a failure).
+/// quarantined), a deferral (not yet: redeliver after a delay, not counted as a failure), or an
+/// outage (the handler's store did not answer: hold the message and run it again).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message}")]
 pub struct HandlerError {
     message: String,
     defer: Option<std::time::Duration>,
+    unavailable: bool,
 }
 
 impl HandlerError {
@@ -97,6 +100,7 @@ impl HandlerError {
         Self {
             message: msg.into(),
             defer: None,
+            unavailable: false,
         }
     }
 
@@ -107,6 +111,23 @@ impl HandlerError {
         Self {
             message: why.into(),
             defer: Some(delay),
+            unavailable: false,
+        }
+    }
+
+    /// Not the message's fault: what the handler needs (its KV bucket, a stream, NATS) did not
+    /// answer — a timeout, no leader during an election, the connection down. [`run_one`] keeps
+    /// the delivery and runs the handler on it again after 100 ms doubling to 5 s, for as long
+    /// as it answers so (the consumer keeps the message ours with in-progress acks, and takes
+    /// no more than the mailbox holds meanwhile), so an outage never quarantines a message and
+    /// the handler's order is kept. Counted in `cloudlysis_handler_retries_total{handler}`.
+    /// Reported to the consumer by a handler that completes deliveries itself, it is
+    /// redelivered without counting towards poison.
+    pub fn unavailable(why: impl Into<String>) -> Self {
+        Self {
+            message: why.into(),
+            defer: None,
+            unavailable: true,
         }
     }
 
@@ -118,6 +139,11 @@ impl HandlerError {
     /// The delay of a deferral (`None` for a failure).
     pub fn deferred(&self) -> Option<std::time::Duration> {
         self.defer
+    }
+
+    /// True for an outage ([`unavailable`](Self::unavailable)).
+    pub fn is_unavailable(&self) -> bool {
+        self.unavailable
     }
 }
 
@@ -155,29 +181,55 @@ pub trait EventHandler: Send + Sync + Sized + 'static {
     }
 }
 
-/// Handles `delivery` with `handler` and completes it (see [`EventHandler::accept`]).
+/// Handles `delivery` with `handler` and completes it (see [`EventHandler::accept`]); while
+/// the handler answers [`HandlerError::unavailable`], holds the delivery and handles it again
+/// (100 ms doubling to 5 s).
 pub async fn run_one<H: EventHandler>(
     handler: &H,
     mut delivery: Delivery<H::Event>,
     state: &mut H::State,
 ) -> Result<(), ActorProcessingErr> {
-    // A panic is this message's failure: report it, then fail the actor so its supervisor
-    // restarts it with fresh state.
-    let outcome = std::panic::AssertUnwindSafe(handler.handle(&delivery, state))
-        .catch_unwind()
-        .await;
-    match outcome {
-        Ok(result) => {
-            delivery.complete(result);
-            Ok(())
-        }
-        Err(payload) => {
-            let reason = format!(
-                "panicked: {}",
-                cloudlysis_runtime::mailbox::panic_message(&payload)
-            );
-            delivery.complete(Err(HandlerError::new(reason.clone())));
-            Err(reason.into())
+    let mut attempt = 0u32;
+    loop {
+        // A panic is this message's failure: report it, then fail the actor so its supervisor
+        // restarts it with fresh state.
+        let outcome = std::panic::AssertUnwindSafe(handler.handle(&delivery, state))
+            .catch_unwind()
+            .await;
+        match outcome {
+            Ok(Err(e)) if e.is_unavailable() => {
+                attempt += 1;
+                metrics::counter!(
+                    cloudlysis_runtime::metrics::names::HANDLER_RETRIES,
+                    "handler" => H::KIND
+                )
+                .increment(1);
+                // The first time, then about once a minute at the 5 s cap.
+                if attempt == 1 || attempt.is_multiple_of(12) {
+                    tracing::warn!(handler = H::KIND, consumer = %delivery.meta.consumer, seq = delivery.meta.stream_sequence, attempt, error = %e, "handler's store does not answer; holding the message and trying again");
+                }
+                tokio::time::sleep(crate::task::retry_delay(attempt)).await;
+            }
+            Ok(result) => {
+                if attempt > 0 {
+                    tracing::info!(
+                        handler = H::KIND,
+                        seq = delivery.meta.stream_sequence,
+                        attempts = attempt + 1,
+                        "handler's store answers again"
+                    );
+                }
+                delivery.complete(result);
+                return Ok(());
+            }
+            Err(payload) => {
+                let reason = format!(
+                    "panicked: {}",
+                    cloudlysis_runtime::mailbox::panic_message(&payload)
+                );
+                delivery.complete(Err(HandlerError::new(reason.clone())));
+                return Err(reason.into());
+            }
         }
     }
 }

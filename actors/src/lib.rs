@@ -14,6 +14,8 @@
 //! - [`node_admin`] — `node.admin.v1.NodeAdmin` over a node's supervision tree.
 //! - [`ops`] — `ops.admin.v1.OpsAdmin`: poison records (list, inspect, redrive, purge) and the
 //!   audit trail.
+//! - [`store`] — what a failed store read or write means: an outage a handler holds the message
+//!   through, or a record that can never be written.
 //! - [`kv_scan`] — bounded reads of the latest values under a KV key prefix.
 //! - [`grpc`] — gRPC plumbing every node shares (deadlines from `grpc-timeout`).
 //! - [`testkit`] — given/when/then tests for aggregates and views, pure (no NATS).
@@ -28,6 +30,7 @@ pub mod node_admin;
 pub mod ops;
 pub mod projection;
 pub mod runner;
+pub mod store;
 mod task;
 pub mod testkit;
 

@@ -154,6 +154,10 @@ pub mod names {
     /// Counter of a view's document reads or writes tried again because its store did not
     /// answer (the deliveries are held meanwhile, not failed towards poison); labelled `view`.
     pub const VIEW_STORE_RETRIES: &str = "cloudlysis_view_store_retries_total";
+    /// Counter of deliveries handled again because the handler's store did not answer
+    /// (`HandlerError::unavailable`; held meanwhile, not failed towards poison); labelled
+    /// `handler` (its kind: `workflow_inputs`, `effect_worker`, `timer_worker`, …).
+    pub const HANDLER_RETRIES: &str = "cloudlysis_handler_retries_total";
     /// `List` queries by view and outcome (`ok`, `busy`: refused by the node's admission,
     /// `timeout`, `error`).
     pub const VIEW_LISTS: &str = "cloudlysis_view_lists_total";
@@ -255,6 +259,7 @@ pub mod names {
         VIEW_REBUILDS,
         VIEW_CACHE,
         VIEW_STORE_RETRIES,
+        HANDLER_RETRIES,
         VIEW_LISTS,
         VIEW_GETS,
         WORKFLOW_INSTANCES_STARTED,
@@ -488,6 +493,10 @@ fn describe() {
     metrics::describe_counter!(
         names::VIEW_CACHE,
         "View document-cache lookups before a write, by outcome."
+    );
+    metrics::describe_counter!(
+        names::HANDLER_RETRIES,
+        "Deliveries handled again because the handler's store did not answer (held, not poisoned)."
     );
     metrics::describe_counter!(
         names::VIEW_STORE_RETRIES,

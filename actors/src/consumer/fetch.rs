@@ -240,6 +240,9 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         } else {
             (Err(HandlerError::new("handler not running")), false)
         };
+        // An outage reported by a handler that completes deliveries itself is not the
+        // message's failure either.
+        let handled = handled && !matches!(&outcome, Err(e) if e.is_unavailable());
         let max_deliver = config.policy.settings.max_deliver;
         match outcome {
             Ok(()) => settle_ack(&config, &shared, &msg, false).await,

@@ -13,43 +13,8 @@
 //! `cloudlysis_view_store_retries_total{view}`.
 
 use super::view::{View, ViewStore};
-use async_nats::jetstream::context::{PublishError, PublishErrorKind};
 
-/// Why a document could not be read or written.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum StoreError {
-    /// The store did not answer, or refused for a reason that passes: try again later.
-    #[error("{0}")]
-    Unavailable(String),
-    /// The document cannot be written however often it is tried.
-    #[error("{0}")]
-    Broken(String),
-}
-
-impl StoreError {
-    /// Classifies a failed KV write of `key`: over the server's max payload is
-    /// [`Broken`](Self::Broken), everything else the store said or did not say is
-    /// [`Unavailable`](Self::Unavailable).
-    pub(crate) fn of_write(key: &str, error: &(dyn std::error::Error + 'static)) -> Self {
-        let mut cause = Some(error);
-        while let Some(e) = cause {
-            if e.downcast_ref::<PublishError>()
-                .is_some_and(|p| p.kind() == PublishErrorKind::MaxPayloadExceeded)
-            {
-                return Self::Broken(format!("writing {key}: {error}"));
-            }
-            cause = e.source();
-        }
-        Self::Unavailable(format!("writing {key}: {error}"))
-    }
-
-    /// The message, whichever kind.
-    pub fn message(&self) -> &str {
-        match self {
-            Self::Unavailable(m) | Self::Broken(m) => m,
-        }
-    }
-}
+pub use crate::store::StoreError;
 
 /// One document's items with their outcomes (see [`ViewStore::apply_many`]).
 pub(crate) type Outcomes = Vec<Result<bool, String>>;

@@ -38,7 +38,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use super::outage::StoreError;
+use crate::store::StoreError;
 
 use async_nats::jetstream::kv;
 use bytes::Bytes;

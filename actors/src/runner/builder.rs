@@ -583,6 +583,9 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     ] {
         metrics::counter!(counter).increment(0);
     }
+    for handler in ["workflow_inputs", "effect_worker", "timer_worker"] {
+        metrics::counter!(names::HANDLER_RETRIES, "handler" => handler).increment(0);
+    }
     metrics::gauge!(names::OUTBOX_DEPTH).set(0.0);
     metrics::gauge!(names::RUNNER_DRAIN_STATE).set(0.0);
     let _ = metrics::histogram!(names::TIMER_LATENESS);

@@ -34,6 +34,12 @@ pub enum RunnerError {
     /// NATS or the instance actor failed.
     #[error("{0}")]
     Unavailable(String),
+    /// A store (the instances bucket, the outbox index) did not answer a read or write — a
+    /// timeout, no leader, the connection down: it passes. An input is held and tried again
+    /// ([`HandlerError::unavailable`](crate::handler::HandlerError::unavailable)), never
+    /// quarantined for it.
+    #[error("{0}")]
+    StoreUnavailable(String),
     /// No answer in time; the input may still be applied (inputs are idempotent).
     #[error("no answer within {0:?}; the input may still be applied")]
     Timeout(Duration),
@@ -48,6 +54,15 @@ fn runs_list(runs: &[String]) -> String {
     quoted.join(", ")
 }
 
+impl From<crate::store::StoreError> for RunnerError {
+    fn from(e: crate::store::StoreError) -> Self {
+        match e {
+            crate::store::StoreError::Unavailable(m) => Self::StoreUnavailable(m),
+            crate::store::StoreError::Broken(m) => Self::Unavailable(m),
+        }
+    }
+}
+
 impl RunnerError {
     /// The gRPC status for this error.
     pub fn to_status(&self) -> tonic::Status {
@@ -59,7 +74,7 @@ impl RunnerError {
             Self::Rejected(_) => tonic::Status::failed_precondition(msg),
             Self::Conflict(_) => tonic::Status::aborted(msg),
             Self::Busy(_) => tonic::Status::resource_exhausted(msg),
-            Self::Unavailable(_) => tonic::Status::unavailable(msg),
+            Self::Unavailable(_) | Self::StoreUnavailable(_) => tonic::Status::unavailable(msg),
             Self::Timeout(_) => tonic::Status::deadline_exceeded(msg),
         }
     }

@@ -13,6 +13,20 @@ use super::error::RunnerError;
 use super::instance::WorkflowHost;
 use crate::handler::{Delivery, EventHandler, HandlerError};
 
+/// What an input that did not apply means for its message: an outage, a full instance, racing
+/// writers or an instance that did not answer in time pass — the message is held and handed in
+/// again (inputs are idempotent); anything else (malformed, refused, of another workflow's
+/// record) fails it towards poison.
+fn input_error(e: RunnerError) -> HandlerError {
+    match e {
+        RunnerError::StoreUnavailable(_)
+        | RunnerError::Busy(_)
+        | RunnerError::Conflict(_)
+        | RunnerError::Timeout(_) => HandlerError::unavailable(e.to_string()),
+        other => HandlerError::new(other.to_string()),
+    }
+}
+
 /// Feeds effect results and timer firings addressed to one workflow to its instances.
 pub(crate) struct ResultInputs {
     pub(crate) workflow: &'static str,
@@ -33,12 +47,11 @@ impl EventHandler for ResultInputs {
         if d.event.workflow != self.workflow {
             return Ok(());
         }
-        match self.host.result(d.event.clone()).await {
-            Ok(_) => Ok(()),
-            // A malformed result can never apply: fail it towards poison.
-            Err(e @ RunnerError::InvalidArgument(_)) => Err(HandlerError::new(e.to_string())),
-            Err(e) => Err(HandlerError::new(e.to_string())),
-        }
+        self.host
+            .result(d.event.clone())
+            .await
+            .map(|_| ())
+            .map_err(input_error)
     }
 }
 
@@ -68,7 +81,7 @@ impl EventHandler for EventInputs {
             self.host
                 .event(event.clone(), d.meta.stream_sequence, i as u32)
                 .await
-                .map_err(|e| HandlerError::new(e.to_string()))?;
+                .map_err(input_error)?;
         }
         Ok(())
     }

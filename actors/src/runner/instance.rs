@@ -40,6 +40,7 @@ use super::error::RunnerError;
 use super::outbox::{self, Relay, RelayCtx};
 use super::record::{Admission, InstanceRecord};
 use super::workflow::{Input, ReactContext, Workflow};
+use crate::store::StoreError;
 
 mod host;
 mod operate;
@@ -145,8 +146,8 @@ const MAX_TRIES: usize = 5;
 enum WriteError {
     /// Another writer moved the record: reload and decide again.
     Conflict,
-    /// NATS failed.
-    Failed(String),
+    /// NATS failed: an outage, or a record that cannot be written.
+    Failed(StoreError),
 }
 
 impl<W: Workflow> BoundedActor for InstanceActor<W> {
@@ -278,9 +279,7 @@ impl<W: Workflow> InstanceActor<W> {
         if !fresh && let Some(c) = &state.cached {
             return Ok(Some(c.clone()));
         }
-        let loaded = outbox::read(&self.shared.relay_ctx, &self.key)
-            .await
-            .map_err(RunnerError::Unavailable)?;
+        let loaded = outbox::read(&self.shared.relay_ctx, &self.key).await?;
         if let Some((record, _)) = &loaded
             && record.workflow != W::NAME
         {
@@ -350,7 +349,7 @@ impl<W: Workflow> InstanceActor<W> {
             }
             Err(WriteError::Failed(e)) => {
                 state.cached = None;
-                Err(RunnerError::Unavailable(e))
+                Err(e.into())
             }
         }
     }
@@ -427,7 +426,7 @@ impl<W: Workflow> InstanceActor<W> {
                 }
                 Err(WriteError::Failed(e)) => {
                     state.cached = None;
-                    return Err(RunnerError::Unavailable(e));
+                    return Err(e.into());
                 }
             }
         }
@@ -522,7 +521,7 @@ impl<W: Workflow> InstanceActor<W> {
                 }
                 Err(WriteError::Failed(e)) => {
                     state.cached = None;
-                    return Err(RunnerError::Unavailable(e));
+                    return Err(e.into());
                 }
             }
         }
@@ -553,15 +552,17 @@ impl<W: Workflow> InstanceActor<W> {
                 .await
                 .map_err(WriteError::Failed)?;
         }
-        let bytes =
-            Bytes::from(serde_json::to_vec(record).map_err(|e| WriteError::Failed(e.to_string()))?);
+        let bytes = Bytes::from(
+            serde_json::to_vec(record)
+                .map_err(|e| WriteError::Failed(StoreError::Broken(e.to_string())))?,
+        );
         let write = async {
             match revision {
                 None => ctx.instances.create(&self.key, bytes).await.map_err(|e| {
                     if e.kind() == kv::CreateErrorKind::AlreadyExists {
                         WriteError::Conflict
                     } else {
-                        WriteError::Failed(e.to_string())
+                        WriteError::Failed(StoreError::of_write(&self.key, &e))
                     }
                 }),
                 Some(rev) => ctx
@@ -572,17 +573,17 @@ impl<W: Workflow> InstanceActor<W> {
                         if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
                             WriteError::Conflict
                         } else {
-                            WriteError::Failed(e.to_string())
+                            WriteError::Failed(StoreError::of_write(&self.key, &e))
                         }
                     }),
             }
         };
         match tokio::time::timeout(ctx.io_timeout, write).await {
             Ok(result) => result,
-            Err(_) => Err(WriteError::Failed(format!(
+            Err(_) => Err(WriteError::Failed(StoreError::Unavailable(format!(
                 "writing {} timed out",
                 self.key
-            ))),
+            )))),
         }
     }
 

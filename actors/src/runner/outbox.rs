@@ -29,6 +29,8 @@ use cloudlysis_runtime::mailbox::{ActorProcessingErr, BoundedActor, BoundedRef};
 use cloudlysis_runtime::metrics::names;
 use cloudlysis_runtime::trace::TraceParent;
 use cloudlysis_runtime::{kv as buckets, nats, workflow as wire};
+
+use crate::store::StoreError;
 use futures::StreamExt;
 use ractor::RpcReplyPort;
 use serde::{Deserialize, Serialize};
@@ -293,7 +295,7 @@ pub async fn clear(
     for _ in 0..10 {
         let (mut record, revision) = match current.take() {
             Some(c) => c,
-            None => match read(ctx, key).await? {
+            None => match read(ctx, key).await.map_err(|e| e.to_string())? {
                 Some(c) => c,
                 None => return Ok(None),
             },
@@ -318,15 +320,16 @@ pub async fn clear(
 }
 
 /// Reads an instance record and its revision.
-pub async fn read(ctx: &RelayCtx, key: &str) -> Result<Option<(InstanceRecord, u64)>, String> {
+pub async fn read(ctx: &RelayCtx, key: &str) -> Result<Option<(InstanceRecord, u64)>, StoreError> {
     let entry = tokio::time::timeout(ctx.io_timeout, ctx.instances.entry(key))
         .await
-        .map_err(|_| format!("reading {key} timed out"))?
-        .map_err(|e| format!("reading {key}: {e}"))?;
+        .map_err(|_| StoreError::Unavailable(format!("reading {key} timed out")))?
+        .map_err(|e| StoreError::Unavailable(format!("reading {key}: {e}")))?;
     match entry {
         Some(e) if e.operation == kv::Operation::Put => {
-            let record: InstanceRecord = serde_json::from_slice(&e.value)
-                .map_err(|err| format!("instance {key} does not decode: {err}"))?;
+            let record: InstanceRecord = serde_json::from_slice(&e.value).map_err(|err| {
+                StoreError::Broken(format!("instance {key} does not decode: {err}"))
+            })?;
             Ok(Some((record, e.revision)))
         }
         _ => Ok(None),
@@ -335,16 +338,17 @@ pub async fn read(ctx: &RelayCtx, key: &str) -> Result<Option<(InstanceRecord, u
 
 /// Records that step `index_key` may have unpublished entries (before the write that adds
 /// them).
-pub async fn mark(ctx: &RelayCtx, index_key: &str, instance_key: &str) -> Result<(), String> {
+pub async fn mark(ctx: &RelayCtx, index_key: &str, instance_key: &str) -> Result<(), StoreError> {
     let value = IndexEntry {
         instance_key: instance_key.to_string(),
         since_ms: wire::now_ms(),
     };
-    let bytes = Bytes::from(serde_json::to_vec(&value).map_err(|e| e.to_string())?);
+    let bytes =
+        Bytes::from(serde_json::to_vec(&value).map_err(|e| StoreError::Broken(e.to_string()))?);
     tokio::time::timeout(ctx.io_timeout, ctx.index.put(index_key, bytes))
         .await
-        .map_err(|_| "marking the outbox index timed out".to_string())?
-        .map_err(|e| format!("marking the outbox index: {e}"))?;
+        .map_err(|_| StoreError::Unavailable("marking the outbox index timed out".into()))?
+        .map_err(|e| StoreError::of_write("the outbox index", &e))?;
     Ok(())
 }
 
@@ -433,7 +437,7 @@ pub const PAUSED: &str = "paused";
 /// Publishes and clears whatever an instance's outbox holds; returns how many entries. A paused
 /// instance's outbox is held: `Err(PAUSED)`, and its index entry stays.
 pub async fn flush_instance(ctx: &RelayCtx, key: &str) -> Result<usize, String> {
-    let Some((record, revision)) = read(ctx, key).await? else {
+    let Some((record, revision)) = read(ctx, key).await.map_err(|e| e.to_string())? else {
         return Ok(0);
     };
     if record.outbox.is_empty() {

@@ -34,6 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use super::effect::{Effect, EffectContext, EffectErrorKind};
 use crate::handler::{Delivery, EventHandler, HandlerError};
+use crate::store::StoreError;
 
 /// Added to every lease: how long past an attempt's timeout (or a backoff) a claim still
 /// holds, so a slow worker is not overtaken by another one.
@@ -149,7 +150,7 @@ impl<E> EffectWorker<E> {
 /// What a ledger write ran into.
 enum LedgerWrite {
     Conflict,
-    Failed(String),
+    Failed(HandlerError),
 }
 
 impl<E: Effect> EventHandler for EffectWorker<E> {
@@ -169,9 +170,7 @@ impl<E: Effect> EventHandler for EffectWorker<E> {
         // A command that cannot name its tenant is poison, never executed.
         request_context(cmd).map_err(HandlerError::new)?;
         let result = self.outcome(cmd).await?;
-        publish_result(&self.js, cmd, &result, self.io_timeout)
-            .await
-            .map_err(HandlerError::new)
+        publish_result(&self.js, cmd, &result, self.io_timeout).await
     }
 }
 
@@ -190,7 +189,7 @@ impl<E: Effect> EffectWorker<E> {
             n => policy.max_attempts = n,
         }
         'reread: for _ in 0..10 {
-            let (record, mut revision) = self.read(&key).await.map_err(HandlerError::new)?;
+            let (record, mut revision) = self.read(&key).await?;
             let now = wire::now_ms();
             if let Some(r) = &record {
                 match r.status {
@@ -252,7 +251,7 @@ impl<E: Effect> EffectWorker<E> {
                 revision = match self.write(&key, &claim, revision).await {
                     Ok(rev) => Some(rev),
                     Err(LedgerWrite::Conflict) => continue 'reread,
-                    Err(LedgerWrite::Failed(e)) => return Err(HandlerError::new(e)),
+                    Err(LedgerWrite::Failed(e)) => return Err(e),
                 };
                 attempts += 1;
                 let command: E::Command = match serde_json::from_value(cmd.payload.clone()) {
@@ -330,7 +329,7 @@ impl<E: Effect> EffectWorker<E> {
                 revision = match self.write(&key, &waiting, revision).await {
                     Ok(rev) => Some(rev),
                     Err(LedgerWrite::Conflict) => continue 'reread,
-                    Err(LedgerWrite::Failed(e)) => return Err(HandlerError::new(e)),
+                    Err(LedgerWrite::Failed(e)) => return Err(e),
                 };
                 // An operator's retry-now cuts the backoff short.
                 let wake = self.retry_now.register(&cmd.command_id);
@@ -366,23 +365,26 @@ impl<E: Effect> EffectWorker<E> {
                     return Ok(result);
                 }
                 Err(LedgerWrite::Conflict) => continue 'reread,
-                Err(LedgerWrite::Failed(e)) => return Err(HandlerError::new(e)),
+                Err(LedgerWrite::Failed(e)) => return Err(e),
             }
         }
-        Err(HandlerError::new(format!(
+        Err(HandlerError::unavailable(format!(
             "ledger {key}: too many concurrent writers"
         )))
     }
 
-    async fn read(&self, key: &str) -> Result<(Option<LedgerRecord>, Option<u64>), String> {
+    /// The ledger record and its revision; a read the store did not answer is an outage
+    /// (the command is held), a record that does not decode its failure.
+    async fn read(&self, key: &str) -> Result<(Option<LedgerRecord>, Option<u64>), HandlerError> {
         let entry = tokio::time::timeout(self.io_timeout, self.ledger.entry(key))
             .await
-            .map_err(|_| format!("reading the ledger {key} timed out"))?
-            .map_err(|e| format!("reading the ledger {key}: {e}"))?;
+            .map_err(|_| HandlerError::unavailable(format!("reading the ledger {key} timed out")))?
+            .map_err(|e| HandlerError::unavailable(format!("reading the ledger {key}: {e}")))?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
-                let r: LedgerRecord = serde_json::from_slice(&e.value)
-                    .map_err(|err| format!("ledger {key} does not decode: {err}"))?;
+                let r: LedgerRecord = serde_json::from_slice(&e.value).map_err(|err| {
+                    HandlerError::new(format!("ledger {key} does not decode: {err}"))
+                })?;
                 Ok((Some(r), Some(e.revision)))
             }
             Some(e) => Ok((None, Some(e.revision))),
@@ -397,7 +399,8 @@ impl<E: Effect> EffectWorker<E> {
         revision: Option<u64>,
     ) -> Result<u64, LedgerWrite> {
         let bytes = Bytes::from(
-            serde_json::to_vec(record).map_err(|e| LedgerWrite::Failed(e.to_string()))?,
+            serde_json::to_vec(record)
+                .map_err(|e| LedgerWrite::Failed(HandlerError::new(e.to_string())))?,
         );
         let write = async {
             match revision {
@@ -405,23 +408,23 @@ impl<E: Effect> EffectWorker<E> {
                     if e.kind() == kv::CreateErrorKind::AlreadyExists {
                         LedgerWrite::Conflict
                     } else {
-                        LedgerWrite::Failed(e.to_string())
+                        LedgerWrite::Failed(StoreError::of_write(key, &e).into())
                     }
                 }),
                 Some(rev) => self.ledger.update(key, bytes, rev).await.map_err(|e| {
                     if e.kind() == kv::UpdateErrorKind::WrongLastRevision {
                         LedgerWrite::Conflict
                     } else {
-                        LedgerWrite::Failed(e.to_string())
+                        LedgerWrite::Failed(StoreError::of_write(key, &e).into())
                     }
                 }),
             }
         };
         match tokio::time::timeout(self.io_timeout, write).await {
             Ok(r) => r,
-            Err(_) => Err(LedgerWrite::Failed(format!(
+            Err(_) => Err(LedgerWrite::Failed(HandlerError::unavailable(format!(
                 "writing the ledger {key} timed out"
-            ))),
+            )))),
         }
     }
 }
@@ -516,7 +519,9 @@ pub(crate) async fn cancel_command(
         match written {
             Ok(()) => {
                 metrics::counter!(names::EFFECTS, "effect_type" => cmd.effect_type.clone(), "outcome" => "cancelled").increment(1);
-                publish_result(js, cmd, &result, io_timeout).await?;
+                publish_result(js, cmd, &result, io_timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 return Ok(Cancelled::Stopped);
             }
             Err(true) => continue,
@@ -588,19 +593,34 @@ fn request_context(cmd: &EffectCommand) -> Result<RequestContext, String> {
 
 /// Publishes a result to `tenant.<t>.effect_result.<effect_type>` with
 /// `Nats-Msg-Id = <command_id>:result`.
+/// Publishes a command's result. A result that cannot be published however often it is tried
+/// (a bad tenant or type, over the server's max payload) is the command's failure; a publish
+/// the stream did not acknowledge is an outage (the command is held and published again: the
+/// result's message id makes a second copy a duplicate).
 async fn publish_result(
     js: &jetstream::Context,
     cmd: &EffectCommand,
     result: &EffectResult,
     timeout: Duration,
-) -> Result<(), String> {
-    let tenant = TenantId::new(cmd.tenant_id.clone()).map_err(|e| format!("tenant: {e}"))?;
-    let ty = SubjectToken::new(cmd.effect_type.clone()).map_err(|e| format!("effect type: {e}"))?;
-    let payload = Bytes::from(serde_json::to_vec(result).map_err(|e| e.to_string())?);
+) -> Result<(), HandlerError> {
+    let tenant = TenantId::new(cmd.tenant_id.clone())
+        .map_err(|e| HandlerError::new(format!("tenant: {e}")))?;
+    let ty = SubjectToken::new(cmd.effect_type.clone())
+        .map_err(|e| HandlerError::new(format!("effect type: {e}")))?;
+    let payload =
+        Bytes::from(serde_json::to_vec(result).map_err(|e| HandlerError::new(e.to_string()))?);
+    let max_payload = js.client().server_info().max_payload;
+    if max_payload > 0 && payload.len() > max_payload {
+        return Err(HandlerError::new(format!(
+            "the result of command {} is {} bytes, over the server's max payload of {max_payload}",
+            cmd.command_id,
+            payload.len()
+        )));
+    }
     nats::publish(
         js,
         subject::effect_result(&tenant, &ty),
-        &request_context(cmd)?,
+        &request_context(cmd).map_err(HandlerError::new)?,
         &wire::result_msg_id(&cmd.command_id),
         None,
         payload,
@@ -608,7 +628,7 @@ async fn publish_result(
     )
     .await
     .map(|_| ())
-    .map_err(|e| e.to_string())
+    .map_err(|e| HandlerError::unavailable(e.to_string()))
 }
 
 /// The handler of the timer consumer: holds each timer command (deferring it on the server)
@@ -668,9 +688,7 @@ impl EventHandler for TimerWorker {
             traceparent: cmd.traceparent.clone(),
         };
         metrics::histogram!(names::TIMER_LATENESS).record((now - timer.fire_at_ms) as f64 / 1000.0);
-        publish_result(&self.js, cmd, &result, self.io_timeout)
-            .await
-            .map_err(HandlerError::new)
+        publish_result(&self.js, cmd, &result, self.io_timeout).await
     }
 }
 

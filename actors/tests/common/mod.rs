@@ -32,6 +32,9 @@ pub struct TestEvent {
     /// Deferred (not due yet) this many times before it succeeds.
     #[serde(default)]
     pub defer_times: u64,
+    /// Its store "does not answer" this many times before it succeeds.
+    #[serde(default)]
+    pub unavailable_times: u64,
 }
 
 /// What the handler saw, shared across handler restarts.
@@ -39,6 +42,8 @@ pub struct TestEvent {
 pub struct Seen {
     pub attempts: Arc<Mutex<HashMap<u64, u64>>>,
     pub successes: Arc<Mutex<HashMap<u64, u64>>>,
+    /// The server's delivery count of each message's last success.
+    pub delivered: Arc<Mutex<HashMap<u64, u64>>>,
     /// Each message waits for a permit when set (to hold messages in flight).
     pub gate: Option<Arc<tokio::sync::Semaphore>>,
 }
@@ -94,6 +99,12 @@ impl EventHandler for Scripted {
                 format!("event {} not due (delivery {n})", e.id),
             ));
         }
+        if n <= e.defer_times + e.unavailable_times {
+            return Err(HandlerError::unavailable(format!(
+                "event {}: the store does not answer (try {n})",
+                e.id
+            )));
+        }
         if e.panic_once && n == 1 {
             panic!("event {} panics once", e.id);
         }
@@ -104,6 +115,11 @@ impl EventHandler for Scripted {
             )));
         }
         *self.0.successes.lock().unwrap().entry(e.id).or_insert(0) += 1;
+        self.0
+            .delivered
+            .lock()
+            .unwrap()
+            .insert(e.id, d.meta.delivered);
         Ok(())
     }
 }

@@ -288,7 +288,7 @@ impl<W: Workflow> WorkflowHost for Host<W> {
             outbox::read(&self.shared.relay_ctx, &key)
                 .await
                 .map(|r| r.map(|(record, _)| record))
-                .map_err(RunnerError::Unavailable)
+                .map_err(RunnerError::from)
         })
     }
 

@@ -158,7 +158,7 @@ impl<W: Workflow> InstanceActor<W> {
                 Err(WriteError::Conflict) => state.cached = None,
                 Err(WriteError::Failed(e)) => {
                     state.cached = None;
-                    return Err(RunnerError::Unavailable(e));
+                    return Err(e.into());
                 }
             }
         }

@@ -1,0 +1,148 @@
+//! While the effects ledger does not answer (its KV bucket has no stream behind it, as for the
+//! seconds of a leader election), an effect command is held and tried again, not failed
+//! towards poison: once the ledger answers, the workflow completes, each effect ran once, and
+//! no poison record was written. (Before: the ledger read failed the command, which was
+//! quarantined after `max_deliver - 1` tries — the transfer never moved its money.)
+
+mod common;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use cloudlysis_actors::runner::{Effect, EffectContext, EffectError};
+use cloudlysis_examples::transfer::{AccountMove, DepositEffect, Moved, Transfer, WithdrawEffect};
+use cloudlysis_runtime::kv::EFFECTS_BUCKET;
+use cloudlysis_test_support::eventually;
+use common::{Platform, body_json, runner_settings};
+use futures::StreamExt;
+
+/// Counts executions of the effect it wraps.
+struct Counted<E> {
+    inner: E,
+    runs: Arc<AtomicU64>,
+}
+
+impl<E: Effect<Command = AccountMove, Output = Moved>> Effect for Counted<E> {
+    const TYPE: &'static str = E::TYPE;
+    type Command = AccountMove;
+    type Output = Moved;
+
+    async fn execute(&self, cmd: AccountMove, ctx: &EffectContext) -> Result<Moved, EffectError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.inner.execute(cmd, ctx).await
+    }
+}
+
+/// Keys of the poison bucket.
+async fn poison_keys(js: &async_nats::jetstream::Context) -> Vec<String> {
+    let kv = js.get_key_value("cloudlysis_poison").await.unwrap();
+    match kv.keys().await {
+        Ok(keys) => keys.filter_map(|k| async { k.ok() }).collect().await,
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The value of the counter `name` summed over its series, from the Prometheus text.
+fn counter(text: &str, name: &str) -> f64 {
+    text.lines()
+        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
+    let metrics = cloudlysis_runtime::metrics::install().unwrap();
+    let mut p = Platform::start().await;
+    let client = p.command_client();
+    let runs = Arc::new(AtomicU64::new(0));
+    let r = runs.clone();
+    let mut settings = runner_settings();
+    // One failure short of poison after a single retry: an outage counted as failures would
+    // quarantine the command at once.
+    settings.consumer.max_deliver = 2;
+    p.start_runner_with(settings, move |b| {
+        b.workflow::<Transfer>()
+            .effect(Counted {
+                inner: WithdrawEffect(client.clone()),
+                runs: r.clone(),
+            })
+            .effect(Counted {
+                inner: DepositEffect(client),
+                runs: r,
+            })
+    })
+    .await;
+    let token = p.token("acme", &["commands:*", "workflows:*"]);
+    p.account_command(&token, "a", r#"{"type":"Open","payload":{"owner":"a"}}"#)
+        .await;
+    p.account_command(
+        &token,
+        "a",
+        r#"{"type":"Deposit","payload":{"amount":100}}"#,
+    )
+    .await;
+    p.account_command(&token, "b", r#"{"type":"Open","payload":{"owner":"b"}}"#)
+        .await;
+
+    // The ledger goes away (kept to be put back).
+    let ledger = format!("KV_{EFFECTS_BUCKET}");
+    let config =
+        p.js.get_stream(&ledger)
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .config
+            .clone();
+    p.js.delete_stream(&ledger).await.unwrap();
+
+    let (s, resp) = p
+        .command(
+            "/v1/workflows/transfer/t-1",
+            Some(&token),
+            &[],
+            r#"{"from":"a","to":"b","amount":40}"#,
+        )
+        .await;
+    assert_eq!(s, 201, "{}", body_json(resp).await);
+
+    let js = p.js.clone();
+    assert!(
+        eventually(Duration::from_secs(30), || {
+            let (js, metrics) = (js.clone(), metrics.clone());
+            async move {
+                !poison_keys(&js).await.is_empty()
+                    || counter(
+                        &metrics.render(),
+                        cloudlysis_runtime::metrics::names::HANDLER_RETRIES,
+                    ) >= 3.0
+            }
+        })
+        .await,
+        "neither quarantined nor retried"
+    );
+    assert_eq!(
+        poison_keys(&p.js).await,
+        Vec::<String>::new(),
+        "a ledger outage quarantined the effect command"
+    );
+    assert_eq!(
+        runs.load(Ordering::SeqCst),
+        0,
+        "no effect ran without its ledger"
+    );
+
+    // The ledger is back: the held command runs, once, and the transfer completes.
+    p.js.create_stream(config).await.unwrap();
+    let done = p
+        .finished_workflow(&token, "transfer", "t-1", Duration::from_secs(30))
+        .await;
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(runs.load(Ordering::SeqCst), 2, "each effect ran once");
+    assert_eq!(p.balance("acme", "a").await, 60);
+    assert_eq!(p.balance("acme", "b").await, 40);
+    assert_eq!(poison_keys(&p.js).await, Vec::<String>::new());
+}
