@@ -155,31 +155,8 @@ async fn handle(
     }
     // The request's deadline runs from here: the node call gets what is left of it.
     let deadline = Deadline::from_headers(headers, gw.inner.settings.command_timeout)?;
-    let limit = gw.inner.settings.max_body_bytes;
-    // A slow client may not hold a request open forever.
-    let bytes =
-        match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-            Err(_) => {
-                return Err(Problem::new(
-                    StatusCode::REQUEST_TIMEOUT,
-                    "request-timeout",
-                    format!("request body not received within {BODY_READ_TIMEOUT:?}"),
-                ));
-            }
-            Ok(Err(e)) if is_length_limit(&e) => {
-                return Err(Problem::new(
-                    StatusCode::PAYLOAD_TOO_LARGE,
-                    "payload-too-large",
-                    format!("request body exceeds {limit} bytes"),
-                ));
-            }
-            Ok(Err(e)) => {
-                return Err(Problem::bad_request(format!(
-                    "could not read the body: {e}"
-                )));
-            }
-            Ok(Ok(b)) => b,
-        };
+    // A slow client may not hold a request open forever (extract::BODY_READ_TIMEOUT).
+    let bytes = crate::extract::read_body(body, gw.inner.settings.max_body_bytes).await?;
     let cmd: CommandBody = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("body is not a valid command: {e}")))?;
     if cmd.command_type.is_empty() || cmd.command_type.len() > 128 {
@@ -496,20 +473,6 @@ pub(crate) fn node_status_problem(status: &tonic::Status, role: &str) -> Problem
         Code::PermissionDenied => Problem::forbidden(msg),
         _ => Problem::new(StatusCode::BAD_GATEWAY, "node-error", msg),
     }
-}
-
-/// Longest time to receive a request body.
-pub const BODY_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
-
-fn is_length_limit(e: &axum::Error) -> bool {
-    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = source {
-        if err.to_string().contains("length limit") {
-            return true;
-        }
-        source = err.source();
-    }
-    false
 }
 
 pub(crate) fn header_str<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {

@@ -51,7 +51,7 @@ use serde::Deserialize;
 
 use crate::Gateway;
 use crate::auth::{Admitted, Verified, allows};
-use crate::commands::{BODY_READ_TIMEOUT, authenticate_with, header_str, node_status_problem};
+use crate::commands::{authenticate_with, header_str, node_status_problem};
 use crate::problem::Problem;
 
 /// The JSON form of an instance.
@@ -201,23 +201,6 @@ fn request<T>(
     r
 }
 
-async fn read_body(gw: &Gateway, body: Body) -> Result<bytes::Bytes, Problem> {
-    let limit = gw.inner.settings.max_body_bytes;
-    match tokio::time::timeout(BODY_READ_TIMEOUT, axum::body::to_bytes(body, limit)).await {
-        Err(_) => Err(Problem::new(
-            StatusCode::REQUEST_TIMEOUT,
-            "request-timeout",
-            format!("request body not received within {BODY_READ_TIMEOUT:?}"),
-        )),
-        Ok(Err(_)) => Err(Problem::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload-too-large",
-            format!("request body exceeds {limit} bytes or could not be read"),
-        )),
-        Ok(Ok(b)) => Ok(b),
-    }
-}
-
 /// `POST /v1/workflows/{name}/{id}`.
 pub(crate) async fn start(
     State(gw): State<Gateway>,
@@ -237,7 +220,7 @@ pub(crate) async fn start(
             &correlation,
         )?;
         validate_token(&id).map_err(|e| Problem::bad_request(format!("instance id: {e}")))?;
-        let bytes = read_body(&gw, body).await?;
+        let bytes = crate::extract::read_body(body, gw.inner.settings.max_body_bytes).await?;
         let input: serde_json::Value = serde_json::from_slice(&bytes)
             .map_err(|e| Problem::bad_request(format!("body is not JSON: {e}")))?;
         let input_json = serde_json::to_vec(&input).unwrap_or_default();
@@ -400,7 +383,7 @@ pub(crate) async fn operate(
                 )));
             }
         };
-        let bytes = read_body(&gw, body).await?;
+        let bytes = crate::extract::read_body(body, gw.inner.settings.max_body_bytes).await?;
         let reason = if bytes.is_empty() {
             VerbBody::default()
         } else {
