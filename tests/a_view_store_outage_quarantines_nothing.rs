@@ -6,47 +6,21 @@
 //! event stream and the views bucket quarantined a deposit, and the view fell short of the
 //! fold.)
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use cloudlysis_actors::aggregate::AggregateSettings;
 use cloudlysis_actors::aggregate::node::AggregateNode;
-use cloudlysis_actors::aggregate::{AggregateSettings, CommandRequest};
 use cloudlysis_actors::projection::ProjectionNode;
 use cloudlysis_examples::account::Account;
 use cloudlysis_examples::balances::Balances;
 use cloudlysis_runtime::consumer::{ConsumerSettings, NakBackoff};
 use cloudlysis_runtime::kv::VIEWS_BUCKET;
-use cloudlysis_runtime::{RequestContext, SubjectToken, TenantId};
 use cloudlysis_test_support::{NatsServer, eventually, view_document};
-use futures::StreamExt;
-
-fn request(account: usize, command: &str, payload: &str) -> CommandRequest {
-    CommandRequest {
-        ctx: RequestContext::new(TenantId::new("acme").unwrap()),
-        aggregate_id: SubjectToken::new(format!("acc-{account}")).unwrap(),
-        command_type: command.into(),
-        payload: payload.to_string().into(),
-        expected_version: None,
-        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(5)),
-    }
-}
-
-/// Keys of the poison bucket.
-async fn poison_keys(js: &async_nats::jetstream::Context) -> Vec<String> {
-    let kv = js.get_key_value("cloudlysis_poison").await.unwrap();
-    match kv.keys().await {
-        Ok(keys) => keys.filter_map(|k| async { k.ok() }).collect().await,
-        Err(_) => Vec::new(),
-    }
-}
-
-/// The value of the counter `name` summed over its series, from the Prometheus text.
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
+use common::account_request;
+use common::observe::{poison_after_an_outage, poison_keys, remove_stream, restore_stream};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
@@ -77,29 +51,20 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
 
     // The store goes away: the views bucket's stream is deleted (kept to be put back).
     let bucket_stream = format!("KV_{VIEWS_BUCKET}");
-    let config = js
-        .get_stream(&bucket_stream)
-        .await
-        .unwrap()
-        .info()
-        .await
-        .unwrap()
-        .config
-        .clone();
-    js.delete_stream(&bucket_stream).await.unwrap();
+    let config = remove_stream(&js, &bucket_stream).await;
 
     let mut fold: BTreeMap<String, i64> = BTreeMap::new();
     let mut last = 0;
     for a in 0..3 {
         aggregates
-            .execute("account", request(a, "Open", r#"{"owner":"o"}"#))
+            .execute("account", account_request(a, "Open", r#"{"owner":"o"}"#))
             .await
             .unwrap();
         for amount in [3, 4] {
             let reply = aggregates
                 .execute(
                     "account",
-                    request(a, "Deposit", &format!(r#"{{"amount":{amount}}}"#)),
+                    account_request(a, "Deposit", &format!(r#"{{"amount":{amount}}}"#)),
                 )
                 .await
                 .unwrap();
@@ -108,25 +73,15 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
         }
     }
 
-    // Long enough for the old behaviour to show (a poison record), or for the writes to have
-    // been retried several times against the missing store.
-    let js2 = js.clone();
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let (js, metrics) = (js2.clone(), metrics.clone());
-            async move {
-                !poison_keys(&js).await.is_empty()
-                    || counter(
-                        &metrics.render(),
-                        cloudlysis_runtime::metrics::names::VIEW_STORE_RETRIES,
-                    ) >= 3.0
-            }
-        })
-        .await,
-        "neither quarantined nor retried"
-    );
+    // Long enough for an outage counted as failures to show as poison records.
+    let quarantined = poison_after_an_outage(
+        &js,
+        || metrics.render(),
+        cloudlysis_runtime::metrics::names::VIEW_STORE_RETRIES,
+    )
+    .await;
     assert_eq!(
-        poison_keys(&js).await,
+        quarantined,
         Vec::<String>::new(),
         "a store outage quarantined events"
     );
@@ -136,7 +91,7 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
     );
 
     // The store is back: the held events are written, each once.
-    js.create_stream(config).await.unwrap();
+    restore_stream(&js, config).await;
     let p = projection.clone();
     assert!(
         eventually(Duration::from_secs(30), move || {

@@ -10,46 +10,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cloudlysis_actors::runner::{Effect, EffectContext, EffectError};
-use cloudlysis_examples::transfer::{AccountMove, DepositEffect, Moved, Transfer, WithdrawEffect};
+use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
-use cloudlysis_test_support::eventually;
+use common::observe::{
+    Counted, poison_after_an_outage, poison_keys, remove_stream, restore_stream,
+};
 use common::{Platform, body_json, runner_settings};
-use futures::StreamExt;
-
-/// Counts executions of the effect it wraps.
-struct Counted<E> {
-    inner: E,
-    runs: Arc<AtomicU64>,
-}
-
-impl<E: Effect<Command = AccountMove, Output = Moved>> Effect for Counted<E> {
-    const TYPE: &'static str = E::TYPE;
-    type Command = AccountMove;
-    type Output = Moved;
-
-    async fn execute(&self, cmd: AccountMove, ctx: &EffectContext) -> Result<Moved, EffectError> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.execute(cmd, ctx).await
-    }
-}
-
-/// Keys of the poison bucket.
-async fn poison_keys(js: &async_nats::jetstream::Context) -> Vec<String> {
-    let kv = js.get_key_value("cloudlysis_poison").await.unwrap();
-    match kv.keys().await {
-        Ok(keys) => keys.filter_map(|k| async { k.ok() }).collect().await,
-        Err(_) => Vec::new(),
-    }
-}
-
-/// The value of the counter `name` summed over its series, from the Prometheus text.
-fn counter(text: &str, name: &str) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
@@ -88,16 +54,7 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
 
     // The ledger goes away (kept to be put back).
     let ledger = format!("KV_{EFFECTS_BUCKET}");
-    let config =
-        p.js.get_stream(&ledger)
-            .await
-            .unwrap()
-            .info()
-            .await
-            .unwrap()
-            .config
-            .clone();
-    p.js.delete_stream(&ledger).await.unwrap();
+    let config = remove_stream(&p.js, &ledger).await;
 
     let (s, resp) = p
         .command(
@@ -109,23 +66,15 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
         .await;
     assert_eq!(s, 201, "{}", body_json(resp).await);
 
-    let js = p.js.clone();
-    assert!(
-        eventually(Duration::from_secs(30), || {
-            let (js, metrics) = (js.clone(), metrics.clone());
-            async move {
-                !poison_keys(&js).await.is_empty()
-                    || counter(
-                        &metrics.render(),
-                        cloudlysis_runtime::metrics::names::HANDLER_RETRIES,
-                    ) >= 3.0
-            }
-        })
-        .await,
-        "neither quarantined nor retried"
-    );
+    // Long enough for an outage counted as failures to show as poison records.
+    let quarantined = poison_after_an_outage(
+        &p.js,
+        || metrics.render(),
+        cloudlysis_runtime::metrics::names::HANDLER_RETRIES,
+    )
+    .await;
     assert_eq!(
-        poison_keys(&p.js).await,
+        quarantined,
         Vec::<String>::new(),
         "a ledger outage quarantined the effect command"
     );
@@ -136,7 +85,7 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
     );
 
     // The ledger is back: the held command runs, once, and the transfer completes.
-    p.js.create_stream(config).await.unwrap();
+    restore_stream(&p.js, config).await;
     let done = p
         .finished_workflow(&token, "transfer", "t-1", Duration::from_secs(30))
         .await;

@@ -10,40 +10,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloudlysis_actors::runner::{Effect, EffectContext, EffectError};
-use cloudlysis_examples::transfer::{AccountMove, DepositEffect, Moved, Transfer, WithdrawEffect};
+use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use cloudlysis_test_support::eventually;
+use common::observe::{Counted, counter};
 use common::{Platform, body_json};
-
-/// Counts executions of the effect it wraps.
-struct Counted<E> {
-    inner: E,
-    runs: Arc<AtomicU64>,
-}
-
-impl<E: Effect<Command = AccountMove, Output = Moved>> Effect for Counted<E> {
-    const TYPE: &'static str = E::TYPE;
-    type Command = AccountMove;
-    type Output = Moved;
-
-    async fn execute(&self, cmd: AccountMove, ctx: &EffectContext) -> Result<Moved, EffectError> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.execute(cmd, ctx).await
-    }
-}
-
-/// The value of a counter in the process's Prometheus output (0 when absent).
-fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
-    text.lines()
-        .filter(|l| l.starts_with(name) && !l.starts_with('#'))
-        .filter(|l| {
-            labels
-                .iter()
-                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
-        })
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .sum()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_results_and_commands_are_recognised_and_counted() {

@@ -5,21 +5,23 @@
 //! nothing is quarantined.
 //! Slow (a leader election and a member restart): about 20 s.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use cloudlysis_actors::aggregate::node::AggregateNode;
-use cloudlysis_actors::aggregate::{AggregateSettings, CommandRequest, ExecuteReply};
+use cloudlysis_actors::aggregate::{AggregateSettings, ExecuteReply};
 use cloudlysis_actors::projection::ProjectionNode;
 use cloudlysis_examples::account::Account;
 use cloudlysis_examples::balances::Balances;
 use cloudlysis_runtime::consumer::ConsumerSettings;
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_runtime::nats::{self, NatsSettings};
-use cloudlysis_runtime::{RequestContext, SubjectToken, TenantId};
 use cloudlysis_test_support::{NatsCluster, eventually, view_document};
-use futures::StreamExt;
+use common::account_request;
+use common::observe::poison_keys;
 use tokio::sync::Mutex;
 
 const ACCOUNTS: usize = 8;
@@ -29,17 +31,6 @@ async fn connect(url: &str) -> async_nats::jetstream::Context {
     let settings = NatsSettings::for_url(url);
     let client = nats::connect(&settings).await.unwrap();
     nats::jetstream(client, Duration::from_secs(5))
-}
-
-fn request(account: usize, command: &str, payload: &str) -> CommandRequest {
-    CommandRequest {
-        ctx: RequestContext::new(TenantId::new("acme").unwrap()),
-        aggregate_id: SubjectToken::new(format!("acc-{account}")).unwrap(),
-        command_type: command.into(),
-        payload: payload.to_string().into(),
-        expected_version: None,
-        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(5)),
-    }
 }
 
 /// Every commit on the stream, by sequence.
@@ -53,26 +44,6 @@ async fn commits(js: &async_nats::jetstream::Context) -> BTreeMap<u64, Commit> {
         }
     }
     out
-}
-
-/// Keys of the poison bucket, asked until a member answers (one has just restarted).
-async fn poison_keys(js: &async_nats::jetstream::Context) -> Vec<String> {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let answer = async {
-            let bucket = js.get_key_value("cloudlysis_poison").await.ok()?;
-            let keys = bucket.keys().await.ok()?;
-            let keys: Vec<Result<String, _>> = keys.collect().await;
-            keys.into_iter().collect::<Result<Vec<String>, _>>().ok()
-        };
-        match answer.await {
-            Some(keys) => return keys,
-            None if Instant::now() < deadline => {
-                tokio::time::sleep(Duration::from_millis(100)).await
-            }
-            None => panic!("the poison bucket does not answer"),
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,7 +72,7 @@ async fn acknowledged_commands_survive_and_the_view_equals_the_fold() {
     assert_eq!(info.config.num_replicas, 3, "the event store is R3");
 
     for a in 0..ACCOUNTS {
-        node.execute("account", request(a, "Open", r#"{"owner":"o"}"#))
+        node.execute("account", account_request(a, "Open", r#"{"owner":"o"}"#))
             .await
             .unwrap();
     }
@@ -121,7 +92,7 @@ async fn acknowledged_commands_survive_and_the_view_equals_the_fold() {
                     return;
                 }
                 let amount = i % 7 + 1;
-                let req = request(
+                let req = account_request(
                     i % ACCOUNTS,
                     "Deposit",
                     &format!(r#"{{"amount":{amount}}}"#),
@@ -157,7 +128,7 @@ async fn acknowledged_commands_survive_and_the_view_equals_the_fold() {
     let recovery = Instant::now();
     let seq = loop {
         match node
-            .execute("account", request(0, "Deposit", r#"{"amount":1}"#))
+            .execute("account", account_request(0, "Deposit", r#"{"amount":1}"#))
             .await
         {
             Ok(r) => {

@@ -7,25 +7,10 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use cloudlysis_actors::runner::{Effect, EffectContext, EffectError, RunnerSettings};
-use cloudlysis_examples::transfer::{AccountMove, DepositEffect, Moved, Transfer, WithdrawEffect};
+use cloudlysis_actors::runner::RunnerSettings;
+use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+use common::observe::Counted;
 use common::{Platform, body_json};
-
-struct Counted<E> {
-    inner: E,
-    runs: Arc<AtomicU64>,
-}
-
-impl<E: Effect<Command = AccountMove, Output = Moved>> Effect for Counted<E> {
-    const TYPE: &'static str = E::TYPE;
-    type Command = AccountMove;
-    type Output = Moved;
-
-    async fn execute(&self, cmd: AccountMove, ctx: &EffectContext) -> Result<Moved, EffectError> {
-        self.runs.fetch_add(1, Ordering::SeqCst);
-        self.inner.execute(cmd, ctx).await
-    }
-}
 
 const TRANSFERS: usize = 24;
 

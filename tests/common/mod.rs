@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 pub mod all;
+pub mod observe;
 
 use std::time::Duration;
 
@@ -16,6 +17,24 @@ use cloudlysis_gateway::{Gateway, GatewaySettings};
 use cloudlysis_runtime::envelope::Commit;
 use cloudlysis_test_support::NatsServer;
 use tower::ServiceExt;
+
+/// A command to account `acc-<account>` of tenant `acme` for a node's `execute`, with a 5 s
+/// deadline.
+pub fn account_request(
+    account: usize,
+    command: &str,
+    payload: &str,
+) -> cloudlysis_actors::aggregate::CommandRequest {
+    use cloudlysis_runtime::{RequestContext, SubjectToken, TenantId};
+    cloudlysis_actors::aggregate::CommandRequest {
+        ctx: RequestContext::new(TenantId::new("acme").unwrap()),
+        aggregate_id: SubjectToken::new(format!("acc-{account}")).unwrap(),
+        command_type: command.into(),
+        payload: payload.to_string().into(),
+        expected_version: None,
+        deadline: Some(tokio::time::Instant::now() + Duration::from_secs(5)),
+    }
+}
 
 pub const SECRET: &str = "test-secret-test-secret-test-secret";
 

@@ -1,0 +1,109 @@
+//! What tests look at besides the API: an effect that counts its executions, the poison
+//! bucket's keys, a counter in the process's Prometheus output.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cloudlysis_actors::runner::{Effect, EffectContext, EffectError};
+use cloudlysis_examples::transfer::{AccountMove, Moved};
+use futures::StreamExt;
+
+/// Counts executions of the effect it wraps.
+pub struct Counted<E> {
+    pub inner: E,
+    pub runs: Arc<AtomicU64>,
+}
+
+impl<E: Effect<Command = AccountMove, Output = Moved>> Effect for Counted<E> {
+    const TYPE: &'static str = E::TYPE;
+    type Command = AccountMove;
+    type Output = Moved;
+
+    async fn execute(&self, cmd: AccountMove, ctx: &EffectContext) -> Result<Moved, EffectError> {
+        self.runs.fetch_add(1, Ordering::SeqCst);
+        self.inner.execute(cmd, ctx).await
+    }
+}
+
+/// Keys of the poison bucket, asked until NATS answers (a cluster member may have just
+/// restarted); panics after 30 s.
+pub async fn poison_keys(js: &async_nats::jetstream::Context) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let answer = async {
+            let bucket = js.get_key_value("cloudlysis_poison").await.ok()?;
+            let keys = bucket.keys().await.ok()?;
+            let keys: Vec<Result<String, _>> = keys.collect().await;
+            keys.into_iter().collect::<Result<Vec<String>, _>>().ok()
+        };
+        match answer.await {
+            Some(keys) => return keys,
+            None if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await
+            }
+            None => panic!("the poison bucket does not answer"),
+        }
+    }
+}
+
+/// The sum of the samples of family `name` whose labels include `labels`, in the process's
+/// Prometheus output `text` (0 when absent).
+pub fn counter(text: &str, name: &str, labels: &[(&str, &str)]) -> f64 {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(&format!("{name}{{")) || l.starts_with(&format!("{name} ")))
+        .filter(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum()
+}
+
+/// Takes a stream away (a KV bucket's store: no responders, as while its leader is elected) and
+/// returns its config, to [`restore_stream`] it.
+pub async fn remove_stream(
+    js: &async_nats::jetstream::Context,
+    name: &str,
+) -> async_nats::jetstream::stream::Config {
+    let config = js
+        .get_stream(name)
+        .await
+        .unwrap()
+        .info()
+        .await
+        .unwrap()
+        .config
+        .clone();
+    js.delete_stream(name).await.unwrap();
+    config
+}
+
+/// Creates a stream [`remove_stream`] took away again (empty).
+pub async fn restore_stream(
+    js: &async_nats::jetstream::Context,
+    config: async_nats::jetstream::stream::Config,
+) {
+    js.create_stream(config).await.unwrap();
+}
+
+/// Waits (up to 30 s) until a message was quarantined, or the retry counter `retries` reached
+/// 3 — long enough for a store outage counted as failures to have shown as poison — and
+/// returns the poison bucket's keys then.
+pub async fn poison_after_an_outage(
+    js: &async_nats::jetstream::Context,
+    metrics: impl Fn() -> String,
+    retries: &str,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let keys = poison_keys(js).await;
+        if !keys.is_empty() || counter(&metrics(), retries, &[]) >= 3.0 {
+            return keys;
+        }
+        assert!(Instant::now() < deadline, "neither quarantined nor retried");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
