@@ -36,15 +36,25 @@ impl StoreError {
 }
 
 /// True when a failed NATS write can never succeed however often it is tried: the message is
-/// over the server's max payload. Everything else a write meets (a timeout, no responders, no
-/// leader, a lost connection, a full store) passes.
+/// over the server's max payload, or the key is not a valid KV key. Everything else a write
+/// meets (a timeout, no responders, no leader, a lost connection, a full store) passes.
 pub(crate) fn write_cannot_succeed(error: &(dyn std::error::Error + 'static)) -> bool {
     use async_nats::jetstream::context::{PublishError, PublishErrorKind};
+    use async_nats::jetstream::kv::{
+        CreateError, CreateErrorKind, PutError, PutErrorKind, UpdateError, UpdateErrorKind,
+    };
     let mut cause = Some(error);
     while let Some(e) = cause {
-        if e.downcast_ref::<PublishError>()
+        let never = e
+            .downcast_ref::<PublishError>()
             .is_some_and(|p| p.kind() == PublishErrorKind::MaxPayloadExceeded)
-        {
+            || e.downcast_ref::<UpdateError>()
+                .is_some_and(|u| u.kind() == UpdateErrorKind::InvalidKey)
+            || e.downcast_ref::<CreateError>()
+                .is_some_and(|c| c.kind() == CreateErrorKind::InvalidKey)
+            || e.downcast_ref::<PutError>()
+                .is_some_and(|p| p.kind() == PutErrorKind::InvalidKey);
+        if never {
             return true;
         }
         cause = e.source();

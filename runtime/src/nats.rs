@@ -127,6 +127,15 @@ pub enum NatsError {
         /// What went wrong.
         reason: String,
     },
+    /// The message (payload and headers) is over the server's `max_payload`: it was not sent
+    /// and can never be, however often it is tried.
+    #[error("publish to {subject} refused: {reason}")]
+    TooLarge {
+        /// The subject.
+        subject: String,
+        /// The sizes, as the client reported them.
+        reason: String,
+    },
     /// The subject's last sequence was not the expected one (optimistic concurrency conflict).
     #[error("publish to {subject} refused: another writer appended first (wrong last sequence)")]
     WrongLastSequence {
@@ -293,7 +302,13 @@ pub async fn publish(
         let ack: PublishAckFuture = js
             .publish_with_headers(subject.clone(), map, payload)
             .await
-            .map_err(|e| fail(e.to_string()))?;
+            .map_err(|e| match e.kind() {
+                jetstream::context::PublishErrorKind::MaxPayloadExceeded => NatsError::TooLarge {
+                    subject: subject.clone(),
+                    reason: e.to_string(),
+                },
+                _ => fail(e.to_string()),
+            })?;
         ack.await.map_err(|e| match e.kind() {
             jetstream::context::PublishErrorKind::WrongLastSequence => {
                 NatsError::WrongLastSequence {

@@ -179,3 +179,32 @@ async fn connect_to_a_dead_port_fails_within_its_deadline() {
     let err = nats::connect(&settings).await.unwrap_err();
     assert!(err.to_string().contains(&port.to_string()), "{err}");
 }
+
+/// A message over the server's `max_payload` (with its headers) is refused as `TooLarge` — never
+/// sent, and never worth another try — rather than as a publish failure like an outage's.
+#[tokio::test]
+async fn a_message_over_max_payload_is_too_large_not_a_failed_publish() {
+    let server = NatsServer::start().await.unwrap();
+    let js = events_stream(&server).await;
+    let max = js.client().server_info().max_payload;
+    let tenant = TenantId::new("acme").unwrap();
+    let subject = subject::aggregate_event(
+        &tenant,
+        &"account".try_into().unwrap(),
+        &"a-1".try_into().unwrap(),
+    );
+    // Fits by itself; not with the headers the helper adds.
+    let err = nats::publish(
+        &js,
+        subject,
+        &RequestContext::new(tenant),
+        "event-big",
+        None,
+        Bytes::from(vec![b'x'; max - 16]),
+        Duration::from_secs(5),
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(err, nats::NatsError::TooLarge { .. }), "{err:?}");
+    assert!(err.to_string().contains("refused"), "{err}");
+}

@@ -11,8 +11,11 @@
 //! * **Redelivery guard**: each event's stream sequence is recorded in the document it was
 //!   applied to, in the same write; a copy arriving in the same batch, or later, is skipped.
 //! * **Failures**: an event whose `apply` fails is left out of its document's write and its
-//!   delivery fails (nak, then poison), while the others are written; a failed read or write
-//!   fails every delivery of that document (nothing written: they are applied on redelivery).
+//!   delivery fails (nak, then poison), while the others are written. A read or write the store
+//!   did not answer (an outage) is tried again while the batch waits
+//!   ([`super::outage`]); one that can never succeed (the document does not decode or fit the
+//!   view, or is over the max payload) fails every delivery of that document (nothing
+//!   written).
 //!   A delivery touching several documents succeeds only if all of them did; those written are
 //!   skipped on redelivery.
 //! * **Bounds**: the writer holds at most what the consumer may have unacknowledged

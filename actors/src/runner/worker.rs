@@ -359,13 +359,29 @@ impl<E: Effect> EffectWorker<E> {
                 last_error,
                 result: Some(result.clone()),
             };
-            match self.write(&key, &done, revision).await {
-                Ok(_) => {
-                    self.count(if result.is_ok() { "ok" } else { "failed" });
-                    return Ok(result);
+            // The effect has run: its outcome is written here, in place, however long the
+            // ledger takes to answer. Handing the command back instead would find the claim
+            // still leased (a deferral) and, once it expired, run the effect again. A write
+            // that landed unseen makes the next one a conflict, and the re-read finds Done.
+            let mut tries = 0u32;
+            loop {
+                match self.write(&key, &done, revision).await {
+                    Ok(_) => {
+                        self.count(if result.is_ok() { "ok" } else { "failed" });
+                        return Ok(result);
+                    }
+                    Err(LedgerWrite::Conflict) => continue 'reread,
+                    Err(LedgerWrite::Failed(e)) if e.is_unavailable() => {
+                        tries += 1;
+                        metrics::counter!(names::HANDLER_RETRIES, "handler" => Self::KIND)
+                            .increment(1);
+                        if tries == 1 || tries.is_multiple_of(12) {
+                            tracing::warn!(key, attempt = tries, error = %e, "the effect ran; writing its outcome to the ledger, which does not answer");
+                        }
+                        tokio::time::sleep(crate::task::retry_delay(tries)).await;
+                    }
+                    Err(LedgerWrite::Failed(e)) => return Err(e),
                 }
-                Err(LedgerWrite::Conflict) => continue 'reread,
-                Err(LedgerWrite::Failed(e)) => return Err(e),
             }
         }
         Err(HandlerError::unavailable(format!(
@@ -379,7 +395,12 @@ impl<E: Effect> EffectWorker<E> {
         let entry = tokio::time::timeout(self.io_timeout, self.ledger.entry(key))
             .await
             .map_err(|_| HandlerError::unavailable(format!("reading the ledger {key} timed out")))?
-            .map_err(|e| HandlerError::unavailable(format!("reading the ledger {key}: {e}")))?;
+            .map_err(|e| match e.kind() {
+                kv::EntryErrorKind::InvalidKey => {
+                    HandlerError::new(format!("reading the ledger {key}: {e}"))
+                }
+                _ => HandlerError::unavailable(format!("reading the ledger {key}: {e}")),
+            })?;
         match entry {
             Some(e) if e.operation == kv::Operation::Put => {
                 let r: LedgerRecord = serde_json::from_slice(&e.value).map_err(|err| {
@@ -594,9 +615,9 @@ fn request_context(cmd: &EffectCommand) -> Result<RequestContext, String> {
 /// Publishes a result to `tenant.<t>.effect_result.<effect_type>` with
 /// `Nats-Msg-Id = <command_id>:result`.
 /// Publishes a command's result. A result that cannot be published however often it is tried
-/// (a bad tenant or type, over the server's max payload) is the command's failure; a publish
-/// the stream did not acknowledge is an outage (the command is held and published again: the
-/// result's message id makes a second copy a duplicate).
+/// (a bad tenant or type, over the server's max payload with its headers) is the command's
+/// failure; a publish the stream did not acknowledge is an outage (the command is held and
+/// published again: the result's message id makes a second copy a duplicate).
 async fn publish_result(
     js: &jetstream::Context,
     cmd: &EffectCommand,
@@ -609,14 +630,6 @@ async fn publish_result(
         .map_err(|e| HandlerError::new(format!("effect type: {e}")))?;
     let payload =
         Bytes::from(serde_json::to_vec(result).map_err(|e| HandlerError::new(e.to_string()))?);
-    let max_payload = js.client().server_info().max_payload;
-    if max_payload > 0 && payload.len() > max_payload {
-        return Err(HandlerError::new(format!(
-            "the result of command {} is {} bytes, over the server's max payload of {max_payload}",
-            cmd.command_id,
-            payload.len()
-        )));
-    }
     nats::publish(
         js,
         subject::effect_result(&tenant, &ty),
@@ -628,7 +641,12 @@ async fn publish_result(
     )
     .await
     .map(|_| ())
-    .map_err(|e| HandlerError::unavailable(e.to_string()))
+    .map_err(|e| match e {
+        nats::NatsError::TooLarge { .. } => {
+            HandlerError::new(format!("the result of command {}: {e}", cmd.command_id))
+        }
+        e => HandlerError::unavailable(e.to_string()),
+    })
 }
 
 /// The handler of the timer consumer: holds each timer command (deferring it on the server)
