@@ -354,6 +354,12 @@ impl<A: Aggregate> Entity<A> {
                     tracing::debug!(aggregate = A::TYPE, id = %self.id, attempt, "commit conflict; reloading");
                     continue;
                 }
+                // Refused by the client before sending: the state is as it was.
+                Err(e @ NatsError::TooLarge { .. }) => {
+                    return Err(CommandError::Rejected(format!(
+                        "{e}: the commit's events are over the server's max_payload; nothing was committed"
+                    )));
+                }
                 Err(e) => {
                     // The commit may or may not have landed: reload before the next command,
                     // and tell the client the truth.
