@@ -34,6 +34,12 @@ pub enum RunnerError {
     /// NATS or the instance actor failed.
     #[error("{0}")]
     Unavailable(String),
+    /// A record does not decode, or cannot be written however often it is tried (over the
+    /// server's max payload): a fault in the runner's data that no retry cures (gRPC
+    /// `DATA_LOSS`; 502 at the Gateway, without `Retry-After`). An input meeting it fails
+    /// towards poison.
+    #[error("{0}")]
+    Corrupt(String),
     /// A store (the instances bucket, the outbox index) did not answer a read or write — a
     /// timeout, no leader, the connection down: it passes. An input is held and tried again
     /// ([`HandlerError::unavailable`](crate::handler::HandlerError::unavailable)), never
@@ -58,7 +64,7 @@ impl From<crate::store::StoreError> for RunnerError {
     fn from(e: crate::store::StoreError) -> Self {
         match e {
             crate::store::StoreError::Unavailable(m) => Self::StoreUnavailable(m),
-            crate::store::StoreError::Broken(m) => Self::Unavailable(m),
+            crate::store::StoreError::Broken(m) => Self::Corrupt(m),
         }
     }
 }
@@ -76,6 +82,7 @@ impl RunnerError {
             Self::Busy(_) => tonic::Status::resource_exhausted(msg),
             Self::Unavailable(_) | Self::StoreUnavailable(_) => tonic::Status::unavailable(msg),
             Self::Timeout(_) => tonic::Status::deadline_exceeded(msg),
+            Self::Corrupt(_) => tonic::Status::data_loss(msg),
         }
     }
 }

@@ -283,7 +283,7 @@ impl<W: Workflow> InstanceActor<W> {
         if let Some((record, _)) = &loaded
             && record.workflow != W::NAME
         {
-            return Err(RunnerError::Unavailable(format!(
+            return Err(RunnerError::Corrupt(format!(
                 "record {} belongs to workflow `{}`",
                 self.key, record.workflow
             )));
@@ -639,7 +639,7 @@ fn decode_state<W: Workflow>(record: &InstanceRecord) -> Result<W::State, Runner
         )));
     }
     serde_json::from_value(record.state.clone()).map_err(|e| {
-        RunnerError::Unavailable(format!(
+        RunnerError::Corrupt(format!(
             "the state of {}/{} does not decode: {e}",
             record.workflow, record.instance
         ))
