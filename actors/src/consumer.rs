@@ -20,7 +20,10 @@
 //! does not redeliver a message that is still being worked on.
 //!
 //! A poison record is written before the term; when it cannot be written the message is nak'ed
-//! instead, so nothing is terminated without a record. A message the server stops redelivering
+//! instead, so nothing is terminated without a record — except on the server's last delivery,
+//! where a nak would drop it: there the message is held (in-progress acks) and the write tried
+//! again (100 ms doubling to 5 s) until the poison bucket answers
+//! (`cloudlysis_consumer_poison_write_failures_total`). A message the server stops redelivering
 //! by itself (every delivery expired, `max_deliver` times) gets its record from the server's
 //! `MAX_DELIVERIES` advisory (`consumer/advisory.rs`). Fetch errors (NATS down, consumer
 //! leader change) are retried with capped backoff, and the client reconnects by itself; acks are
@@ -208,6 +211,7 @@ struct ConsumerMetrics {
     progress: Counter,
     redeliveries: Counter,
     poison: Counter,
+    poison_write_failures: Counter,
     in_flight: Gauge,
 }
 
@@ -223,6 +227,7 @@ impl ConsumerMetrics {
             progress: metrics::counter!(names::CONSUMER_PROGRESS, "stream" => stream.to_string(), "consumer" => consumer.to_string()),
             redeliveries: metrics::counter!(names::CONSUMER_REDELIVERIES, "stream" => stream.to_string(), "consumer" => consumer.to_string()),
             poison: metrics::counter!(names::CONSUMER_POISON, "stream" => stream.to_string(), "consumer" => consumer.to_string()),
+            poison_write_failures: metrics::counter!(names::CONSUMER_POISON_WRITE_FAILURES, "stream" => stream.to_string(), "consumer" => consumer.to_string()),
             in_flight: metrics::gauge!(names::CONSUMER_IN_FLIGHT, "stream" => stream.to_string(), "consumer" => consumer.to_string()),
         }
     }

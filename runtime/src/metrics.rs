@@ -128,6 +128,11 @@ pub mod names {
     pub const CONSUMER_REDELIVERIES: &str = "cloudlysis_consumer_redeliveries_total";
     /// Counter of messages quarantined as poison, labelled `stream`, `consumer`.
     pub const CONSUMER_POISON: &str = "cloudlysis_consumer_poison_total";
+    /// Counter of poison-record writes that failed (the poison bucket did not answer); on the
+    /// server's last delivery the message is held and the write tried again; labelled
+    /// `stream`, `consumer`.
+    pub const CONSUMER_POISON_WRITE_FAILURES: &str =
+        "cloudlysis_consumer_poison_write_failures_total";
     /// Gauge of messages fetched and not yet acked, nak'ed or termed, labelled `stream`,
     /// `consumer`.
     pub const CONSUMER_IN_FLIGHT: &str = "cloudlysis_consumer_in_flight";
@@ -250,6 +255,7 @@ pub mod names {
         CONSUMER_PROGRESS,
         CONSUMER_REDELIVERIES,
         CONSUMER_POISON,
+        CONSUMER_POISON_WRITE_FAILURES,
         CONSUMER_IN_FLIGHT,
         VIEW_CHECKPOINT,
         STREAM_LAST_SEQUENCE,
@@ -469,6 +475,10 @@ fn describe() {
         "In-progress acks sent for messages still queued or being handled."
     );
     metrics::describe_counter!(names::CONSUMER_POISON, "Messages quarantined as poison.");
+    metrics::describe_counter!(
+        names::CONSUMER_POISON_WRITE_FAILURES,
+        "Poison-record writes that failed; on the server's last delivery the message is held and the write retried."
+    );
     metrics::describe_gauge!(
         names::CONSUMER_IN_FLIGHT,
         "Messages fetched and not yet acked, nak'ed or termed."

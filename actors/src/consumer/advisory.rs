@@ -2,7 +2,8 @@
 //! expired (its node died or stalled before settling it, `max_deliver` times) is dropped by the
 //! server without a word to the consumer; the server publishes a `MAX_DELIVERIES` advisory
 //! instead. Every node running the durable listens for it and writes the poison record (the
-//! first writer wins; the others find it), so nothing leaves the stream's consumer without one.
+//! first writer wins; the others find it; while the poison bucket does not answer, each keeps
+//! trying), so nothing leaves the stream's consumer without one.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,19 +89,32 @@ async fn record(
         return;
     };
     let key = poison::key(&shared.durable, seq);
-    match tokio::time::timeout(io_timeout, poison_kv.create(&key, bytes.into())).await {
-        Ok(Ok(_)) => {
-            tracing::warn!(consumer = %shared.durable, seq, "message expired max_deliver times; quarantined as poison");
-            super::announce_poison(js, &record).await;
-            shared.metrics.poison.increment(1);
+    // The advisory is said once: a record not written now is never written. Keep trying while
+    // the poison bucket does not answer (later advisories wait in the subscription meanwhile).
+    let mut failures = 0u32;
+    loop {
+        let why = match tokio::time::timeout(
+            io_timeout,
+            poison_kv.create(&key, bytes.clone().into()),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                tracing::warn!(consumer = %shared.durable, seq, "message expired max_deliver times; quarantined as poison");
+                super::announce_poison(js, &record).await;
+                shared.metrics.poison.increment(1);
+                return;
+            }
+            // Another node wrote it first, or the handler's own quarantine did.
+            Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_string(),
+        };
+        failures += 1;
+        shared.metrics.poison_write_failures.increment(1);
+        if failures == 1 || failures.is_multiple_of(12) {
+            tracing::error!(consumer = %shared.durable, seq, attempt = failures, error = %why, "cannot write the poison record of an expired message; trying again");
         }
-        // Another node wrote it first, or the handler's own quarantine did.
-        Ok(Err(e)) if e.kind() == kv::CreateErrorKind::AlreadyExists => {}
-        Ok(Err(e)) => {
-            tracing::error!(consumer = %shared.durable, seq, error = %e, "could not write the poison record of an expired message");
-        }
-        Err(_) => {
-            tracing::error!(consumer = %shared.durable, seq, "writing the poison record of an expired message timed out");
-        }
+        tokio::time::sleep(crate::task::retry_delay(failures)).await;
     }
 }

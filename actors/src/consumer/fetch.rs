@@ -368,33 +368,37 @@ async fn quarantine<E>(
         meta.delivered,
     );
     let key = poison::key(&shared.durable, meta.stream_sequence);
-    let write = async {
+    let write = || async {
         let bytes = serde_json::to_vec(&record).map_err(|e| e.to_string())?;
         poison_kv
             .put(&key, bytes.into())
             .await
             .map_err(|e| e.to_string())
     };
-    // On the server's last delivery a nak would lose the message: keep trying (telling the
-    // server we are working on it) within the ack wait.
+    // On the server's last delivery a nak would lose the message (the server delivers it no
+    // more): hold it — telling the server we are working on it — and try again until the poison
+    // bucket answers. Before that, a nak is safe: the message comes back.
     let last = meta.delivered >= config.policy.settings.max_deliver;
-    let tries = if last { 5 } else { 1 };
-    let mut result = tokio::time::timeout(config.ack_timeout, write).await;
-    for _ in 1..tries {
+    let mut failures = 0u32;
+    let result = loop {
+        let result = tokio::time::timeout(config.ack_timeout, write()).await;
         if matches!(result, Ok(Ok(_))) {
-            break;
+            break result;
+        }
+        failures += 1;
+        shared.metrics.poison_write_failures.increment(1);
+        if !last {
+            break result;
+        }
+        if failures == 1 || failures.is_multiple_of(12) {
+            tracing::error!(consumer = %shared.durable, seq = meta.stream_sequence, attempt = failures, "cannot write the poison record of the server's last delivery; holding the message and trying again");
         }
         let _ = msg.ack_with(AckKind::Progress).await;
-        tokio::time::sleep(Duration::from_secs(1)).await;
-        let bytes = serde_json::to_vec(&record).unwrap_or_default();
-        result = tokio::time::timeout(config.ack_timeout, async {
-            poison_kv
-                .put(&key, bytes.into())
-                .await
-                .map_err(|e| e.to_string())
-        })
-        .await;
-    }
+        let pause = crate::task::retry_delay(failures)
+            .min(config.policy.settings.ack_wait / 3)
+            .max(Duration::from_millis(10));
+        tokio::time::sleep(pause).await;
+    };
     match result {
         Ok(Ok(_)) => {
             tracing::warn!(consumer = %shared.durable, seq = meta.stream_sequence, subject = %meta.subject, %reason, "message quarantined as poison");
