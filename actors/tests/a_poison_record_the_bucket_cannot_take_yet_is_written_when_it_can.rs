@@ -57,7 +57,10 @@ async fn the_last_deliverys_record_waits_for_the_bucket() {
         if pending == 0 || write_failures() >= 4.0 {
             break;
         }
-        assert!(tokio::time::Instant::now() < deadline, "neither dropped nor held");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "neither dropped nor held"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
