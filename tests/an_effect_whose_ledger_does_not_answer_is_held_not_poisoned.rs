@@ -6,40 +6,22 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
-use common::observe::{
-    Counted, poison_after_an_outage, poison_keys, remove_stream, restore_stream,
-};
+use common::observe::{poison_after_an_outage, poison_keys, remove_stream, restore_stream};
 use common::{Platform, body_json, runner_settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    let runs = Arc::new(AtomicU64::new(0));
-    let r = runs.clone();
     let mut settings = runner_settings();
     // One failure short of poison after a single retry: an outage counted as failures would
     // quarantine the command at once.
     settings.consumer.max_deliver = 2;
-    p.start_runner_with(settings, move |b| {
-        b.workflow::<Transfer>()
-            .effect(Counted {
-                inner: WithdrawEffect(client.clone()),
-                runs: r.clone(),
-            })
-            .effect(Counted {
-                inner: DepositEffect(client),
-                runs: r,
-            })
-    })
-    .await;
+    let runs = p.start_counted_transfer_runner(settings).await;
     let token = p.token("acme", &["commands:*", "workflows:*"]);
     p.account_command(&token, "a", r#"{"type":"Open","payload":{"owner":"a"}}"#)
         .await;

@@ -5,35 +5,21 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use bytes::Bytes;
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
 use cloudlysis_test_support::eventually;
-use common::observe::{Counted, counter};
+use common::observe::counter;
 use common::{Platform, body_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_results_and_commands_are_recognised_and_counted() {
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let mut p = Platform::start().await;
-    let client = p.command_client();
-    let runs = Arc::new(AtomicU64::new(0));
-    let r = runs.clone();
-    p.start_runner(move |b| {
-        b.workflow::<Transfer>()
-            .effect(Counted {
-                inner: WithdrawEffect(client.clone()),
-                runs: r.clone(),
-            })
-            .effect(Counted {
-                inner: DepositEffect(client),
-                runs: r,
-            })
-    })
-    .await;
+    let runs = p
+        .start_counted_transfer_runner(common::runner_settings())
+        .await;
     let token = p.token("acme", &["commands:*", "workflows:*"]);
     for (account, funds) in [("a", 100), ("b", 0)] {
         p.account_command(

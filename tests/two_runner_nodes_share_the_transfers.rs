@@ -3,13 +3,10 @@
 
 mod common;
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cloudlysis_actors::runner::RunnerSettings;
-use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
-use common::observe::Counted;
 use common::{Platform, body_json};
 
 const TRANSFERS: usize = 24;
@@ -19,27 +16,10 @@ async fn both_nodes_work_and_each_transfer_completes_once() {
     let mut p = Platform::start().await;
     let mut counters = Vec::new();
     for _ in 0..2 {
-        let client = p.command_client();
-        let runs = Arc::new(AtomicU64::new(0));
-        counters.push(runs.clone());
         // Small fetches, so the two nodes' pull requests take turns.
-        let settings = {
-            let mut s: RunnerSettings = common::runner_settings();
-            s.consumer.max_in_flight = 2;
-            s
-        };
-        p.start_runner_with(settings, move |b| {
-            b.workflow::<Transfer>()
-                .effect(Counted {
-                    inner: WithdrawEffect(client.clone()),
-                    runs: runs.clone(),
-                })
-                .effect(Counted {
-                    inner: DepositEffect(client),
-                    runs,
-                })
-        })
-        .await;
+        let mut settings: RunnerSettings = common::runner_settings();
+        settings.consumer.max_in_flight = 2;
+        counters.push(p.start_counted_transfer_runner(settings).await);
     }
     let token = p.token("acme", &["commands:*", "workflows:*"]);
     for i in 0..TRANSFERS {

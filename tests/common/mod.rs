@@ -118,6 +118,32 @@ impl Platform {
         .await
     }
 
+    /// A transfer runner with `settings` whose effects count their executions on the returned
+    /// counter (one counter for both effect types).
+    pub async fn start_counted_transfer_runner(
+        &mut self,
+        settings: RunnerSettings,
+    ) -> std::sync::Arc<std::sync::atomic::AtomicU64> {
+        use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+        use observe::Counted;
+        let client = self.command_client();
+        let runs = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let r = runs.clone();
+        self.start_runner_with(settings, move |b| {
+            b.workflow::<Transfer>()
+                .effect(Counted {
+                    inner: WithdrawEffect(client.clone()),
+                    runs: r.clone(),
+                })
+                .effect(Counted {
+                    inner: DepositEffect(client),
+                    runs: r,
+                })
+        })
+        .await;
+        runs
+    }
+
     /// [`Platform::start_runner`] with its settings.
     pub async fn start_runner_with(
         &mut self,
