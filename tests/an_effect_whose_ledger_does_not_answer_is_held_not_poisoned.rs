@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
 use common::observe::{poison_after_an_outage, poison_keys, remove_stream, restore_stream};
-use common::{Platform, body_json, runner_settings};
+use common::{Platform, runner_settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
@@ -38,15 +38,7 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
     let ledger = format!("KV_{EFFECTS_BUCKET}");
     let config = remove_stream(&p.js, &ledger).await;
 
-    let (s, resp) = p
-        .command(
-            "/v1/workflows/transfer/t-1",
-            Some(&token),
-            &[],
-            r#"{"from":"a","to":"b","amount":40}"#,
-        )
-        .await;
-    assert_eq!(s, 201, "{}", body_json(resp).await);
+    p.start_transfer(&token, "t-1", "a", "b", 40).await;
 
     // Long enough for an outage counted as failures to show as poison records.
     let quarantined = poison_after_an_outage(

@@ -10,8 +10,8 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use cloudlysis_test_support::eventually;
+use common::Platform;
 use common::observe::counter;
-use common::{Platform, body_json};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redelivered_results_and_commands_are_recognised_and_counted() {
@@ -37,15 +37,7 @@ async fn redelivered_results_and_commands_are_recognised_and_counted() {
             .await;
         }
     }
-    let (s, resp) = p
-        .command(
-            "/v1/workflows/transfer/t-1",
-            Some(&token),
-            &[],
-            r#"{"from":"a","to":"b","amount":40}"#,
-        )
-        .await;
-    assert_eq!(s, 201, "{}", body_json(resp).await);
+    p.start_transfer(&token, "t-1", "a", "b", 40).await;
     let done = p
         .finished_workflow(&token, "transfer", "t-1", Duration::from_secs(30))
         .await;
