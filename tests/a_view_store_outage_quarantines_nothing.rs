@@ -1,7 +1,8 @@
 //! While a view's document store does not answer — its KV bucket has no stream behind it, as
 //! for the seconds of a leader election on a cluster — the view's deliveries are held and
 //! their writes retried, not failed towards poison: once the store answers again the view
-//! equals the fold of the stream and no poison record was written. (Found by the cluster test
+//! equals the fold of the stream and no poison record was written. Meanwhile
+//! `cloudlysis_view_store_oldest_held_seconds` says how long the events have waited. (Found by the cluster test
 //! `the_platform_survives_the_loss_of_the_stream_leader`: a kill -9 of the member leading the
 //! event stream and the views bucket quarantined a deposit, and the view fell short of the
 //! fold.)
@@ -20,7 +21,9 @@ use cloudlysis_runtime::consumer::{ConsumerSettings, NakBackoff};
 use cloudlysis_runtime::kv::VIEWS_BUCKET;
 use cloudlysis_test_support::{NatsServer, eventually, view_document};
 use common::account_request;
-use common::observe::{poison_after_an_outage, poison_keys, remove_stream, restore_stream};
+use common::observe::{
+    counter, held_for_at_least, poison_after_an_outage, poison_keys, remove_stream, restore_stream,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
@@ -90,6 +93,10 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
         "the checkpoint passed events that were not written"
     );
 
+    // How long the events have been held is in sight while the store stays away.
+    let held = cloudlysis_runtime::metrics::names::VIEW_STORE_OLDEST_HELD;
+    held_for_at_least(|| metrics.render(), held, 1.0).await;
+
     // The store is back: the held events are written, each once.
     restore_stream(&js, config).await;
     let p = projection.clone();
@@ -106,4 +113,9 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
         assert_eq!(doc["balance"], *sum, "{account}");
     }
     assert_eq!(poison_keys(&js).await, Vec::<String>::new());
+    assert_eq!(
+        counter(&metrics.render(), held, &[("view", "balances")]),
+        0.0,
+        "nothing is held once the view caught up"
+    );
 }

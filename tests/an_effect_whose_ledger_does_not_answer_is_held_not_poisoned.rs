@@ -1,7 +1,8 @@
 //! While the effects ledger does not answer (its KV bucket has no stream behind it, as for the
 //! seconds of a leader election), an effect command is held and tried again, not failed
 //! towards poison: once the ledger answers, the workflow completes, each effect ran once, and
-//! no poison record was written. (Before: the ledger read failed the command, which was
+//! no poison record was written; meanwhile `cloudlysis_handler_oldest_held_seconds` says how
+//! long the command has waited. (Before: the ledger read failed the command, which was
 //! quarantined after `max_deliver - 1` tries — the transfer never moved its money.)
 
 mod common;
@@ -10,7 +11,9 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
-use common::observe::{poison_after_an_outage, poison_keys, remove_stream, restore_stream};
+use common::observe::{
+    counter, held_for_at_least, poison_after_an_outage, poison_keys, remove_stream, restore_stream,
+};
 use common::{Platform, runner_settings};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -58,6 +61,10 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
         "no effect ran without its ledger"
     );
 
+    // How long the command has been held is in sight while the ledger stays away.
+    let held = cloudlysis_runtime::metrics::names::HANDLER_OLDEST_HELD;
+    held_for_at_least(|| metrics.render(), held, 1.0).await;
+
     // The ledger is back: the held command runs, once, and the transfer completes.
     restore_stream(&p.js, config).await;
     let done = p
@@ -68,4 +75,9 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
     assert_eq!(p.balance("acme", "a").await, 60);
     assert_eq!(p.balance("acme", "b").await, 40);
     assert_eq!(poison_keys(&p.js).await, Vec::<String>::new());
+    assert_eq!(
+        counter(&metrics.render(), held, &[("handler", "effect_worker")]),
+        0.0,
+        "nothing is held once the effects ran"
+    );
 }

@@ -190,6 +190,8 @@ pub async fn run_one<H: EventHandler>(
     state: &mut H::State,
 ) -> Result<(), ActorProcessingErr> {
     let mut attempt = 0u32;
+    // Set while the message is held through an outage (`cloudlysis_handler_oldest_held_seconds`).
+    let mut held = None;
     loop {
         // A panic is this message's failure: report it, then fail the actor so its supervisor
         // restarts it with fresh state.
@@ -204,6 +206,14 @@ pub async fn run_one<H: EventHandler>(
                     "handler" => H::KIND
                 )
                 .increment(1);
+                held.get_or_insert_with(|| {
+                    crate::holding::Held::start((
+                        cloudlysis_runtime::metrics::names::HANDLER_OLDEST_HELD,
+                        "handler",
+                        H::KIND,
+                    ))
+                })
+                .tick();
                 // The first time, then about once a minute at the 5 s cap.
                 if attempt == 1 || attempt.is_multiple_of(12) {
                     tracing::warn!(handler = H::KIND, consumer = %delivery.meta.consumer, seq = delivery.meta.stream_sequence, attempt, error = %e, "handler's store does not answer; holding the message and trying again");
@@ -219,6 +229,7 @@ pub async fn run_one<H: EventHandler>(
                         "handler's store answers again"
                     );
                 }
+                drop(held);
                 delivery.complete(result);
                 return Ok(());
             }

@@ -24,6 +24,7 @@ pub mod aggregate;
 pub mod consumer;
 pub mod grpc;
 pub mod handler;
+mod holding;
 mod idle;
 pub mod kv_scan;
 pub mod node_admin;

@@ -163,6 +163,12 @@ pub mod names {
     /// (`HandlerError::unavailable`; held meanwhile, not failed towards poison); labelled
     /// `handler` (its kind: `workflow_inputs`, `effect_worker`, `timer_worker`, …).
     pub const HANDLER_RETRIES: &str = "cloudlysis_handler_retries_total";
+    /// Gauge: seconds the oldest delivery a handler holds through an outage of its store has
+    /// been held (0 when none), set at every try; labelled `handler`.
+    pub const HANDLER_OLDEST_HELD: &str = "cloudlysis_handler_oldest_held_seconds";
+    /// Gauge: seconds the oldest document a view holds through an outage of its store has been
+    /// held (0 when none), set at every try; labelled `view`.
+    pub const VIEW_STORE_OLDEST_HELD: &str = "cloudlysis_view_store_oldest_held_seconds";
     /// `List` queries by view and outcome (`ok`, `busy`: refused by the node's admission,
     /// `timeout`, `error`).
     pub const VIEW_LISTS: &str = "cloudlysis_view_lists_total";
@@ -266,6 +272,8 @@ pub mod names {
         VIEW_CACHE,
         VIEW_STORE_RETRIES,
         HANDLER_RETRIES,
+        HANDLER_OLDEST_HELD,
+        VIEW_STORE_OLDEST_HELD,
         VIEW_LISTS,
         VIEW_GETS,
         WORKFLOW_INSTANCES_STARTED,
@@ -507,6 +515,14 @@ fn describe() {
     metrics::describe_counter!(
         names::HANDLER_RETRIES,
         "Deliveries handled again because the handler's store did not answer (held, not poisoned)."
+    );
+    metrics::describe_gauge!(
+        names::HANDLER_OLDEST_HELD,
+        "Seconds the oldest delivery held through an outage of the handler's store has waited (0 when none)."
+    );
+    metrics::describe_gauge!(
+        names::VIEW_STORE_OLDEST_HELD,
+        "Seconds the oldest view document held through an outage of the view's store has waited (0 when none)."
     );
     metrics::describe_counter!(
         names::VIEW_STORE_RETRIES,

@@ -107,3 +107,19 @@ pub async fn poison_after_an_outage(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// Polls `gauge` in `metrics` until it reads at least `seconds` (a hold's age grows while the
+/// store stays away), panicking after 30 s.
+pub async fn held_for_at_least(metrics: impl Fn() -> String, gauge: &str, seconds: f64) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if counter(&metrics(), gauge, &[]) >= seconds {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{gauge} did not reach {seconds} s while the store was away"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -440,6 +440,7 @@ fn register_metrics(view: &'static str) {
         names::VIEW_REBUILD_CHECKPOINT,
         names::VIEW_GENERATION,
         names::VIEW_REBUILDING,
+        names::VIEW_STORE_OLDEST_HELD,
     ] {
         metrics::gauge!(gauge, "view" => view).set(0.0);
     }

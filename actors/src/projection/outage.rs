@@ -10,7 +10,8 @@
 //! in delivery order, since the lane writes nothing else meanwhile. Only a failure retrying
 //! cannot cure — a document that does not decode or fit the view, or is over the server's max
 //! payload — fails the deliveries (nak, then poison). Each retry is counted in
-//! `cloudlysis_view_store_retries_total{view}`.
+//! `cloudlysis_view_store_retries_total{view}`, and how long the oldest held document has waited
+//! is `cloudlysis_view_store_oldest_held_seconds{view}`.
 
 use super::view::{View, ViewStore};
 
@@ -29,6 +30,8 @@ impl<V: View> ViewStore<V> {
         items: &[(u64, Vec<&cloudlysis_runtime::envelope::EventEnvelope>)],
     ) -> Result<Outcomes, String> {
         let mut attempt = 0u32;
+        // Set while the document is held (`cloudlysis_view_store_oldest_held_seconds`).
+        let mut held = None;
         loop {
             match self.apply_many(kv_key, items, false).await {
                 Ok(outcomes) => {
@@ -50,6 +53,14 @@ impl<V: View> ViewStore<V> {
                         "view" => V::NAME
                     )
                     .increment(1);
+                    held.get_or_insert_with(|| {
+                        crate::holding::Held::start((
+                            cloudlysis_runtime::metrics::names::VIEW_STORE_OLDEST_HELD,
+                            "view",
+                            V::NAME,
+                        ))
+                    })
+                    .tick();
                     // The first failure, then about once a minute at the 5 s cap.
                     if attempt == 1 || attempt.is_multiple_of(12) {
                         tracing::warn!(view = V::NAME, key = kv_key, attempt, error = %e, "view store does not answer; holding the events and trying again");

@@ -585,6 +585,7 @@ fn register_metrics(workflows: &[&'static str], effects: &[&'static str]) {
     }
     for handler in ["workflow_inputs", "effect_worker", "timer_worker"] {
         metrics::counter!(names::HANDLER_RETRIES, "handler" => handler).increment(0);
+        metrics::gauge!(names::HANDLER_OLDEST_HELD, "handler" => handler).set(0.0);
     }
     metrics::gauge!(names::OUTBOX_DEPTH).set(0.0);
     metrics::gauge!(names::RUNNER_DRAIN_STATE).set(0.0);

@@ -364,6 +364,7 @@ impl<E: Effect> EffectWorker<E> {
             // still leased (a deferral) and, once it expired, run the effect again. A write
             // that landed unseen makes the next one a conflict, and the re-read finds Done.
             let mut tries = 0u32;
+            let mut held = None;
             loop {
                 match self.write(&key, &done, revision).await {
                     Ok(_) => {
@@ -375,6 +376,14 @@ impl<E: Effect> EffectWorker<E> {
                         tries += 1;
                         metrics::counter!(names::HANDLER_RETRIES, "handler" => Self::KIND)
                             .increment(1);
+                        held.get_or_insert_with(|| {
+                            crate::holding::Held::start((
+                                names::HANDLER_OLDEST_HELD,
+                                "handler",
+                                Self::KIND,
+                            ))
+                        })
+                        .tick();
                         if tries == 1 || tries.is_multiple_of(12) {
                             tracing::warn!(key, attempt = tries, error = %e, "the effect ran; writing its outcome to the ledger, which does not answer");
                         }

@@ -1,0 +1,99 @@
+//! How long a message has been held through an outage of its store.
+//!
+//! A handler or a view lane whose store does not answer keeps its deliveries and tries again
+//! for as long as it takes ([`run_one`](crate::handler::run_one), the views'
+//! [`outage`](crate::projection::outage)): nothing is failed for an outage, so nothing ends the
+//! wait either. What an operator needs to see is how long it has lasted. A [`Held`] registers
+//! one held message under its gauge series (`cloudlysis_handler_oldest_held_seconds{handler}`,
+//! `cloudlysis_view_store_oldest_held_seconds{view}`); the gauge is the age of the series'
+//! oldest held message, set at every try (at least every 5 s, the retries' cap) and when a
+//! message is let go, and 0 when nothing is held. The registry holds only what is held now: at
+//! most what the handlers' mailboxes and the lanes bound.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{LazyLock, Mutex, PoisonError};
+use std::time::Instant;
+
+/// A gauge series: its name, and its one label's name and value.
+pub(crate) type Series = (&'static str, &'static str, &'static str);
+
+/// The messages of one series held now: each one's id and when its hold began.
+type Holds = Vec<(u64, Instant)>;
+
+/// The messages held now, by series.
+static HELD: LazyLock<Mutex<HashMap<Series, Holds>>> = LazyLock::new(Default::default);
+
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
+/// One message held through an outage (see the module docs): created at the first failed try,
+/// [`tick`](Self::tick)ed at every further one, dropped when the message is let go.
+pub(crate) struct Held {
+    series: Series,
+    id: u64,
+}
+
+impl Held {
+    /// Starts holding a message under `series` (gauge name, label name, label value).
+    pub(crate) fn start(series: Series) -> Self {
+        let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        held.entry(series).or_default().push((id, Instant::now()));
+        publish(series, held.get(&series));
+        Self { series, id }
+    }
+
+    /// Sets the series' gauge to the age of its oldest held message.
+    pub(crate) fn tick(&self) {
+        let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        publish(self.series, held.get(&self.series));
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        let mut held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(list) = held.get_mut(&self.series) {
+            list.retain(|(id, _)| *id != self.id);
+            if list.is_empty() {
+                held.remove(&self.series);
+            }
+        }
+        publish(self.series, held.get(&self.series));
+    }
+}
+
+/// Writes the gauge of `series` from what it holds (`None`: nothing, 0).
+fn publish(series: Series, list: Option<&Holds>) {
+    let (name, label, value) = series;
+    let oldest = list
+        .and_then(|l| l.iter().map(|(_, since)| *since).min())
+        .map_or(0.0, |since| since.elapsed().as_secs_f64());
+    metrics::gauge!(name, label => value).set(oldest);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oldest(series: Series) -> Option<Instant> {
+        HELD.lock()
+            .unwrap()
+            .get(&series)
+            .and_then(|l| l.iter().map(|(_, s)| *s).min())
+    }
+
+    #[test]
+    fn the_oldest_hold_is_what_remains_after_younger_ones_end_and_nothing_after_all() {
+        let series = ("test_oldest_held_seconds", "handler", "holding-unit-test");
+        let first = Held::start(series);
+        let since = oldest(series).expect("one held");
+        let second = Held::start(series);
+        assert_eq!(oldest(series), Some(since), "the first is the oldest");
+        drop(second);
+        assert_eq!(oldest(series), Some(since));
+        first.tick();
+        drop(first);
+        assert_eq!(oldest(series), None, "nothing held, no entry kept");
+    }
+}
