@@ -55,6 +55,74 @@ impl Platform {
         runs
     }
 
+    /// A transfer runner with `settings` whose withdraw effect waits until the returned sender
+    /// says `true` (see [`observe::Gated`]); the counters count withdraw and deposit runs.
+    pub async fn start_gated_transfer_runner(
+        &mut self,
+        settings: RunnerSettings,
+    ) -> (
+        tokio::sync::watch::Sender<bool>,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+        std::sync::Arc<std::sync::atomic::AtomicU64>,
+    ) {
+        use cloudlysis_examples::transfer::{DepositEffect, Transfer, WithdrawEffect};
+        use observe::{Counted, Gated};
+        let client = self.command_client();
+        let (gate, open) = tokio::sync::watch::channel(false);
+        let withdraws = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let deposits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let (w, d) = (withdraws.clone(), deposits.clone());
+        self.start_runner_with(settings, move |b| {
+            b.workflow::<Transfer>()
+                .effect(Gated {
+                    inner: WithdrawEffect(client.clone()),
+                    open,
+                    runs: w,
+                })
+                .effect(Counted {
+                    inner: DepositEffect(client),
+                    runs: d,
+                })
+        })
+        .await;
+        (gate, withdraws, deposits)
+    }
+
+    /// Opens accounts `a` (with `balance` deposited) and `b` of tenant `acme`.
+    pub async fn open_accounts(&self, token: &str, balance: u64) {
+        self.account_command(token, "a", r#"{"type":"Open","payload":{"owner":"a"}}"#)
+            .await;
+        self.account_command(
+            token,
+            "a",
+            &format!(r#"{{"type":"Deposit","payload":{{"amount":{balance}}}}}"#),
+        )
+        .await;
+        self.account_command(token, "b", r#"{"type":"Open","payload":{"owner":"b"}}"#)
+            .await;
+    }
+
+    /// Asserts that transfer `id` of 40 from `a` (opened with 100) to `b` completes within 30 s
+    /// with each effect run once, and that nothing was quarantined.
+    pub async fn transfer_completed_once(
+        &self,
+        token: &str,
+        id: &str,
+        withdraws: &std::sync::atomic::AtomicU64,
+        deposits: &std::sync::atomic::AtomicU64,
+    ) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let done = self
+            .finished_workflow(token, "transfer", id, Duration::from_secs(30))
+            .await;
+        assert_eq!(done["status"], "completed", "{done}");
+        assert_eq!(withdraws.load(SeqCst), 1, "withdrawn once");
+        assert_eq!(deposits.load(SeqCst), 1, "deposited once");
+        assert_eq!(self.balance("acme", "a").await, 60);
+        assert_eq!(self.balance("acme", "b").await, 40);
+        assert_eq!(observe::poison_keys(&self.js).await, Vec::<String>::new());
+    }
+
     /// [`Platform::start_runner`] with its settings.
     pub async fn start_runner_with(
         &mut self,
