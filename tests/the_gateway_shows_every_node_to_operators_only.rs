@@ -37,6 +37,8 @@ async fn operators_see_every_node_and_its_tree_from_one_fan_out() {
     assert!(aggregate["uptime_seconds"].is_u64(), "{aggregate}");
     let projection = nodes.iter().find(|n| n["role"] == "projection").unwrap();
     assert_eq!(projection["behaviours"], serde_json::json!(["balances"]));
+    // Nothing held through a store outage (see the outage tests for a node that holds).
+    assert_eq!(projection["held"], serde_json::json!([]), "{projection}");
     // No runner runs in this platform: its address answers nothing.
     let runner = nodes.iter().find(|n| n["role"] == "runner").unwrap();
     assert_eq!(runner["health"], "unreachable", "{runner}");

@@ -63,6 +63,26 @@ impl Drop for Held {
     }
 }
 
+/// What is held now under series labelled `label` (`"view"`, `"handler"`), by label value:
+/// how many messages, and the oldest one's age in seconds. Sorted by label value.
+pub(crate) fn held_now(label: &str) -> Vec<(&'static str, usize, f64)> {
+    let held = HELD.lock().unwrap_or_else(PoisonError::into_inner);
+    let mut now: Vec<(&'static str, usize, f64)> = held
+        .iter()
+        .filter(|((_, key, _), list)| *key == label && !list.is_empty())
+        .map(|((_, _, value), list)| {
+            let oldest = list.iter().map(|(_, since)| *since).min();
+            (
+                *value,
+                list.len(),
+                oldest.map_or(0.0, |s| s.elapsed().as_secs_f64()),
+            )
+        })
+        .collect();
+    now.sort_by(|a, b| a.0.cmp(b.0));
+    now
+}
+
 /// Writes the gauge of `series` from what it holds (`None`: nothing, 0).
 fn publish(series: Series, list: Option<&Holds>) {
     let (name, label, value) = series;
@@ -93,7 +113,19 @@ mod tests {
         drop(second);
         assert_eq!(oldest(series), Some(since));
         first.tick();
+        let now = held_now("handler");
+        let mine: Vec<_> = now
+            .iter()
+            .filter(|(name, _, _)| *name == "holding-unit-test")
+            .collect();
+        assert_eq!(mine.len(), 1);
+        assert_eq!(mine[0].1, 1, "one message held");
         drop(first);
         assert_eq!(oldest(series), None, "nothing held, no entry kept");
+        assert!(
+            !held_now("handler")
+                .iter()
+                .any(|(name, _, _)| *name == "holding-unit-test")
+        );
     }
 }

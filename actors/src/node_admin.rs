@@ -1,5 +1,6 @@
 //! `node.admin.v1.NodeAdmin`: describes a node — role, version, node id, uptime, the behaviours
-//! it serves, whether it takes work, and its supervision tree with mailbox statistics.
+//! it serves, whether it takes work, what it holds through a store outage, and its supervision
+//! tree with mailbox statistics.
 
 use std::time::Duration;
 
@@ -24,6 +25,8 @@ pub struct NodeAdminService {
     started: std::time::Instant,
     behaviours: Vec<String>,
     state: Option<NodeStateFn>,
+    /// The label of the holds this node reports (`"view"`, `"handler"`; see [`Self::holds`]).
+    holds: Option<&'static str>,
 }
 
 impl NodeAdminService {
@@ -36,7 +39,16 @@ impl NodeAdminService {
             started: std::time::Instant::now(),
             behaviours: Vec::new(),
             state: None,
+            holds: None,
         }
+    }
+
+    /// Reports the messages held through a store outage under `label` (`"view"` for a
+    /// projection node, `"handler"` for a runner) in `Describe`'s `held`. (Holds are counted per
+    /// process; each role reports its own kind.)
+    pub fn holds(mut self, label: &'static str) -> Self {
+        self.holds = Some(label);
+        self
     }
 
     /// Names what the node serves (aggregate types, views, workflows and effect types).
@@ -81,6 +93,17 @@ impl NodeAdmin for NodeAdminService {
             behaviours: self.behaviours.clone(),
             serving,
             drain_state,
+            held: self.holds.map_or_else(Vec::new, |label| {
+                crate::holding::held_now(label)
+                    .into_iter()
+                    .map(|(name, messages, oldest_seconds)| pb::Held {
+                        kind: label.to_string(),
+                        name: name.to_string(),
+                        messages: messages as u64,
+                        oldest_seconds,
+                    })
+                    .collect()
+            }),
         }))
     }
 }

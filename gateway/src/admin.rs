@@ -183,6 +183,12 @@ fn node_json(p: &Probed) -> Value {
             "uptime_seconds": d.uptime_seconds,
             "drain_state": if d.drain_state.is_empty() { Value::Null } else { json!(d.drain_state) },
             "behaviours": d.behaviours,
+            "held": d.held.iter().map(|h| json!({
+                "kind": h.kind,
+                "name": h.name,
+                "messages": h.messages,
+                "oldest_seconds": h.oldest_seconds,
+            })).collect::<Vec<_>>(),
             "error": Value::Null,
         }),
         Err(e) => json!({
@@ -194,6 +200,7 @@ fn node_json(p: &Probed) -> Value {
             "uptime_seconds": Value::Null,
             "drain_state": Value::Null,
             "behaviours": [],
+            "held": [],
             "error": e,
         }),
     }

@@ -31,7 +31,8 @@ impl ProjectionNode {
             self.inner.instance.clone(),
             self.inner.root.clone(),
         )
-        .behaviours(self.view_names());
+        .behaviours(self.view_names())
+        .holds("view");
         let routes = tonic::service::Routes::new(health)
             .add_service(admin.into_server())
             .add_service(ProjectionAdminServer::new(self.clone()))

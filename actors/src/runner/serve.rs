@@ -39,6 +39,7 @@ impl RunnerNode {
             self.inner.root.clone(),
         )
         .behaviours(behaviours)
+        .holds("handler")
         .state(Arc::new(move || {
             let state = me.drain_progress().state;
             (

@@ -23,11 +23,22 @@ export interface NodeInfo {
   health: NodeHealth;
   version: string | null;
   uptime_seconds: number | null;
-  /** Set for runners. */
   /** Set for runners: a `DrainState`. */
   drain_state: string | null;
   behaviours: string[] | null;
+  /** What the node holds because a store does not answer (empty when nothing; absent from older nodes). */
+  held?: HeldInfo[];
   error: string | null;
+}
+
+/** Messages one view or handler holds through a store outage (kept and tried again, not failed). */
+export interface HeldInfo {
+  kind: 'view' | 'handler';
+  /** The view's name or the handler's kind (e.g. `balances`, `effect_worker`). */
+  name: string;
+  messages: number;
+  /** How long the oldest of them has been held. */
+  oldest_seconds: number;
 }
 
 export interface NodesResponse {

@@ -56,6 +56,43 @@ describe('Nodes', () => {
     expect(screen.queryByRole('link', { name: 'Runner details of aggregate-a' })).not.toBeInTheDocument();
   });
 
+  it('says which nodes hold messages through a store outage, and for how long', async () => {
+    stubGateway({
+      'GET /admin/nodes': {
+        nodes: [
+          node({
+            role: 'projection',
+            node_id: 'projection-c',
+            held: [{ kind: 'view', name: 'balances', messages: 3, oldest_seconds: 42.7 }],
+          }),
+          node({
+            role: 'runner',
+            node_id: 'runner-b',
+            held: [{ kind: 'handler', name: 'effect_worker', messages: 1, oldest_seconds: 75 }],
+          }),
+          node({ role: 'aggregate', node_id: 'aggregate-a', held: [] }),
+        ],
+      },
+    });
+    await renderAt('nodes');
+    const list = await screen.findByRole('list', { name: 'Held messages' });
+    expect(within(list).getAllByRole('listitem').map((li) => li.textContent)).toEqual([
+      'projection-c — view balances: 3 documents held for 42s',
+      'runner-b — handler effect_worker: 1 message held for 1m 15s',
+    ]);
+    expect(screen.getByText('Waiting for a store.')).toBeInTheDocument();
+    const table = screen.getByRole('table', { name: 'Nodes' });
+    expect(within(table).getByText('balances: 3 for 42s')).toBeInTheDocument();
+  });
+
+  it('shows no holding notice when nothing is held', async () => {
+    stubGateway({ 'GET /admin/nodes': { nodes: NODES } });
+    await renderAt('nodes');
+    await screen.findByRole('table', { name: 'Nodes' });
+    expect(screen.queryByRole('list', { name: 'Held messages' })).not.toBeInTheDocument();
+    expect(screen.queryByText('Waiting for a store.')).not.toBeInTheDocument();
+  });
+
   it('sorts by a column, both ways, empty values last', async () => {
     const user = userEvent.setup();
     stubGateway({ 'GET /admin/nodes': { nodes: NODES } });

@@ -1,8 +1,8 @@
 import { useState } from 'react';
-import type { NodeInfo, NodeRole } from '../api/types';
+import type { HeldInfo, NodeInfo, NodeRole } from '../api/types';
 import { ProblemAlert } from '../components/ProblemAlert';
 import { SortHeader, sortRows, type Sort } from '../components/SortHeader';
-import { Badge, Empty, Loading } from '../components/Status';
+import { Badge, Empty, Loading, Notice } from '../components/Status';
 import { formatUptime } from '../format';
 import { usePoll } from '../hooks/usePoll';
 import { href, navigate, useRoute } from '../router';
@@ -11,6 +11,12 @@ import { ScreenHeader } from './ScreenHeader';
 
 type Column = 'role' | 'node_id' | 'address' | 'health' | 'version' | 'uptime_seconds' | 'drain_state';
 const ROLES: NodeRole[] = ['aggregate', 'projection', 'runner'];
+
+/** `view balances: 3 messages held for 42s`. */
+function heldText(h: HeldInfo): string {
+  const what = h.kind === 'view' ? 'document' : 'message';
+  return `${h.kind} ${h.name}: ${String(h.messages)} ${what}${h.messages === 1 ? '' : 's'} held for ${formatUptime(h.oldest_seconds)}`;
+}
 
 export function Nodes() {
   const api = useApi();
@@ -26,6 +32,8 @@ export function Nodes() {
     sort,
     (n: NodeInfo, k) => n[k],
   );
+
+  const holding = nodes.filter((n) => (n.held ?? []).length > 0);
 
   return (
     <section aria-labelledby="nodes-title">
@@ -52,6 +60,22 @@ export function Nodes() {
         </span>
       </div>
       <ProblemAlert problem={poll.error} />
+      {holding.length > 0 && (
+        <Notice tone="warn">
+          <strong>Waiting for a store.</strong> These nodes hold messages because a store (a KV bucket, a
+          stream, NATS) does not answer. Nothing is failed for an outage: each is tried again until the
+          store answers.
+          <ul aria-label="Held messages">
+            {holding.flatMap((n) =>
+              (n.held ?? []).map((h) => (
+                <li key={`${n.node_id ?? n.address}/${h.kind}/${h.name}`}>
+                  <code>{n.node_id ?? n.address}</code> — {heldText(h)}
+                </li>
+              )),
+            )}
+          </ul>
+        </Notice>
+      )}
       {poll.loading && !poll.data ? (
         <Loading what="nodes" />
       ) : shown.length === 0 && !poll.error ? (
@@ -70,6 +94,7 @@ export function Nodes() {
                 <SortHeader column="uptime_seconds" sort={sort} onSort={setSort}>Uptime</SortHeader>
                 <SortHeader column="drain_state" sort={sort} onSort={setSort}>Drain state</SortHeader>
                 <th scope="col">Behaviours</th>
+                <th scope="col">Held</th>
                 <th scope="col">Details</th>
               </tr>
             </thead>
@@ -87,6 +112,17 @@ export function Nodes() {
                   <td>{formatUptime(n.uptime_seconds)}</td>
                   <td>{n.role === 'runner' ? <Badge value={n.drain_state} /> : <span className="muted">—</span>}</td>
                   <td>{n.behaviours && n.behaviours.length > 0 ? n.behaviours.join(', ') : <span className="muted">—</span>}</td>
+                  <td>
+                    {(n.held ?? []).length > 0 ? (
+                      (n.held ?? []).map((h) => (
+                        <div key={`${h.kind}/${h.name}`} className="lagging">
+                          {h.name}: {h.messages} for {formatUptime(h.oldest_seconds)}
+                        </div>
+                      ))
+                    ) : (
+                      <span className="muted">—</span>
+                    )}
+                  </td>
                   <td>
                     <div className="links">
                       {n.node_id && (
