@@ -2,7 +2,7 @@
 //! answers); A alone may take 90 % of `gateway.max_in_flight` and is refused beyond it with 429
 //! and `Retry-After` — so tenant B, arriving next, is admitted at once, and from then on A's
 //! share is half. Before per-tenant admission one global semaphore let A take everything: B got
-//! 503.
+//! 503. Every refusal carries the request's correlation id and says why in its own terms.
 
 use std::time::Duration;
 
@@ -49,13 +49,31 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         let req = axum::http::Request::post(format!("/v1/commands/account/{id}"))
             .header("authorization", format!("Bearer {token}"))
             .header("content-type", "application/json")
+            .header("x-correlation-id", format!("corr-{id}"))
             .body(axum::body::Body::from(OPEN))
             .unwrap();
         let resp = gw.router().oneshot(req).await.unwrap();
-        (
-            resp.status().as_u16(),
-            resp.headers().get("retry-after").cloned(),
-        )
+        let status = resp.status().as_u16();
+        let retry_after = resp.headers().get("retry-after").cloned();
+        // A refusal carries the request's correlation id, like every other problem.
+        if status != 200 {
+            assert_eq!(
+                resp.headers().get("x-correlation-id").unwrap(),
+                &format!("corr-{id}"),
+                "{status}"
+            );
+            let body = axum::body::to_bytes(resp.into_body(), 1 << 16)
+                .await
+                .unwrap();
+            let body: serde_json::Value = serde_json::from_slice(&body).unwrap();
+            assert_eq!(body["correlation_id"], format!("corr-{id}"), "{body}");
+            return (
+                status,
+                retry_after,
+                body["detail"].as_str().unwrap().to_string(),
+            );
+        }
+        (status, retry_after, String::new())
     };
 
     // A floods: 9 of 10 places are taken, the rest refused at once with 429.
@@ -77,9 +95,14 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     for i in 0..5 {
-        let (status, retry_after) = post(gateway.clone(), a.clone(), format!("x{i}")).await;
+        let (status, retry_after, detail) = post(gateway.clone(), a.clone(), format!("x{i}")).await;
         assert_eq!(status, 429, "A beyond its share");
         assert!(retry_after.is_some());
+        // Alone, A is held back by the reserve for other tenants, not by other tenants.
+        assert!(
+            detail.contains("kept for other tenants") && !detail.contains("are active"),
+            "{detail}"
+        );
     }
 
     // B arrives: admitted at once (its request goes to the node: the 90 % left room).
@@ -91,9 +114,13 @@ async fn a_flooding_tenant_is_held_to_its_share_and_another_is_admitted() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     // Now the budget is full: A (over its half) gets 429, and so would anyone (503 when full).
-    let (status, _) = post(gateway.clone(), a.clone(), "x9".into()).await;
+    let (status, _, detail) = post(gateway.clone(), a.clone(), "x9".into()).await;
     assert_eq!(status, 429);
-    let (status, retry_after) = post(gateway.clone(), token("tenant-c"), "c0".into()).await;
+    assert!(
+        detail.contains("while other tenants are active"),
+        "{detail}"
+    );
+    let (status, retry_after, _) = post(gateway.clone(), token("tenant-c"), "c0".into()).await;
     assert_eq!(status, 503);
     assert!(retry_after.is_some());
     for h in held {

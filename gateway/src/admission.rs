@@ -38,10 +38,13 @@ pub enum Refusal {
         /// The budget.
         budget: usize,
     },
-    /// The tenant has its share in flight while others are active (429).
+    /// The tenant has its share in flight (429): of the budget less a tenth kept for other
+    /// tenants when it is alone, of its weight among the active tenants otherwise.
     TenantShare {
         /// The tenant's share now.
         share: usize,
+        /// True when other tenants have requests in flight.
+        others_active: bool,
     },
     /// The tenant has `gateway.tenant_max_in_flight` in flight (429).
     TenantLimit {
@@ -147,7 +150,10 @@ impl Admission {
                 limit: self.tenant_limit,
             })
         } else if mine >= share && share < self.budget {
-            Some(Refusal::TenantShare { share })
+            Some(Refusal::TenantShare {
+                share,
+                others_active: others > 0,
+            })
         } else if s.in_flight >= self.budget {
             Some(Refusal::Full {
                 budget: self.budget,
@@ -203,12 +209,26 @@ pub(crate) async fn admit(
                         "the gateway is at its request limit ({budget}, gateway.max_in_flight)"
                     ),
                 ),
-                Refusal::TenantShare { share } => Problem::new(
+                Refusal::TenantShare {
+                    share,
+                    others_active: true,
+                } => Problem::new(
                     StatusCode::TOO_MANY_REQUESTS,
                     "tenant-over-share",
                     format!(
                         "this tenant has {share} requests in flight, its fair share of the gateway \
                          while other tenants are active (gateway.tenant_weights)"
+                    ),
+                ),
+                Refusal::TenantShare {
+                    share,
+                    others_active: false,
+                } => Problem::new(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "tenant-over-share",
+                    format!(
+                        "this tenant has {share} requests in flight: all of the gateway's \
+                         (gateway.max_in_flight) but the tenth kept for other tenants"
                     ),
                 ),
                 Refusal::TenantLimit { limit } => Problem::new(
@@ -220,7 +240,10 @@ pub(crate) async fn admit(
                     ),
                 ),
             };
-            return problem.retry_after(1).into_response();
+            return problem
+                .retry_after(1)
+                .correlated(request.headers())
+                .into_response();
         }
     };
     // Decremented when the request ends, also when its client went away mid-request.
@@ -255,7 +278,10 @@ mod tests {
         assert_eq!(flood.len(), 9, "10 % reserve");
         assert!(matches!(
             a.try_admit("a"),
-            Err(Refusal::TenantShare { share: 9 })
+            Err(Refusal::TenantShare {
+                share: 9,
+                others_active: false
+            })
         ));
         let b = a.try_admit("b").expect("the newcomer is admitted at once");
         assert_eq!(a.in_flight(), 10);
@@ -265,7 +291,10 @@ mod tests {
         ));
         assert!(matches!(
             a.try_admit("a"),
-            Err(Refusal::TenantShare { share: 5 })
+            Err(Refusal::TenantShare {
+                share: 5,
+                others_active: true
+            })
         ));
         drop(b);
         drop(flood);
@@ -311,7 +340,7 @@ mod tests {
                 let name = format!("t{tenant}");
                 match a.try_admit(&name) {
                     Ok(p) => held.push(p),
-                    Err(Refusal::TenantShare { share }) => {
+                    Err(Refusal::TenantShare { share, .. }) => {
                         let mine = held.iter().filter(|p| p.tenant == name).count();
                         prop_assert!(mine >= share);
                     }

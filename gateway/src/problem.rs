@@ -13,6 +13,9 @@ use serde::Serialize;
 /// Content type of problem responses.
 pub const CONTENT_TYPE: &str = "application/problem+json";
 
+/// `WWW-Authenticate` of every 401: a bearer token is what the Gateway takes.
+pub const WWW_AUTHENTICATE: &str = "Bearer realm=\"cloudlysis\"";
+
 /// One problem response.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Problem {
@@ -105,6 +108,13 @@ impl IntoResponse for Problem {
             resp.headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        if self.status == StatusCode::UNAUTHORIZED {
+            // RFC 9110 11.6.1: a 401 says how to authenticate.
+            resp.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(WWW_AUTHENTICATE),
+            );
+        }
         if let Some(id) = self.correlation_id.as_deref()
             && let Ok(v) = HeaderValue::from_str(id)
         {
@@ -175,4 +185,22 @@ pub(crate) fn panicked(panic: Box<dyn std::any::Any + Send + 'static>) -> Respon
     )
     .with_correlation(id.as_str())
     .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every 401 says how to authenticate (RFC 9110 11.6.1); other statuses do not. (Found by
+    /// using the platform: no 401 carried `WWW-Authenticate`.)
+    #[test]
+    fn a_401_says_how_to_authenticate() {
+        let resp = Problem::unauthorized("missing bearer token").into_response();
+        assert_eq!(
+            resp.headers().get(header::WWW_AUTHENTICATE).unwrap(),
+            "Bearer realm=\"cloudlysis\""
+        );
+        let resp = Problem::forbidden("missing right").into_response();
+        assert!(resp.headers().get(header::WWW_AUTHENTICATE).is_none());
+    }
 }
