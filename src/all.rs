@@ -162,11 +162,12 @@ pub async fn run(
     );
 
     let (stop, wait) = nodes::shutdown_channel();
-    let server = tokio::spawn(
-        axum::serve(http, platform.router.clone())
-            .with_graceful_shutdown(wait())
-            .into_future(),
-    );
+    let server = tokio::spawn(cloudlysis_runtime::service::serve(
+        http,
+        platform.router.clone(),
+        nodes::http_limits(src)?,
+        wait(),
+    ));
     nodes::shutdown_signal().await;
     // Registered nodes leave the registry first: other Gateways stop placing work here at once,
     // and the nodes keep serving for `node.leave_grace_ms` while the runner drains.

@@ -283,6 +283,8 @@ const KNOWN_SETTINGS: &[&Setting] = &[
     &settings::NATS_PING_INTERVAL_MS,
     &settings::NATS_REPLICAS,
     &settings::HTTP_ADDR,
+    &settings::HTTP_HEADER_READ_TIMEOUT_MS,
+    &settings::HTTP_MAX_CONNECTIONS,
     &settings::DEV_DATA_DIR,
     &cloudlysis_runtime::credential::NODE_SECRET,
     &cloudlysis_runtime::credential::NODE_SECRET_PREVIOUS,
@@ -351,6 +353,10 @@ pub async fn run(cli: Cli, app: std::sync::Arc<crate::App>) -> anyhow::Result<Ex
         _ => "cli",
     };
     let _telemetry = cloudlysis_runtime::telemetry::init(role)?;
+    if role != "cli" {
+        // Every HTTP server's limits, refused before anything starts.
+        crate::nodes::http_limits(&src)?;
+    }
     match cli.command {
         Command::Streams { action } => match action {
             StreamsAction::Ensure(args) => {

@@ -330,10 +330,8 @@ async fn serve(
     print!("{}", app.hints(&http, token));
     println!("Press Ctrl-C to stop.");
 
-    axum::serve(listener, platform.router.clone())
-        .with_graceful_shutdown(stopped)
-        .await
-        .context("HTTP server failed")?;
+    let limits = crate::nodes::http_limits(src)?;
+    cloudlysis_runtime::service::serve(listener, platform.router.clone(), limits, stopped).await;
     eprintln!("shutting down");
     platform.stop().await;
     Ok(ExitCode::SUCCESS)

@@ -6,7 +6,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use cloudlysis_actors::aggregate::AggregateSettings;
 use cloudlysis_actors::aggregate::node::AggregateNode;
-use cloudlysis_runtime::config::ConfigSource;
+use cloudlysis_runtime::config::{ConfigSource, settings};
 use cloudlysis_runtime::metrics;
 use cloudlysis_runtime::nats::{self, NatsSettings};
 use cloudlysis_runtime::service::{self, Readiness, ServiceEndpoints};
@@ -297,6 +297,33 @@ pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admissi
 }
 
 /// Binds a TCP listener, naming the setting on failure.
+/// The HTTP server's limits from `http.header_read_timeout_ms` and `http.max_connections`.
+pub fn http_limits(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::service::HttpLimits> {
+    use cloudlysis_runtime::service::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
+    let timeout_ms: u64 = src.get_or(
+        &settings::HTTP_HEADER_READ_TIMEOUT_MS,
+        None,
+        DEFAULT_HEADER_READ_TIMEOUT.as_millis() as u64,
+    )?;
+    let max_connections: usize = src.get_or(
+        &settings::HTTP_MAX_CONNECTIONS,
+        None,
+        DEFAULT_MAX_CONNECTIONS,
+    )?;
+    anyhow::ensure!(
+        (100..=3_600_000).contains(&timeout_ms),
+        "invalid http.header_read_timeout_ms {timeout_ms} (CLOUDLYSIS_HTTP_HEADER_READ_TIMEOUT_MS): use 100 to 3600000"
+    );
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&max_connections),
+        "invalid http.max_connections {max_connections} (CLOUDLYSIS_HTTP_MAX_CONNECTIONS): use 1 to 1000000"
+    );
+    Ok(cloudlysis_runtime::service::HttpLimits {
+        header_read_timeout: Duration::from_millis(timeout_ms),
+        max_connections,
+    })
+}
+
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await
@@ -326,6 +353,7 @@ pub type Stop = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
 /// leaves the registry there, a runner drains), then stops both, each drained within [`DRAIN`].
 pub async fn serve_until_signal_then<F, Fut, E>(
     http: tokio::net::TcpListener,
+    limits: cloudlysis_runtime::service::HttpLimits,
     ops: axum::Router,
     grpc: F,
     before_stop: impl std::future::Future<Output = ()>,
@@ -336,11 +364,12 @@ where
     E: Send + 'static,
 {
     let (stop, wait) = shutdown_channel();
-    let http_server = tokio::spawn(
-        axum::serve(http, ops)
-            .with_graceful_shutdown(wait())
-            .into_future(),
-    );
+    let http_server = tokio::spawn(cloudlysis_runtime::service::serve(
+        http,
+        ops,
+        limits,
+        wait(),
+    ));
     let grpc_server = tokio::spawn(grpc(wait()));
     shutdown_signal().await;
     before_stop.await;

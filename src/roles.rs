@@ -59,6 +59,7 @@ pub async fn aggregate(
     let grace = nodes::leave_grace(src)?;
     let code = nodes::serve_until_signal_then(
         http,
+        nodes::http_limits(src)?,
         ops,
         |stop| node.serve_grpc(grpc, keys, stop),
         nodes::leave_first(&registration, grace),
@@ -107,9 +108,13 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         metrics: handle,
     }));
     eprintln!("gateway: HTTP on http://{}", http.local_addr()?);
-    axum::serve(http, app)
-        .with_graceful_shutdown(nodes::shutdown_signal())
-        .await?;
+    cloudlysis_runtime::service::serve(
+        http,
+        app,
+        nodes::http_limits(src)?,
+        nodes::shutdown_signal(),
+    )
+    .await;
     Ok(ExitCode::SUCCESS)
 }
 
@@ -183,6 +188,7 @@ pub async fn runner(
     let grace = runner::RunnerSettings::load(src)?.drain_grace;
     let code = nodes::serve_until_signal_then(
         http,
+        nodes::http_limits(src)?,
         ops,
         |stop| node.serve_grpc(grpc, keys, stop),
         async {
@@ -266,6 +272,7 @@ pub async fn projection(
     let grace = nodes::leave_grace(src)?;
     let code = nodes::serve_until_signal_then(
         http,
+        nodes::http_limits(src)?,
         ops,
         |stop| node.serve_grpc(grpc, keys, stop),
         nodes::leave_first(&registration, grace),

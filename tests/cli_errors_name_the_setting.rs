@@ -142,6 +142,37 @@ fn bad_runner_settings_are_refused_before_anything_starts() {
 }
 
 #[test]
+fn bad_http_limits_are_refused_before_anything_starts() {
+    for (env, value, setting) in [
+        (
+            "CLOUDLYSIS_HTTP_HEADER_READ_TIMEOUT_MS",
+            "0",
+            "http.header_read_timeout_ms",
+        ),
+        (
+            "CLOUDLYSIS_HTTP_MAX_CONNECTIONS",
+            "none",
+            "http.max_connections",
+        ),
+    ] {
+        for role in ["gateway", "aggregate", "dev"] {
+            let out = cloudlysis()
+                .args([role, "--http-addr", "127.0.0.1:0"])
+                .env(env, value)
+                .env("CLOUDLYSIS_NATS_URL", "nats://127.0.0.1:1")
+                .output()
+                .unwrap();
+            assert_eq!(out.status.code(), Some(1), "{role} {env}={value}");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(
+                stderr.contains(setting) && stderr.contains(env),
+                "{role} {env}={value}: {stderr}"
+            );
+        }
+    }
+}
+
+#[test]
 fn help_lists_every_subcommand() {
     let out = cloudlysis().arg("--help").output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);

@@ -98,6 +98,21 @@ pub mod settings {
         flag: "--http-addr",
         doc: "listen address of /health, /ready and /metrics [default: depends on the role]",
     };
+    /// Time an HTTP connection has to send a request's headers (also between requests on a
+    /// keep-alive connection) before it is closed.
+    pub const HTTP_HEADER_READ_TIMEOUT_MS: Setting = Setting {
+        key: "http.header_read_timeout_ms",
+        env: "CLOUDLYSIS_HTTP_HEADER_READ_TIMEOUT_MS",
+        flag: "",
+        doc: "time an HTTP connection has to send a request's headers, also idle between requests, milliseconds [default: 75000]",
+    };
+    /// HTTP connections open at once; more wait in the listen backlog.
+    pub const HTTP_MAX_CONNECTIONS: Setting = Setting {
+        key: "http.max_connections",
+        env: "CLOUDLYSIS_HTTP_MAX_CONNECTIONS",
+        flag: "",
+        doc: "HTTP connections open at once; more wait until one closes [default: 10000]",
+    };
 }
 
 /// Where a value came from.

@@ -163,6 +163,11 @@ pub mod names {
     /// (`HandlerError::unavailable`; held meanwhile, not failed towards poison); labelled
     /// `handler` (its kind: `workflow_inputs`, `effect_worker`, `timer_worker`, …).
     pub const HANDLER_RETRIES: &str = "cloudlysis_handler_retries_total";
+    /// Gauge: HTTP connections open now (every process's HTTP server).
+    pub const HTTP_CONNECTIONS: &str = "cloudlysis_http_connections";
+    /// Counter of HTTP connections closed because their request headers did not arrive within
+    /// `http.header_read_timeout_ms`.
+    pub const HTTP_HEADER_TIMEOUTS: &str = "cloudlysis_http_header_timeouts_total";
     /// Gauge: seconds the oldest delivery a handler holds through an outage of its store has
     /// been held (0 when none), set at every try; labelled `handler`.
     pub const HANDLER_OLDEST_HELD: &str = "cloudlysis_handler_oldest_held_seconds";
@@ -274,6 +279,8 @@ pub mod names {
         HANDLER_RETRIES,
         HANDLER_OLDEST_HELD,
         VIEW_STORE_OLDEST_HELD,
+        HTTP_CONNECTIONS,
+        HTTP_HEADER_TIMEOUTS,
         VIEW_LISTS,
         VIEW_GETS,
         WORKFLOW_INSTANCES_STARTED,
@@ -515,6 +522,11 @@ fn describe() {
     metrics::describe_counter!(
         names::HANDLER_RETRIES,
         "Deliveries handled again because the handler's store did not answer (held, not poisoned)."
+    );
+    metrics::describe_gauge!(names::HTTP_CONNECTIONS, "HTTP connections open now.");
+    metrics::describe_counter!(
+        names::HTTP_HEADER_TIMEOUTS,
+        "HTTP connections closed because their request headers did not arrive in time (http.header_read_timeout_ms)."
     );
     metrics::describe_gauge!(
         names::HANDLER_OLDEST_HELD,

@@ -7,7 +7,8 @@
 //! | `/ready` | every registered check passed within its deadline | a check failed or timed out; the body names it |
 //! | `/metrics` | Prometheus text format 0.0.4 | — |
 //!
-//! Nodes add their own routes by merging another `Router` into [`router`]'s result.
+//! Nodes add their own routes by merging another `Router` into [`router`]'s result, and serve
+//! them with [`serve`] (HTTP/1.1 with a header deadline and a connection bound).
 
 use std::future::Future;
 use std::pin::Pin;
@@ -226,6 +227,9 @@ fn count(route: &'static str, status: StatusCode) {
     metrics::counter!(names::HTTP_REQUESTS, "route" => route, "status" => status.as_str().to_string())
         .increment(1);
 }
+
+mod serve;
+pub use serve::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS, HttpLimits, serve};
 
 #[cfg(test)]
 mod tests;

@@ -1,0 +1,207 @@
+//! The HTTP server every process runs its routes with: HTTP/1.1 with a deadline on request
+//! headers and a bound on open connections ([`HttpLimits`]).
+//!
+//! A connection has `header_read_timeout` to send a request's headers, counted from when the
+//! server waits for them: a client that sends part of its headers and stops (slowloris), one
+//! that connects and sends nothing, and a keep-alive connection idle between requests are all
+//! closed after it. (A body has its own deadline where it is read: the Gateway's
+//! `extract::BODY_READ_TIMEOUT`.) At `max_connections` open connections the server accepts no
+//! more until one closes; the others wait in the kernel's listen backlog.
+//!
+//! | metric | what |
+//! |---|---|
+//! | `cloudlysis_http_connections` | connections open now |
+//! | `cloudlysis_http_header_timeouts_total` | connections closed because their request headers did not arrive within `http.header_read_timeout_ms` |
+
+use std::future::Future;
+use std::pin::pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::{Semaphore, watch};
+
+use crate::metrics::names;
+
+/// Limits of an HTTP server's connections (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HttpLimits {
+    /// Time a connection has to send a request's headers (also between requests on a
+    /// keep-alive connection): `http.header_read_timeout_ms`.
+    pub header_read_timeout: Duration,
+    /// Connections open at once: `http.max_connections`.
+    pub max_connections: usize,
+}
+
+/// [`HttpLimits::header_read_timeout`] by default: above the usual load balancer's idle timeout
+/// (60 s), so the server does not close a connection the balancer is about to reuse.
+pub const DEFAULT_HEADER_READ_TIMEOUT: Duration = Duration::from_secs(75);
+/// [`HttpLimits::max_connections`] by default.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+impl Default for HttpLimits {
+    fn default() -> Self {
+        Self {
+            header_read_timeout: DEFAULT_HEADER_READ_TIMEOUT,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+/// Serves `router` on `listener` within `limits` until `shutdown` resolves; then stops
+/// accepting, lets every connection finish the request it is serving (idle ones are closed at
+/// once) and returns when all have closed. A failed `accept` (e.g. no file descriptors left) is
+/// logged and tried again after 100 ms.
+pub async fn serve(
+    listener: TcpListener,
+    router: axum::Router,
+    limits: HttpLimits,
+    shutdown: impl Future<Output = ()>,
+) {
+    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    let permits = Arc::new(Semaphore::new(max));
+    let open = metrics::gauge!(names::HTTP_CONNECTIONS);
+    metrics::counter!(names::HTTP_HEADER_TIMEOUTS).increment(0);
+    let (close, closing) = watch::channel(false);
+    let mut shutdown = pin!(shutdown);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = &mut shutdown => break,
+        };
+        let stream = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _)) => stream,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepting an HTTP connection failed; trying again in 100 ms");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let _ = stream.set_nodelay(true);
+        open.increment(1.0);
+        let (open, mut closing) = (open.clone(), closing.clone());
+        let service = TowerToHyperService::new(router.clone());
+        tokio::spawn(async move {
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            builder
+                .timer(TokioTimer::new())
+                .header_read_timeout(limits.header_read_timeout);
+            let mut conn = pin!(builder.serve_connection(TokioIo::new(stream), service));
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                _ = async { closing.wait_for(|c| *c).await.map(|_| ()) } => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = result
+                && e.is_timeout()
+            {
+                metrics::counter!(names::HTTP_HEADER_TIMEOUTS).increment(1);
+            }
+            open.decrement(1.0);
+            drop(permit);
+        });
+    }
+    let _ = close.send(true);
+    // Every connection holds a permit until it closes.
+    let _ = permits.acquire_many(max as u32).await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    async fn start(limits: HttpLimits) -> (std::net::SocketAddr, watch::Sender<bool>) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let router = axum::Router::new().route("/", axum::routing::get(|| async { "ok" }));
+        let (stop, mut stopped) = watch::channel(false);
+        tokio::spawn(serve(listener, router, limits, async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        (addr, stop)
+    }
+
+    /// Reads until the server closes the connection (what it sent), panicking after 10 s.
+    async fn until_closed(stream: &mut tokio::net::TcpStream) -> Vec<u8> {
+        let mut got = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut got))
+            .await
+            .expect("the server kept the connection open")
+            .unwrap();
+        got
+    }
+
+    /// A client that sends part of its headers and stops, and one that sends nothing, are
+    /// closed at the header deadline; a complete request is answered. (Found by using the
+    /// platform: such connections stayed open for good, a thousand of them held a thousand file
+    /// descriptors.)
+    #[tokio::test]
+    async fn a_client_that_does_not_finish_its_headers_is_closed() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_millis(200),
+            ..HttpLimits::default()
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut partial = tokio::net::TcpStream::connect(addr).await.unwrap();
+        partial
+            .write_all(b"POST /v1/commands/account/x HTTP/1.1\r\nHost: x\r\n")
+            .await
+            .unwrap();
+        let mut silent = tokio::net::TcpStream::connect(addr).await.unwrap();
+        until_closed(&mut partial).await;
+        until_closed(&mut silent).await;
+
+        let mut whole = tokio::net::TcpStream::connect(addr).await.unwrap();
+        whole
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let answer = String::from_utf8(until_closed(&mut whole).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// At `max_connections` a further connection is not served until one closes.
+    #[tokio::test]
+    async fn connections_beyond_the_bound_wait_for_a_place() {
+        let limits = HttpLimits {
+            header_read_timeout: Duration::from_secs(30),
+            max_connections: 1,
+        };
+        let (addr, _stop) = start(limits).await;
+        let mut first = tokio::net::TcpStream::connect(addr).await.unwrap();
+        first
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut buf = [0u8; 15];
+        first.read_exact(&mut buf).await.unwrap();
+        assert_eq!(&buf, b"HTTP/1.1 200 OK");
+        // The kernel completes the handshake, but nothing answers while `first` is open.
+        let mut second = tokio::net::TcpStream::connect(addr).await.unwrap();
+        second
+            .write_all(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+            .await
+            .unwrap();
+        let mut byte = [0u8; 1];
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), second.read(&mut byte))
+                .await
+                .is_err(),
+            "served beyond the bound"
+        );
+        drop(first);
+        let answer = String::from_utf8(until_closed(&mut second).await).unwrap();
+        assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+}
