@@ -157,6 +157,19 @@ async fn waiting(p: &Platform, token: &str, id: &str, label: &str) -> serde_json
     serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap()
 }
 
+/// The ids `GET /v1/workflows/transfer?status=<status>` lists.
+async fn listed(p: &Platform, token: &str, status: &str) -> Vec<String> {
+    let path = format!("/v1/workflows/transfer?status={status}");
+    let (st, list) = query(p, &path, token, &[]).await;
+    assert_eq!(st, 200, "{list}");
+    list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["instance"].as_str().unwrap().to_string())
+        .collect()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_holds_the_commands_until_resume() {
     let s = setup().await;
@@ -210,6 +223,9 @@ async fn pause_holds_the_commands_until_resume() {
         "nothing issued while paused"
     );
     assert_eq!(p.balance("acme", "b").await, 0);
+    // Operators find what is paused. (Found by using the platform: `status=paused`, which the
+    // docs offer, was refused with 400.)
+    assert_eq!(listed(p, token, "paused").await, ["t-p"]);
     let (st, w) = post(p, token, "/v1/workflows/transfer/t-p/resume", "").await;
     assert_eq!(st, 200, "{w}");
     assert_eq!(w["paused"], false);
@@ -219,6 +235,7 @@ async fn pause_holds_the_commands_until_resume() {
     assert_eq!(done["status"], "completed", "{done}");
     assert_eq!(deposits(p.stream_messages("WORKFLOW_COMMANDS").await), 1);
     assert_eq!(p.balance("acme", "b").await, 10);
+    assert!(listed(p, token, "paused").await.is_empty(), "resumed");
     audit_has(
         p,
         &["workflow.pause", "workflow.pause", "workflow.resume"],

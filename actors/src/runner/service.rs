@@ -279,14 +279,16 @@ impl WorkflowService for RunnerNode {
             cloudlysis_runtime::subject::validate_token(&req.cursor)
                 .map_err(|e| Status::invalid_argument(format!("cursor: {e}")))?;
         }
-        let status = match req.status.as_str() {
-            "" => None,
-            "running" => Some(InstanceStatus::Running),
-            "completed" => Some(InstanceStatus::Completed),
-            "failed" => Some(InstanceStatus::Failed),
+        // `paused` is a flag beside the status, selected by the same filter.
+        let (status, paused) = match req.status.as_str() {
+            "" => (None, false),
+            "running" => (Some(InstanceStatus::Running), false),
+            "completed" => (Some(InstanceStatus::Completed), false),
+            "failed" => (Some(InstanceStatus::Failed), false),
+            "paused" => (None, true),
             other => {
                 return Err(Status::invalid_argument(format!(
-                    "status `{other}`: expected running, completed or failed"
+                    "status `{other}`: expected running, completed, failed or paused"
                 )));
             }
         };
@@ -321,7 +323,7 @@ impl WorkflowService for RunnerNode {
             .into_iter()
             .filter(|(id, _)| req.cursor.is_empty() || *id > req.cursor)
             .filter_map(|(_, bytes)| serde_json::from_slice::<InstanceRecord>(&bytes).ok())
-            .filter(|r| status.is_none_or(|s| r.status == s))
+            .filter(|r| status.is_none_or(|s| r.status == s) && (!paused || r.paused))
             .filter(|r| now.saturating_sub(r.updated_at_ms) >= req.idle_for_ms)
             .collect();
         found.sort_by(|a, b| a.instance.cmp(&b.instance));

@@ -2,7 +2,7 @@
 //!
 //! | verb | does | again |
 //! |---|---|---|
-//! | `pause` | the instance keeps committing its steps, but publishes nothing (commands, timers, events wait in its outbox) | no change |
+//! | `pause` | the instance keeps applying its inputs and committing its steps, but publishes nothing (commands, timers, events wait in its outbox); it may end while paused, and its last events then wait for the resume | no change |
 //! | `resume` | publishes what waited, and everything after | no change |
 //! | `cancel` | `react(Cancel)` decides the compensation — the commands it aborts are cancelled in their ledgers (no further attempt; a `failed` "cancelled" result is published) unless an attempt runs right now, whose outcome then decides | no change |
 //! | `retry_now` | every pending command waiting in backoff is tried at once | retries again |
