@@ -145,6 +145,27 @@ describe('Workflows', () => {
     ]);
   });
 
+  it('lets an instance that ended while paused be resumed, and says why it should be', async () => {
+    const user = userEvent.setup();
+    let current: Instance = { ...INSTANCE, status: 'completed', paused: true, pending: [], timers: [] };
+    const gw = stubGateway({
+      'GET /v1/workflows/transfer/t-1': () => current,
+      'POST /v1/workflows/transfer/t-1/resume': () => {
+        current = { ...current, paused: false, updated_at_ms: current.updated_at_ms + 1 };
+        return current;
+      },
+    });
+    await renderAt('workflows/transfer/t-1');
+    await screen.findByLabelText('Instance state');
+    expect(screen.getByText(/ended while paused/)).toBeInTheDocument();
+    expect(screen.getByRole('button', { name: 'Pause' })).toBeDisabled();
+    expect(screen.getByRole('button', { name: 'Cancel…' })).toBeDisabled();
+    await user.click(screen.getByRole('button', { name: 'Resume' }));
+    expect(await screen.findByText('Resumed: transfer t-1.')).toBeInTheDocument();
+    expect(gw.callsTo('POST /v1/workflows/transfer/t-1/resume')).toHaveLength(1);
+    expect(screen.queryByText(/ended while paused/)).not.toBeInTheDocument();
+  });
+
   it('shows a refused verb as an alert', async () => {
     const user = userEvent.setup();
     stubGateway({

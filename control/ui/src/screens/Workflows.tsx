@@ -203,7 +203,8 @@ export function InstanceDetail({ name, id }: { name: string; id: string }) {
             <button type="button" onClick={() => void run('pause')} disabled={!canOperate || verb.pending || ended || inst.paused} aria-describedby={disabledHint}>
               Pause
             </button>
-            <button type="button" onClick={() => void run('resume')} disabled={!canOperate || verb.pending || ended || !inst.paused} aria-describedby={disabledHint}>
+            {/* An instance that ended while paused still holds its last events: resume publishes them. */}
+            <button type="button" onClick={() => void run('resume')} disabled={!canOperate || verb.pending || !inst.paused} aria-describedby={disabledHint}>
               Resume
             </button>
             <button type="button" className="danger" onClick={() => setAskReason(true)} disabled={!canOperate || verb.pending || ended || inst.cancel_requested} aria-describedby={disabledHint}>
@@ -218,6 +219,12 @@ export function InstanceDetail({ name, id }: { name: string; id: string }) {
               </span>
             )}
           </div>
+          {ended && inst.paused && (
+            <Notice tone="warn">
+              This instance ended while paused: its last events (and any command of its last step) wait in its
+              outbox until it is resumed.
+            </Notice>
+          )}
           <dl className="facts">
             <dt>Status</dt>
             <dd><Badge value={instanceStatus(inst)} /></dd>
