@@ -274,7 +274,7 @@ fn summary(id: &str, r: &PoisonRecord) -> PoisonSummary {
 }
 
 /// The caller named by the Gateway (`x-actor`) and the tenant of its credential.
-fn caller<T>(request: &Request<T>) -> (String, String) {
+pub(crate) fn caller<T>(request: &Request<T>) -> (String, String) {
     let get = |k: &str| {
         request
             .metadata()
