@@ -114,3 +114,22 @@ async fn retries_stop_when_the_throttle_bucket_is_empty() {
         "retries were not throttled"
     );
 }
+
+/// A command whose caller's deadline passes before it runs is answered "nothing was committed"
+/// naming the caller's budget, not the node's default `command_timeout` (found by using the
+/// platform: a 20 ms deadline was answered "did not complete within 10s").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_timeout_names_the_callers_deadline_not_the_nodes_default() {
+    let p = Platform::start().await;
+    let mut req = common::account_request(1, "Open", r#"{"owner":"o"}"#);
+    // The deadline has passed by the time the node takes the call.
+    req.deadline = Some(tokio::time::Instant::now());
+    let e = p.node.execute("account", req).await.unwrap_err();
+    let message = e.to_string();
+    assert!(
+        matches!(e, cloudlysis_actors::aggregate::CommandError::Timeout(d) if d < Duration::from_millis(20)),
+        "{e:?}"
+    );
+    assert!(!message.contains("10s"), "{message}");
+    assert!(message.contains("nothing was committed"), "{message}");
+}

@@ -107,7 +107,15 @@ impl<A: Aggregate> Host for AggregateHost<A> {
             let mut req = req;
             req.deadline = Some(deadline);
             let timeout = deadline.saturating_duration_since(now);
-            self.entities.execute(key, req, command, timeout).await
+            // A timeout is reported against this call's budget — the caller's deadline when it
+            // set one — not the node's default.
+            self.entities
+                .execute(key, req, command, timeout)
+                .await
+                .map_err(|e| match e {
+                    CommandError::Timeout(_) => CommandError::Timeout(timeout),
+                    other => other,
+                })
         })
     }
 
