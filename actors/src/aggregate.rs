@@ -235,8 +235,9 @@ pub enum CommandError {
     /// Version conflict (expected version mismatch, or lost the race twice).
     #[error("{0}")]
     Conflict(String),
-    /// The entity's mailbox is full.
-    #[error("aggregate {0} is busy; retry later")]
+    /// The entity's mailbox is full, or the node holds `aggregate.max_entities` live entities:
+    /// what is busy, and why.
+    #[error("{0}; retry later")]
     Busy(String),
     /// NATS or the entity failed.
     #[error("{0}")]

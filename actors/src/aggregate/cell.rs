@@ -216,7 +216,7 @@ impl<A: Aggregate> Entities<A> {
         let max = self.shared.settings.max_entities;
         if self.len() >= max {
             return Err(CommandError::Busy(format!(
-                "{max} live `{}` entities (aggregate.max_entities); retry later",
+                "this node holds {max} live `{}` entities, its limit (aggregate.max_entities)",
                 A::TYPE
             )));
         }
@@ -254,7 +254,7 @@ impl<A: Aggregate> Entities<A> {
             cell.queued.fetch_sub(1, Ordering::AcqRel);
             self.metrics.rejected.increment(1);
             return Err(CommandError::Busy(format!(
-                "{}/{}",
+                "aggregate {}/{} is busy",
                 A::TYPE,
                 req.aggregate_id
             )));

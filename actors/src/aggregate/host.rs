@@ -228,6 +228,12 @@ mod tests {
             matches!(err, CommandError::Busy(ref m) if m.contains("aggregate.max_entities")),
             "{err:?}"
         );
+        // One sentence, said once (found by using the platform: "… (aggregate.max_entities);
+        // retry later is busy; retry later").
+        assert_eq!(
+            err.to_string(),
+            "this node holds 2 live `counter` entities, its limit (aggregate.max_entities); retry later"
+        );
         assert_eq!(host.execute(request("a", "Bump")).await.unwrap().version, 2);
         // Poll with a deadline until the sweeper has passivated both.
         let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
