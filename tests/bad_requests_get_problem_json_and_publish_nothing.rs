@@ -202,6 +202,32 @@ async fn every_refusal_is_problem_json_and_nothing_is_published() {
             400,
             "If-Match",
         ),
+        // Found by using the platform: a weak tag matched, and of two If-Match or
+        // Idempotency-Key lines the first was taken silently.
+        (
+            path.into(),
+            Some(&good),
+            vec![("if-match", "W/\"0\"")],
+            OPEN,
+            400,
+            "strong tag",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![("if-match", "\"0\""), ("if-match", "junk")],
+            OPEN,
+            400,
+            "more than once",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![("idempotency-key", "k-1"), ("idempotency-key", "k-2")],
+            OPEN,
+            400,
+            "more than once",
+        ),
         (
             "/v1/commands/order/o-1".into(),
             Some(&star),

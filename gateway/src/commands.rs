@@ -3,7 +3,8 @@
 //! safely only by the client, with an `Idempotency-Key`).
 //!
 //! Body: `{"type": "Deposit", "payload": {"amount": 100}}`. Optional headers:
-//! `Idempotency-Key` (`[A-Za-z0-9_-]`, at most 128), `If-Match` (expected version, e.g. `"3"`),
+//! `Idempotency-Key` (`[A-Za-z0-9_-]`, at most 128), `If-Match` (expected version as a strong
+//! tag, e.g. `"3"`; each at most once),
 //! `x-correlation-id`, `traceparent`, `tracestate`. The response carries `x-correlation-id`,
 //! `traceparent` and `ETag` (the new version).
 //!
@@ -164,6 +165,14 @@ async fn handle(
             "command `type` must be 1..=128 characters",
         ));
     }
+    // A header a request may carry once: given twice, which one the client meant is not known.
+    for name in ["idempotency-key", "if-match"] {
+        if headers.get_all(name).iter().nth(1).is_some() {
+            return Err(Problem::bad_request(format!(
+                "{name} is given more than once: send one"
+            )));
+        }
+    }
     let idempotency_key = match headers.get("idempotency-key") {
         None => None,
         Some(v) => {
@@ -181,15 +190,22 @@ async fn handle(
     };
     let expected_version = match headers.get(header::IF_MATCH) {
         None => None,
-        Some(v) => Some(
-            v.to_str()
-                .ok()
-                .map(|s| s.trim().trim_start_matches("W/").trim_matches('"'))
-                .and_then(|s| s.parse::<u64>().ok())
-                .ok_or_else(|| {
-                    Problem::bad_request("If-Match must be a version number, e.g. \"3\"")
-                })?,
-        ),
+        Some(v) => {
+            let tag = v.to_str().unwrap_or_default().trim();
+            // RFC 9110 13.1.1: If-Match compares strongly, and a weak tag never matches.
+            if tag.starts_with("W/") {
+                return Err(Problem::bad_request(
+                    "If-Match takes a strong tag, e.g. \"3\" (a weak one, W/\"3\", never matches)",
+                ));
+            }
+            Some(
+                Some(tag.trim_matches('"'))
+                    .and_then(|s| s.parse::<u64>().ok())
+                    .ok_or_else(|| {
+                        Problem::bad_request("If-Match must be a version number, e.g. \"3\"")
+                    })?,
+            )
+        }
     };
     let ctx = RequestContext {
         tenant,
