@@ -58,14 +58,9 @@ pub async fn run(
         1,
         cloudlysis_actors::projection::MAX_LANES as u64,
     )?;
-    let placement: String = src.get_or(
-        &cloudlysis_gateway::config::PLACEMENT,
-        None,
-        "static".into(),
-    )?;
-    let registry = match placement.as_str() {
-        "static" => false,
-        "registry" => {
+    let registry = match nodes::registry_placement(src)? {
+        false => false,
+        true => {
             // One `node.advertise_addr` cannot name three nodes' addresses.
             let shared = &cloudlysis_runtime::registry::ADVERTISE_ADDR;
             if src.raw(shared, None).is_some() {
@@ -81,11 +76,6 @@ pub async fn run(
             }
             true
         }
-        other => anyhow::bail!(
-            "invalid {} {other:?} ({}): use static or registry",
-            cloudlysis_gateway::config::PLACEMENT.key,
-            cloudlysis_gateway::config::PLACEMENT.env,
-        ),
     };
     let leave_grace = nodes::leave_grace(src)?;
     let http_addr: String = src.get_or(

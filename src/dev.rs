@@ -52,6 +52,13 @@ pub async fn run(src: &ConfigSource, args: DevArgs, app: &App) -> anyhow::Result
         args.data_dir.as_ref().and_then(|p| p.to_str()),
         PathBuf::from(".cloudlysis/dev"),
     )?;
+    // Dev's Gateway routes to dev's own nodes: a registry placement is not used, a bad value
+    // is refused like everywhere else.
+    if crate::nodes::registry_placement(src)? {
+        eprintln!(
+            "cloudlysis dev: gateway.placement = registry is not used here; the Gateway routes to dev's own nodes"
+        );
+    }
     // Bind first: a taken port should fail before anything is started.
     let listener = tokio::net::TcpListener::bind(&http_addr)
         .await

@@ -324,6 +324,22 @@ pub fn http_limits(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::ser
     })
 }
 
+/// `gateway.placement`: true for `registry`, false for `static` (the default); anything else
+/// is refused, naming the setting.
+pub fn registry_placement(src: &ConfigSource) -> anyhow::Result<bool> {
+    let setting = &cloudlysis_gateway::config::PLACEMENT;
+    let placement: String = src.get_or(setting, None, "static".into())?;
+    match placement.as_str() {
+        "static" => Ok(false),
+        "registry" => Ok(true),
+        other => anyhow::bail!(
+            "invalid {} {other:?} ({}): use static or registry",
+            setting.key,
+            setting.env
+        ),
+    }
+}
+
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await

@@ -85,20 +85,9 @@ pub async fn gateway(src: &ConfigSource, args: GatewayArgs) -> anyhow::Result<Ex
         None,
     )?;
     let gateway = Gateway::new(settings)?;
-    let placement: String = src.get_or(
-        &cloudlysis_gateway::config::PLACEMENT,
-        None,
-        "static".into(),
-    )?;
-    match placement.as_str() {
-        "static" => {}
-        "registry" => {
-            let nats = nodes::connect(src, None, "cloudlysis-gateway").await?;
-            gateway.use_registry(nats.js).await?;
-        }
-        other => anyhow::bail!(
-            "invalid gateway.placement {other:?} (CLOUDLYSIS_GATEWAY_PLACEMENT): use static or registry"
-        ),
+    if nodes::registry_placement(src)? {
+        let nats = nodes::connect(src, None, "cloudlysis-gateway").await?;
+        gateway.use_registry(nats.js).await?;
     }
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let handle = cloudlysis_runtime::metrics::install()?;
@@ -380,20 +369,38 @@ pub fn credential(
     args: crate::cli::CredentialArgs,
 ) -> anyhow::Result<ExitCode> {
     let keys = NodeKeys::load(src, None)?;
-    let rights: Vec<String> = args
-        .rights
+    let rights = parse_rights(&args.rights, "admin:read")?;
+    cloudlysis_runtime::subject::validate_token(&args.tenant)
+        .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
+    println!("{}", keys.sign(&args.subject, &args.tenant, &rights)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The comma-separated `--rights` of `token` and `credential`: each `scope:name` (or
+/// `scope:name:qualifier`), every part non-empty and of `A-Z a-z 0-9 _ -` or `*` alone.
+fn parse_rights(text: &str, example: &str) -> anyhow::Result<Vec<String>> {
+    let part_ok = |p: &str| {
+        p == "*"
+            || (!p.is_empty()
+                && p.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-'))
+    };
+    let rights: Vec<String> = text
         .split(',')
         .map(str::trim)
         .filter(|r| !r.is_empty())
         .map(str::to_string)
         .collect();
-    if let Some(bad) = rights.iter().find(|r| !r.contains(':')) {
-        anyhow::bail!("invalid --rights entry {bad:?}: expected scope:name, e.g. admin:read");
+    for right in &rights {
+        let parts: Vec<&str> = right.split(':').collect();
+        if !(2..=3).contains(&parts.len()) || !parts.iter().all(|p| part_ok(p)) {
+            anyhow::bail!(
+                "invalid --rights entry {right:?}: expected scope:name, e.g. {example} (each part \
+                 non-empty, of A-Z a-z 0-9 _ - or `*`)"
+            );
+        }
     }
-    cloudlysis_runtime::subject::validate_token(&args.tenant)
-        .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
-    println!("{}", keys.sign(&args.subject, &args.tenant, &rights)?);
-    Ok(ExitCode::SUCCESS)
+    Ok(rights)
 }
 
 /// `cloudlysis token`: prints a signed token on stdout.
@@ -412,18 +419,7 @@ pub fn token(src: &ConfigSource, args: crate::cli::TokenArgs) -> anyhow::Result<
     }
     cloudlysis_runtime::subject::validate_token(&args.tenant)
         .map_err(|e| anyhow::anyhow!("invalid --tenant: {e}"))?;
-    let rights: Vec<String> = args
-        .rights
-        .split(',')
-        .map(str::trim)
-        .filter(|r| !r.is_empty())
-        .map(str::to_string)
-        .collect();
-    if let Some(bad) = rights.iter().find(|r| !r.contains(':')) {
-        anyhow::bail!(
-            "invalid --rights entry {bad:?}: expected scope:name, e.g. commands:account or commands:*"
-        );
-    }
+    let rights = parse_rights(&args.rights, "commands:account or commands:*")?;
     println!("{}", auth.mint(&args.subject, &args.tenant, &rights, ttl)?);
     Ok(ExitCode::SUCCESS)
 }

@@ -172,6 +172,30 @@ fn bad_http_limits_are_refused_before_anything_starts() {
     }
 }
 
+/// Found by using the platform: `dev` started with `gateway.placement = bogus`, which `gateway`
+/// and `all` refuse.
+#[test]
+fn a_bad_placement_is_refused_by_every_role_that_runs_a_gateway() {
+    for role in ["gateway", "all", "dev"] {
+        let out = cloudlysis()
+            .args([role, "--http-addr", "127.0.0.1:0"])
+            .env("CLOUDLYSIS_GATEWAY_PLACEMENT", "bogus")
+            .env(
+                "CLOUDLYSIS_JWT_SECRET",
+                "cli-test-secret-cli-test-secret-cli",
+            )
+            .env("CLOUDLYSIS_NATS_URL", "nats://127.0.0.1:1")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(1), "{role}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("gateway.placement") && stderr.contains("CLOUDLYSIS_GATEWAY_PLACEMENT"),
+            "{role}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = cloudlysis().arg("--help").output().unwrap();
@@ -254,7 +278,17 @@ fn token_without_a_secret_names_the_setting() {
 
 #[test]
 fn token_refuses_bad_rights_and_ttl() {
-    for args in [["--rights", "everything"], ["--ttl", "1w"]] {
+    // Found by using the platform: `:`, `commands:`, `:account` and `commands :account` were
+    // accepted.
+    for args in [
+        ["--rights", "everything"],
+        ["--rights", ":"],
+        ["--rights", "commands:"],
+        ["--rights", ":account"],
+        ["--rights", "commands :account"],
+        ["--rights", "commands:account:operate:more"],
+        ["--ttl", "1w"],
+    ] {
         let out = cloudlysis()
             .args(["token", "--tenant", "acme"])
             .args(args)
@@ -264,8 +298,24 @@ fn token_refuses_bad_rights_and_ttl() {
             )
             .output()
             .unwrap();
-        assert!(!out.status.success(), "{args:?}");
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("invalid {}", args[0])),
+            "{args:?}: {stderr}"
+        );
     }
+    // What the Gateway grants is still accepted.
+    let out = cloudlysis()
+        .args(["token", "--tenant", "acme", "--rights"])
+        .arg("commands:*, workflows:transfer:operate,workflows:*:operate,admin:read")
+        .env(
+            "CLOUDLYSIS_JWT_SECRET",
+            "cli-test-secret-cli-test-secret-cli",
+        )
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{out:?}");
 }
 
 #[test]
