@@ -100,7 +100,8 @@ export interface ViewStatus {
   generation: number;
   checkpoint: number;
   stream_last_sequence: number;
-  lag: number;
+  /** Null when not known (the node could not read the stream). */
+  lag: number | null;
   rebuilding: ViewRebuilding | null;
 }
 

@@ -29,6 +29,15 @@ describe('Views', () => {
     expect(cells.slice(0, 4)).toEqual(['2', '1,200', '1,210', '10']);
   });
 
+  it('shows an unknown lag as unknown, not as caught up', async () => {
+    stubGateway({ 'GET /admin/views': views({ stream_last_sequence: 0, lag: null }) });
+    await renderAt('views');
+    await screen.findByRole('rowheader', { name: 'balances' });
+    const lag = within(balancesRow()).getAllByRole('cell')[3];
+    expect(lag).toHaveTextContent('—');
+    expect(lag).toHaveAttribute('title', 'Not known: the node could not read the stream');
+  });
+
   it('shows a running rebuild as a progress bar', async () => {
     stubGateway({ 'GET /admin/views': views({ rebuilding: { generation: 3, checkpoint: 605 } }) });
     await renderAt('views');

@@ -123,7 +123,12 @@ export function Views() {
                     <td className="num">{v.generation}</td>
                     <td className="num">{formatNumber(v.checkpoint)}</td>
                     <td className="num">{formatNumber(v.stream_last_sequence)}</td>
-                    <td className={`num${v.lag >= LAG_WARN ? ' lagging' : ''}`}>{formatNumber(v.lag)}</td>
+                    <td
+                      className={`num${(v.lag ?? 0) >= LAG_WARN ? ' lagging' : ''}`}
+                      title={v.lag === null ? 'Not known: the node could not read the stream' : undefined}
+                    >
+                      {formatNumber(v.lag)}
+                    </td>
                     <td className="progress-cell">
                       {v.rebuilding ? (
                         <>
