@@ -259,16 +259,7 @@ impl RunnerNode {
             },
         );
         // 3. Drained.
-        let detail = if left.is_empty() {
-            format!("drained in {:?}", started.elapsed())
-        } else {
-            format!(
-                "the grace of {grace:?} passed with {in_flight} messages in flight on {}: they \
-                 are not acknowledged, so the server redelivers them to another runner after \
-                 runner.ack_timeout_ms",
-                left.join(", ")
-            )
-        };
+        let detail = drained_detail(grace, in_flight, &left, started.elapsed());
         tracing::info!(%detail, "runner drain finished");
         set(
             self,
@@ -290,5 +281,47 @@ impl RunnerNode {
         };
         metrics::gauge!(cloudlysis_runtime::metrics::names::OUTBOX_DEPTH).set(n as f64);
         n
+    }
+}
+
+/// What a finished drain says: how long it took, or what was left when its grace passed.
+fn drained_detail(grace: Duration, in_flight: u64, left: &[String], took: Duration) -> String {
+    if left.is_empty() {
+        format!("drained in {took:?}")
+    } else if in_flight == 0 {
+        // Only open pulls were left: nothing is held, but a message the server sends to one of
+        // them before it expires is handed back only while this process runs.
+        format!(
+            "the grace of {grace:?} passed with no message in flight but pulls still open on {}: \
+             a message the server delivers to them is redelivered to another runner after \
+             runner.ack_timeout_ms",
+            left.join(", ")
+        )
+    } else {
+        format!(
+            "the grace of {grace:?} passed with {in_flight} messages in flight on {}: they are \
+             not acknowledged, so the server redelivers them to another runner after \
+             runner.ack_timeout_ms",
+            left.join(", ")
+        )
+    }
+}
+
+#[cfg(test)]
+mod detail_tests {
+    use super::*;
+
+    /// Found by using the platform: a drain whose grace passed with only open pulls said
+    /// "0 messages in flight …: they are not acknowledged".
+    #[test]
+    fn a_drain_says_what_was_left_truthfully() {
+        let grace = Duration::from_millis(100);
+        let took = Duration::from_millis(120);
+        assert!(drained_detail(grace, 0, &[], took).starts_with("drained in"));
+        let pulls = drained_detail(grace, 0, &["effects-withdraw (pull open)".into()], took);
+        assert!(pulls.contains("no message in flight"), "{pulls}");
+        assert!(!pulls.contains("0 messages"), "{pulls}");
+        let held = drained_detail(grace, 2, &["effects-withdraw (2)".into()], took);
+        assert!(held.contains("2 messages in flight"), "{held}");
     }
 }
