@@ -296,7 +296,6 @@ pub fn serving(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::admissi
     .with_tls(cloudlysis_runtime::tls::server(src)?))
 }
 
-/// Binds a TCP listener, naming the setting on failure.
 /// The HTTP server's limits from `http.header_read_timeout_ms` and `http.max_connections`.
 pub fn http_limits(src: &ConfigSource) -> anyhow::Result<cloudlysis_runtime::service::HttpLimits> {
     use cloudlysis_runtime::service::{DEFAULT_HEADER_READ_TIMEOUT, DEFAULT_MAX_CONNECTIONS};
@@ -340,6 +339,7 @@ pub fn registry_placement(src: &ConfigSource) -> anyhow::Result<bool> {
     }
 }
 
+/// Binds a TCP listener, naming the setting on failure.
 pub async fn bind(addr: &str, setting: &str) -> anyhow::Result<tokio::net::TcpListener> {
     tokio::net::TcpListener::bind(addr)
         .await

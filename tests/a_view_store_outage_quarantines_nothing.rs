@@ -95,7 +95,7 @@ async fn a_view_whose_store_is_down_holds_its_events_and_quarantines_none() {
 
     // How long the events have been held is in sight while the store stays away.
     let held = cloudlysis_runtime::metrics::names::VIEW_STORE_OLDEST_HELD;
-    held_for_at_least(|| metrics.render(), held, 1.0).await;
+    held_for_at_least(|| metrics.render(), held, &[("view", "balances")], 1.0).await;
 
     // The store is back: the held events are written, each once.
     restore_stream(&js, config).await;

@@ -41,7 +41,7 @@ async fn an_effect_result_waits_out_the_instances_bucket_and_the_workflow_goes_o
 
     let labels = [("handler", "workflow_inputs")];
     held_not_poisoned(&p.js, || metrics.render(), HANDLER_RETRIES, &labels).await;
-    held_for_at_least(|| metrics.render(), HANDLER_OLDEST_HELD, 1.0).await;
+    held_for_at_least(|| metrics.render(), HANDLER_OLDEST_HELD, &labels, 1.0).await;
     assert_eq!(deposits.load(Ordering::SeqCst), 0, "the workflow went on");
 
     // The bucket answers again, with its records: the held result moves the workflow on.

@@ -63,7 +63,13 @@ async fn an_effect_command_waits_out_its_ledger_and_runs_once() {
 
     // How long the command has been held is in sight while the ledger stays away.
     let held = cloudlysis_runtime::metrics::names::HANDLER_OLDEST_HELD;
-    held_for_at_least(|| metrics.render(), held, 1.0).await;
+    held_for_at_least(
+        || metrics.render(),
+        held,
+        &[("handler", "effect_worker")],
+        1.0,
+    )
+    .await;
 
     // The ledger is back: the held command runs, once, and the transfer completes.
     restore_stream(&p.js, config).await;

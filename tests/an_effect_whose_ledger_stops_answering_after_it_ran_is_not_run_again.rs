@@ -35,7 +35,7 @@ async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
 
     let labels = [("handler", "effect_worker")];
     held_not_poisoned(&p.js, || metrics.render(), HANDLER_RETRIES, &labels).await;
-    held_for_at_least(|| metrics.render(), HANDLER_OLDEST_HELD, 1.0).await;
+    held_for_at_least(|| metrics.render(), HANDLER_OLDEST_HELD, &labels, 1.0).await;
     assert_eq!(p.balance("acme", "a").await, 60, "the withdraw ran");
     // Operators see it: the runner reports what it holds, and for how long.
     let admin = p.token("acme", &["admin:read"]);

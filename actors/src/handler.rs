@@ -206,14 +206,14 @@ pub async fn run_one<H: EventHandler>(
                     "handler" => H::KIND
                 )
                 .increment(1);
-                held.get_or_insert_with(|| {
-                    crate::holding::Held::start((
+                crate::holding::Held::tried(
+                    &mut held,
+                    (
                         cloudlysis_runtime::metrics::names::HANDLER_OLDEST_HELD,
                         "handler",
                         H::KIND,
-                    ))
-                })
-                .tick();
+                    ),
+                );
                 // The first time, then about once a minute at the 5 s cap.
                 if attempt == 1 || attempt.is_multiple_of(12) {
                     tracing::warn!(handler = H::KIND, consumer = %delivery.meta.consumer, seq = delivery.meta.stream_sequence, attempt, error = %e, "handler's store does not answer; holding the message and trying again");

@@ -6,8 +6,10 @@
 //! wait either. What an operator needs to see is how long it has lasted. A [`Held`] registers
 //! one held message under its gauge series (`cloudlysis_handler_oldest_held_seconds{handler}`,
 //! `cloudlysis_view_store_oldest_held_seconds{view}`); the gauge is the age of the series'
-//! oldest held message, set at every try (at least every 5 s, the retries' cap) and when a
-//! message is let go, and 0 when nothing is held. The registry holds only what is held now: at
+//! oldest held message, set at every try (tries are at most 5 s apart plus the store's own
+//! timeout) and when a message is let go, and 0 when nothing is held. (`NodeAdmin` computes the
+//! age when asked.) A message held by two mechanisms at once — an effect whose ledger read was
+//! held, then whose outcome write is — counts twice in a node's `held`. The registry holds only what is held now: at
 //! most what the handlers' mailboxes and the lanes bound.
 
 use std::collections::HashMap;
@@ -41,6 +43,12 @@ impl Held {
         held.entry(series).or_default().push((id, Instant::now()));
         publish(series, held.get(&series));
         Self { series, id }
+    }
+
+    /// Marks one more failed try of a message: starts its hold in `slot` (under `series`) at
+    /// the first, and sets the gauge at every one.
+    pub(crate) fn tried(slot: &mut Option<Held>, series: Series) {
+        slot.get_or_insert_with(|| Self::start(series)).tick();
     }
 
     /// Sets the series' gauge to the age of its oldest held message.

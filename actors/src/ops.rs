@@ -149,10 +149,15 @@ impl OpsService {
         } else {
             Ok(format!("{}: {}", r.outcome, r.detail))
         };
-        let record = AuditRecord::new(actor, tenant, action, target, outcome);
-        if let Err(e) = audit::write(&self.audit, &record, OPS_TIMEOUT).await {
-            tracing::warn!(action, target, error = %e, "audit record not written");
-        }
+        audit::record(
+            &self.audit,
+            (actor, tenant),
+            action,
+            target,
+            outcome,
+            OPS_TIMEOUT,
+        )
+        .await;
     }
 
     /// Redrives `record`: what happened, for the caller.

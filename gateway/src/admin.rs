@@ -304,9 +304,10 @@ fn view_json(v: &cloudlysis_proto::projection_admin::ViewStatus) -> Value {
         "generation": v.generation,
         "checkpoint": v.checkpoint,
         "stream_last_sequence": v.stream_last_sequence,
-        // Not known while the stream's last sequence is not (0: NATS did not answer the
-        // node); a 0 would read as "caught up".
-        "lag": (v.stream_last_sequence > 0)
+        // Not known while the stream's last sequence is not (NATS did not answer the node); a
+        // 0 would read as "caught up".
+        "lag": v
+            .stream_known
             .then(|| v.stream_last_sequence.saturating_sub(v.checkpoint)),
         "rebuilding": v.rebuilding.map(|g| json!({
             "generation": g,
@@ -575,15 +576,22 @@ mod tests {
     /// using the platform: with NATS frozen the views answered `"lag": 0`, "caught up".
     #[test]
     fn an_unknown_lag_is_null_not_zero() {
-        let status = |last| cloudlysis_proto::projection_admin::ViewStatus {
+        let status = |last, known| cloudlysis_proto::projection_admin::ViewStatus {
             view: "balances".into(),
             generation: 1,
-            checkpoint: 40,
+            checkpoint: if known { 40 } else { 0 },
             stream_last_sequence: last,
+            stream_known: known,
             rebuilding: None,
             rebuild_checkpoint: None,
         };
-        assert_eq!(view_json(&status(50))["lag"], 10);
-        assert_eq!(view_json(&status(0))["lag"], Value::Null);
+        assert_eq!(view_json(&status(50, true))["lag"], 10);
+        assert_eq!(view_json(&status(0, false))["lag"], Value::Null);
+        // An empty stream, read: caught up, not unknown.
+        let empty = view_json(&cloudlysis_proto::projection_admin::ViewStatus {
+            checkpoint: 0,
+            ..status(0, true)
+        });
+        assert_eq!(empty["lag"], 0);
     }
 }

@@ -237,13 +237,18 @@ impl Authenticator {
                 self.verified.put(token, &claims);
                 claims
             })
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
-                    AuthError::Invalid("token not valid yet (its `nbf` lies ahead)".into())
-                }
-                _ => AuthError::Invalid(e.to_string()),
-            })
+            .map_err(|e| token_error(&e))
+    }
+}
+
+/// What a token that did not verify means for its caller (the HS256 and provider paths alike).
+pub(crate) fn token_error(e: &jsonwebtoken::errors::Error) -> AuthError {
+    match e.kind() {
+        jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+        jsonwebtoken::errors::ErrorKind::ImmatureSignature => {
+            AuthError::Invalid("token not valid yet (its `nbf` lies ahead)".into())
+        }
+        _ => AuthError::Invalid(e.to_string()),
     }
 }
 

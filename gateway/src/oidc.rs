@@ -289,12 +289,8 @@ impl Oidc {
         validation.set_issuer(&[&self.settings.issuer]);
         validation.set_audience(&[&self.settings.audience]);
         validation.set_required_spec_claims(&["exp", "sub", "iss", "aud"]);
-        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation).map_err(
-            |e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
-                _ => AuthError::Invalid(e.to_string()),
-            },
-        )?;
+        let data = jsonwebtoken::decode::<serde_json::Value>(token, &key, &validation)
+            .map_err(|e| crate::auth::token_error(&e))?;
         let c = data.claims;
         let text = |name: &str| c.get(name).and_then(|v| v.as_str()).map(str::to_string);
         let tenant = text(&self.settings.tenant_claim).ok_or_else(|| {

@@ -109,3 +109,19 @@ pub async fn write(
         .map(|_| ())
         .map_err(|e| format!("writing the audit record: {e}"))
 }
+
+/// Records an operator's verb: writes an [`AuditRecord`] (bounded by `timeout`) and logs a
+/// failure instead of returning it — the verb itself happened, or was refused, either way.
+pub async fn record(
+    store: &kv::Store,
+    (actor, tenant): (&str, &str),
+    action: &str,
+    target: &str,
+    outcome: Result<String, String>,
+    timeout: Duration,
+) {
+    let record = AuditRecord::new(actor, tenant, action, target, outcome);
+    if let Err(e) = write(store, &record, timeout).await {
+        tracing::warn!(action, target, error = %e, "audit record not written");
+    }
+}

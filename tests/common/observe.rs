@@ -134,7 +134,9 @@ pub async fn take_bucket(js: &async_nats::jetstream::Context, bucket: &str) -> T
 
 /// Creates a bucket [`take_bucket`] took away again with its records at their revisions, so a
 /// compare-and-set a handler began before the outage succeeds after it (the sequences between
-/// them are filled and purged).
+/// them are filled and purged). Not atomic: call it just after the holder's retry was seen (a
+/// held-age gauge moved), so that its next try, a backoff away (at least 0.8 s once held for
+/// 1 s), finds the records in place.
 pub async fn put_back(js: &async_nats::jetstream::Context, taken: TakenBucket) {
     let mut config = taken.config;
     config.first_sequence = taken.records.first().map(|(_, _, revision)| *revision);
@@ -213,12 +215,17 @@ pub async fn until_started(runs: &AtomicU64) {
     }
 }
 
-/// Polls `gauge` in `metrics` until it reads at least `seconds` (a hold's age grows while the
-/// store stays away), panicking after 30 s.
-pub async fn held_for_at_least(metrics: impl Fn() -> String, gauge: &str, seconds: f64) {
+/// Polls `gauge` (the series with `labels`) in `metrics` until it reads at least `seconds` (a
+/// hold's age grows while the store stays away), panicking after 30 s.
+pub async fn held_for_at_least(
+    metrics: impl Fn() -> String,
+    gauge: &str,
+    labels: &[(&str, &str)],
+    seconds: f64,
+) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        if counter(&metrics(), gauge, &[]) >= seconds {
+        if counter(&metrics(), gauge, labels) >= seconds {
             return;
         }
         assert!(

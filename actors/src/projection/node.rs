@@ -249,6 +249,10 @@ impl ProjectionNodeBuilder {
         let generations = view_generation::bucket(&self.js)
             .await
             .map_err(|e| nats(&e))?;
+        // Operators' rebuilds and cancels are audited (see `admin`).
+        let audit = cloudlysis_runtime::audit::open(&self.js)
+            .await
+            .map_err(|e| nats(&e))?;
         let ctx = Arc::new(Ctx {
             js: self.js.clone(),
             views: views_kv.clone(),
@@ -383,6 +387,7 @@ impl ProjectionNodeBuilder {
                 redrivers,
                 ctx,
                 instance: uuid::Uuid::new_v4().to_string(),
+                audit,
             }),
         })
     }
@@ -477,6 +482,8 @@ pub(crate) struct Inner {
     pub(crate) ctx: Arc<Ctx>,
     /// This node's id in `NodeAdmin` answers, the same whether called over gRPC or in process.
     pub(crate) instance: String,
+    /// The audit trail (operators' rebuilds and cancels).
+    pub(crate) audit: kv::Store,
 }
 
 impl ProjectionNode {

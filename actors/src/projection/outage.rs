@@ -53,14 +53,14 @@ impl<V: View> ViewStore<V> {
                         "view" => V::NAME
                     )
                     .increment(1);
-                    held.get_or_insert_with(|| {
-                        crate::holding::Held::start((
+                    crate::holding::Held::tried(
+                        &mut held,
+                        (
                             cloudlysis_runtime::metrics::names::VIEW_STORE_OLDEST_HELD,
                             "view",
                             V::NAME,
-                        ))
-                    })
-                    .tick();
+                        ),
+                    );
                     // The first failure, then about once a minute at the 5 s cap.
                     if attempt == 1 || attempt.is_multiple_of(12) {
                         tracing::warn!(view = V::NAME, key = kv_key, attempt, error = %e, "view store does not answer; holding the events and trying again");

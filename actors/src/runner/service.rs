@@ -177,17 +177,15 @@ impl RunnerNode {
         target: &str,
         outcome: Result<String, String>,
     ) {
-        let record =
-            cloudlysis_runtime::audit::AuditRecord::new(actor, tenant, action, target, outcome);
-        if let Err(e) = cloudlysis_runtime::audit::write(
+        cloudlysis_runtime::audit::record(
             &self.inner.audit,
-            &record,
+            (actor, tenant),
+            action,
+            target,
+            outcome,
             self.inner.ctx.settings.io_timeout,
         )
-        .await
-        {
-            tracing::warn!(action, target, error = %e, "audit record not written");
-        }
+        .await;
     }
 }
 

@@ -376,14 +376,10 @@ impl<E: Effect> EffectWorker<E> {
                         tries += 1;
                         metrics::counter!(names::HANDLER_RETRIES, "handler" => Self::KIND)
                             .increment(1);
-                        held.get_or_insert_with(|| {
-                            crate::holding::Held::start((
-                                names::HANDLER_OLDEST_HELD,
-                                "handler",
-                                Self::KIND,
-                            ))
-                        })
-                        .tick();
+                        crate::holding::Held::tried(
+                            &mut held,
+                            (names::HANDLER_OLDEST_HELD, "handler", Self::KIND),
+                        );
                         if tries == 1 || tries.is_multiple_of(12) {
                             tracing::warn!(key, attempt = tries, error = %e, "the effect ran; writing its outcome to the ledger, which does not answer");
                         }

@@ -50,17 +50,23 @@ impl Default for HttpLimits {
     }
 }
 
+/// How long [`serve`] waits, once asked to stop, for its connections to finish the requests
+/// they are serving; the ones still open then are left to the process's exit.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(30);
+
 /// Serves `router` on `listener` within `limits` until `shutdown` resolves; then stops
 /// accepting, lets every connection finish the request it is serving (idle ones are closed at
-/// once) and returns when all have closed. A failed `accept` (e.g. no file descriptors left) is
-/// logged and tried again after 100 ms.
+/// once) and returns when all have closed, or after [`SHUTDOWN_GRACE`]. A connection the peer
+/// gave up before it was accepted is skipped; an `accept` failing for want of resources (no
+/// file descriptors left) is logged and tried again after 100 ms.
 pub async fn serve(
     listener: TcpListener,
     router: axum::Router,
     limits: HttpLimits,
     shutdown: impl Future<Output = ()>,
 ) {
-    let max = limits.max_connections.clamp(1, Semaphore::MAX_PERMITS);
+    // Bounded by what `acquire_many` can wait for at shutdown.
+    let max = limits.max_connections.clamp(1, u32::MAX as usize);
     let permits = Arc::new(Semaphore::new(max));
     let open = metrics::gauge!(names::HTTP_CONNECTIONS);
     metrics::counter!(names::HTTP_HEADER_TIMEOUTS).increment(0);
@@ -77,17 +83,27 @@ pub async fn serve(
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
+                // The peer gave up before we took it: nothing to wait for.
+                Err(e) if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionAborted
+                        | std::io::ErrorKind::ConnectionReset
+                        | std::io::ErrorKind::Interrupted
+                ) => continue,
                 Err(e) => {
                     tracing::warn!(error = %e, "accepting an HTTP connection failed; trying again in 100 ms");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
-                    continue;
+                    tokio::select! {
+                        () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        () = &mut shutdown => break,
+                    }
                 }
             },
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
-        open.increment(1.0);
-        let (open, mut closing) = (open.clone(), closing.clone());
+        // Counted while the connection lives, also if its task ends by a panic.
+        let counted = Open::new(open.clone());
+        let mut closing = closing.clone();
         let service = TowerToHyperService::new(router.clone());
         tokio::spawn(async move {
             let mut builder = hyper::server::conn::http1::Builder::new();
@@ -107,13 +123,29 @@ pub async fn serve(
             {
                 metrics::counter!(names::HTTP_HEADER_TIMEOUTS).increment(1);
             }
-            open.decrement(1.0);
+            drop(counted);
             drop(permit);
         });
     }
     let _ = close.send(true);
     // Every connection holds a permit until it closes.
-    let _ = permits.acquire_many(max as u32).await;
+    let _ = tokio::time::timeout(SHUTDOWN_GRACE, permits.acquire_many(max as u32)).await;
+}
+
+/// One open connection in `cloudlysis_http_connections`, until dropped.
+struct Open(metrics::Gauge);
+
+impl Open {
+    fn new(gauge: metrics::Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for Open {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
 }
 
 #[cfg(test)]
@@ -169,6 +201,59 @@ mod tests {
             .unwrap();
         let answer = String::from_utf8(until_closed(&mut whole).await).unwrap();
         assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+    }
+
+    /// Asked to stop, the server closes an idle connection at once, lets a request being
+    /// served finish, and returns once both are closed.
+    #[tokio::test]
+    async fn a_stop_lets_the_request_being_served_finish() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (release, released) = watch::channel(false);
+        let router = axum::Router::new().route(
+            "/slow",
+            axum::routing::get(move || {
+                let mut released = released.clone();
+                async move {
+                    let _ = released.wait_for(|r| *r).await;
+                    "done"
+                }
+            }),
+        );
+        let (stop, mut stopped) = watch::channel(false);
+        let server = tokio::spawn(serve(listener, router, HttpLimits::default(), async move {
+            let _ = stopped.wait_for(|s| *s).await;
+        }));
+        let mut idle = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let mut busy = tokio::net::TcpStream::connect(addr).await.unwrap();
+        busy.write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        // The idle connection is accepted too (it answers a request) before the stop.
+        idle.write_all(b"GET /nothing HTTP/1.1\r\nHost: x\r\n\r\n")
+            .await
+            .unwrap();
+        let mut head = [0u8; 12];
+        idle.read_exact(&mut head).await.unwrap();
+        assert_eq!(&head, b"HTTP/1.1 404");
+        stop.send(true).unwrap();
+        // The idle one is closed; the busy one still waits for its answer.
+        let mut rest = Vec::new();
+        tokio::time::timeout(Duration::from_secs(10), idle.read_to_end(&mut rest))
+            .await
+            .expect("the idle connection was kept open")
+            .unwrap();
+        assert!(!server.is_finished(), "returned while a request was served");
+        release.send(true).unwrap();
+        let answer = String::from_utf8(until_closed(&mut busy).await).unwrap();
+        assert!(
+            answer.starts_with("HTTP/1.1 200") && answer.ends_with("done"),
+            "{answer}"
+        );
+        tokio::time::timeout(Duration::from_secs(10), server)
+            .await
+            .expect("serve did not return once its connections closed")
+            .unwrap();
     }
 
     /// At `max_connections` a further connection is not served until one closes.
