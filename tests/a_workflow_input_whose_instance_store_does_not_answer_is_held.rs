@@ -12,24 +12,19 @@ use std::sync::atomic::Ordering;
 
 use cloudlysis_runtime::kv::WORKFLOWS_BUCKET;
 use cloudlysis_runtime::metrics::names::{HANDLER_OLDEST_HELD, HANDLER_RETRIES};
-use common::observe::{
-    counter, held_for_at_least, held_not_poisoned, put_back, take_bucket, until_started,
-};
-use common::{Platform, runner_settings};
+use common::Platform;
+use common::observe::{counter, held_for_at_least, held_not_poisoned, put_back, take_bucket};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_effect_result_waits_out_the_instances_bucket_and_the_workflow_goes_on() {
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let mut p = Platform::start().await;
-    let mut settings = runner_settings();
-    // One failure short of poison after a single retry: an outage counted as failures would
-    // quarantine the result at once.
-    settings.consumer.max_deliver = 2;
-    let (gate, withdraws, deposits) = p.start_gated_transfer_runner(settings).await;
-    let token = p.token("acme", &["commands:*", "workflows:*"]);
-    p.open_accounts(&token, 100).await;
-    p.start_transfer(&token, "t-1", "a", "b", 40).await;
-    until_started(&withdraws).await;
+    let common::GatedTransfer {
+        gate,
+        withdraws,
+        deposits,
+        token,
+    } = p.gated_transfer_at_its_withdraw().await;
 
     // The instances bucket goes away, then the withdraw's result is let through.
     let taken = take_bucket(&p.js, WORKFLOWS_BUCKET).await;

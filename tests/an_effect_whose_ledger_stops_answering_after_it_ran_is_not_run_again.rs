@@ -11,22 +11,19 @@ mod common;
 
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
 use cloudlysis_runtime::metrics::names::{HANDLER_OLDEST_HELD, HANDLER_RETRIES};
-use common::observe::{
-    counter, held_for_at_least, held_not_poisoned, put_back, take_bucket, until_started,
-};
-use common::{Platform, gateway_call, runner_settings};
+use common::observe::{counter, held_for_at_least, held_not_poisoned, put_back, take_bucket};
+use common::{Platform, gateway_call};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
     let metrics = cloudlysis_runtime::metrics::install().unwrap();
     let mut p = Platform::start().await;
-    let mut settings = runner_settings();
-    settings.consumer.max_deliver = 2;
-    let (gate, withdraws, deposits) = p.start_gated_transfer_runner(settings).await;
-    let token = p.token("acme", &["commands:*", "workflows:*"]);
-    p.open_accounts(&token, 100).await;
-    p.start_transfer(&token, "t-1", "a", "b", 40).await;
-    until_started(&withdraws).await;
+    let common::GatedTransfer {
+        gate,
+        withdraws,
+        deposits,
+        token,
+    } = p.gated_transfer_at_its_withdraw().await;
 
     // The ledger goes away with the withdraw's claim in it; then the withdraw runs.
     let taken = take_bucket(&p.js, EFFECTS_BUCKET).await;

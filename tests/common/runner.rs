@@ -88,6 +88,26 @@ impl Platform {
         (gate, withdraws, deposits)
     }
 
+    /// A gated transfer runner whose consumers poison on the second failure (`max_deliver` 2:
+    /// an outage counted as failures would quarantine at once), accounts `a` (100) and `b`,
+    /// and transfer `t-1` of 40 started, its withdraw waiting at the gate. Returns the gate,
+    /// the withdraw and deposit counters and the tenant's token.
+    pub async fn gated_transfer_at_its_withdraw(&mut self) -> GatedTransfer {
+        let mut settings = runner_settings();
+        settings.consumer.max_deliver = 2;
+        let (gate, withdraws, deposits) = self.start_gated_transfer_runner(settings).await;
+        let token = self.token("acme", &["commands:*", "workflows:*"]);
+        self.open_accounts(&token, 100).await;
+        self.start_transfer(&token, "t-1", "a", "b", 40).await;
+        observe::until_started(&withdraws).await;
+        GatedTransfer {
+            gate,
+            withdraws,
+            deposits,
+            token,
+        }
+    }
+
     /// Opens accounts `a` (with `balance` deposited) and `b` of tenant `acme`.
     pub async fn open_accounts(&self, token: &str, balance: u64) {
         self.account_command(token, "a", r#"{"type":"Open","payload":{"owner":"a"}}"#)
@@ -256,6 +276,15 @@ impl Platform {
             .await;
         assert_eq!(s, 201, "{}", body_json(resp).await);
     }
+}
+
+/// What [`Platform::gated_transfer_at_its_withdraw`] set up.
+pub struct GatedTransfer {
+    /// Opens the withdraw's gate (send `true`).
+    pub gate: tokio::sync::watch::Sender<bool>,
+    pub withdraws: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub deposits: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    pub token: String,
 }
 
 /// Runner settings for tests: quick nak backoff, short sweep.
