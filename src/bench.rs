@@ -253,7 +253,12 @@ async fn bench(src: &ConfigSource, url: &str, args: &BenchArgs) -> anyhow::Resul
                 readiness: service::Readiness::new(),
                 metrics: cloudlysis_runtime::metrics::install()?,
             }));
-        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let server = tokio::spawn(cloudlysis_runtime::service::serve(
+            listener,
+            router,
+            cloudlysis_runtime::service::HttpLimits::default(),
+            std::future::pending(),
+        ));
         Some((
             crate::bench_http::Client::new(addr, args.concurrency),
             server,

@@ -275,7 +275,13 @@ async fn bench(
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let addr: SocketAddr = listener.local_addr()?;
-    let http = tokio::spawn(async move { axum::serve(listener, router).await });
+    // Served as `cloudlysis gateway` serves it.
+    let http = tokio::spawn(cloudlysis_runtime::service::serve(
+        listener,
+        router,
+        cloudlysis_runtime::service::HttpLimits::default(),
+        std::future::pending(),
+    ));
     let client = Client::new(addr, args.connections);
     let measured = measure(&client, &token, args, Some(crate::bench::rss_mib)).await;
     http.abort();

@@ -115,11 +115,13 @@ impl Harness {
                 .map_err(|e| io("the Gateway's port", e))?
         );
         let router = platform.router.clone();
-        let http_server = tokio::spawn(async move {
-            if let Err(e) = axum::serve(listener, router).await {
-                tracing::warn!(error = %e, "the harness's HTTP server stopped");
-            }
-        });
+        // Served as `cloudlysis dev` serves it (header deadline, connection bound).
+        let http_server = tokio::spawn(cloudlysis_runtime::service::serve(
+            listener,
+            router,
+            cloudlysis_runtime::service::HttpLimits::default(),
+            std::future::pending(),
+        ));
         Ok(Self {
             http,
             token,
