@@ -199,6 +199,8 @@ struct Shared {
     settled: Notify,
     drain_timeout: Duration,
     metrics: ConsumerMetrics,
+    /// True once a drain was requested (what deliveries see: `Delivery::stop`).
+    draining: watch::Receiver<bool>,
 }
 
 #[derive(Clone)]
@@ -267,7 +269,9 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             cloudlysis_runtime::consumer::ensure_consumer(&stream, &config.stream, &config.policy)
                 .await?;
         let durable = config.policy.durable.to_string();
+        let (drain_tx, drain_rx) = watch::channel(false);
         let shared = Arc::new(Shared {
+            draining: drain_rx.clone(),
             metrics: ConsumerMetrics::new(&config.stream, &durable),
             stream: config.stream.clone(),
             durable,
@@ -276,7 +280,6 @@ impl<E: DeserializeOwned + Send + Sync + 'static> BoundedActor for ConsumerActor
             settled: Notify::new(),
             drain_timeout: config.policy.settings.ack_wait,
         });
-        let (drain_tx, drain_rx) = watch::channel(false);
         // Independent of intake: a drained node still records what the server gave up on.
         let advisories = tokio::spawn(advisory::watch(
             config.js.clone(),

@@ -51,6 +51,42 @@ pub struct Delivery<E> {
     /// Stream, subject, sequence and attempt.
     pub meta: DeliveryMeta,
     pub(crate) done: Option<oneshot::Sender<Result<(), HandlerError>>>,
+    /// Whether its consumer is draining (set by the consumer): a message held through an
+    /// outage is handed back then rather than held past the drain.
+    pub(crate) stop: Option<Stopping>,
+}
+
+/// A consumer's drain signals as a delivery sees them: its own drain, and the node's intake
+/// switch.
+#[derive(Clone)]
+pub(crate) struct Stopping {
+    pub(crate) drain: tokio::sync::watch::Receiver<bool>,
+    pub(crate) intake: Option<tokio::sync::watch::Receiver<bool>>,
+}
+
+impl Stopping {
+    /// Resolves once either signal says stop (at once when one already does).
+    pub(crate) async fn stopped(&mut self) {
+        let drain = async {
+            if self.drain.wait_for(|d| *d).await.is_err() {
+                // The consumer is gone: not a drain, so never resolve on it.
+                std::future::pending::<()>().await;
+            }
+        };
+        let intake = async {
+            let stopped = match self.intake.as_mut() {
+                Some(rx) => rx.wait_for(|i| *i).await.is_ok(),
+                None => false,
+            };
+            if !stopped {
+                std::future::pending::<()>().await;
+            }
+        };
+        tokio::select! {
+            () = drain => {}
+            () = intake => {}
+        }
+    }
 }
 
 impl<E> Delivery<E> {
@@ -70,6 +106,7 @@ impl<E> Delivery<E> {
                 headers,
                 meta,
                 done: Some(tx),
+                stop: None,
             },
             rx,
         )
@@ -120,7 +157,9 @@ impl HandlerError {
     /// the delivery and runs the handler on it again after 100 ms doubling to 5 s, for as long
     /// as it answers so (the consumer keeps the message ours with in-progress acks, and takes
     /// no more than the mailbox holds meanwhile), so an outage never quarantines a message and
-    /// the handler's order is kept. Counted in `cloudlysis_handler_retries_total{handler}`.
+    /// the handler's order is kept. Counted in `cloudlysis_handler_retries_total{handler}`. A
+    /// consumer that drains meanwhile gets the message back for redelivery elsewhere, not
+    /// counted as a failure.
     /// Reported to the consumer by a handler that completes deliveries itself, it is
     /// redelivered without counting towards poison.
     pub fn unavailable(why: impl Into<String>) -> Self {
@@ -218,7 +257,24 @@ pub async fn run_one<H: EventHandler>(
                 if attempt == 1 || attempt.is_multiple_of(12) {
                     tracing::warn!(handler = H::KIND, consumer = %delivery.meta.consumer, seq = delivery.meta.stream_sequence, attempt, error = %e, "handler's store does not answer; holding the message and trying again");
                 }
-                tokio::time::sleep(crate::task::retry_delay(attempt)).await;
+                let pause = tokio::time::sleep(crate::task::retry_delay(attempt));
+                let Some(mut stop) = delivery.stop.clone() else {
+                    pause.await;
+                    continue;
+                };
+                tokio::select! {
+                    () = pause => {}
+                    () = stop.stopped() => {
+                        // A drain does not wait out an outage: the message goes back to the
+                        // server (not counted as a failure) for a node that stays.
+                        tracing::info!(handler = H::KIND, seq = delivery.meta.stream_sequence, "draining: a message held through an outage is handed back");
+                        drop(held);
+                        delivery.complete(Err(HandlerError::unavailable(format!(
+                            "handed back while draining; its store did not answer: {e}"
+                        ))));
+                        return Ok(());
+                    }
+                }
             }
             Ok(result) => {
                 if attempt > 0 {

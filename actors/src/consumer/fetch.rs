@@ -214,7 +214,11 @@ async fn process<E: DeserializeOwned + Send + Sync + 'static>(
         }
         _ => 0,
     };
-    let (delivery, outcome) = Delivery::new(event, ctx, msg.headers.clone(), meta.clone());
+    let (mut delivery, outcome) = Delivery::new(event, ctx, msg.headers.clone(), meta.clone());
+    delivery.stop = Some(crate::handler::Stopping {
+        drain: shared.draining.clone(),
+        intake: config.intake.clone(),
+    });
     let dispatched = match lane {
         0 => slot.send(delivery).is_ok(),
         n => slot.send_to(&config.lanes[n - 1], delivery).is_ok(),
