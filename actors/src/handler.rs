@@ -225,12 +225,21 @@ pub trait EventHandler: Send + Sync + Sized + 'static {
 /// (100 ms doubling to 5 s).
 pub async fn run_one<H: EventHandler>(
     handler: &H,
+    delivery: Delivery<H::Event>,
+    state: &mut H::State,
+) -> Result<(), ActorProcessingErr> {
+    // The message's one hold through an outage (`cloudlysis_handler_oldest_held_seconds`),
+    // shared with any step of `handle` that holds by itself.
+    crate::holding::one_message(handle_until_answered(handler, delivery, state)).await
+}
+
+/// [`run_one`]'s loop, inside the message's [`one_message`](crate::holding::one_message).
+async fn handle_until_answered<H: EventHandler>(
+    handler: &H,
     mut delivery: Delivery<H::Event>,
     state: &mut H::State,
 ) -> Result<(), ActorProcessingErr> {
     let mut attempt = 0u32;
-    // Set while the message is held through an outage (`cloudlysis_handler_oldest_held_seconds`).
-    let mut held = None;
     loop {
         // A panic is this message's failure: report it, then fail the actor so its supervisor
         // restarts it with fresh state.
@@ -245,8 +254,8 @@ pub async fn run_one<H: EventHandler>(
                     "handler" => H::KIND
                 )
                 .increment(1);
-                crate::holding::Held::tried(
-                    &mut held,
+                crate::holding::tried(
+                    &mut None, // inside `one_message`: the message's hold
                     (
                         cloudlysis_runtime::metrics::names::HANDLER_OLDEST_HELD,
                         "handler",
@@ -268,7 +277,7 @@ pub async fn run_one<H: EventHandler>(
                         // A drain does not wait out an outage: the message goes back to the
                         // server (not counted as a failure) for a node that stays.
                         tracing::info!(handler = H::KIND, seq = delivery.meta.stream_sequence, "draining: a message held through an outage is handed back");
-                        drop(held);
+                        crate::holding::let_go();
                         delivery.complete(Err(HandlerError::unavailable(format!(
                             "handed back while draining; its store did not answer: {e}"
                         ))));
@@ -285,7 +294,7 @@ pub async fn run_one<H: EventHandler>(
                         "handler's store answers again"
                     );
                 }
-                drop(held);
+                crate::holding::let_go();
                 delivery.complete(result);
                 return Ok(());
             }

@@ -8,10 +8,15 @@
 //! `cloudlysis_view_store_oldest_held_seconds{view}`); the gauge is the age of the series'
 //! oldest held message, set at every try (tries are at most 5 s apart plus the store's own
 //! timeout) and when a message is let go, and 0 when nothing is held. (`NodeAdmin` computes the
-//! age when asked.) A message held by two mechanisms at once — an effect whose ledger read was
-//! held, then whose outcome write is — counts twice in a node's `held`. The registry holds only what is held now: at
-//! most what the handlers' mailboxes and the lanes bound.
+//! age when asked.) A message is one hold however many of its steps wait: [`run_one`] handles
+//! each message inside [`one_message`], and a step inside it that holds ([`tried`]) — an
+//! effect's ledger read, then, after the effect ran, its outcome write — extends the message's
+//! hold rather than starting a second one. The registry holds only what is held now: at most
+//! what the handlers' mailboxes and the lanes bound.
+//!
+//! [`run_one`]: crate::handler::run_one
 
+use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{LazyLock, Mutex, PoisonError};
@@ -22,6 +27,32 @@ pub(crate) type Series = (&'static str, &'static str, &'static str);
 
 /// The messages of one series held now: each one's id and when its hold began.
 type Holds = Vec<(u64, Instant)>;
+
+tokio::task_local! {
+    /// The hold of the message being handled in this task (see [`one_message`]).
+    static MESSAGE: RefCell<Option<Held>>;
+}
+
+/// Runs `handling` as the handling of one message: every step inside it that is held through an
+/// outage ([`tried`]) counts towards one hold, kept until [`let_go`] or the end of `handling`.
+pub(crate) async fn one_message<F: Future>(handling: F) -> F::Output {
+    MESSAGE.scope(RefCell::new(None), handling).await
+}
+
+/// Marks one more failed try under `series`: of the message being handled, inside
+/// [`one_message`] (its one hold); otherwise of the hold in `own` (see [`Held::tried`]).
+pub(crate) fn tried(own: &mut Option<Held>, series: Series) {
+    let shared = MESSAGE.try_with(|message| Held::tried(&mut message.borrow_mut(), series));
+    if shared.is_err() {
+        Held::tried(own, series);
+    }
+}
+
+/// Ends the hold of the message being handled (inside [`one_message`]): it is let go.
+pub(crate) fn let_go() {
+    let released = MESSAGE.try_with(|message| message.borrow_mut().take());
+    drop(released);
+}
 
 /// The messages held now, by series.
 static HELD: LazyLock<Mutex<HashMap<Series, Holds>>> = LazyLock::new(Default::default);
@@ -103,6 +134,41 @@ fn publish(series: Series, list: Option<&Holds>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn count(name: &str) -> usize {
+        held_now("handler")
+            .iter()
+            .find(|(n, _, _)| *n == name)
+            .map_or(0, |(_, messages, _)| *messages)
+    }
+
+    #[tokio::test]
+    async fn a_message_held_at_two_steps_is_one_hold_until_it_is_let_go() {
+        let series = ("test_oldest_held_seconds", "handler", "holding-one-message");
+        one_message(async {
+            let mut outer = None;
+            tried(&mut outer, series);
+            // A later step of the same message is held too (its own slot, as a handler's
+            // inner loop has).
+            let mut inner = None;
+            tried(&mut inner, series);
+            tried(&mut inner, series);
+            assert!(
+                outer.is_none() && inner.is_none(),
+                "the message's hold is used"
+            );
+            assert_eq!(count("holding-one-message"), 1, "one message, one hold");
+            let_go();
+            assert_eq!(count("holding-one-message"), 0, "let go");
+        })
+        .await;
+        // Outside a message's handling, each slot is its own hold.
+        let mut own = None;
+        tried(&mut own, series);
+        assert_eq!(count("holding-one-message"), 1);
+        drop(own);
+        assert_eq!(count("holding-one-message"), 0);
+    }
 
     fn oldest(series: Series) -> Option<Instant> {
         HELD.lock()

@@ -376,7 +376,7 @@ impl<E: Effect> EffectWorker<E> {
                         tries += 1;
                         metrics::counter!(names::HANDLER_RETRIES, "handler" => Self::KIND)
                             .increment(1);
-                        crate::holding::Held::tried(
+                        crate::holding::tried(
                             &mut held,
                             (names::HANDLER_OLDEST_HELD, "handler", Self::KIND),
                         );
