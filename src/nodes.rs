@@ -139,11 +139,13 @@ pub async fn runner_node(
 /// The runtime endpoints (`/health`, `/ready` with a check that `root` runs, `/metrics`). A
 /// node's supervision tree is served over gRPC (`NodeAdmin/Describe`) and, to operators with
 /// the right, through the Gateway's `/admin/supervision` — never on this unauthenticated port.
+/// Returns the router and its readiness checks, which the node's gRPC health follows
+/// ([`cloudlysis_runtime::admission::NodeServing::with_readiness`]).
 pub fn ops_router(
     client: &async_nats::Client,
     role: &'static str,
     root: &cloudlysis_supervision::SupervisorRef,
-) -> anyhow::Result<axum::Router> {
+) -> anyhow::Result<(axum::Router, Readiness)> {
     ops_router_with(client, role, root, |_| {})
 }
 
@@ -153,28 +155,35 @@ pub fn ops_router_with(
     role: &'static str,
     root: &cloudlysis_supervision::SupervisorRef,
     checks: impl FnOnce(&Readiness),
-) -> anyhow::Result<axum::Router> {
+) -> anyhow::Result<(axum::Router, Readiness)> {
     let handle = metrics::install()?;
     metrics::record_build_info(role);
     cloudlysis_runtime::credential::register_metrics();
     cloudlysis_runtime::abandon::register_metrics();
     cloudlysis_runtime::admission::register_metrics();
+    let readiness = node_readiness(client, role);
+    // A node whose supervision tree failed (escalated to the root) is not ready.
+    supervision_check(&readiness, "supervision", root.clone());
+    checks(&readiness);
+    let router = service::router(ServiceEndpoints {
+        readiness: readiness.clone(),
+        metrics: handle,
+    });
+    Ok((router, readiness))
+}
+
+/// The readiness checks every node of `role` has: `nats` (the client is connected) and
+/// `jetstream` (JetStream answers for the streams the role uses — connected is not enough).
+pub fn node_readiness(client: &async_nats::Client, role: &str) -> Readiness {
     let readiness = Readiness::new();
     readiness.nats(client.clone());
-    // Connected is not enough: JetStream must answer for the streams this role uses.
     use cloudlysis_runtime::stream::{AGGREGATE_EVENTS, WORKFLOW_COMMANDS, WORKFLOW_EVENTS};
     let streams: &'static [&'static str] = match role {
         "aggregate" | "projection" => &[AGGREGATE_EVENTS],
         _ => &[AGGREGATE_EVENTS, WORKFLOW_COMMANDS, WORKFLOW_EVENTS],
     };
     readiness.jetstream(async_nats::jetstream::new(client.clone()), streams);
-    // A node whose supervision tree failed (escalated to the root) is not ready.
-    supervision_check(&readiness, "supervision", root.clone());
-    checks(&readiness);
-    Ok(service::router(ServiceEndpoints {
-        readiness,
-        metrics: handle,
-    }))
+    readiness
 }
 
 /// Readiness check `name`: fails once the supervision tree `root` has stopped (a failure

@@ -109,12 +109,15 @@ impl Platform {
         let keys =
             cloudlysis_runtime::credential::NodeKeys::load(src, dev.then_some(DEV_NODE_SECRET))?;
         // Each node's credential keys and admission budget.
+        // The nodes' gRPC health follows NATS and JetStream, as a node's own process does.
+        let node_readiness = nodes::node_readiness(&nats.client, "runner");
         let node_serving = || -> anyhow::Result<NodeServing> {
-            if dev {
-                Ok(keys.clone().into())
+            let serving: NodeServing = if dev {
+                keys.clone().into()
             } else {
-                nodes::serving(src)
-            }
+                nodes::serving(src)?
+            };
+            Ok(serving.with_readiness(node_readiness.clone()))
         };
         let (stop, wait) = nodes::shutdown_channel();
         let mut servers = Vec::new();
@@ -273,7 +276,7 @@ impl Platform {
         // stream, each node's supervision tree runs and the runner takes new work.
         let runner_tree = runner.supervisor().clone();
         let intake = runner.clone();
-        let ops = nodes::ops_router_with(&nats.client, role, &aggregate_tree, |r| {
+        let (ops, _) = nodes::ops_router_with(&nats.client, role, &aggregate_tree, |r| {
             // The Gateway's own: its identity provider's keys, its view of the registry.
             gateway.edge_checks(r);
             nodes::supervision_check(r, "projection-supervision", projection_tree);

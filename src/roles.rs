@@ -33,7 +33,8 @@ pub async fn aggregate(
     let http = nodes::bind(&http_addr, "http.addr / --http-addr").await?;
     let nats = nodes::connect(src, args.nats_url.as_deref(), "cloudlysis-aggregate").await?;
     let node = nodes::aggregate_node(src, &nats.js, app.behaviours()).await?;
-    let ops = nodes::ops_router(&nats.client, "aggregate", node.supervisor())?;
+    let (ops, readiness) = nodes::ops_router(&nats.client, "aggregate", node.supervisor())?;
+    let keys = keys.with_readiness(readiness);
     eprintln!(
         "aggregate node: gRPC on {} (aggregates: {}), HTTP on http://{}",
         grpc.local_addr()?,
@@ -145,9 +146,11 @@ pub async fn runner(
         app.behaviours(),
     )
     .await?;
-    let ops = nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
-        nodes::intake_check(r, node.clone());
-    })?;
+    let (ops, readiness) =
+        nodes::ops_router_with(&nats.client, "runner", node.supervisor(), |r| {
+            nodes::intake_check(r, node.clone());
+        })?;
+    let keys = keys.with_readiness(readiness);
     eprintln!(
         "runner node: gRPC on {}, HTTP on http://{} (workflows: {}; effects: {})",
         grpc.local_addr()?,
@@ -239,7 +242,8 @@ pub async fn projection(
         app.behaviours(),
     )
     .await?;
-    let ops = nodes::ops_router(&nats.client, "projection", node.supervisor())?;
+    let (ops, readiness) = nodes::ops_router(&nats.client, "projection", node.supervisor())?;
+    let keys = keys.with_readiness(readiness);
     eprintln!(
         "projection node: gRPC on {}, HTTP on http://{} (views: {})",
         grpc.local_addr()?,

@@ -41,7 +41,10 @@ async fn a_message_held_at_its_read_and_at_its_outcome_write_is_one_held_message
     gate.send(true).unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     while counter(&metrics.render(), HANDLER_RETRIES, &labels) < retries + 2.0 {
-        assert!(Instant::now() < deadline, "the outcome write was not retried");
+        assert!(
+            Instant::now() < deadline,
+            "the outcome write was not retried"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(p.balance("acme", "a").await, 60, "the withdraw ran");
@@ -84,7 +87,10 @@ async fn runner_holds(p: &Platform, token: &str) -> serde_json::Value {
             }
             return held;
         }
-        assert!(Instant::now() < deadline, "the runner holds nothing: {runner}");
+        assert!(
+            Instant::now() < deadline,
+            "the runner holds nothing: {runner}"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }

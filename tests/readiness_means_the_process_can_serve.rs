@@ -141,3 +141,59 @@ async fn the_gateway_is_ready_only_while_every_role_it_routes_to_answers() {
         "{report:?}"
     );
 }
+
+/// The node's gRPC health (service `""`, what the Gateway's `/ready` and a gRPC load balancer
+/// ask), or the code of the status it answered with.
+async fn grpc_health(grpc: &str) -> Result<i32, tonic::Code> {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let mut client = HealthClient::new(common::node_channel(grpc).await);
+    let mut req = tonic::Request::new(HealthCheckRequest {
+        service: String::new(),
+    });
+    req.set_timeout(Duration::from_secs(3));
+    client
+        .check(req)
+        .await
+        .map(|r| r.into_inner().status)
+        .map_err(|s| s.code())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_nodes_grpc_health_is_not_serving_while_it_is_not_ready_and_serving_after() {
+    use tonic_health::pb::health_check_response::ServingStatus;
+    let mut server = NatsServer::start().await.unwrap();
+    let (_child, grpc, http) = common::spawn_aggregate(&server.url(), &[]).await;
+    until_ready(&http).await;
+    let serving = Ok(ServingStatus::Serving as i32);
+    assert_eq!(grpc_health(&grpc).await, serving);
+
+    // NATS goes away: `/ready` is 503, and so the gRPC health says — before, it stayed
+    // SERVING, and a Gateway asking it stayed ready while every command answered 503.
+    server.stop().await.unwrap();
+    let last = std::sync::Mutex::new(Ok(0));
+    let not_serving = eventually(Duration::from_secs(20), || async {
+        let answer = grpc_health(&grpc).await;
+        *last.lock().unwrap() = answer;
+        answer == Ok(ServingStatus::NotServing as i32)
+    })
+    .await;
+    assert!(
+        not_serving,
+        "gRPC health with NATS down: {:?}",
+        last.lock().unwrap()
+    );
+    assert_eq!(ready(&http).await.0, 503);
+
+    // Back once NATS is.
+    server.restart().await.unwrap();
+    let back = eventually(Duration::from_secs(30), || async {
+        grpc_health(&grpc).await == serving
+    })
+    .await;
+    assert!(
+        back,
+        "gRPC health after NATS came back: {:?}",
+        grpc_health(&grpc).await
+    );
+}

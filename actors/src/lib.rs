@@ -24,6 +24,7 @@ pub mod aggregate;
 pub mod consumer;
 pub mod grpc;
 pub mod handler;
+mod health;
 mod holding;
 mod idle;
 pub mod kv_scan;

@@ -43,6 +43,7 @@ pub struct NodeServing {
     max: usize,
     permits: Arc<Semaphore>,
     tls: Option<tonic::transport::ServerTlsConfig>,
+    readiness: Option<crate::service::Readiness>,
 }
 
 impl From<NodeKeys> for NodeServing {
@@ -61,7 +62,21 @@ impl NodeServing {
             max,
             permits: Arc::new(Semaphore::new(max)),
             tls: None,
+            readiness: None,
         }
+    }
+
+    /// The node's gRPC health follows `readiness` (the checks of its `/ready`): `NOT_SERVING`
+    /// while one fails, so a Gateway or a load balancer probing gRPC health sees what `/ready`
+    /// says.
+    pub fn with_readiness(mut self, readiness: crate::service::Readiness) -> Self {
+        self.readiness = Some(readiness);
+        self
+    }
+
+    /// The readiness the node's gRPC health follows, if any (see [`Self::with_readiness`]).
+    pub fn readiness(&self) -> Option<&crate::service::Readiness> {
+        self.readiness.as_ref()
     }
 
     /// Serving over TLS with `tls` (`None`: plaintext).

@@ -38,6 +38,13 @@ pub struct Readiness {
     checks: Arc<RwLock<Checks>>,
 }
 
+impl std::fmt::Debug for Readiness {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let names: Vec<&str> = self.read().iter().map(|(name, _)| *name).collect();
+        f.debug_struct("Readiness").field("checks", &names).finish()
+    }
+}
+
 /// A readiness flag the service flips (e.g. "streams validated", "not draining").
 #[derive(Clone, Debug)]
 pub struct ReadyFlag(Arc<AtomicBool>);

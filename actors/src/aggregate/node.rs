@@ -377,15 +377,21 @@ impl AggregateNode {
         serving: &cloudlysis_runtime::admission::NodeServing,
     ) -> cloudlysis_runtime::local::LocalNode {
         let command: Arc<dyn CommandService> = Arc::new(self.clone());
-        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving).with_typed(command)
+        cloudlysis_runtime::local::LocalNode::new(self.routes(serving).await, serving)
+            .with_typed(command)
     }
 
-    /// The node's services: `CommandService`, `NodeAdmin`, gRPC health.
-    async fn routes(&self) -> tonic::service::Routes {
-        let (health, health_service) = tonic_health::server::health_reporter();
+    /// The node's services: `CommandService`, `NodeAdmin`, gRPC health (following `serving`'s
+    /// readiness, see [`crate::health`]).
+    async fn routes(
+        &self,
+        serving: &cloudlysis_runtime::admission::NodeServing,
+    ) -> tonic::service::Routes {
+        let (health, _) = tonic_health::server::health_reporter();
         health
             .set_serving::<CommandServiceServer<AggregateNode>>()
             .await;
+        let health_service = crate::health::NodeHealth::server(&health, serving.readiness());
         tonic::service::Routes::new(health_service)
             .add_service(self.admin().into_server())
             .add_service(CommandServiceServer::new(self.clone()))
@@ -402,7 +408,8 @@ impl AggregateNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let serving = serving.into();
-        let result = crate::grpc::serve(self.routes().await, &serving, listener, shutdown).await;
+        let result =
+            crate::grpc::serve(self.routes(&serving).await, &serving, listener, shutdown).await;
         // Idempotency records still being written land before the node leaves.
         self.flush_records(Duration::from_secs(10)).await;
         let _ = self.inner.root.shutdown(Duration::from_secs(30)).await;

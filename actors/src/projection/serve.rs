@@ -18,8 +18,8 @@ use crate::ops::OpsService;
 impl ProjectionNode {
     /// The node's services (`OpsAdmin` left out, logged, when the poison bucket or the audit
     /// log cannot be opened).
-    async fn routes(&self) -> tonic::service::Routes {
-        let (reporter, health) = tonic_health::server::health_reporter();
+    async fn routes(&self, serving: &NodeServing) -> tonic::service::Routes {
+        let (reporter, _) = tonic_health::server::health_reporter();
         reporter
             .set_serving::<QueryServiceServer<ProjectionNode>>()
             .await;
@@ -33,6 +33,7 @@ impl ProjectionNode {
         )
         .behaviours(self.view_names())
         .holds("view");
+        let health = crate::health::NodeHealth::server(&reporter, serving.readiness());
         let routes = tonic::service::Routes::new(health)
             .add_service(admin.into_server())
             .add_service(ProjectionAdminServer::new(self.clone()))
@@ -46,7 +47,8 @@ impl ProjectionNode {
     /// `node.max_in_flight`). `QueryService` is also served to typed calls.
     pub async fn local(&self, serving: &NodeServing) -> cloudlysis_runtime::local::LocalNode {
         let query: Arc<dyn QueryService> = Arc::new(self.clone());
-        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving).with_typed(query)
+        cloudlysis_runtime::local::LocalNode::new(self.routes(serving).await, serving)
+            .with_typed(query)
     }
 
     /// Serves `QueryService`, `ProjectionAdmin`, `OpsAdmin`, `NodeAdmin`, gRPC health and
@@ -59,7 +61,8 @@ impl ProjectionNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let serving = serving.into();
-        let result = crate::grpc::serve(self.routes().await, &serving, listener, shutdown).await;
+        let result =
+            crate::grpc::serve(self.routes(&serving).await, &serving, listener, shutdown).await;
         self.inner
             .controllers
             .lock()

@@ -11,8 +11,6 @@ use std::time::Duration;
 use cloudlysis_proto::runner::runner_admin_server::RunnerAdminServer;
 use cloudlysis_proto::workflows::workflow_service_server::WorkflowServiceServer;
 use cloudlysis_runtime::admission::NodeServing;
-use tonic_health::pb::health_server::HealthServer;
-use tonic_health::server::HealthService;
 
 use super::RunnerNode;
 use crate::node_admin::NodeAdminService;
@@ -21,7 +19,7 @@ use crate::ops::OpsService;
 impl RunnerNode {
     /// The node's services (`OpsAdmin` left out, logged, when the poison bucket or the audit
     /// log cannot be opened).
-    async fn routes(&self) -> tonic::service::Routes {
+    async fn routes(&self, serving: &NodeServing) -> tonic::service::Routes {
         self.inner
             .health
             .set_serving::<RunnerAdminServer<RunnerNode>>()
@@ -47,9 +45,7 @@ impl RunnerNode {
                 state.as_str().to_string(),
             )
         }));
-        let health = HealthServer::new(HealthService::from_health_reporter(
-            self.inner.health.clone(),
-        ));
+        let health = crate::health::NodeHealth::server(&self.inner.health, serving.readiness());
         let routes = tonic::service::Routes::new(health)
             .add_service(admin.into_server())
             .add_service(RunnerAdminServer::new(self.clone()))
@@ -62,7 +58,7 @@ impl RunnerNode {
     /// in flight (pass the `NodeServing` the server gets, so both count against one
     /// `node.max_in_flight`). Its health is the server's: `NOT_SERVING` while draining.
     pub async fn local(&self, serving: &NodeServing) -> cloudlysis_runtime::local::LocalNode {
-        cloudlysis_runtime::local::LocalNode::new(self.routes().await, serving)
+        cloudlysis_runtime::local::LocalNode::new(self.routes(serving).await, serving)
     }
 
     /// Serves `WorkflowService`, `RunnerAdmin`, `OpsAdmin`, `NodeAdmin`, gRPC health and
@@ -75,7 +71,8 @@ impl RunnerNode {
         shutdown: impl Future<Output = ()> + Send,
     ) -> Result<(), tonic::transport::Error> {
         let serving = serving.into();
-        let result = crate::grpc::serve(self.routes().await, &serving, listener, shutdown).await;
+        let result =
+            crate::grpc::serve(self.routes(&serving).await, &serving, listener, shutdown).await;
         let _ = self.inner.root.shutdown(Duration::from_secs(30)).await;
         result
     }
