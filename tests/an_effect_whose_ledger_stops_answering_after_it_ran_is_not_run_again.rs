@@ -43,6 +43,19 @@ async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
         "GET /admin/nodes"
     );
 
+    // Reading the instance meanwhile says the ledger's view is not known, and why — not a
+    // made-up "no attempt yet".
+    let (s, w) = p.workflow(&token, "transfer", "t-1").await;
+    assert_eq!(s, 200, "{w}");
+    let withdraw = &w["pending"][0];
+    assert_eq!(withdraw["ledger_status"], "unknown", "{w}");
+    assert!(
+        withdraw["last_error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("the effect ledger did not answer")),
+        "{w}"
+    );
+
     // The ledger answers again: the outcome is written, the workflow goes on, nothing ran twice.
     put_back(&p.js, taken).await;
     p.transfer_completed_once(&token, "t-1", &withdraws, &deposits)

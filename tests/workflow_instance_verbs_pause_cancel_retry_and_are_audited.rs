@@ -157,6 +157,18 @@ async fn waiting(p: &Platform, token: &str, id: &str, label: &str) -> serde_json
     serde_json::from_slice(&kv.get(&key).await.unwrap().unwrap()).unwrap()
 }
 
+/// Asserts that `instance`'s pending deposit carries its ledger's view: one attempt, `status`
+/// and `error`.
+fn assert_ledger_seen(instance: &serde_json::Value, answer: &str, status: &str, error: &str) {
+    let deposit = instance["pending"]
+        .as_array()
+        .and_then(|ps| ps.iter().find(|c| c["label"] == "deposit"))
+        .unwrap_or_else(|| panic!("{answer}: no pending deposit in {instance}"));
+    assert_eq!(deposit["attempts"], 1, "{answer}: {deposit}");
+    assert_eq!(deposit["ledger_status"], status, "{answer}: {deposit}");
+    assert_eq!(deposit["last_error"], error, "{answer}: {deposit}");
+}
+
 /// The ids `GET /v1/workflows/transfer?status=<status>` lists.
 async fn listed(p: &Platform, token: &str, status: &str) -> Vec<String> {
     let path = format!("/v1/workflows/transfer?status={status}");
@@ -258,6 +270,18 @@ async fn cancel_runs_the_compensation() {
     assert_eq!(st, 201);
     waiting(p, token, "t-c", "deposit").await;
     assert_eq!(p.balance("acme", "a").await, 70);
+    // A list page shows what the ledger says about the waiting deposit, as a read does
+    // (before: attempts 0, no status, no error).
+    let (st, list) = query(p, "/v1/workflows/transfer?status=running", token, &[]).await;
+    assert_eq!(st, 200, "{list}");
+    let listed = list["instances"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["instance"] == "t-c")
+        .cloned()
+        .unwrap();
+    assert_ledger_seen(&listed, "a list page", "waiting", "the bank is down");
     let (st, w) = post(
         p,
         token,
@@ -267,6 +291,8 @@ async fn cancel_runs_the_compensation() {
     .await;
     assert_eq!(st, 200, "{w}");
     assert_eq!(w["cancel_requested"], true);
+    // The verb's answer too, after the verb: the cancel settled the deposit's ledger record.
+    assert_ledger_seen(&w, "the verb's answer", "done", "cancelled: customer asked");
     let done = p
         .finished_workflow(token, "transfer", "t-c", Duration::from_secs(30))
         .await;

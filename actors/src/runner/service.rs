@@ -39,6 +39,10 @@ pub const MAX_LIST_SCAN: u64 = 10_000;
 pub const MAX_PAGE_SIZE: u32 = 500;
 /// Page size when the request names none.
 pub const DEFAULT_PAGE_SIZE: u32 = 50;
+/// Effect-ledger reads at once while filling in an answer's pending commands.
+pub const LEDGER_READS_AT_ONCE: usize = 16;
+/// A pending command's `ledger_status` when the ledger did not answer (`last_error` says why).
+pub const LEDGER_UNKNOWN: &str = "unknown";
 
 /// The wire form of an instance.
 pub fn to_proto(r: &InstanceRecord) -> pb::Instance {
@@ -148,24 +152,55 @@ impl RunnerNode {
             .collect()
     }
 
-    /// The ledger's view of a pending command: attempts, status, last error.
+    /// Fills in each pending command of `instances` (of `tenant`) from the effect ledger:
+    /// attempts, status, last error — `ledger_status` empty before the first attempt, and
+    /// [`LEDGER_UNKNOWN`] when the ledger did not answer by the read's deadline. At most
+    /// [`LEDGER_READS_AT_ONCE`] reads at a time, all within one store deadline (`io_timeout`: a
+    /// page of instances costs no more than one read's deadline).
+    async fn with_ledger(&self, tenant: &str, instances: &mut [pb::Instance]) {
+        use futures::StreamExt;
+        let deadline = tokio::time::Instant::now() + self.inner.ctx.settings.io_timeout;
+        let pending = instances.iter_mut().flat_map(|i| i.pending.iter_mut());
+        futures::stream::iter(pending)
+            .for_each_concurrent(LEDGER_READS_AT_ONCE, |p| async move {
+                match self
+                    .ledger_of(&p.effect_type, tenant, &p.command_id, deadline)
+                    .await
+                {
+                    Ok(Some(l)) => {
+                        p.attempts = l.attempts;
+                        p.ledger_status = serde_json::to_value(l.status)
+                            .ok()
+                            .and_then(|v| v.as_str().map(str::to_string))
+                            .unwrap_or_default();
+                        p.last_error = l.last_error.unwrap_or_default();
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        p.ledger_status = LEDGER_UNKNOWN.into();
+                        p.last_error = e;
+                    }
+                }
+            })
+            .await;
+    }
+
+    /// The ledger's view of a pending command (`None`: no attempt yet), or why it is not known.
     async fn ledger_of(
         &self,
         effect_type: &str,
         tenant: &str,
         command_id: &str,
-    ) -> Option<LedgerRecord> {
+        deadline: tokio::time::Instant,
+    ) -> Result<Option<LedgerRecord>, String> {
         let key = buckets::effect_ledger_key(effect_type, tenant, command_id);
-        let entry = tokio::time::timeout(
-            self.inner.ctx.settings.io_timeout,
-            self.inner.ctx.ledger.entry(key),
-        )
-        .await
-        .ok()?
-        .ok()??;
-        (entry.operation == kv::Operation::Put)
-            .then(|| serde_json::from_slice(&entry.value).ok())
-            .flatten()
+        let entry = tokio::time::timeout_at(deadline, self.inner.ctx.ledger.entry(key))
+            .await
+            .map_err(|_| "the effect ledger did not answer in time".to_string())?
+            .map_err(|e| format!("the effect ledger did not answer: {e}"))?;
+        Ok(entry
+            .filter(|e| e.operation == kv::Operation::Put)
+            .and_then(|e| serde_json::from_slice(&e.value).ok()))
     }
 
     /// Writes an audit record (a failure to write is logged: the verb itself happened).
@@ -248,20 +283,9 @@ impl WorkflowService for RunnerNode {
                 req.instance, req.workflow
             )));
         };
-        let mut out = to_proto(&record);
-        for p in &mut out.pending {
-            if let Some(l) = self
-                .ledger_of(&p.effect_type, ctx.tenant.as_str(), &p.command_id)
-                .await
-            {
-                p.attempts = l.attempts;
-                p.ledger_status = serde_json::to_value(l.status)
-                    .ok()
-                    .and_then(|v| v.as_str().map(str::to_string))
-                    .unwrap_or_default();
-                p.last_error = l.last_error.unwrap_or_default();
-            }
-        }
+        let mut out = [to_proto(&record)];
+        self.with_ledger(ctx.tenant.as_str(), &mut out).await;
+        let [out] = out;
         Ok(Response::new(out))
     }
 
@@ -332,8 +356,10 @@ impl WorkflowService for RunnerNode {
         } else {
             String::new()
         };
+        let mut instances: Vec<pb::Instance> = found.iter().map(to_proto).collect();
+        self.with_ledger(ctx.tenant.as_str(), &mut instances).await;
         Ok(Response::new(ListResponse {
-            instances: found.iter().map(to_proto).collect(),
+            instances,
             next_cursor,
         }))
     }
@@ -365,7 +391,10 @@ impl WorkflowService for RunnerNode {
         self.audit(&actor, ctx.tenant.as_str(), verb.action(), &target, outcome)
             .await;
         let (record, _) = result.map_err(|e| e.to_status())?;
-        Ok(Response::new(to_proto(&record)))
+        let mut out = [to_proto(&record)];
+        self.with_ledger(ctx.tenant.as_str(), &mut out).await;
+        let [out] = out;
+        Ok(Response::new(out))
     }
 }
 
