@@ -232,3 +232,66 @@ async fn a_poisoned_event_is_inspected_redriven_after_the_fix_and_purged() {
             .all(|e| e["actor"] == "test")
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_effect_command_that_does_not_decode_is_not_published_again_and_keeps_its_record() {
+    let mut p = Platform::start().await;
+    p.start_transfer_runner().await;
+    let admin = p.token("acme", &["admin:read", "admin:operate"]);
+    // Not an effect command: the withdraw worker quarantines it as undecodable.
+    p.js.publish("tenant.acme.effect.withdraw", r#"{"garbage":1}"#.into())
+        .await
+        .unwrap()
+        .await
+        .unwrap();
+    let gw = p.gateway.clone();
+    let list = records(&gw, &admin, "/admin/poison?source=withdraw").await;
+    let id = list["records"][0]["id"].as_str().unwrap().to_string();
+    assert!(
+        list["records"][0]["error"]
+            .as_str()
+            .unwrap()
+            .contains("undecodable payload"),
+        "{list}"
+    );
+
+    // Publishing it again would only quarantine it again: the redrive fails, says why, and
+    // keeps the record (before: "applied", and a second record appeared at once).
+    let (s, r) = gateway_call(
+        &gw,
+        "POST",
+        &format!("/admin/poison/{id}/redrive"),
+        &admin,
+        "",
+    )
+    .await;
+    assert_eq!(s, 200, "{r}");
+    assert_eq!(r["outcome"], "failed", "{r}");
+    assert!(
+        r["detail"].as_str().unwrap().contains("does not decode"),
+        "{r}"
+    );
+    let (s, after) = gateway_call(&gw, "GET", "/admin/poison", &admin, "").await;
+    assert_eq!(s, 200, "{after}");
+    let ids: Vec<&str> = after["records"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        ids,
+        [id.as_str()],
+        "the record is kept, and no other appeared"
+    );
+    let stream =
+        p.js.get_stream("WORKFLOW_COMMANDS")
+            .await
+            .unwrap()
+            .info()
+            .await
+            .unwrap()
+            .state
+            .messages;
+    assert_eq!(stream, 1, "nothing was published again");
+}

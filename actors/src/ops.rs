@@ -9,7 +9,8 @@
 //! | purge | the record is removed, the message not applied | `poison.purge` |
 //!
 //! Both verbs are idempotent: a record already gone answers `already_gone`. A redrive that fails
-//! keeps the record and says why. Events of `AGGREGATE_EVENTS` are never published again (the
+//! keeps the record and says why; a runner's message that does not decode as its handler reads
+//! it (an effect command, an effect's result) is not published again. Events of `AGGREGATE_EVENTS` are never published again (the
 //! event store would hold them twice): a workflow's record of an aggregate event can only be
 //! purged.
 
@@ -218,6 +219,18 @@ impl OpsService {
                     .into(),
             ));
         }
+        // A message its handler cannot decode would only be quarantined again: it is not
+        // published (after a deploy whose handler reads it, it is).
+        if let Err(e) = decodes(&message.subject, &message.payload) {
+            return Ok((
+                "failed".into(),
+                format!(
+                    "the message does not decode as its handler reads it ({e}): publishing it \
+                     again would quarantine it again; purge the record, or redrive it once a \
+                     node that reads it runs"
+                ),
+            ));
+        }
         // Published again under a new de-duplication id: the handler's own idempotence keeps
         // it once.
         let mut hdrs = async_nats::HeaderMap::new();
@@ -260,6 +273,19 @@ impl OpsService {
             Err(_) => Ok(("failed".into(), "publishing it again timed out".into())),
         }
     }
+}
+
+/// Whether a runner's message on `subject` decodes as the handler of its subjects reads it (an
+/// effect command, an effect's result); other subjects are not checked.
+fn decodes(subject: &str, payload: &[u8]) -> Result<(), String> {
+    use cloudlysis_runtime::workflow::{EffectCommand, EffectResult};
+    let kind = subject.split('.').nth(2);
+    let decoded = match kind {
+        Some("effect") => serde_json::from_slice::<EffectCommand>(payload).map(drop),
+        Some("effect_result") => serde_json::from_slice::<EffectResult>(payload).map(drop),
+        _ => Ok(()),
+    };
+    decoded.map_err(|e| e.to_string())
 }
 
 fn summary(id: &str, r: &PoisonRecord) -> PoisonSummary {
