@@ -88,6 +88,9 @@ pub enum Aggregate<'a> {
     Placed(cloudlysis_actors::runner::command_client::Placement),
 }
 
+/// `runner.aggregate_addr` when it is set nowhere.
+pub const AGGREGATE_DEFAULT: &str = "http://127.0.0.1:50051";
+
 /// Builds the runner node with the application's workflows and effects; effects send commands to
 /// `aggregate` — the aggregate node at `runner.aggregate_addr` (the flag over env over file), or
 /// one in this process — with credentials signed by `keys`.
@@ -106,16 +109,7 @@ pub async fn runner_node(
         Aggregate::Local(node) => CommandClient::local(node, keys.clone()),
         Aggregate::Placed(place) => CommandClient::placed(place, keys.clone()),
         Aggregate::Addr(flag) => {
-            let addr: String = src.get_or(
-                &runner::AGGREGATE_ADDR,
-                flag,
-                "http://127.0.0.1:50051".into(),
-            )?;
-            let addr = if addr.contains("://") {
-                addr
-            } else {
-                format!("http://{addr}")
-            };
+            let addr = src.node_addr(&runner::AGGREGATE_ADDR, flag, AGGREGATE_DEFAULT)?;
             let tls = cloudlysis_runtime::tls::ClientTls::load(src)?;
             CommandClient::lazy(&addr, keys.clone(), &tls).map_err(|e| {
                 anyhow::anyhow!("{e} (setting runner.aggregate_addr / --aggregate-addr)")

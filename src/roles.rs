@@ -119,6 +119,11 @@ pub async fn runner(
     use cloudlysis_actors::runner;
     // Validate the role's settings before anything is bound or connected.
     runner::RunnerSettings::load(src)?;
+    src.node_addr(
+        &runner::AGGREGATE_ADDR,
+        args.aggregate_addr.as_deref(),
+        nodes::AGGREGATE_DEFAULT,
+    )?;
     let keys = nodes::serving(src)?;
     let grpc_addr: String = src.get_or(
         &runner::GRPC_ADDR,

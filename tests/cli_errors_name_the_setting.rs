@@ -196,6 +196,99 @@ fn a_bad_placement_is_refused_by_every_role_that_runs_a_gateway() {
     }
 }
 
+/// Found by using the platform: a Gateway started with `--aggregate-addr http://127.0.0.1:99999`,
+/// `--projection-addr ftp://…` or `--runner-addr ''` (which fell back to the default), and
+/// failed only later with "tcp connect error"; a runner with a bad aggregate address too.
+#[test]
+fn a_node_address_that_cannot_be_one_is_refused_at_start_naming_the_setting() {
+    for (role, flag, value, setting, why) in [
+        (
+            "gateway",
+            "--aggregate-addr",
+            "http://127.0.0.1:99999",
+            "gateway.aggregate_addr",
+            "port 99999",
+        ),
+        (
+            "gateway",
+            "--projection-addr",
+            "ftp://127.0.0.1:1",
+            "gateway.projection_addr",
+            "scheme",
+        ),
+        (
+            "gateway",
+            "--runner-addr",
+            "",
+            "gateway.runner_addr",
+            "empty",
+        ),
+        (
+            "gateway",
+            "--runner-addr",
+            "http://127.0.0.1:1,,http://127.0.0.1:2",
+            "gateway.runner_addr",
+            "empty",
+        ),
+        (
+            "runner",
+            "--aggregate-addr",
+            "http://127.0.0.1:0",
+            "runner.aggregate_addr",
+            "port 0",
+        ),
+    ] {
+        let out = cloudlysis()
+            .args([role, "--http-addr", "127.0.0.1:0", flag, value])
+            .args(if role == "runner" {
+                &[
+                    "--grpc-addr",
+                    "127.0.0.1:0",
+                    "--nats-url",
+                    "nats://127.0.0.1:1",
+                ][..]
+            } else {
+                &[]
+            })
+            .env(
+                "CLOUDLYSIS_JWT_SECRET",
+                "cli-test-secret-cli-test-secret-cli",
+            )
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let out = exits_within(out, 20);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{role} {flag} {value:?}: {stderr}"
+        );
+        assert!(
+            stderr.contains(setting) && stderr.contains(flag) && stderr.contains(why),
+            "{role} {flag} {value:?}: {stderr}"
+        );
+    }
+}
+
+/// Waits for `child` to exit within `secs` (one that keeps running — it started — is killed and
+/// fails the test) and returns its output.
+fn exits_within(mut child: std::process::Child, secs: u64) -> std::process::Output {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    while child.try_wait().unwrap().is_none() {
+        if std::time::Instant::now() > deadline {
+            child.kill().unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "started instead of refusing: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    child.wait_with_output().unwrap()
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = cloudlysis().arg("--help").output().unwrap();

@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use cloudlysis_runtime::config::{ConfigError, ConfigSource, Origin, Setting};
+use cloudlysis_runtime::config::{ConfigError, ConfigSource, Setting};
 
 /// gRPC address of the aggregate node.
 pub const AGGREGATE_ADDR: Setting = Setting {
@@ -244,54 +244,20 @@ impl GatewaySettings {
             .map(|(s, _)| s)
             .or_else(|| node_secret_default.map(str::to_string))
             .unwrap_or_default();
-        let projection_addr: String = src.get_or(
+        // Each refused at start when it is not a node address (see `ConfigSource::node_addr`).
+        let projection_addr = src.node_addr(
             &PROJECTION_ADDR,
             projection_addr_flag,
-            "http://127.0.0.1:50052".into(),
+            "http://127.0.0.1:50052",
         )?;
-        let projection_addr = if projection_addr.contains("://") {
-            projection_addr
-        } else {
-            format!("http://{projection_addr}")
-        };
-        let runner_addr: String = src.get_or(
-            &RUNNER_ADDR,
-            runner_addr_flag,
-            "http://127.0.0.1:50053".into(),
-        )?;
-        let runner_addr = runner_addr
-            .split(',')
-            .map(str::trim)
-            .filter(|a| !a.is_empty())
-            .map(|a| {
-                if a.contains("://") {
-                    a.to_string()
-                } else {
-                    format!("http://{a}")
-                }
-            })
-            .collect::<Vec<_>>()
+        let runner_addr = src
+            .node_addrs(&RUNNER_ADDR, runner_addr_flag, "http://127.0.0.1:50053")?
             .join(",");
-        let aggregate_addr: String = src.get_or(
+        let aggregate_addr = src.node_addr(
             &AGGREGATE_ADDR,
             aggregate_addr_flag,
-            "http://127.0.0.1:50051".into(),
+            "http://127.0.0.1:50051",
         )?;
-        let aggregate_addr = if aggregate_addr.contains("://") {
-            aggregate_addr
-        } else {
-            format!("http://{aggregate_addr}")
-        };
-        if aggregate_addr.parse::<http::Uri>().is_err() {
-            return Err(ConfigError::Invalid {
-                setting: AGGREGATE_ADDR.key,
-                origin: src
-                    .raw(&AGGREGATE_ADDR, aggregate_addr_flag)
-                    .map_or(Origin::Env(AGGREGATE_ADDR.env), |(_, o)| o),
-                value: aggregate_addr,
-                reason: "not a URI such as http://127.0.0.1:50051".into(),
-            });
-        }
         let jwt_secret = match src.raw(&JWT_SECRET, None) {
             Some((secret, origin)) => {
                 if secret.len() < crate::auth::MIN_SECRET_LEN {

@@ -369,6 +369,53 @@ impl ConfigSource {
         Ok(Duration::from_millis(ms))
     }
 
+    /// A node's gRPC address (`http://host:port` or `https://…`; `host:port` means `http://`),
+    /// or `default` when it is set nowhere. Refused at start, naming the setting: an empty
+    /// value, a list, another scheme, no host, a port that is not 1–65535.
+    pub fn node_addr(
+        &self,
+        setting: &Setting,
+        flag: Option<&str>,
+        default: &str,
+    ) -> Result<String, ConfigError> {
+        let addrs = self.node_addrs(setting, flag, default)?;
+        match <[String; 1]>::try_from(addrs) {
+            Ok([addr]) => Ok(addr),
+            Err(_) => Err(self.invalid(setting, flag, "one address, not a list".into())),
+        }
+    }
+
+    /// A comma-separated list of node gRPC addresses, each as [`Self::node_addr`] takes it
+    /// (an empty entry is refused too), or `default`'s.
+    pub fn node_addrs(
+        &self,
+        setting: &Setting,
+        flag: Option<&str>,
+        default: &str,
+    ) -> Result<Vec<String>, ConfigError> {
+        let raw = self
+            .raw(setting, flag)
+            .map_or_else(|| default.to_string(), |(v, _)| v);
+        raw.split(',')
+            .map(|entry| node_uri(entry.trim()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|reason| self.invalid(setting, flag, reason))
+    }
+
+    /// [`ConfigError::Invalid`] for the value `setting` has (only a value that was set can be
+    /// invalid: defaults are valid).
+    fn invalid(&self, setting: &Setting, flag: Option<&str>, reason: String) -> ConfigError {
+        let (value, origin) = self
+            .raw(setting, flag)
+            .unwrap_or_else(|| (String::new(), Origin::Env(setting.env)));
+        ConfigError::Invalid {
+            setting: setting.key,
+            origin,
+            value,
+            reason,
+        }
+    }
+
     /// Fails with [`ConfigError::Unsupported`] when `setting` is set anywhere.
     pub fn refuse(&self, setting: &Setting, reason: &'static str) -> Result<(), ConfigError> {
         match self.raw(setting, None) {
@@ -380,6 +427,45 @@ impl ConfigSource {
             None => Ok(()),
         }
     }
+}
+
+/// One node address, normalised to a URI with its scheme, or why it is not one.
+fn node_uri(entry: &str) -> Result<String, String> {
+    const EXAMPLE: &str = "such as http://127.0.0.1:50051";
+    if entry.is_empty() {
+        return Err(format!("an empty address; give one {EXAMPLE}"));
+    }
+    let uri = if entry.contains("://") {
+        entry.to_string()
+    } else {
+        format!("http://{entry}")
+    };
+    let parsed: http::Uri = uri
+        .parse()
+        .map_err(|e| format!("`{entry}` is not a URI {EXAMPLE}: {e}"))?;
+    match parsed.scheme_str() {
+        Some("http" | "https") => {}
+        other => {
+            return Err(format!(
+                "`{entry}`: the scheme must be http or https, not {}",
+                other.unwrap_or("none")
+            ));
+        }
+    }
+    let authority = parsed
+        .authority()
+        .filter(|a| !a.host().is_empty())
+        .ok_or_else(|| format!("`{entry}` names no host {EXAMPLE}"))?;
+    if let Some(port) = authority.as_str().rsplit_once(':').map(|(_, p)| p)
+        && !authority.as_str().ends_with(']')
+        && port.parse::<u16>().map_or(true, |p| p == 0)
+    {
+        return Err(format!("`{entry}`: port {port} is not 1–65535"));
+    }
+    if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
+        return Err(format!("`{entry}`: a node address has no path or query"));
+    }
+    Ok(uri)
 }
 
 fn flatten(prefix: &str, table: &toml::Table, out: &mut Vec<String>) {

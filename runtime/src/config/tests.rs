@@ -146,3 +146,43 @@ fn millisecond_settings_become_durations() {
         .unwrap();
     assert_eq!(d, Duration::from_millis(1500));
 }
+
+const ADDR: Setting = Setting {
+    key: "gateway.runner_addr",
+    env: "CLOUDLYSIS_RUNNER_ADDR",
+    flag: "--runner-addr",
+    doc: "test",
+};
+
+#[test]
+fn node_addresses_are_uris_with_a_host_and_a_port_or_refused_naming_the_setting() {
+    let src = ConfigSource::default();
+    let addrs = |v: &str| src.node_addrs(&ADDR, Some(v), "http://127.0.0.1:50053");
+    assert_eq!(
+        addrs("127.0.0.1:1, https://n:2,http://[::1]:3").unwrap(),
+        ["http://127.0.0.1:1", "https://n:2", "http://[::1]:3"]
+    );
+    assert_eq!(
+        src.node_addrs(&ADDR, None, "http://127.0.0.1:50053")
+            .unwrap(),
+        ["http://127.0.0.1:50053"],
+        "the default"
+    );
+    for (bad, why) in [
+        ("", "empty"),
+        ("http://a:1,,http://b:2", "empty"),
+        ("http://127.0.0.1:99999", "port 99999"),
+        ("http://127.0.0.1:0", "port 0"),
+        ("ftp://127.0.0.1:1", "scheme"),
+        ("http://:1", "host"),
+        ("http://a:1/path", "path"),
+        ("not a uri", "not a URI"),
+    ] {
+        let msg = addrs(bad).unwrap_err().to_string();
+        assert!(msg.contains("gateway.runner_addr"), "{bad:?}: {msg}");
+        assert!(msg.contains("--runner-addr"), "{bad:?}: {msg}");
+        assert!(msg.contains(why), "{bad:?}: {msg}");
+    }
+    let one = src.node_addr(&ADDR, Some("a:1,b:2"), "http://127.0.0.1:1");
+    assert!(one.unwrap_err().to_string().contains("not a list"));
+}
