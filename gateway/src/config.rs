@@ -403,7 +403,33 @@ fn tenant_weights(
             .ok()
             .filter(|w| (1..=1000).contains(w))
             .ok_or_else(|| invalid(format!("weight of `{tenant}` must be 1..=1000")))?;
-        out.insert(tenant.trim().to_string(), weight);
+        if out.insert(tenant.trim().to_string(), weight).is_some() {
+            return Err(invalid(format!(
+                "`{}` is given twice; give each tenant once",
+                tenant.trim()
+            )));
+        }
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tenant_weights_name_a_tenant_given_twice() {
+        let weights = |v: &str| {
+            tenant_weights(&ConfigSource::from_env([(
+                "CLOUDLYSIS_GATEWAY_TENANT_WEIGHTS".to_string(),
+                v.to_string(),
+            )]))
+        };
+        assert_eq!(weights("a=1, b=5").unwrap().get("b"), Some(&5));
+        let e = weights("a=1,a=5").unwrap_err().to_string();
+        assert!(
+            e.contains("gateway.tenant_weights") && e.contains("`a` is given twice"),
+            "{e}"
+        );
+    }
 }

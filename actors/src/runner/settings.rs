@@ -310,7 +310,13 @@ impl LiveSettings {
                             format!("`{n}` is not a number in 1..={max}"),
                         )
                     })?;
-                out.insert(name.to_string(), n);
+                if out.insert(name.to_string(), n).is_some() {
+                    return Err(invalid(
+                        setting,
+                        raw.clone(),
+                        format!("`{name}` is given twice; give each effect type once"),
+                    ));
+                }
             }
             Ok(out)
         };
@@ -402,6 +408,16 @@ mod tests {
                 "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
                 "withdraw=0",
                 "runner.effect_concurrency",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
+                "withdraw=3,withdraw=4",
+                "given twice",
+            ),
+            (
+                "CLOUDLYSIS_RUNNER_EFFECT_MAX_ATTEMPTS",
+                "deposit=3, deposit=5",
+                "given twice",
             ),
             (
                 "CLOUDLYSIS_RUNNER_EFFECT_CONCURRENCY",
