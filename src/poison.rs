@@ -38,6 +38,9 @@ pub async fn run(
         .actor
         .or_else(|| std::env::var("USER").ok())
         .unwrap_or_else(|| "cli".into());
+    if actor.trim().is_empty() {
+        anyhow::bail!("--actor is empty: name who acts (the audit trail records it)");
+    }
     let channel = cloudlysis_runtime::tls::ClientTls::load(src)?
         .endpoint(&addr)
         .with_context(|| format!("invalid --node-addr {addr}"))?

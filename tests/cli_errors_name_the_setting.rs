@@ -411,6 +411,45 @@ fn token_refuses_bad_rights_and_ttl() {
     assert!(out.status.success(), "{out:?}");
 }
 
+/// Found by using the platform: `token --subject ''`, `credential --subject ''` and
+/// `poison --actor ''` were accepted, and the audit trail then named the actor `unknown`.
+#[test]
+fn an_empty_subject_or_actor_is_refused() {
+    for (args, says) in [
+        (
+            &["token", "--tenant", "acme", "--subject", ""][..],
+            "names no subject",
+        ),
+        (
+            &["credential", "--subject", " "][..],
+            "the subject is empty",
+        ),
+        (
+            &[
+                "poison",
+                "--actor",
+                "",
+                "--node-addr",
+                "http://127.0.0.1:1",
+                "list",
+            ][..],
+            "--actor is empty",
+        ),
+    ] {
+        let out = cloudlysis()
+            .args(args)
+            .env(
+                "CLOUDLYSIS_JWT_SECRET",
+                "cli-test-secret-cli-test-secret-cli",
+            )
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(stderr.contains(says), "{args:?}: {stderr}");
+    }
+}
+
 #[test]
 fn token_refuses_a_ttl_past_ten_years_instead_of_saturating_its_expiry() {
     let out = cloudlysis()

@@ -315,8 +315,11 @@ impl Oidc {
                 )));
             }
         };
+        let sub = text("sub")
+            .filter(|s| !s.trim().is_empty())
+            .ok_or_else(|| AuthError::Invalid(crate::auth::NO_SUBJECT.into()))?;
         Ok(Claims {
-            sub: text("sub").unwrap_or_default(),
+            sub,
             tenant,
             rights,
             exp: c.get("exp").and_then(|v| v.as_u64()).unwrap_or(0),

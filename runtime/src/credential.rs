@@ -456,6 +456,12 @@ impl NodeKeys {
         iat: u64,
         exp: u64,
     ) -> Result<String, CredentialError> {
+        if subject.trim().is_empty() {
+            return Err(CredentialError::Invalid(
+                "the subject is empty: a credential names who calls (audit records name them)"
+                    .into(),
+            ));
+        }
         let claims = Claims {
             aud: AUDIENCE.into(),
             sub: subject.into(),
