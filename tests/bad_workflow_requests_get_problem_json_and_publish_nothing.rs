@@ -104,6 +104,16 @@ async fn refused_starts_are_problems_and_publish_nothing() {
             422,
             "rejected",
         ),
+        // Found by using the platform: a transfer of more than an account can move was started,
+        // then failed with the account's refusal.
+        (
+            "/v1/workflows/transfer/t-1",
+            Some(token.clone()),
+            vec![],
+            r#"{"from":"a","to":"b","amount":9007199254740992}"#,
+            422,
+            "rejected",
+        ),
     ];
     for (path, t, headers, body, status, slug) in cases {
         let (s, resp) = p.command(path, t.as_deref(), &headers, body).await;

@@ -253,8 +253,11 @@ fn begin(
             "`from` and `to` must be different accounts",
         ));
     }
-    if start.amount == 0 {
-        return Err(WorkflowError::new("`amount` must be greater than 0"));
+    if start.amount == 0 || start.amount > crate::account::MAX_AMOUNT {
+        return Err(WorkflowError::new(format!(
+            "`amount` must be within 1..={} (what an account moves)",
+            crate::account::MAX_AMOUNT
+        )));
     }
     let timeout = start.timeout_ms.unwrap_or(DEFAULT_TIMEOUT_MS);
     if timeout == 0 || timeout > MAX_TIMEOUT_MS {
