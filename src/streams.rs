@@ -79,12 +79,25 @@ pub async fn apply(
             },
             Err(StreamError::Incompatible(inc)) => {
                 problems.push(inc.to_string());
+                // What the stream is, so the operator sees what it holds (it is left unchanged).
+                let info = js
+                    .get_stream(policy.name)
+                    .await
+                    .ok()
+                    .map(|s| s.cached_info().clone());
+                let dash = || "-".to_string();
                 Row {
                     stream: policy.name.into(),
-                    subjects: "-".into(),
-                    storage: "-".into(),
-                    messages: "-".into(),
-                    status: format!("incompatible ({})", inc.field),
+                    subjects: info
+                        .as_ref()
+                        .map_or_else(dash, |i| i.config.subjects.join(",")),
+                    storage: info
+                        .as_ref()
+                        .map_or_else(dash, |i| format!("{:?}", i.config.storage).to_lowercase()),
+                    messages: info
+                        .as_ref()
+                        .map_or_else(dash, |i| i.state.messages.to_string()),
+                    status: format!("incompatible ({})", inc.fields().join(", ")),
                 }
             }
             Err(StreamError::Missing { stream }) => {

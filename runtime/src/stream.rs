@@ -113,15 +113,28 @@ pub fn all() -> Vec<StreamPolicy> {
     vec![aggregate_events(), workflow_commands(), workflow_events()]
 }
 
-/// Why an existing stream cannot be used: the stream, the field and the reason.
+/// Why an existing stream cannot be used: the stream, and every field that does not meet the
+/// policy with its reason (the first in `field` and `reason`, the rest in `more`), so one look
+/// names all that an operator has to change.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Incompatibility {
     /// Stream name.
     pub stream: String,
-    /// The offending config field, as NATS names it.
+    /// The first offending config field, as NATS names it.
     pub field: &'static str,
-    /// What is wrong and what is required.
+    /// What is wrong with it and what is required.
     pub reason: String,
+    /// The other offending fields and their reasons, in the order they are checked.
+    pub more: Vec<(&'static str, String)>,
+}
+
+impl Incompatibility {
+    /// Every offending field, in the order they are checked.
+    pub fn fields(&self) -> Vec<&'static str> {
+        std::iter::once(self.field)
+            .chain(self.more.iter().map(|(f, _)| *f))
+            .collect()
+    }
 }
 
 impl fmt::Display for Incompatibility {
@@ -130,7 +143,11 @@ impl fmt::Display for Incompatibility {
             f,
             "stream {} is incompatible: field `{}`: {}",
             self.stream, self.field, self.reason
-        )
+        )?;
+        for (field, reason) in &self.more {
+            write!(f, "; field `{field}`: {reason}")?;
+        }
+        Ok(())
     }
 }
 
@@ -190,41 +207,40 @@ impl StreamPolicy {
         }
     }
 
-    /// Checks an existing stream's config against the policy.
+    /// Checks an existing stream's config against the policy: every field that does not meet
+    /// it is named.
     pub fn check(&self, existing: &Config) -> Result<(), Incompatibility> {
-        let fail = |field: &'static str, reason: String| {
-            Err(Incompatibility {
-                stream: self.name.to_string(),
-                field,
-                reason,
-            })
-        };
-        for required in &self.subjects {
-            if !existing.subjects.iter().any(|s| covers(s, required)) {
-                return fail(
-                    "subjects",
-                    format!(
-                        "required subject {required} is not captured (stream has {:?})",
-                        existing.subjects
-                    ),
-                );
-            }
+        let mut problems: Vec<(&'static str, String)> = Vec::new();
+        let mut fail = |field: &'static str, reason: String| problems.push((field, reason));
+        let missing: Vec<&String> = self
+            .subjects
+            .iter()
+            .filter(|required| !existing.subjects.iter().any(|s| covers(s, required)))
+            .collect();
+        if !missing.is_empty() {
+            fail(
+                "subjects",
+                format!(
+                    "required subjects {missing:?} are not captured (stream has {:?})",
+                    existing.subjects
+                ),
+            );
         }
         if existing.storage != StorageType::File {
-            return fail(
+            fail(
                 "storage",
                 format!("must be file, found {:?}", existing.storage).to_lowercase(),
             );
         }
         if existing.retention != RetentionPolicy::Limits {
-            return fail(
+            fail(
                 "retention",
                 format!("must be limits, found {:?}", existing.retention).to_lowercase(),
             );
         }
         match self.min_max_age {
             None if !existing.max_age.is_zero() => {
-                return fail(
+                fail(
                     "max_age",
                     format!(
                         "must be unlimited (0): this stream is the event store and never expires \
@@ -234,7 +250,7 @@ impl StreamPolicy {
                 );
             }
             Some(min) if !existing.max_age.is_zero() && existing.max_age < min => {
-                return fail(
+                fail(
                     "max_age",
                     format!(
                         "must be unlimited (0) or at least {min:?}, found {:?}",
@@ -245,7 +261,7 @@ impl StreamPolicy {
             _ => {}
         }
         if existing.max_messages_per_subject > 0 {
-            return fail(
+            fail(
                 "max_msgs_per_subject",
                 format!(
                     "must be unlimited (-1): a per-subject limit silently drops older events or \
@@ -260,13 +276,13 @@ impl StreamPolicy {
             } else {
                 "max_bytes"
             };
-            return fail(
+            fail(
                 field,
                 "must be unlimited (-1): the event store keeps every event".to_string(),
             );
         }
         if existing.max_message_size > 0 && existing.max_message_size < MIN_MAX_MESSAGE_SIZE {
-            return fail(
+            fail(
                 "max_msg_size",
                 format!(
                     "must be unlimited (-1) or at least {MIN_MAX_MESSAGE_SIZE} bytes, found {}",
@@ -275,7 +291,7 @@ impl StreamPolicy {
             );
         }
         if existing.duplicate_window < self.min_duplicate_window {
-            return fail(
+            fail(
                 "duplicate_window",
                 format!(
                     "must be at least {:?} (Nats-Msg-Id de-duplication), found {:?}",
@@ -284,7 +300,7 @@ impl StreamPolicy {
             );
         }
         if existing.num_replicas < replicas() {
-            return fail(
+            fail(
                 "num_replicas",
                 format!(
                     "must be at least {} (nats.replicas), found {}",
@@ -294,18 +310,27 @@ impl StreamPolicy {
             );
         }
         if existing.sealed {
-            return fail(
+            fail(
                 "sealed",
                 "must be false: a sealed stream refuses publishes".into(),
             );
         }
         if existing.no_ack {
-            return fail("no_ack", "must be false: publishes need acks".into());
+            fail("no_ack", "must be false: publishes need acks".into());
         }
         if existing.mirror.is_some() {
-            return fail("mirror", "must be unset: a mirror refuses publishes".into());
+            fail("mirror", "must be unset: a mirror refuses publishes".into());
         }
-        Ok(())
+        let mut problems = problems.into_iter();
+        match problems.next() {
+            None => Ok(()),
+            Some((field, reason)) => Err(Incompatibility {
+                stream: self.name.to_string(),
+                field,
+                reason,
+                more: problems.collect(),
+            }),
+        }
     }
 }
 

@@ -142,3 +142,24 @@ fn a_per_subject_limit_is_refused_on_every_stream() {
         assert_eq!(field_of(&p, &cfg), "max_msgs_per_subject", "{}", p.name);
     }
 }
+
+/// Found by using the platform: a stream wrong in its subjects, storage, max age and duplicate
+/// window was reported one field at a time — fix one, run again, learn the next.
+#[test]
+fn every_offending_field_is_named_at_once() {
+    let p = aggregate_events();
+    let mut cfg = p.stream_config();
+    cfg.subjects = vec!["tenant.*.aggregate.account.*".into()];
+    cfg.storage = StorageType::Memory;
+    cfg.max_age = Duration::from_secs(60);
+    cfg.duplicate_window = Duration::from_secs(1);
+    let err = p.check(&cfg).unwrap_err();
+    assert_eq!(
+        err.fields(),
+        ["subjects", "storage", "max_age", "duplicate_window"]
+    );
+    let text = err.to_string();
+    for field in err.fields() {
+        assert!(text.contains(&format!("field `{field}`")), "{text}");
+    }
+}
