@@ -78,16 +78,19 @@ fn a_bad_env_value_names_the_setting_and_variable() {
 
 #[test]
 fn a_bad_nats_url_flag_is_named() {
-    let out = cloudlysis()
-        .args(["streams", "check", "--nats-url", "http://[::1"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        stderr.contains("nats.url") && stderr.contains("--nats-url"),
-        "{stderr}"
-    );
+    // An empty one too (found by using the platform: it was tried and failed as a DNS error).
+    for url in ["http://[::1", "", "nats://a:4222,"] {
+        let out = cloudlysis()
+            .args(["streams", "check", "--nats-url", url])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains("nats.url") && stderr.contains("--nats-url"),
+            "{url:?}: {stderr}"
+        );
+    }
 }
 
 #[test]

@@ -305,7 +305,7 @@ impl ConfigSource {
                         setting: setting.key,
                         origin,
                         value,
-                        reason: e.to_string(),
+                        reason: expected::<T>(&e.to_string()),
                     })
             }
         }
@@ -427,6 +427,19 @@ impl ConfigSource {
             None => Ok(()),
         }
     }
+}
+
+/// A parse error's reason, saying what was expected when the type is a number or a flag (the
+/// parser's own words — "invalid digit found in string" — do not).
+fn expected<T>(reason: &str) -> String {
+    let kind = match std::any::type_name::<T>() {
+        "u8" | "u16" | "u32" | "u64" | "u128" | "usize" => "a whole number (0 or more)",
+        "i8" | "i16" | "i32" | "i64" | "i128" | "isize" => "a whole number",
+        "f32" | "f64" => "a number",
+        "bool" => "true or false",
+        _ => return reason.to_string(),
+    };
+    format!("expected {kind}: {reason}")
 }
 
 /// One node address, normalised to a URI with its scheme, or why it is not one.

@@ -52,7 +52,14 @@ impl NatsSettings {
         let url: String =
             src.get_or(&settings::NATS_URL, url_flag, DEFAULT_NATS_URL.to_string())?;
         for part in url.split(',') {
-            if let Err(e) = part.trim().parse::<async_nats::ServerAddr>() {
+            let parsed = match part.trim() {
+                "" => Err("an empty address; give one such as nats://127.0.0.1:4222".to_string()),
+                part => part
+                    .parse::<async_nats::ServerAddr>()
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+            };
+            if let Err(e) = parsed {
                 let origin = src
                     .raw(&settings::NATS_URL, url_flag)
                     .map(|(_, o)| o)
@@ -61,7 +68,7 @@ impl NatsSettings {
                     setting: settings::NATS_URL.key,
                     origin,
                     value: url.clone(),
-                    reason: e.to_string(),
+                    reason: e,
                 });
             }
         }
