@@ -178,6 +178,23 @@ async fn every_refusal_is_problem_json_and_nothing_is_published() {
             400,
             "not a valid command",
         ),
+        // Found by using the platform: the array form and unknown keys were accepted.
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            r#"["Deposit",{"amount":1}]"#,
+            400,
+            "expected a JSON object",
+        ),
+        (
+            path.into(),
+            Some(&good),
+            vec![],
+            r#"{"type":"Deposit","paylod":{"amount":5}}"#,
+            400,
+            "unknown field `paylod`",
+        ),
         (
             path.into(),
             Some(&good),

@@ -50,7 +50,10 @@ use crate::problem::Problem;
 use crate::upstream::deadline::Deadline;
 use crate::upstream::retry;
 
+/// `{"type", "payload"}` and nothing else: a key the API does not know is refused rather than
+/// ignored (as a workflow start's are), so a misspelt `paylod` is not a command without payload.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct CommandBody<'a> {
     #[serde(rename = "type")]
     command_type: String,
@@ -158,6 +161,12 @@ async fn handle(
     let deadline = Deadline::from_headers(headers, gw.inner.settings.command_timeout)?;
     // A slow client may not hold a request open forever (extract::BODY_READ_TIMEOUT).
     let bytes = crate::extract::read_body(body, gw.inner.settings.max_body_bytes).await?;
+    // An object only (serde would also take the fields as an array: `["Deposit", {...}]`).
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(Problem::bad_request(
+            "body is not a valid command: expected a JSON object {\"type\": …, \"payload\": …}",
+        ));
+    }
     let cmd: CommandBody = serde_json::from_slice(&bytes)
         .map_err(|e| Problem::bad_request(format!("body is not a valid command: {e}")))?;
     if cmd.command_type.is_empty() || cmd.command_type.len() > 128 {

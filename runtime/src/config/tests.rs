@@ -33,7 +33,10 @@ fn parse_error_names_the_setting_and_the_env_var() {
     assert!(msg.contains("projection.max_deliver"), "{msg}");
     assert!(msg.contains("PROJECTION_MAX_DELIVER"), "{msg}");
     assert!(msg.contains("\"lots\""), "{msg}");
-    assert!(msg.contains("expected a whole number"), "says what fits: {msg}");
+    assert!(
+        msg.contains("expected a whole number"),
+        "says what fits: {msg}"
+    );
 }
 
 #[test]
