@@ -59,7 +59,23 @@ pub async fn run(
         cloudlysis_actors::projection::MAX_LANES as u64,
     )?;
     let registry = match nodes::registry_placement(src)? {
-        false => false,
+        false => {
+            // Addresses to advertise mean nothing without the registry: said, not ignored.
+            use cloudlysis_runtime::registry as r;
+            for setting in [
+                &r::ADVERTISE_ADDR,
+                &r::AGGREGATE_ADVERTISE_ADDR,
+                &r::PROJECTION_ADVERTISE_ADDR,
+                &r::RUNNER_ADVERTISE_ADDR,
+            ] {
+                src.refuse(
+                    setting,
+                    "nodes advertise an address only under gateway.placement = registry; \
+                     with static placement nothing reads it",
+                )?;
+            }
+            false
+        }
         true => {
             // One `node.advertise_addr` cannot name three nodes' addresses.
             let shared = &cloudlysis_runtime::registry::ADVERTISE_ADDR;

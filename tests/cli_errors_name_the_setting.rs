@@ -292,6 +292,33 @@ fn exits_within(mut child: std::process::Child, secs: u64) -> std::process::Outp
     child.wait_with_output().unwrap()
 }
 
+/// Found by using the platform: `all` with static placement took addresses to advertise and
+/// ignored them.
+#[test]
+fn all_with_static_placement_refuses_addresses_to_advertise() {
+    for env in [
+        "CLOUDLYSIS_NODE_ADVERTISE_ADDR",
+        "CLOUDLYSIS_AGGREGATE_ADVERTISE_ADDR",
+    ] {
+        let out = cloudlysis()
+            .args(["all", "--http-addr", "127.0.0.1:0"])
+            .env(env, "127.0.0.1:5")
+            .env(
+                "CLOUDLYSIS_JWT_SECRET",
+                "cli-test-secret-cli-test-secret-cli",
+            )
+            .env("CLOUDLYSIS_NATS_URL", "nats://127.0.0.1:1")
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{env}: {stderr}");
+        assert!(
+            stderr.contains(env) && stderr.contains("gateway.placement = registry"),
+            "{env}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = cloudlysis().arg("--help").output().unwrap();
