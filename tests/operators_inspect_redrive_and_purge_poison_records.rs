@@ -231,6 +231,29 @@ async fn a_poisoned_event_is_inspected_redriven_after_the_fix_and_purged() {
             .iter()
             .all(|e| e["actor"] == "test")
     );
+    // Each entry's outcome is the verb's, as its caller was answered, with the detail beside it
+    // (before: a failure's reason in `outcome` with no detail, and `already_gone` as `ok`).
+    let outcomes: Vec<&str> = audit["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["outcome"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        outcomes,
+        [
+            "already_gone",
+            "purged",
+            "already_gone",
+            "applied",
+            "failed"
+        ]
+    );
+    let failed = &audit["entries"][4];
+    assert!(
+        failed["detail"].as_str().unwrap().contains("13 is unlucky"),
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

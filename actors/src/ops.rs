@@ -145,17 +145,13 @@ impl OpsService {
         target: &str,
         r: &PoisonVerbResponse,
     ) {
-        let outcome = if r.outcome == "failed" {
-            Err(format!("failed: {}", r.detail))
-        } else {
-            Ok(format!("{}: {}", r.outcome, r.detail))
-        };
-        audit::record(
+        // The verb's own outcome word, as its caller was answered.
+        audit::record_outcome(
             &self.audit,
             (actor, tenant),
             action,
             target,
-            outcome,
+            (&r.outcome, &r.detail),
             OPS_TIMEOUT,
         )
         .await;

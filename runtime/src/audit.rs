@@ -51,9 +51,10 @@ pub struct AuditRecord {
     pub action: String,
     /// On what (`<workflow>/<instance>`, …).
     pub target: String,
-    /// `ok`, or the error.
+    /// `ok` or `failed` — or the action's own word for what happened (a poison verb's
+    /// `applied`, `purged`, `already_gone`).
     pub outcome: String,
-    /// More about it.
+    /// More about it: what was done, or why it failed.
     #[serde(default)]
     pub detail: String,
 }
@@ -68,9 +69,23 @@ impl AuditRecord {
         outcome: Result<String, String>,
     ) -> Self {
         let (outcome, detail) = match outcome {
-            Ok(detail) => ("ok".to_string(), detail),
-            Err(e) => (e, String::new()),
+            Ok(detail) => ("ok", detail),
+            Err(e) => ("failed", e),
         };
+        Self::with_outcome(actor, tenant, action, target, outcome, &detail)
+    }
+
+    /// A record stamped now with an action's own `outcome` word (`applied`, `purged`,
+    /// `already_gone`, …) and its `detail`.
+    pub fn with_outcome(
+        actor: &str,
+        tenant: &str,
+        action: &str,
+        target: &str,
+        outcome: &str,
+        detail: &str,
+    ) -> Self {
+        let (outcome, detail) = (outcome.to_string(), detail.to_string());
         Self {
             schema_version: SCHEMA_VERSION,
             time: crate::time::rfc3339(SystemTime::now()),
@@ -121,6 +136,22 @@ pub async fn record(
     timeout: Duration,
 ) {
     let record = AuditRecord::new(actor, tenant, action, target, outcome);
+    if let Err(e) = write(store, &record, timeout).await {
+        tracing::warn!(action, target, error = %e, "audit record not written");
+    }
+}
+
+/// [`record`] with the action's own outcome word and detail (see
+/// [`AuditRecord::with_outcome`]).
+pub async fn record_outcome(
+    store: &kv::Store,
+    (actor, tenant): (&str, &str),
+    action: &str,
+    target: &str,
+    (outcome, detail): (&str, &str),
+    timeout: Duration,
+) {
+    let record = AuditRecord::with_outcome(actor, tenant, action, target, outcome, detail);
     if let Err(e) = write(store, &record, timeout).await {
         tracing::warn!(action, target, error = %e, "audit record not written");
     }
