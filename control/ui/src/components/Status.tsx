@@ -40,6 +40,8 @@ const TONES: Record<string, string> = {
   drained: 'muted',
   paused: 'warn',
   already_gone: 'muted',
+  // A pending effect whose ledger did not answer: its attempts are not known.
+  unknown: 'warn',
 };
 
 /** A short status word as a coloured badge (the colour is never the only cue: the word is shown). */
