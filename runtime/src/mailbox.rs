@@ -77,9 +77,14 @@ pub struct Envelope<M> {
 /// A slot in a bounded mailbox; dropping it frees the slot.
 pub struct Slot {
     pool: Arc<SlotPool>,
+    /// True once a message was sent through it (it counts in the depth); false while it is
+    /// only reserved.
+    queued: bool,
 }
 
-/// The slots of one mailbox and the gauge that counts the taken ones.
+/// The slots of one mailbox and the gauge that counts the messages in them (queued or being
+/// processed; a slot reserved for a message not sent yet — a consumer's prefetch — takes room
+/// but is not a message).
 ///
 /// A lock-free counter rather than a semaphore: taking and freeing a slot are single atomic
 /// operations, and blocked senders are woken in batches — when `wake_batch` slots are free, or
@@ -88,6 +93,8 @@ pub struct Slot {
 struct SlotPool {
     capacity: usize,
     taken: AtomicUsize,
+    /// Taken slots reserved for a message not sent yet.
+    reserved: AtomicUsize,
     waiting: AtomicUsize,
     wake_batch: usize,
     freed: Notify,
@@ -95,6 +102,12 @@ struct SlotPool {
 }
 
 impl SlotPool {
+    /// Slots holding a message (taken, not only reserved).
+    fn messages(&self) -> usize {
+        let taken = self.taken.load(Ordering::Relaxed);
+        taken.saturating_sub(self.reserved.load(Ordering::Relaxed))
+    }
+
     fn try_take(&self) -> bool {
         let mut taken = self.taken.load(Ordering::Relaxed);
         loop {
@@ -163,8 +176,12 @@ impl Drop for Waiting<'_> {
 
 impl Drop for Slot {
     fn drop(&mut self) {
+        if self.queued {
+            self.pool.depth.decrement(1.0);
+        } else {
+            self.pool.reserved.fetch_sub(1, Ordering::Relaxed);
+        }
         self.pool.free();
-        self.pool.depth.decrement(1.0);
     }
 }
 
@@ -339,7 +356,7 @@ impl<M> fmt::Debug for BoundedRef<M> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("BoundedRef")
             .field("kind", &self.shared.kind)
-            .field("depth", &self.shared.slots.taken.load(Ordering::Relaxed))
+            .field("depth", &self.shared.slots.messages())
             .field("capacity", &self.shared.capacity)
             .finish()
     }
@@ -360,6 +377,7 @@ impl<M: Send + 'static> BoundedRef<M> {
                 slots: Arc::new(SlotPool {
                     capacity,
                     taken: AtomicUsize::new(0),
+                    reserved: AtomicUsize::new(0),
                     waiting: AtomicUsize::new(0),
                     wake_batch: (capacity / 4).max(1),
                     freed: Notify::new(),
@@ -402,14 +420,15 @@ impl<M: Send + 'static> BoundedRef<M> {
         self.shared.capacity
     }
 
-    /// Messages queued or being processed now.
+    /// Messages queued or being processed now (slots only reserved are not messages).
     pub fn depth(&self) -> usize {
-        self.shared.slots.taken.load(Ordering::Relaxed)
+        self.shared.slots.messages()
     }
 
-    /// Free slots now.
+    /// Free slots now (neither holding a message nor reserved).
     pub fn free(&self) -> usize {
-        self.shared.capacity - self.depth()
+        let taken = self.shared.slots.taken.load(Ordering::Relaxed);
+        self.shared.capacity.saturating_sub(taken)
     }
 
     /// True when both refs are the same mailbox.
@@ -488,10 +507,11 @@ impl<M: Send + 'static> BoundedRef<M> {
     }
 
     fn reservation(&self) -> Reservation<'_, M> {
-        self.shared.slots.depth.increment(1.0);
+        self.shared.slots.reserved.fetch_add(1, Ordering::Relaxed);
         Reservation {
             slot: Slot {
                 pool: self.shared.slots.clone(),
+                queued: false,
             },
             target: self,
         }
@@ -527,10 +547,12 @@ impl<'a, M: Send + 'static> Reservation<'a, M> {
         let Some(actor) = guard.as_ref() else {
             return Err(SendError::Closed(msg));
         };
-        match actor.cast(Envelope {
-            msg,
-            slot: self.slot,
-        }) {
+        // From here the slot holds a message: it counts in the depth until it is freed.
+        let mut slot = self.slot;
+        slot.pool.reserved.fetch_sub(1, Ordering::Relaxed);
+        slot.pool.depth.increment(1.0);
+        slot.queued = true;
+        match actor.cast(Envelope { msg, slot }) {
             Ok(()) => Ok(()),
             Err(MessagingErr::SendErr(envelope)) => Err(SendError::Closed(envelope.msg)),
             // Only the message-carrying variant can occur for a typed local ref.

@@ -384,3 +384,32 @@ async fn a_reservation_cannot_be_spent_on_an_unrelated_mailbox() {
     assert_eq!(r.depth(), 0, "the slot was released");
     assert!(seen.lock().unwrap().is_empty());
 }
+
+/// A slot reserved for a message not sent yet (a consumer's prefetch) takes room but is not a
+/// message: the depth — what `/admin/supervision` and `cloudlysis_actor_mailbox_depth` report —
+/// counts only messages queued or being processed. (Found by using the platform: an idle
+/// node's handlers, whose consumers reserve every free slot before each pull, showed 64/64.)
+#[tokio::test]
+async fn a_reserved_slot_takes_room_but_is_not_counted_as_a_message() {
+    let (r, _a, _) = probe(2).await;
+    let first = r.try_reserve().expect("a free slot");
+    let second = r.try_reserve().expect("a second free slot");
+    assert_eq!(r.depth(), 0, "nothing queued");
+    assert_eq!(r.free(), 0, "but no room either");
+    assert!(
+        r.try_send(Msg::Work { id: 1, delay_us: 0 })
+            .unwrap_err()
+            .is_full()
+    );
+    drop(second);
+    assert_eq!(
+        (r.depth(), r.free()),
+        (0, 1),
+        "an unused reservation frees its slot"
+    );
+    let gate = Arc::new(tokio::sync::Notify::new());
+    assert!(first.send(Msg::Gate(gate.clone())).is_ok());
+    assert_eq!(r.depth(), 1, "a message sent through a reservation counts");
+    gate.notify_one();
+    assert!(wait_until(|| r.depth() == 0 && r.free() == 2).await);
+}
