@@ -62,6 +62,17 @@ async fn a_bad_min_sequence_or_missing_right_is_refused() {
     )
     .await;
     assert_eq!(s, 400, "{body}");
+    // Given twice (found by using the platform: the first was taken, so a lower one first
+    // answered at once without the write).
+    let (s, body) = query(
+        &p,
+        "/v1/query/balances/acc",
+        &reader,
+        &[("x-min-sequence", "1"), ("x-min-sequence", "99999")],
+    )
+    .await;
+    assert_eq!(s, 400, "{body}");
+    assert!(body.to_string().contains("more than once"), "{body}");
     let writer = p.token("acme", &["commands:*"]);
     let (s, body) = query(&p, "/v1/query/balances/acc", &writer, &[]).await;
     assert_eq!(s, 403, "{body}");

@@ -192,6 +192,13 @@ where
                 "missing right `queries:{view}`"
             )));
         }
+        // Given twice, which one the client meant is not known (the lower would break a
+        // read-your-writes read silently).
+        if headers.get_all("x-min-sequence").iter().nth(1).is_some() {
+            return Err(Problem::bad_request(
+                "x-min-sequence is given more than once: send one",
+            ));
+        }
         let min = match headers.get("x-min-sequence") {
             None => None,
             Some(v) => Some(
