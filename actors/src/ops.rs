@@ -274,10 +274,17 @@ impl OpsService {
 /// Whether a runner's message on `subject` decodes as the handler of its subjects reads it (an
 /// effect command, an effect's result); other subjects are not checked.
 fn decodes(subject: &str, payload: &[u8]) -> Result<(), String> {
-    use cloudlysis_runtime::workflow::{EffectCommand, EffectResult};
+    use cloudlysis_runtime::workflow::{EffectCommand, EffectResult, TIMER_EFFECT, TimerPayload};
     let kind = subject.split('.').nth(2);
     let decoded = match kind {
-        Some("effect") => serde_json::from_slice::<EffectCommand>(payload).map(drop),
+        // A timer is an effect command whose payload the timer worker reads as well.
+        Some("effect") => serde_json::from_slice::<EffectCommand>(payload).and_then(|cmd| {
+            if cmd.effect_type == TIMER_EFFECT {
+                serde_json::from_value::<TimerPayload>(cmd.payload).map(drop)
+            } else {
+                Ok(())
+            }
+        }),
         Some("effect_result") => serde_json::from_slice::<EffectResult>(payload).map(drop),
         _ => Ok(()),
     };
@@ -513,5 +520,36 @@ impl OpsAdmin for OpsService {
                 String::new()
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::decodes;
+
+    fn command(effect_type: &str, payload: serde_json::Value) -> Vec<u8> {
+        serde_json::to_vec(&serde_json::json!({
+            "schema_version": 1, "command_id": "c", "tenant_id": "acme",
+            "effect_type": effect_type, "workflow": "transfer", "instance": "t-1",
+            "issued_at_ms": 1, "payload": payload,
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn a_runner_message_decodes_as_its_handler_reads_it_timers_included() {
+        let subject = "tenant.acme.effect.withdraw";
+        assert!(decodes(subject, &command("withdraw", serde_json::json!({}))).is_ok());
+        assert!(decodes(subject, br#"{"garbage":1}"#).is_err());
+        let timer = "tenant.acme.effect._timer";
+        let good = serde_json::json!({"name": "timeout", "fire_at_ms": 5});
+        assert!(decodes(timer, &command("_timer", good)).is_ok());
+        let bad = serde_json::json!({"name": "timeout"});
+        assert!(
+            decodes(timer, &command("_timer", bad)).is_err(),
+            "the timer worker reads the payload too"
+        );
+        assert!(decodes("tenant.acme.effect_result.withdraw", b"{}").is_err());
+        assert!(decodes("tenant.acme.workflow.transfer.t-1", b"anything").is_ok());
     }
 }

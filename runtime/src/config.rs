@@ -469,11 +469,23 @@ fn node_uri(entry: &str) -> Result<String, String> {
         .authority()
         .filter(|a| !a.host().is_empty())
         .ok_or_else(|| format!("`{entry}` names no host {EXAMPLE}"))?;
-    if let Some(port) = authority.as_str().rsplit_once(':').map(|(_, p)| p)
-        && !authority.as_str().ends_with(']')
-        && port.parse::<u16>().map_or(true, |p| p == 0)
-    {
-        return Err(format!("`{entry}`: port {port} is not 1–65535"));
+    if authority.as_str().contains('@') {
+        return Err(format!(
+            "`{entry}`: a node address has no user name or password"
+        ));
+    }
+    // What follows the host (`[v6]` included), if anything: `:port`.
+    let after_host = authority
+        .as_str()
+        .strip_prefix(authority.host())
+        .unwrap_or_default();
+    if let Some(port) = after_host.strip_prefix(':') {
+        let valid = !port.is_empty()
+            && port.bytes().all(|b| b.is_ascii_digit())
+            && port.parse::<u16>().is_ok_and(|p| p != 0);
+        if !valid {
+            return Err(format!("`{entry}`: port {port} is not 1–65535"));
+        }
     }
     if !matches!(parsed.path(), "" | "/") || parsed.query().is_some() {
         return Err(format!("`{entry}`: a node address has no path or query"));

@@ -532,6 +532,11 @@ impl NodeKeys {
                     }
                     let tenant = TenantId::new(c.tenant)
                         .map_err(|e| CredentialError::Invalid(format!("tenant: {e}")))?;
+                    if c.sub.trim().is_empty() {
+                        return Err(CredentialError::Invalid(
+                            "the subject is empty: a credential names who calls".into(),
+                        ));
+                    }
                     return Ok((
                         Caller {
                             subject: c.sub,

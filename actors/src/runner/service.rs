@@ -156,10 +156,18 @@ impl RunnerNode {
     /// attempts, status, last error — `ledger_status` empty before the first attempt, and
     /// [`LEDGER_UNKNOWN`] when the ledger did not answer by the read's deadline. At most
     /// [`LEDGER_READS_AT_ONCE`] reads at a time, all within one store deadline (`io_timeout`: a
-    /// page of instances costs no more than one read's deadline).
-    async fn with_ledger(&self, tenant: &str, instances: &mut [pb::Instance]) {
+    /// page of instances costs no more than one read's deadline) and the caller's deadline
+    /// (`caller`, from its `grpc-timeout`), whichever comes first.
+    async fn with_ledger(
+        &self,
+        tenant: &str,
+        instances: &mut [pb::Instance],
+        caller: Option<tokio::time::Instant>,
+    ) {
         use futures::StreamExt;
-        let deadline = tokio::time::Instant::now() + self.inner.ctx.settings.io_timeout;
+        // Within the caller's deadline too: the answer (a verb already applied) must reach it.
+        let own = tokio::time::Instant::now() + self.inner.ctx.settings.io_timeout;
+        let deadline = caller.map_or(own, |c| c.min(own));
         let pending = instances.iter_mut().flat_map(|i| i.pending.iter_mut());
         futures::stream::iter(pending)
             .for_each_concurrent(LEDGER_READS_AT_ONCE, |p| async move {
@@ -269,6 +277,7 @@ impl WorkflowService for RunnerNode {
         Caller::of(&request)?.require("workflows", &request.get_ref().workflow)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let caller = crate::grpc::deadline(request.metadata());
         let req = request.into_inner();
         let instance = tokens(&req.workflow, &req.instance)?;
         let host = self.host(&req.workflow)?;
@@ -284,7 +293,8 @@ impl WorkflowService for RunnerNode {
             )));
         };
         let mut out = [to_proto(&record)];
-        self.with_ledger(ctx.tenant.as_str(), &mut out).await;
+        self.with_ledger(ctx.tenant.as_str(), &mut out, caller)
+            .await;
         let [out] = out;
         Ok(Response::new(out))
     }
@@ -293,6 +303,7 @@ impl WorkflowService for RunnerNode {
         Caller::of(&request)?.require("workflows", &request.get_ref().workflow)?;
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let caller = crate::grpc::deadline(request.metadata());
         let req = request.into_inner();
         cloudlysis_runtime::subject::validate_token(&req.workflow)
             .map_err(|e| Status::invalid_argument(format!("workflow: {e}")))?;
@@ -357,7 +368,8 @@ impl WorkflowService for RunnerNode {
             String::new()
         };
         let mut instances: Vec<pb::Instance> = found.iter().map(to_proto).collect();
-        self.with_ledger(ctx.tenant.as_str(), &mut instances).await;
+        self.with_ledger(ctx.tenant.as_str(), &mut instances, caller)
+            .await;
         Ok(Response::new(ListResponse {
             instances,
             next_cursor,
@@ -375,6 +387,7 @@ impl WorkflowService for RunnerNode {
         let ctx = RequestContext::extract(request.metadata())
             .map_err(|e| Status::invalid_argument(e.to_string()))?;
         let actor = actor_of(&request);
+        let caller = crate::grpc::deadline(request.metadata());
         let req = request.into_inner();
         let instance = tokens(&req.workflow, &req.instance)?;
         let host = self.host(&req.workflow)?;
@@ -392,7 +405,8 @@ impl WorkflowService for RunnerNode {
             .await;
         let (record, _) = result.map_err(|e| e.to_status())?;
         let mut out = [to_proto(&record)];
-        self.with_ledger(ctx.tenant.as_str(), &mut out).await;
+        self.with_ledger(ctx.tenant.as_str(), &mut out, caller)
+            .await;
         let [out] = out;
         Ok(Response::new(out))
     }

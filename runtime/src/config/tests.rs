@@ -163,8 +163,15 @@ fn node_addresses_are_uris_with_a_host_and_a_port_or_refused_naming_the_setting(
     let src = ConfigSource::default();
     let addrs = |v: &str| src.node_addrs(&ADDR, Some(v), "http://127.0.0.1:50053");
     assert_eq!(
-        addrs("127.0.0.1:1, https://n:2,http://[::1]:3").unwrap(),
-        ["http://127.0.0.1:1", "https://n:2", "http://[::1]:3"]
+        addrs("127.0.0.1:1, https://n:2,http://[::1]:3,https://node-a.example,http://[::1]")
+            .unwrap(),
+        [
+            "http://127.0.0.1:1",
+            "https://n:2",
+            "http://[::1]:3",
+            "https://node-a.example",
+            "http://[::1]"
+        ]
     );
     assert_eq!(
         src.node_addrs(&ADDR, None, "http://127.0.0.1:50053")
@@ -177,6 +184,8 @@ fn node_addresses_are_uris_with_a_host_and_a_port_or_refused_naming_the_setting(
         ("http://a:1,,http://b:2", "empty"),
         ("http://127.0.0.1:99999", "port 99999"),
         ("http://127.0.0.1:0", "port 0"),
+        ("http://h:+5", "port +5"),
+        ("http://u:p@h:1", "no user name"),
         ("ftp://127.0.0.1:1", "scheme"),
         ("http://:1", "host"),
         ("http://a:1/path", "path"),

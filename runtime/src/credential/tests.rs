@@ -202,3 +202,33 @@ fn a_signed_credential_is_handed_out_again_only_within_half_its_lifetime() {
     let caller = keys.verify(&fresh).unwrap();
     assert_eq!(caller.tenant.as_str(), "acme");
 }
+
+/// A credential naming no one — signed by hand or by an older Gateway — is refused: nodes audit
+/// calls by the credential's subject. (Signing one is refused too.)
+#[test]
+fn a_credential_without_a_subject_is_refused() {
+    let keys = NodeKeys::new(SECRET).unwrap();
+    assert!(matches!(
+        keys.sign(" ", "acme", &[]),
+        Err(CredentialError::Invalid(_))
+    ));
+    let now = now_secs();
+    let claims = Claims {
+        aud: AUDIENCE.into(),
+        sub: String::new(),
+        tenant: "acme".into(),
+        rights: vec!["commands:*".into()],
+        iat: now,
+        exp: now + 30,
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(SECRET),
+    )
+    .unwrap();
+    match keys.verify(&token) {
+        Err(CredentialError::Invalid(m)) => assert!(m.contains("subject is empty"), "{m}"),
+        other => panic!("{other:?}"),
+    }
+}
