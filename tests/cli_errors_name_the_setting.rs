@@ -308,8 +308,10 @@ fn all_with_static_placement_refuses_addresses_to_advertise() {
                 "cli-test-secret-cli-test-secret-cli",
             )
             .env("CLOUDLYSIS_NATS_URL", "nats://127.0.0.1:1")
-            .output()
+            .stderr(std::process::Stdio::piped())
+            .spawn()
             .unwrap();
+        let out = exits_within(out, 20);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(1), "{env}: {stderr}");
         assert!(
