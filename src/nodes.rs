@@ -380,7 +380,7 @@ pub async fn serve_until_signal_then<F, Fut, E>(
 where
     F: FnOnce(Stop) -> Fut,
     Fut: std::future::Future<Output = Result<(), E>> + Send + 'static,
-    E: Send + 'static,
+    E: std::error::Error + Send + 'static,
 {
     let (stop, wait) = shutdown_channel();
     let http_server = tokio::spawn(cloudlysis_runtime::service::serve(
@@ -389,14 +389,46 @@ where
         limits,
         wait(),
     ));
-    let grpc_server = tokio::spawn(grpc(wait()));
-    shutdown_signal().await;
-    before_stop.await;
-    eprintln!("shutting down");
+    let mut grpc_server = tokio::spawn(grpc(wait()));
+    // A gRPC server that stops by itself (its TLS identity unusable, its listener failed) is
+    // a node that serves nothing: the process says why and exits 1 rather than run on.
+    let failed = tokio::select! {
+        () = shutdown_signal() => None,
+        ended = &mut grpc_server => Some(match ended {
+            Ok(Ok(())) => "it stopped without being asked".to_string(),
+            Ok(Err(e)) => error_chain(&e),
+            Err(e) => format!("it panicked: {e}"),
+        }),
+    };
+    if let Some(why) = &failed {
+        eprintln!("error: the node's gRPC server stopped: {why}");
+    } else {
+        before_stop.await;
+        eprintln!("shutting down");
+    }
     let _ = stop.send(true);
-    let _ = tokio::time::timeout(DRAIN, grpc_server).await;
+    if failed.is_none() {
+        let _ = tokio::time::timeout(DRAIN, grpc_server).await;
+    }
     let _ = tokio::time::timeout(DRAIN, http_server).await;
-    Ok(std::process::ExitCode::SUCCESS)
+    Ok(if failed.is_some() {
+        std::process::ExitCode::FAILURE
+    } else {
+        std::process::ExitCode::SUCCESS
+    })
+}
+
+/// An error and its sources, `: `-separated (tonic's transport error says only "transport
+/// error" by itself).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = e.to_string();
+    let mut source = e.source();
+    while let Some(s) = source {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        source = s.source();
+    }
+    text
 }
 
 /// `node.leave_grace_ms`.

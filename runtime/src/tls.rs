@@ -127,10 +127,30 @@ pub fn server(src: &ConfigSource) -> Result<Option<ServerTlsConfig>, ConfigError
             let cert_pem = read_pem(Path::new(&cert), "CERTIFICATE")
                 .map_err(|e| invalid(&CERT_FILE, cert_origin, &cert, e))?;
             let key_pem = read_pem(Path::new(&key), "PRIVATE KEY")
-                .map_err(|e| invalid(&KEY_FILE, key_origin, &key, e))?;
-            Ok(Some(
-                ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem)),
-            ))
+                .map_err(|e| invalid(&KEY_FILE, key_origin.clone(), &key, e))?;
+            let config = ServerTlsConfig::new().identity(Identity::from_pem(cert_pem, key_pem));
+            // Built once now, as the server will: a certificate or key that cannot serve (bad
+            // base64, a key of another certificate, an unsupported algorithm) is refused at
+            // start, naming both files — not found when the listener starts.
+            if let Err(e) = tonic::transport::Server::builder().tls_config(config.clone()) {
+                let mut reason = e.to_string();
+                let mut source = std::error::Error::source(&e);
+                while let Some(s) = source {
+                    reason.push_str(": ");
+                    reason.push_str(&s.to_string());
+                    source = s.source();
+                }
+                return Err(invalid(
+                    &KEY_FILE,
+                    key_origin,
+                    &key,
+                    format!(
+                        "with {} `{cert}`, not a usable TLS identity: {reason}",
+                        CERT_FILE.key
+                    ),
+                ));
+            }
+            Ok(Some(config))
         }
     }
 }
@@ -219,6 +239,41 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    /// Found by using the platform: a node given a key of another certificate, or a PEM block
+    /// whose body is not a key, started, printed its gRPC address and served nothing.
+    #[test]
+    fn an_unusable_certificate_and_key_pair_is_refused_naming_the_files() {
+        let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/tls");
+        let file = |name: &str| fixtures.join(name).to_string_lossy().into_owned();
+        let dir = std::env::temp_dir().join(format!("tls-pair-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let garbage = dir.join("garbage-key.pem");
+        std::fs::write(
+            &garbage,
+            "-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let garbage = garbage.to_string_lossy().into_owned();
+        for (cert, key) in [
+            (file("ca.pem"), file("node-key.pem")),
+            (file("node.pem"), garbage.clone()),
+        ] {
+            let src = ConfigSource::from_env([(CERT_FILE.env, &cert), (KEY_FILE.env, &key)]);
+            let e = server(&src).unwrap_err().to_string();
+            assert!(
+                e.contains("node.tls_key_file") && e.contains("node.tls_cert_file"),
+                "{e}"
+            );
+            assert!(e.contains("not a usable TLS identity"), "{e}");
+        }
+        let good = [
+            (CERT_FILE.env, file("node.pem")),
+            (KEY_FILE.env, file("node-key.pem")),
+        ];
+        assert!(server(&ConfigSource::from_env(good)).unwrap().is_some());
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
