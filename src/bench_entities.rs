@@ -65,7 +65,10 @@ pub async fn run(src: &ConfigSource, args: EntitiesBenchArgs) -> anyhow::Result<
         (1..=MAX_ENTITIES).contains(&args.entities),
         "--entities must be 1..={MAX_ENTITIES}"
     );
-    anyhow::ensure!(args.existing >= 1, "--existing must be at least 1");
+    anyhow::ensure!(
+        (1..=10_000_000).contains(&args.existing),
+        "--existing must be 1 – 10000000"
+    );
     anyhow::ensure!(args.workers >= 1, "--workers must be at least 1");
     anyhow::ensure!(
         args.deposits >= args.workers,

@@ -63,7 +63,14 @@ pub async fn run(src: &ConfigSource, args: FairnessBenchArgs) -> anyhow::Result<
         args.max_in_flight >= 2,
         "--max-in-flight must be at least 2"
     );
-    anyhow::ensure!(args.rate >= 1, "--rate must be at least 1");
+    anyhow::ensure!(
+        (1..=1_000_000).contains(&args.rate),
+        "--rate must be 1 – 1000000"
+    );
+    anyhow::ensure!(
+        (1..=3_600).contains(&args.seconds),
+        "--seconds must be 1 – 3600"
+    );
     let nats_url = args.nats_url.clone();
     with_nats(nats_url.as_deref(), |url| async move {
         bench(src, &url, &args).await

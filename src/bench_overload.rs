@@ -119,7 +119,10 @@ pub async fn run(src: &ConfigSource, args: OverloadBenchArgs) -> anyhow::Result<
         args.factor > 0.0 && args.factor <= 100.0,
         "--factor must be in (0, 100]"
     );
-    anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    anyhow::ensure!(
+        (1..=3_600).contains(&args.seconds),
+        "--seconds must be 1 – 3600"
+    );
     anyhow::ensure!(args.accounts >= 1, "--accounts must be at least 1");
     anyhow::ensure!(
         args.connections > args.max_in_flight,

@@ -66,13 +66,19 @@ const RAW_DURABLE: &str = "cloudlysis-bench-raw-drain";
 
 /// Runs the benchmark and prints a report.
 pub async fn run(src: &ConfigSource, args: ViewBenchArgs) -> anyhow::Result<ExitCode> {
-    anyhow::ensure!(args.events >= 1, "--events must be at least 1");
+    anyhow::ensure!(
+        (1..=10_000_000).contains(&args.events),
+        "--events must be 1 – 10000000"
+    );
     anyhow::ensure!(args.accounts >= 1, "--accounts must be at least 1");
     anyhow::ensure!(
         (1..=10_000).contains(&args.rate),
         "--rate must be between 1 and 10000 commands per second"
     );
-    anyhow::ensure!(args.seconds >= 1, "--seconds must be at least 1");
+    anyhow::ensure!(
+        (1..=3_600).contains(&args.seconds),
+        "--seconds must be 1 – 3600"
+    );
     let nats_url = args.nats_url.clone();
     with_nats(nats_url.as_deref(), |url| async move {
         bench(src, &url, &args).await

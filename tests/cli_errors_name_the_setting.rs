@@ -321,6 +321,66 @@ fn all_with_static_placement_refuses_addresses_to_advertise() {
     }
 }
 
+/// Found by using the platform: huge values panicked (`overflow when adding duration to
+/// instant`, `capacity overflow`, `period must be non-zero`) and `--seconds 0` measured nothing.
+#[test]
+fn bench_flags_out_of_range_are_refused_without_a_panic() {
+    for (args, says) in [
+        (
+            &["bench", "overload", "--seconds", "18446744073709551615"][..],
+            "--seconds",
+        ),
+        (
+            &[
+                "bench",
+                "views",
+                "--seconds",
+                "18446744073709551615",
+                "--events",
+                "10",
+            ][..],
+            "--seconds",
+        ),
+        (
+            &[
+                "bench",
+                "fairness",
+                "--rate",
+                "18446744073709551615",
+                "--seconds",
+                "1",
+            ][..],
+            "--rate",
+        ),
+        (&["bench", "fairness", "--seconds", "0"][..], "--seconds"),
+        (
+            &[
+                "bench",
+                "entities",
+                "--entities",
+                "10",
+                "--existing",
+                "18446744073709551610",
+            ][..],
+            "--existing",
+        ),
+    ] {
+        let out = cloudlysis()
+            .args(args)
+            .stderr(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let out = exits_within(out, 20);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+        assert!(
+            stderr.contains(says) && !stderr.contains("panicked"),
+            "{args:?}: {stderr}"
+        );
+    }
+}
+
 #[test]
 fn help_lists_every_subcommand() {
     let out = cloudlysis().arg("--help").output().unwrap();
