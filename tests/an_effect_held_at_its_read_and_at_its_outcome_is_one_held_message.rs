@@ -10,7 +10,7 @@ mod common;
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
 use cloudlysis_runtime::metrics::names::{HANDLER_OLDEST_HELD, HANDLER_RETRIES};
 use common::observe::{counter, held_for_at_least, put_back, take_bucket, until_started};
-use common::{Platform, gateway_call, runner_settings};
+use common::{Platform, runner_settings};
 use std::sync::atomic::Ordering::SeqCst;
 use std::time::{Duration, Instant};
 
@@ -49,7 +49,7 @@ async fn a_message_held_at_its_read_and_at_its_outcome_write_is_one_held_message
     }
     assert_eq!(p.balance("acme", "a").await, 60, "the withdraw ran");
 
-    let held = runner_holds(&p, &admin).await;
+    let held = p.runner_holds(&admin, |held| !held.is_empty()).await;
     assert_eq!(
         held,
         serde_json::json!([{"kind": "handler", "name": "effect_worker", "messages": 1}]),
@@ -64,33 +64,4 @@ async fn a_message_held_at_its_read_and_at_its_outcome_write_is_one_held_message
         0.0,
         "nothing is held once the outcome was written"
     );
-}
-
-/// The runner's `held` in `GET /admin/nodes`, without `oldest_seconds`, once it is not empty;
-/// panics after 30 s.
-async fn runner_holds(p: &Platform, token: &str) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let (s, body) = gateway_call(&p.gateway, "GET", "/admin/nodes", token, "").await;
-        assert_eq!(s, 200, "{body}");
-        let runner = body["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["role"] == "runner")
-            .cloned()
-            .unwrap();
-        let mut held = runner["held"].clone();
-        if let Some(list) = held.as_array_mut().filter(|l| !l.is_empty()) {
-            for h in list {
-                h.as_object_mut().unwrap().remove("oldest_seconds");
-            }
-            return held;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the runner holds nothing: {runner}"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -11,8 +11,8 @@ mod common;
 
 use cloudlysis_runtime::kv::EFFECTS_BUCKET;
 use cloudlysis_runtime::metrics::names::{HANDLER_OLDEST_HELD, HANDLER_RETRIES};
+use common::Platform;
 use common::observe::{counter, held_for_at_least, held_not_poisoned, put_back, take_bucket};
-use common::{Platform, gateway_call};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
@@ -36,7 +36,12 @@ async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
     assert_eq!(p.balance("acme", "a").await, 60, "the withdraw ran");
     // Operators see it: the runner reports what it holds, and for how long.
     let admin = p.token("acme", &["admin:read"]);
-    let held = runner_holds(&p, &admin, |h| h["oldest_seconds"].as_f64() >= Some(1.0)).await;
+    let held = p
+        .runner_holds(&admin, |held| {
+            held.iter()
+                .all(|h| h["oldest_seconds"].as_f64() >= Some(1.0))
+        })
+        .await;
     assert_eq!(
         held,
         serde_json::json!([{"kind": "handler", "name": "effect_worker", "messages": 1}]),
@@ -65,40 +70,6 @@ async fn an_outcome_waits_out_its_ledger_and_the_effect_runs_once() {
         0.0,
         "nothing is held once the outcome was written"
     );
-    let held = runner_holds(&p, &admin, |_| false).await;
+    let held = p.runner_holds(&admin, <[_]>::is_empty).await;
     assert_eq!(held, serde_json::json!([]), "nothing held any more");
-}
-
-/// The runner's `held` in `GET /admin/nodes` (without `oldest_seconds`), once it is empty or
-/// every entry satisfies `ready`; panics after 30 s.
-async fn runner_holds(
-    p: &Platform,
-    token: &str,
-    ready: impl Fn(&serde_json::Value) -> bool,
-) -> serde_json::Value {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
-    loop {
-        let (s, body) = gateway_call(&p.gateway, "GET", "/admin/nodes", token, "").await;
-        assert_eq!(s, 200, "{body}");
-        let runner = body["nodes"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|n| n["role"] == "runner")
-            .cloned()
-            .unwrap();
-        let held = runner["held"].as_array().cloned().unwrap_or_default();
-        if held.is_empty() || held.iter().all(&ready) {
-            let mut held = serde_json::Value::Array(held);
-            for h in held.as_array_mut().unwrap() {
-                h.as_object_mut().unwrap().remove("oldest_seconds");
-            }
-            return held;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "the runner's holds: {runner}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
 }

@@ -108,6 +108,40 @@ impl Platform {
         }
     }
 
+    /// The runner's `held` in `GET /admin/nodes` (each entry without `oldest_seconds`, which
+    /// moves), once `done` says so of the entries as they are; panics after 30 s.
+    pub async fn runner_holds(
+        &self,
+        token: &str,
+        done: impl Fn(&[serde_json::Value]) -> bool,
+    ) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let (s, body) = gateway_call(&self.gateway, "GET", "/admin/nodes", token, "").await;
+            assert_eq!(s, 200, "{body}");
+            let runner = body["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["role"] == "runner")
+                .cloned()
+                .unwrap();
+            let held = runner["held"].as_array().cloned().unwrap_or_default();
+            if done(&held) {
+                let mut held = serde_json::Value::Array(held);
+                for h in held.as_array_mut().unwrap() {
+                    h.as_object_mut().unwrap().remove("oldest_seconds");
+                }
+                return held;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the runner's holds: {runner}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Opens accounts `a` (with `balance` deposited) and `b` of tenant `acme`.
     pub async fn open_accounts(&self, token: &str, balance: u64) {
         self.account_command(token, "a", r#"{"type":"Open","payload":{"owner":"a"}}"#)
